@@ -1,0 +1,196 @@
+//! The values templates read: `request`, `steps`, `response`, `pathParams`, `body_text` and
+//! `body_raw` (SPEC §2), built once per run from the caller's request and step results.
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use minijinja::value::{Enumerator, Object, Value};
+
+/// The caller's request as `request.*` exposes it.
+#[derive(Debug)]
+pub struct RequestView {
+    body: Bytes,
+    content_type: Option<String>,
+    query: Arc<QueryParameters>,
+    body_text: OnceLock<Value>,
+}
+
+impl RequestView {
+    /// Wraps the caller's body, `Content-Type` and query string pairs.
+    pub fn new(body: Bytes, content_type: Option<String>, query: Vec<(String, String)>) -> Self {
+        RequestView {
+            body,
+            content_type,
+            query: Arc::new(QueryParameters { pairs: query }),
+            body_text: OnceLock::new(),
+        }
+    }
+
+    /// `body_text`: the body as UTF-8 text, `None` when empty or not UTF-8.
+    pub fn body_text(&self) -> Value {
+        self.body_text
+            .get_or_init(|| match std::str::from_utf8(&self.body) {
+                Ok(text) if !text.is_empty() => Value::from(text),
+                _ => Value::from(()),
+            })
+            .clone()
+    }
+
+    /// `body_raw`: the body as bytes, `None` when empty.
+    pub fn body_raw(&self) -> Value {
+        if self.body.is_empty() {
+            Value::from(())
+        } else {
+            Value::from_bytes(self.body.to_vec())
+        }
+    }
+
+    /// The raw body.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The caller's query parameters.
+    pub fn query(&self) -> &[(String, String)] {
+        &self.query.pairs
+    }
+}
+
+impl Object for RequestView {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        match key.as_str()? {
+            "body_text" => Some(self.body_text()),
+            "body_raw" => Some(self.body_raw()),
+            "query_parameters" => Some(Value::from_dyn_object(self.query.clone())),
+            "headers" => Some(Value::from_object(RequestHeaders {
+                content_type: self.content_type.clone(),
+            })),
+            _ => None,
+        }
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Str(&["body_text", "body_raw", "query_parameters", "headers"])
+    }
+}
+
+/// `request.query_parameters`: a dict where `.missing_key` reads as an empty string, as the
+/// platform documents; bracket access, `in` and `.get()` behave like a plain dict.
+#[derive(Debug)]
+pub struct QueryParameters {
+    pairs: Vec<(String, String)>,
+}
+
+impl QueryParameters {
+    fn lookup(&self, key: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Object for QueryParameters {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        self.lookup(key.as_str()?).map(Value::from)
+    }
+
+    fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Value> {
+        Some(Value::from(self.lookup(key).unwrap_or("")))
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        let mut keys: Vec<Value> = Vec::new();
+        for (k, _) in &self.pairs {
+            let key = Value::from(k.as_str());
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        Enumerator::Values(keys)
+    }
+}
+
+/// `request.headers`: only `Content-Type` is exposed, under any capitalisation.
+#[derive(Debug)]
+pub struct RequestHeaders {
+    content_type: Option<String>,
+}
+
+impl Object for RequestHeaders {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let key = key.as_str()?;
+        if key.eq_ignore_ascii_case("content-type") {
+            self.content_type.as_deref().map(Value::from)
+        } else {
+            None
+        }
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        if self.content_type.is_some() {
+            Enumerator::Str(&["Content-Type"])
+        } else {
+            Enumerator::Empty
+        }
+    }
+}
+
+/// What a finished step (or an upstream response) looks like to templates:
+/// `body` (text, `None` when binary), `status_code`, `headers` (lower-case keys).
+pub fn response_value(body: Value, status_code: u16, headers: Value) -> Value {
+    Value::from_iter([
+        ("body", body),
+        ("status_code", Value::from(status_code)),
+        ("headers", headers),
+    ])
+}
+
+/// A response body as templates see it: UTF-8 text, or `None` for binary content.
+pub fn body_value(body: &[u8]) -> Value {
+    match std::str::from_utf8(body) {
+        Ok(text) => Value::from(text),
+        Err(_) => Value::from(()),
+    }
+}
+
+/// Response headers as a dict with lower-case keys (repeated headers joined by `, `).
+pub fn headers_value<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> Value {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for (name, value) in headers {
+        let name = name.to_ascii_lowercase();
+        let value = String::from_utf8_lossy(value).into_owned();
+        match pairs.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, existing)) => {
+                existing.push_str(", ");
+                existing.push_str(&value);
+            }
+            None => pairs.push((name, value)),
+        }
+    }
+    Value::from_iter(pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use minijinja::Environment;
+
+    #[test]
+    fn query_parameters_read_blank_when_missing_but_behave_like_a_dict() {
+        let request = Value::from_object(RequestView::new(
+            Bytes::from_static(b"{\"a\":1}"),
+            Some("application/json".into()),
+            vec![("page".into(), "2".into())],
+        ));
+        let mut env = Environment::new();
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::SemiStrict);
+        let render = |src: &str| env.render_str(src, minijinja::context! { request => request.clone() });
+        assert_eq!(render("[{{ request.query_parameters.page }}|{{ request.query_parameters.nope }}]").unwrap(), "[2|]");
+        assert_eq!(render("{{ 'nope' in request.query_parameters }}").unwrap(), "False");
+        assert_eq!(render("{{ request.headers['content-type'] }}").unwrap(), "application/json");
+        assert!(render("{{ request.headers.Authorization }}").is_err());
+        assert_eq!(render("{{ request.body_text }}").unwrap(), "{\"a\":1}");
+    }
+}

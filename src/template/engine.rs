@@ -1,0 +1,191 @@
+//! One minijinja environment per loaded registry: every template is compiled into it once
+//! when the registry loads, and a run only renders by name.
+
+use std::sync::Arc;
+
+use minijinja::value::Value;
+use minijinja::{AutoEscape, Environment, Error, ErrorKind, Output, State, UndefinedBehavior};
+
+use super::field::Field;
+use super::filters::{self, OWN_ERROR_PREFIXES};
+use super::functions;
+use super::python::py_str;
+use super::secrets::{SecretStore, Variables};
+
+/// Bounds on the work one template render may do.
+#[derive(Debug, Clone, Copy)]
+pub struct RenderLimits {
+    /// minijinja fuel: instructions plus bytes produced; exhausted renders fail with 422.
+    pub fuel: u64,
+    /// Largest rendered output, in bytes.
+    pub max_output_bytes: usize,
+}
+
+impl Default for RenderLimits {
+    fn default() -> Self {
+        RenderLimits {
+            fuel: 20_000_000,
+            max_output_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+/// A compiled template, referred to by its unique internal name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TemplateId(Arc<str>);
+
+impl TemplateId {
+    /// The internal name.
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Why a render failed. The message is safe to show to callers: it names the field, the
+/// template expression and the reason, never a value.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct RenderError {
+    /// What went wrong, without values.
+    pub message: String,
+    /// Whether a JWT signature failed (reported with the JWT scope, not the template one).
+    pub jwt_signing: bool,
+}
+
+/// The compiled templates of one registry and the environment that renders them.
+pub struct TemplateSet {
+    env: Environment<'static>,
+    limits: RenderLimits,
+}
+
+impl std::fmt::Debug for TemplateSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TemplateSet").field("limits", &self.limits).finish()
+    }
+}
+
+/// The environment every registry template runs in: Jinja2 semantics, the platform's
+/// filters and functions, strict undefined handling and Python value formatting.
+pub fn new_environment(
+    secrets: Arc<SecretStore>,
+    variables: Arc<Variables>,
+    limits: RenderLimits,
+) -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.set_auto_escape_callback(|name| match Field::of_template(name) {
+        Some(Field::Url) => AutoEscape::Custom("url".into()),
+        _ => AutoEscape::None,
+    });
+    env.set_formatter(python_formatter);
+    env.set_fuel(Some(limits.fuel));
+    // Jinja2 keeps whitespace after blocks by default (no trim_blocks): so does this.
+    filters::register(&mut env);
+    functions::register(&mut env, secrets, variables);
+    env
+}
+
+/// Characters kept as they are when a value is interpolated into a URL: RFC 3986 unreserved.
+const URL_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn python_formatter(out: &mut Output, state: &mut State, value: &Value) -> Result<(), Error> {
+    let url = matches!(state.auto_escape(), AutoEscape::Custom(_));
+    if value.is_safe() {
+        return out.write_str(value.as_str().unwrap_or_default()).map_err(Error::from);
+    }
+    let mut text = String::new();
+    py_str(value, &mut text)?;
+    if url {
+        if text == "." || text == ".." {
+            return Err(filters::own_error(
+                "url: a value rendered into the URL is '.' or '..', which would change the path",
+            ));
+        }
+        for part in percent_encoding::utf8_percent_encode(&text, URL_VALUE) {
+            out.write_str(part)?;
+        }
+        Ok(())
+    } else {
+        out.write_str(&text).map_err(Error::from)
+    }
+}
+
+impl TemplateSet {
+    /// Wraps an environment holding compiled templates.
+    pub fn new(env: Environment<'static>, limits: RenderLimits) -> Self {
+        TemplateSet { env, limits }
+    }
+
+    /// Compiles `source` under a unique `location` for `field`; syntax errors come back
+    /// with their line.
+    pub fn add(&mut self, location: &str, field: Field, source: &str) -> Result<TemplateId, Error> {
+        let name = field.template_name(location);
+        self.env.add_template_owned(name.clone(), source.to_string())?;
+        Ok(TemplateId(name.into()))
+    }
+
+    /// The environment, for static checks (filter and global look-ups).
+    pub fn env(&self) -> &Environment<'static> {
+        &self.env
+    }
+
+    /// Renders a compiled template with `ctx`.
+    pub fn render(&self, id: &TemplateId, ctx: &Value) -> Result<String, RenderError> {
+        let template = self.env.get_template(id.name()).map_err(|e| RenderError {
+            message: format!("template is missing from the registry ({})", e.kind()),
+            jwt_signing: false,
+        })?;
+        let output = template
+            .render(ctx)
+            .map_err(|e| describe_error(&e, template.source()))?;
+        if output.len() > self.limits.max_output_bytes {
+            return Err(RenderError {
+                message: format!(
+                    "the rendered output is larger than {} bytes",
+                    self.limits.max_output_bytes
+                ),
+                jwt_signing: false,
+            });
+        }
+        Ok(output)
+    }
+}
+
+/// Turns a minijinja error into a caller-safe message: our own filters' details are shown,
+/// engine details are reduced to their kind, and the failing expression is quoted from the
+/// template source (registry text, never data).
+pub fn describe_error(err: &Error, source: &str) -> RenderError {
+    let detail = err.detail().unwrap_or_default();
+    let own = OWN_ERROR_PREFIXES.iter().any(|p| detail.starts_with(p));
+    let reason = if own {
+        detail.to_string()
+    } else {
+        match err.kind() {
+            ErrorKind::UndefinedError => "a variable, attribute or key used here is undefined".to_string(),
+            ErrorKind::OutOfFuel => "the template did too much work (fuel limit reached)".to_string(),
+            ErrorKind::UnknownMethod => detail.to_string(),
+            kind => kind.to_string(),
+        }
+    };
+    let snippet = err
+        .range()
+        .and_then(|r| source.get(r))
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty() && s.len() <= 200);
+    let mut message = reason;
+    if let Some(snippet) = snippet {
+        message.push_str(&format!(" in `{snippet}`"));
+    }
+    if let Some(line) = err.line() {
+        message.push_str(&format!(" (line {line})"));
+    }
+    RenderError {
+        jwt_signing: detail.starts_with("jwt_encode:") && !detail.contains("not available"),
+        message,
+    }
+}

@@ -1,0 +1,82 @@
+//! Which part of a connector a template fills. The field decides what the template may read
+//! and call, and how its output is escaped (URLs percent-encode what they interpolate).
+
+/// A templated field of a connector or step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Field {
+    /// The upstream URL; interpolated values are percent-encoded.
+    Url,
+    /// A header value.
+    HeaderValue,
+    /// A query parameter value.
+    QueryValue,
+    /// A value inside `authentication.config`.
+    AuthConfig,
+    /// The outbound request body.
+    RequestBody,
+    /// The transform applied to the upstream response.
+    ResponseBody,
+}
+
+/// Separates the parts of an internal template name; the field tag comes last.
+const NAME_SEPARATOR: char = '\u{1f}';
+
+impl Field {
+    /// Whether `get_secret()` may be called here (SPEC §2: header and query values and
+    /// authentication config only).
+    pub fn allows_secrets(self) -> bool {
+        matches!(self, Field::HeaderValue | Field::QueryValue | Field::AuthConfig)
+    }
+
+    /// Whether `jwt_encode()` may be called here (everywhere but `response_body`).
+    pub fn allows_jwt_encode(self) -> bool {
+        self != Field::ResponseBody
+    }
+
+    /// Short tag used in internal template names.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Field::Url => "url",
+            Field::HeaderValue => "header",
+            Field::QueryValue => "query",
+            Field::AuthConfig => "auth",
+            Field::RequestBody => "request_body",
+            Field::ResponseBody => "response_body",
+        }
+    }
+
+    fn from_tag(tag: &str) -> Option<Field> {
+        Some(match tag {
+            "url" => Field::Url,
+            "header" => Field::HeaderValue,
+            "query" => Field::QueryValue,
+            "auth" => Field::AuthConfig,
+            "request_body" => Field::RequestBody,
+            "response_body" => Field::ResponseBody,
+            _ => return None,
+        })
+    }
+
+    /// The internal, unique name of one template: where it lives and which field it fills.
+    pub fn template_name(self, location: &str) -> String {
+        format!("{location}{NAME_SEPARATOR}{}", self.tag())
+    }
+
+    /// Recovers the field from an internal template name.
+    pub fn of_template(name: &str) -> Option<Field> {
+        name.rsplit(NAME_SEPARATOR).next().and_then(Field::from_tag)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_names_round_trip_their_field() {
+        for f in [Field::Url, Field::HeaderValue, Field::QueryValue, Field::AuthConfig, Field::RequestBody, Field::ResponseBody] {
+            assert_eq!(Field::of_template(&f.template_name("c/0/x")), Some(f));
+        }
+        assert_eq!(Field::of_template("plain"), None);
+    }
+}

@@ -1,0 +1,16 @@
+//! Templates: the Jinja2 environment registries are written for, its filters and functions,
+//! the values templates read, and the static checks run when a registry loads.
+
+pub mod analysis;
+pub mod context;
+pub mod engine;
+pub mod field;
+pub mod filters;
+pub mod functions;
+pub mod python;
+pub mod secrets;
+
+pub use analysis::{analyze, url_origin, Analysis, ConnectorKind, Finding, Scope, UrlOrigin};
+pub use engine::{new_environment, RenderError, RenderLimits, TemplateId, TemplateSet};
+pub use field::Field;
+pub use secrets::{SecretStore, Variables};
