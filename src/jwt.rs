@@ -50,9 +50,18 @@ fn encoding_key(algorithm: Algorithm, name: &str, key: &str) -> Result<EncodingK
     use jsonwebtoken::AlgorithmFamily as F;
     let (result, expected) = match algorithm.family() {
         F::Hmac => return Ok(EncodingKey::from_secret(key.as_bytes())),
-        F::Rsa => (EncodingKey::from_rsa_pem(key.as_bytes()), "PEM RSA private key"),
-        F::Ec => (EncodingKey::from_ec_pem(key.as_bytes()), "PEM EC private key (PKCS#8)"),
-        F::Ed => (EncodingKey::from_ed_pem(key.as_bytes()), "PEM Ed25519 private key"),
+        F::Rsa => (
+            EncodingKey::from_rsa_pem(key.as_bytes()),
+            "PEM RSA private key",
+        ),
+        F::Ec => (
+            EncodingKey::from_ec_pem(key.as_bytes()),
+            "PEM EC private key (PKCS#8)",
+        ),
+        F::Ed => (
+            EncodingKey::from_ed_pem(key.as_bytes()),
+            "PEM Ed25519 private key",
+        ),
     };
     result.map_err(|_| JwtError::BadKey {
         algorithm: name.to_string(),
@@ -127,7 +136,8 @@ mod tests {
         let token = sign(&claims, "s3cret", "HS256", Some(&extra)).unwrap();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.required_spec_claims.clear();
-        let data = decode::<Value>(&token, &DecodingKey::from_secret(b"s3cret"), &validation).unwrap();
+        let data =
+            decode::<Value>(&token, &DecodingKey::from_secret(b"s3cret"), &validation).unwrap();
         assert_eq!(data.claims["exp"], Value::from(4102444800i64));
         assert_eq!(data.header.kid.as_deref(), Some("k1"));
     }
@@ -135,7 +145,13 @@ mod tests {
     #[test]
     fn bad_keys_and_algorithms_are_named_without_key_material() {
         let err = sign(&serde_json::json!({}), "not a pem", "RS256", None).unwrap_err();
-        assert_eq!(err.to_string(), "the signing key is not a valid PEM RSA private key for RS256");
-        assert!(matches!(sign(&serde_json::json!({}), "k", "none", None), Err(JwtError::UnknownAlgorithm(_))));
+        assert_eq!(
+            err.to_string(),
+            "the signing key is not a valid PEM RSA private key for RS256"
+        );
+        assert!(matches!(
+            sign(&serde_json::json!({}), "k", "none", None),
+            Err(JwtError::UnknownAlgorithm(_))
+        ));
     }
 }

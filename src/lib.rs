@@ -5,5 +5,7 @@
 //! The registry is validated and every template compiled once when it loads
 //! ([`registry`]); a run only renders ([`template`]).
 
+pub mod commands;
 pub mod jwt;
+pub mod registry;
 pub mod template;

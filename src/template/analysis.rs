@@ -102,7 +102,8 @@ fn collect_assigned<'a>(stmt: &Stmt<'a>, out: &mut HashSet<String>) {
             _ => {}
         }
     }
-    let body = |b: &[Stmt<'a>], out: &mut HashSet<String>| b.iter().for_each(|s| collect_assigned(s, out));
+    let body =
+        |b: &[Stmt<'a>], out: &mut HashSet<String>| b.iter().for_each(|s| collect_assigned(s, out));
     match stmt {
         Stmt::Template(t) => body(&t.children, out),
         Stmt::ForLoop(f) => {
@@ -231,9 +232,10 @@ impl<'s, 'e> Walker<'s, 'e> {
     fn call_args<'a>(&mut self, args: &[CallArg<'a>]) {
         for arg in args {
             match arg {
-                CallArg::Pos(e) | CallArg::Kwarg(_, e) | CallArg::PosSplat(e) | CallArg::KwargSplat(e) => {
-                    self.expr(e, false)
-                }
+                CallArg::Pos(e)
+                | CallArg::Kwarg(_, e)
+                | CallArg::PosSplat(e)
+                | CallArg::KwargSplat(e) => self.expr(e, false),
             }
         }
     }
@@ -289,7 +291,9 @@ impl<'s, 'e> Walker<'s, 'e> {
                     Expr::Var(v) if !self.assigned.contains(v.id) => {
                         self.function_call(v.id, &c.args, guarded, expr.span().start_line as usize)
                     }
-                    callee @ (Expr::GetAttr(_) | Expr::GetItem(_)) => self.chain(callee, guarded, true),
+                    callee @ (Expr::GetAttr(_) | Expr::GetItem(_)) => {
+                        self.chain(callee, guarded, true)
+                    }
                     callee => self.expr(callee, false),
                 }
                 self.call_args(&c.args);
@@ -316,7 +320,11 @@ impl<'s, 'e> Walker<'s, 'e> {
                     cursor = &g.expr;
                 }
                 Expr::GetItem(g) => {
-                    match g.subscript_expr.as_const().and_then(|v| v.as_str().map(str::to_string)) {
+                    match g
+                        .subscript_expr
+                        .as_const()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                    {
                         Some(name) => segments.push(Segment::Name(name)),
                         None => segments.push(Segment::Other(&g.subscript_expr)),
                     }
@@ -378,9 +386,9 @@ impl<'s, 'e> Walker<'s, 'e> {
         let hint = match root {
             "steps" => " (steps exist only in composite connectors)".to_string(),
             "pathParams" => " (path parameters exist only in simple connectors)".to_string(),
-            "body_text" | "body_raw" => format!(
-                " (composite steps read the caller's body as request.{root})"
-            ),
+            "body_text" | "body_raw" => {
+                format!(" (composite steps read the caller's body as request.{root})")
+            }
             "response" => " (response is only available in response_body)".to_string(),
             _ => String::new(),
         };
@@ -402,33 +410,49 @@ impl<'s, 'e> Walker<'s, 'e> {
                 } else if attr == "headers" {
                     if let Some(header) = second {
                         if !header.eq_ignore_ascii_case("content-type") && !guarded {
-                            self.error(line, format!(
-                                "request.headers exposes only Content-Type, not '{header}'"
-                            ));
+                            self.error(
+                                line,
+                                format!(
+                                    "request.headers exposes only Content-Type, not '{header}'"
+                                ),
+                            );
                         }
                     }
                 }
             }
             ("response", Some(attr)) if !STEP_ATTRIBUTES.contains(&attr) && !guarded => {
-                self.error(line, format!(
-                    "response has no attribute '{attr}'; use body, status_code or headers"
-                ));
+                self.error(
+                    line,
+                    format!("response has no attribute '{attr}'; use body, status_code or headers"),
+                );
             }
-            ("pathParams", Some(param)) if !self.scope.path_params.iter().any(|p| p == param) && !guarded => {
+            ("pathParams", Some(param))
+                if !self.scope.path_params.iter().any(|p| p == param) && !guarded =>
+            {
                 let declared = if self.scope.path_params.is_empty() {
                     "none are declared".to_string()
                 } else {
                     format!("declared: {}", self.scope.path_params.join(", "))
                 };
-                self.error(line, format!(
-                    "path parameter '{param}' is not declared in path_parameters ({declared})"
-                ));
+                self.error(
+                    line,
+                    format!(
+                        "path parameter '{param}' is not declared in path_parameters ({declared})"
+                    ),
+                );
             }
             _ => {}
         }
     }
 
-    fn step_read(&mut self, step: &str, attr: Option<&str>, has_attr: bool, guarded: bool, line: usize) {
+    fn step_read(
+        &mut self,
+        step: &str,
+        attr: Option<&str>,
+        has_attr: bool,
+        guarded: bool,
+        line: usize,
+    ) {
         let scope = self.scope;
         if scope.earlier_steps.iter().any(|s| s == step) {
             if !self.out.step_reads.iter().any(|s| s == step) {
@@ -436,9 +460,12 @@ impl<'s, 'e> Walker<'s, 'e> {
             }
             if let Some(attr) = attr {
                 if !STEP_ATTRIBUTES.contains(&attr) && !guarded {
-                    self.error(line, format!(
+                    self.error(
+                        line,
+                        format!(
                         "steps.{step} has no attribute '{attr}'; use body, status_code or headers"
-                    ));
+                    ),
+                    );
                 }
             } else if !has_attr {
                 // `steps.auth` alone is a dict; nothing more to check.
@@ -453,14 +480,27 @@ impl<'s, 'e> Walker<'s, 'e> {
         } else {
             format!("earlier steps: {}", scope.earlier_steps.join(", "))
         };
-        if scope.current_and_later_steps.first().is_some_and(|s| s == step) {
-            self.error(line, format!("a step cannot read its own result 'steps.{step}' ({earlier})"));
+        if scope
+            .current_and_later_steps
+            .first()
+            .is_some_and(|s| s == step)
+        {
+            self.error(
+                line,
+                format!("a step cannot read its own result 'steps.{step}' ({earlier})"),
+            );
         } else if scope.current_and_later_steps.iter().any(|s| s == step) {
-            self.error(line, format!(
+            self.error(
+                line,
+                format!(
                 "step '{step}' runs after this one, so its result does not exist yet ({earlier})"
-            ));
+            ),
+            );
         } else {
-            let all = scope.earlier_steps.iter().chain(scope.current_and_later_steps);
+            let all = scope
+                .earlier_steps
+                .iter()
+                .chain(scope.current_and_later_steps);
             let hyphenated = all
                 .into_iter()
                 .find(|s| s.contains('-') && s.starts_with(&format!("{step}-")));
@@ -498,10 +538,16 @@ impl<'s, 'e> Walker<'s, 'e> {
             }
             "get_variable" => match literal(args) {
                 Some(var) => self.out.variables.push((var, guarded)),
-                None => self.error(line, "get_variable() needs the variable's name as a literal string".into()),
+                None => self.error(
+                    line,
+                    "get_variable() needs the variable's name as a literal string".into(),
+                ),
             },
             "jwt_encode" if !self.scope.field.allows_jwt_encode() => {
-                self.error(line, "jwt_encode() is not available in response_body".into());
+                self.error(
+                    line,
+                    "jwt_encode() is not available in response_body".into(),
+                );
             }
             _ => {
                 if !self.env.globals().any(|(n, _)| n == name) {
@@ -528,7 +574,9 @@ fn field_label(field: Field) -> &'static str {
 fn filter_exists(env: &Environment<'_>, name: &str) -> bool {
     let mut state = env.empty_state();
     !matches!(
-        state.apply_filter(name, &[minijinja::Value::UNDEFINED]).map_err(|e| e.kind()),
+        state
+            .apply_filter(name, &[minijinja::Value::UNDEFINED])
+            .map_err(|e| e.kind()),
         Err(minijinja::ErrorKind::UnknownFilter)
     )
 }
@@ -536,7 +584,9 @@ fn filter_exists(env: &Environment<'_>, name: &str) -> bool {
 fn test_exists(env: &Environment<'_>, name: &str) -> bool {
     let mut state = env.empty_state();
     !matches!(
-        state.perform_test(name, &[minijinja::Value::UNDEFINED]).map_err(|e| e.kind()),
+        state
+            .perform_test(name, &[minijinja::Value::UNDEFINED])
+            .map_err(|e| e.kind()),
         Err(minijinja::ErrorKind::UnknownTest)
     )
 }
@@ -573,10 +623,13 @@ pub fn url_origin(source: &str) -> Result<UrlOrigin, String> {
     let trimmed = source.trim_start();
     if trimmed.starts_with("{{") {
         let end = trimmed.find("}}").ok_or_else(|| RULE.to_string())?;
-        let (variable, default) = variable_expr(&trimmed[2..end]).ok_or_else(|| RULE.to_string())?;
+        let (variable, default) =
+            variable_expr(&trimmed[2..end]).ok_or_else(|| RULE.to_string())?;
         let rest = &trimmed[end + 2..];
         if !(rest.is_empty() || rest.starts_with(['/', '?', '#'])) {
-            return Err(format!("{RULE}; after the variable the URL must continue with '/'"));
+            return Err(format!(
+                "{RULE}; after the variable the URL must continue with '/'"
+            ));
         }
         return Ok(UrlOrigin::VariableOrigin { variable, default });
     }
@@ -592,17 +645,26 @@ pub fn url_origin(source: &str) -> Result<UrlOrigin, String> {
         return Err(format!("{RULE}; the host is empty"));
     }
     if authority.contains("{%") || authority.contains("{#") {
-        return Err(format!("{RULE}; template blocks are not allowed in the host"));
+        return Err(format!(
+            "{RULE}; template blocks are not allowed in the host"
+        ));
     }
     if let Some(start) = authority.find("{{") {
         let end = authority.find("}}").ok_or_else(|| RULE.to_string())?;
         if start != 0 {
             return Err(format!("{RULE}; the host cannot be partly templated"));
         }
-        let (variable, default) = variable_expr(&authority[2..end]).ok_or_else(|| RULE.to_string())?;
+        let (variable, default) =
+            variable_expr(&authority[2..end]).ok_or_else(|| RULE.to_string())?;
         let port = &authority[end + 2..];
-        if !(port.is_empty() || (port.starts_with(':') && port[1..].bytes().all(|b| b.is_ascii_digit()) && port.len() > 1)) {
-            return Err(format!("{RULE}; only a literal :port may follow the host variable"));
+        if !(port.is_empty()
+            || (port.starts_with(':')
+                && port[1..].bytes().all(|b| b.is_ascii_digit())
+                && port.len() > 1))
+        {
+            return Err(format!(
+                "{RULE}; only a literal :port may follow the host variable"
+            ));
         }
         return Ok(UrlOrigin::VariableHost {
             scheme: scheme.to_string(),
@@ -620,7 +682,10 @@ pub fn url_origin(source: &str) -> Result<UrlOrigin, String> {
     {
         return Err(format!("'{authority}' is not a valid host"));
     }
-    Ok(UrlOrigin::Literal(format!("{scheme}://{}", authority.to_ascii_lowercase())))
+    Ok(UrlOrigin::Literal(format!(
+        "{scheme}://{}",
+        authority.to_ascii_lowercase()
+    )))
 }
 
 /// Where the authority ends: the first `/`, `?` or `#` outside `{{ ... }}`.

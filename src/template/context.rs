@@ -186,10 +186,21 @@ mod tests {
         ));
         let mut env = Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::SemiStrict);
-        let render = |src: &str| env.render_str(src, minijinja::context! { request => request.clone() });
-        assert_eq!(render("[{{ request.query_parameters.page }}|{{ request.query_parameters.nope }}]").unwrap(), "[2|]");
-        assert_eq!(render("{{ 'nope' in request.query_parameters }}").unwrap(), "False");
-        assert_eq!(render("{{ request.headers['content-type'] }}").unwrap(), "application/json");
+        let render =
+            |src: &str| env.render_str(src, minijinja::context! { request => request.clone() });
+        assert_eq!(
+            render("[{{ request.query_parameters.page }}|{{ request.query_parameters.nope }}]")
+                .unwrap(),
+            "[2|]"
+        );
+        assert_eq!(
+            render("{{ 'nope' in request.query_parameters }}").unwrap(),
+            "False"
+        );
+        assert_eq!(
+            render("{{ request.headers['content-type'] }}").unwrap(),
+            "application/json"
+        );
         assert!(render("{{ request.headers.Authorization }}").is_err());
         assert_eq!(render("{{ request.body_text }}").unwrap(), "{\"a\":1}");
     }

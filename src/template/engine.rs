@@ -60,7 +60,9 @@ pub struct TemplateSet {
 
 impl std::fmt::Debug for TemplateSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TemplateSet").field("limits", &self.limits).finish()
+        f.debug_struct("TemplateSet")
+            .field("limits", &self.limits)
+            .finish()
     }
 }
 
@@ -96,7 +98,9 @@ const URL_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMER
 fn python_formatter(out: &mut Output, state: &mut State, value: &Value) -> Result<(), Error> {
     let url = matches!(state.auto_escape(), AutoEscape::Custom(_));
     if value.is_safe() {
-        return out.write_str(value.as_str().unwrap_or_default()).map_err(Error::from);
+        return out
+            .write_str(value.as_str().unwrap_or_default())
+            .map_err(Error::from);
     }
     let mut text = String::new();
     py_str(value, &mut text)?;
@@ -125,7 +129,8 @@ impl TemplateSet {
     /// with their line.
     pub fn add(&mut self, location: &str, field: Field, source: &str) -> Result<TemplateId, Error> {
         let name = field.template_name(location);
-        self.env.add_template_owned(name.clone(), source.to_string())?;
+        self.env
+            .add_template_owned(name.clone(), source.to_string())?;
         Ok(TemplateId(name.into()))
     }
 
@@ -166,8 +171,12 @@ pub fn describe_error(err: &Error, source: &str) -> RenderError {
         detail.to_string()
     } else {
         match err.kind() {
-            ErrorKind::UndefinedError => "a variable, attribute or key used here is undefined".to_string(),
-            ErrorKind::OutOfFuel => "the template did too much work (fuel limit reached)".to_string(),
+            ErrorKind::UndefinedError => {
+                "a variable, attribute or key used here is undefined".to_string()
+            }
+            ErrorKind::OutOfFuel => {
+                "the template did too much work (fuel limit reached)".to_string()
+            }
             ErrorKind::UnknownMethod => detail.to_string(),
             kind => kind.to_string(),
         }

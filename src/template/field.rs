@@ -25,7 +25,10 @@ impl Field {
     /// Whether `get_secret()` may be called here (SPEC §2: header and query values and
     /// authentication config only).
     pub fn allows_secrets(self) -> bool {
-        matches!(self, Field::HeaderValue | Field::QueryValue | Field::AuthConfig)
+        matches!(
+            self,
+            Field::HeaderValue | Field::QueryValue | Field::AuthConfig
+        )
     }
 
     /// Whether `jwt_encode()` may be called here (everywhere but `response_body`).
@@ -74,7 +77,14 @@ mod tests {
 
     #[test]
     fn template_names_round_trip_their_field() {
-        for f in [Field::Url, Field::HeaderValue, Field::QueryValue, Field::AuthConfig, Field::RequestBody, Field::ResponseBody] {
+        for f in [
+            Field::Url,
+            Field::HeaderValue,
+            Field::QueryValue,
+            Field::AuthConfig,
+            Field::RequestBody,
+            Field::ResponseBody,
+        ] {
             assert_eq!(Field::of_template(&f.template_name("c/0/x")), Some(f));
         }
         assert_eq!(Field::of_template("plain"), None);

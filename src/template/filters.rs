@@ -73,8 +73,12 @@ pub fn from_json(value: &Value) -> Result<Value, Error> {
 
 /// `json.dumps(value)`: Python's separators, key order kept, non-ASCII escaped.
 pub fn json_encode(value: &Value) -> Result<String, Error> {
-    py_json_dumps(value, JsonStyle::default())
-        .map_err(|e| own_error(format!("json_encode: {}", e.detail().unwrap_or("cannot encode"))))
+    py_json_dumps(value, JsonStyle::default()).map_err(|e| {
+        own_error(format!(
+            "json_encode: {}",
+            e.detail().unwrap_or("cannot encode")
+        ))
+    })
 }
 
 /// Jinja2's `tojson`: keys sorted, HTML-sensitive characters escaped, optional `indent`.
@@ -122,7 +126,8 @@ pub fn base64_decode(value: &Value) -> Result<String, Error> {
     let bytes = engine
         .decode(trimmed)
         .map_err(|_| own_error("base64_decode: the input is not valid base64"))?;
-    String::from_utf8(bytes).map_err(|_| own_error("base64_decode: the decoded bytes are not UTF-8 text"))
+    String::from_utf8(bytes)
+        .map_err(|_| own_error("base64_decode: the decoded bytes are not UTF-8 text"))
 }
 
 /// Characters Python's `urllib.parse.quote` never escapes.
@@ -135,7 +140,10 @@ const QUOTE_SAFE_SLASH: &percent_encoding::AsciiSet = &QUOTE_SAFE.remove(b'/');
 
 fn url_quote(value: &Value, for_qs: bool) -> Result<String, Error> {
     let set = if for_qs { QUOTE_SAFE } else { QUOTE_SAFE_SLASH };
-    let encoded = match value.as_bytes().filter(|_| value.kind() == ValueKind::Bytes) {
+    let encoded = match value
+        .as_bytes()
+        .filter(|_| value.kind() == ValueKind::Bytes)
+    {
         Some(bytes) => percent_encoding::percent_encode(bytes, set).to_string(),
         None => {
             let mut text = String::new();
@@ -159,7 +167,11 @@ pub fn urlencode(value: &Value) -> Result<Value, Error> {
             let mut parts = Vec::new();
             for key in value.try_iter()? {
                 let item = value.get_item(&key)?;
-                parts.push(format!("{}={}", url_quote(&key, true)?, url_quote(&item, true)?));
+                parts.push(format!(
+                    "{}={}",
+                    url_quote(&key, true)?,
+                    url_quote(&item, true)?
+                ));
             }
             parts.join("&")
         }
@@ -168,7 +180,11 @@ pub fn urlencode(value: &Value) -> Result<Value, Error> {
             for pair in value.try_iter()? {
                 let key = pair.get_item_by_index(0)?;
                 let item = pair.get_item_by_index(1)?;
-                parts.push(format!("{}={}", url_quote(&key, true)?, url_quote(&item, true)?));
+                parts.push(format!(
+                    "{}={}",
+                    url_quote(&key, true)?,
+                    url_quote(&item, true)?
+                ));
             }
             parts.join("&")
         }

@@ -10,7 +10,11 @@ use super::filters::own_error;
 use super::secrets::{SecretStore, Variables};
 
 /// Registers the functions on `env`, reading secrets and variables from the given stores.
-pub fn register(env: &mut Environment<'static>, secrets: Arc<SecretStore>, variables: Arc<Variables>) {
+pub fn register(
+    env: &mut Environment<'static>,
+    secrets: Arc<SecretStore>,
+    variables: Arc<Variables>,
+) {
     env.add_function("get_secret", move |state: &State, name: &str| -> Result<Value, Error> {
         let field = Field::of_template(state.name());
         if !field.is_some_and(Field::allows_secrets) {
@@ -35,14 +39,17 @@ pub fn register(env: &mut Environment<'static>, secrets: Arc<SecretStore>, varia
             None => Value::UNDEFINED,
         }
     });
-    env.add_function("now", |offset: Option<i64>, kwargs: Kwargs| -> Result<i64, Error> {
-        let offset = match offset {
-            Some(o) => o,
-            None => kwargs.get::<Option<i64>>("offset")?.unwrap_or(0),
-        };
-        kwargs.assert_all_used()?;
-        Ok(unix_now() + offset)
-    });
+    env.add_function(
+        "now",
+        |offset: Option<i64>, kwargs: Kwargs| -> Result<i64, Error> {
+            let offset = match offset {
+                Some(o) => o,
+                None => kwargs.get::<Option<i64>>("offset")?.unwrap_or(0),
+            };
+            kwargs.assert_all_used()?;
+            Ok(unix_now() + offset)
+        },
+    );
     env.add_function("jwt_encode", jwt_encode);
 }
 
@@ -55,7 +62,12 @@ pub fn unix_now() -> i64 {
 }
 
 /// `jwt_encode(payload, key, algorithm='HS256', headers=None)`, positional or by keyword.
-fn jwt_encode(state: &State, payload: Value, rest: Rest<Value>, kwargs: Kwargs) -> Result<String, Error> {
+fn jwt_encode(
+    state: &State,
+    payload: Value,
+    rest: Rest<Value>,
+    kwargs: Kwargs,
+) -> Result<String, Error> {
     if Field::of_template(state.name()) == Some(Field::ResponseBody) {
         return Err(own_error("jwt_encode: not available in response_body"));
     }
@@ -66,7 +78,8 @@ fn jwt_encode(state: &State, payload: Value, rest: Rest<Value>, kwargs: Kwargs) 
             None => kwargs.get::<Option<Value>>(name),
         }
     };
-    let key = arg("key")?.ok_or_else(|| own_error("jwt_encode: missing the signing key argument"))?;
+    let key =
+        arg("key")?.ok_or_else(|| own_error("jwt_encode: missing the signing key argument"))?;
     let algorithm = arg("algorithm")?;
     let headers = arg("headers")?;
     kwargs.assert_all_used()?;

@@ -194,7 +194,12 @@ pub fn py_json_dumps(value: &Value, style: JsonStyle) -> Result<String, Error> {
     Ok(out)
 }
 
-fn json_value(value: &Value, style: JsonStyle, depth: usize, out: &mut String) -> Result<(), Error> {
+fn json_value(
+    value: &Value,
+    style: JsonStyle,
+    depth: usize,
+    out: &mut String,
+) -> Result<(), Error> {
     if depth > 128 {
         return Err(Error::new(
             ErrorKind::InvalidOperation,
@@ -352,7 +357,9 @@ mod tests {
 
     #[test]
     fn containers_print_like_python_repr() {
-        let v = Value::from(minijinja::value::Serde(serde_json::json!({"a": [1, "x'y", null, true, 2.0]})));
+        let v = Value::from(minijinja::value::Serde(
+            serde_json::json!({"a": [1, "x'y", null, true, 2.0]}),
+        ));
         let mut s = String::new();
         py_str(&v, &mut s).unwrap();
         assert_eq!(s, r#"{'a': [1, "x'y", None, True, 2.0]}"#);
@@ -360,7 +367,9 @@ mod tests {
 
     #[test]
     fn json_dumps_matches_python_separators_and_escapes() {
-        let v = Value::from(minijinja::value::Serde(serde_json::json!({"b": "<é>", "a": 1})));
+        let v = Value::from(minijinja::value::Serde(
+            serde_json::json!({"b": "<é>", "a": 1}),
+        ));
         let sorted = JsonStyle {
             sort_keys: true,
             html_safe: true,

@@ -211,7 +211,13 @@ mod tests {
         std::fs::write(dir.path().join("other"), "kept").unwrap();
         let mut store = SecretStore::new();
         store.load_dir(dir.path()).unwrap();
-        store.load_env(vec![("CONNECTOR_SECRET_API_KEY".to_string(), "from-env".to_string())].into_iter());
+        store.load_env(
+            vec![(
+                "CONNECTOR_SECRET_API_KEY".to_string(),
+                "from-env".to_string(),
+            )]
+            .into_iter(),
+        );
         assert_eq!(store.get("api_key").unwrap().expose(), "from-env");
         assert_eq!(store.get("other").unwrap().expose(), "kept");
         assert_eq!(format!("{:?}", store.get("other").unwrap()), "Secret(***)");
@@ -221,6 +227,9 @@ mod tests {
     fn redact_scrubs_every_secret_value() {
         let mut store = SecretStore::new();
         store.insert("k", "hunter22");
-        assert_eq!(store.redact("token hunter22 leaked"), "token [REDACTED] leaked");
+        assert_eq!(
+            store.redact("token hunter22 leaked"),
+            "token [REDACTED] leaked"
+        );
     }
 }

@@ -1,0 +1,134 @@
+//! `connector-runtime validate PATH`: every problem of a registry, for its repository's CI.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, ValueEnum};
+
+use crate::registry::{build_registry, BuildOptions, LoadMode, Report};
+use crate::template::{SecretStore, Variables};
+
+/// Output format of `validate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// `error: permalink › step › field: message` lines and a summary.
+    Text,
+    /// One JSON document: `{valid, errors, warnings, problems: [...]}`.
+    Json,
+}
+
+/// Checks a registry file: JSON shape, every field rule and every template. Exits 1 when
+/// there are errors, 0 otherwise (warnings included).
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The registry file (connectors_registry.json).
+    pub path: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Secrets directory, to check that referenced secrets exist (optional).
+    #[arg(long, env = "CONNECTOR_RUNTIME_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
+    /// Variables JSON file, to resolve get_variable() hosts (optional).
+    #[arg(long, env = "CONNECTOR_RUNTIME_VARIABLES_FILE")]
+    pub variables_file: Option<PathBuf>,
+}
+
+/// Outcome of a validation, ready to print.
+#[derive(Debug)]
+pub struct Validation {
+    /// Every problem.
+    pub report: Report,
+    /// Connectors that would load.
+    pub connectors: usize,
+}
+
+/// Validates the registry text with the given secrets and variables.
+pub fn validate_text(text: &str, secrets: SecretStore, variables: Variables) -> Validation {
+    let options = BuildOptions {
+        secrets: Arc::new(secrets),
+        variables: Arc::new(variables),
+        mode: LoadMode::Validate,
+        ..BuildOptions::default()
+    };
+    match build_registry(text, &options) {
+        Ok(registry) => Validation {
+            connectors: registry.len(),
+            report: Report {
+                problems: registry.warnings.clone(),
+            },
+        },
+        Err(rejected) => Validation {
+            connectors: 0,
+            report: rejected.report,
+        },
+    }
+}
+
+/// Renders a validation as the command prints it.
+pub fn render(validation: &Validation, format: Format) -> String {
+    let report = &validation.report;
+    let errors = report.errors().count();
+    let warnings = report.warnings().count();
+    match format {
+        Format::Text => {
+            let mut out = report.to_text();
+            if errors == 0 {
+                out.push_str(&format!(
+                    "ok: {} connector(s), {warnings} warning(s)\n",
+                    validation.connectors
+                ));
+            } else {
+                out.push_str(&format!(
+                    "invalid: {errors} error(s), {warnings} warning(s)\n"
+                ));
+            }
+            out
+        }
+        Format::Json => {
+            let doc = serde_json::json!({
+                "valid": errors == 0,
+                "connectors": validation.connectors,
+                "errors": errors,
+                "warnings": warnings,
+                "problems": report.problems,
+            });
+            format!(
+                "{}\n",
+                serde_json::to_string_pretty(&doc).unwrap_or_default()
+            )
+        }
+    }
+}
+
+/// Runs the command; returns the process exit code.
+pub fn run(args: &ValidateArgs) -> i32 {
+    let text = match std::fs::read_to_string(&args.path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", args.path.display());
+            return 2;
+        }
+    };
+    let secrets = match SecretStore::load(args.secrets_dir.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let variables = match Variables::load(args.variables_file.as_deref()) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let validation = validate_text(&text, secrets, variables);
+    print!("{}", render(&validation, args.format));
+    if validation.report.has_errors() {
+        1
+    } else {
+        0
+    }
+}

@@ -1,0 +1,210 @@
+//! The registry as a run uses it: validated, every template compiled, looked up by
+//! permalink. It is immutable; a new registry replaces it as a whole.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::model::HttpMethod;
+use super::problems::Problem;
+use crate::template::{ConnectorKind, TemplateId, TemplateSet};
+
+/// One published registry.
+#[derive(Debug)]
+pub struct Registry {
+    /// Every compiled template.
+    pub templates: TemplateSet,
+    connectors: HashMap<String, Arc<Connector>>,
+    /// Identifies the content (a hash of the file, or the git commit).
+    pub revision: String,
+    /// Warnings found while loading.
+    pub warnings: Vec<Problem>,
+}
+
+impl Registry {
+    /// Assembles a registry from compiled parts.
+    pub fn new(
+        templates: TemplateSet,
+        connectors: Vec<Connector>,
+        revision: String,
+        warnings: Vec<Problem>,
+    ) -> Self {
+        let connectors = connectors
+            .into_iter()
+            .map(|c| (c.permalink.clone(), Arc::new(c)))
+            .collect();
+        Registry {
+            templates,
+            connectors,
+            revision,
+            warnings,
+        }
+    }
+
+    /// Looks a connector up by permalink.
+    pub fn get(&self, permalink: &str) -> Option<&Arc<Connector>> {
+        self.connectors.get(permalink)
+    }
+
+    /// All connectors, sorted by permalink.
+    pub fn connectors(&self) -> Vec<&Arc<Connector>> {
+        let mut all: Vec<_> = self.connectors.values().collect();
+        all.sort_by(|a, b| a.permalink.cmp(&b.permalink));
+        all
+    }
+
+    /// How many connectors are loaded.
+    pub fn len(&self) -> usize {
+        self.connectors.len()
+    }
+
+    /// Whether no connector is loaded.
+    pub fn is_empty(&self) -> bool {
+        self.connectors.is_empty()
+    }
+}
+
+/// A simple connector (one step) or a composite connector (several).
+#[derive(Debug)]
+pub struct Connector {
+    /// Display name.
+    pub name: String,
+    /// Unique id.
+    pub permalink: String,
+    /// Simple or composite.
+    pub kind: ConnectorKind,
+    /// The calls, in order; exactly one for a simple connector.
+    pub steps: Vec<Step>,
+    /// Declared path parameters (simple connectors), with their defaults.
+    pub path_parameters: Vec<(String, Option<String>)>,
+}
+
+impl Connector {
+    /// The method callers must use: the step's for a simple connector, POST for a composite.
+    pub fn caller_method(&self) -> HttpMethod {
+        match self.kind {
+            ConnectorKind::Simple => self.steps[0].method,
+            ConnectorKind::Composite => HttpMethod::POST,
+        }
+    }
+}
+
+/// One upstream call.
+#[derive(Debug)]
+pub struct Step {
+    /// Step name (a simple connector's only step is named after its permalink).
+    pub name: String,
+    /// Position in the chain, from 0.
+    pub index: usize,
+    /// Upstream method.
+    pub method: HttpMethod,
+    /// The URL template.
+    pub url: TemplateId,
+    /// What the rendered URL must start with: `https://host[:port]`, fixed at load.
+    pub origin: String,
+    /// Headers.
+    pub headers: Vec<Param>,
+    /// Query parameters.
+    pub query: Vec<Param>,
+    /// Authentication.
+    pub auth: Option<Auth>,
+    /// Outbound body template.
+    pub request_body: Option<TemplateId>,
+    /// Response transform.
+    pub response_body: Option<TemplateId>,
+    /// Content-Type override returned to the widget.
+    pub response_content_type: Option<String>,
+}
+
+/// A header or query parameter.
+#[derive(Debug)]
+pub struct Param {
+    /// Literal name.
+    pub key: String,
+    /// Value template.
+    pub value: TemplateId,
+    /// Whether callers may replace the value.
+    pub overridable: bool,
+}
+
+/// Where an API key goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiKeyPlacement {
+    /// As a header.
+    Header,
+    /// As a query parameter.
+    Query,
+}
+
+/// A JSON value whose strings are templates (authentication claims and headers).
+#[derive(Debug)]
+pub enum ConfigValue {
+    /// A string template.
+    Template(TemplateId),
+    /// A number, boolean or null.
+    Literal(serde_json::Value),
+    /// An object.
+    Object(Vec<(String, ConfigValue)>),
+    /// An array.
+    Array(Vec<ConfigValue>),
+}
+
+/// Compiled `authentication` (SPEC §4).
+#[derive(Debug)]
+pub enum Auth {
+    /// `api_key` / `apikey`.
+    ApiKey {
+        /// Header or query parameter name.
+        key: String,
+        /// The key's value.
+        value: TemplateId,
+        /// Header or query.
+        placement: ApiKeyPlacement,
+    },
+    /// `oauth_client_credentials`.
+    OAuthClientCredentials {
+        /// Client id.
+        client_id: TemplateId,
+        /// Client secret.
+        client_secret: TemplateId,
+        /// Token endpoint.
+        token_url: TemplateId,
+        /// Origin the token URL must have.
+        token_origin: String,
+        /// Optional scope.
+        scope: Option<TemplateId>,
+    },
+    /// `jwt`: a token signed on every call.
+    Jwt {
+        /// Signing key (PEM, or the shared secret for HS*).
+        private_key: TemplateId,
+        /// Algorithm name.
+        algorithm: String,
+        /// Claims.
+        claims: ConfigValue,
+        /// Extra JOSE header fields.
+        jwt_headers: Option<ConfigValue>,
+    },
+    /// `oauth_jwt_bearer`: a signed assertion exchanged for a cached token.
+    OAuthJwtBearer {
+        /// Issuer of the assertion.
+        client_id: TemplateId,
+        /// Signing key.
+        private_key: TemplateId,
+        /// Token endpoint.
+        token_url: TemplateId,
+        /// Origin the token URL must have.
+        token_origin: String,
+        /// `sub` claim.
+        subject: TemplateId,
+        /// `aud` claim.
+        audience: TemplateId,
+        /// Seconds the token is used for (cached `token_ttl - 60`).
+        token_ttl: u64,
+        /// Algorithm name.
+        algorithm: String,
+        /// More claims.
+        additional_claims: Option<ConfigValue>,
+        /// Extra JOSE header fields.
+        jwt_headers: Option<ConfigValue>,
+    },
+}

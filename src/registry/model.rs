@@ -1,0 +1,254 @@
+//! The registry file as users write it (`connectors_registry.json`, SPEC §1): serde types
+//! that also generate the JSON Schema editors use.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Pattern of permalinks and step names: lower-case words joined by single hyphens.
+pub const SLUG_PATTERN: &str = r"^[a-z0-9]+(?:-[a-z0-9]+)*$";
+
+/// The whole registry file. Both arrays are optional; unknown fields are ignored (and
+/// reported as warnings by `validate`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[schemars(title = "connectors_registry.json")]
+pub struct RegistryFile {
+    /// Simple connectors: one templated HTTP call each.
+    #[serde(default)]
+    pub connectors: Vec<SimpleConnectorDef>,
+    /// Composite connectors: named chains of calls run one after another.
+    #[serde(default)]
+    pub composite_connectors: Vec<CompositeConnectorDef>,
+}
+
+/// A simple connector: one templated HTTP call.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct SimpleConnectorDef {
+    /// Display name (≤ 255 characters). Also the source of the permalink when none is given.
+    #[schemars(length(min = 1, max = 255))]
+    pub name: String,
+    /// Unique id used in the execute URL. Defaults to `name` lower-cased with spaces turned
+    /// into `-`. Unique across simple and composite connectors.
+    #[serde(default)]
+    #[schemars(length(max = 255), regex(pattern = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"))]
+    pub permalink: Option<String>,
+    /// Upstream URL (≤ 2048). Jinja2 in the path and query only; the scheme and host are
+    /// literal or `{{ get_variable('name') }}`.
+    #[schemars(length(min = 1, max = 2048))]
+    pub url: String,
+    /// HTTP method of the upstream call, which callers must also use. Default GET.
+    #[serde(default)]
+    #[schemars(with = "Option<HttpMethod>")]
+    pub method: Option<String>,
+    /// Headers sent upstream; values are templates.
+    #[serde(default)]
+    pub headers: Vec<KeyValueDef>,
+    /// Query parameters appended to the URL; values are templates.
+    #[serde(default)]
+    pub query_parameters: Vec<KeyValueDef>,
+    /// Declares `{{ pathParams.KEY }}` for use in `url`; callers send values in `X-Path-Params`.
+    #[serde(default)]
+    pub path_parameters: Vec<PathParameterDef>,
+    /// How the upstream call authenticates.
+    #[serde(default)]
+    pub authentication: Option<AuthenticationDef>,
+    /// Template of the outbound body (`body_text`, `body_raw` available).
+    #[serde(default)]
+    pub request_body: String,
+    /// Template applied to the upstream response (`response.body`, `.status_code`, `.headers`).
+    #[serde(default)]
+    pub response_body: String,
+    /// Content-Type returned to the widget instead of the upstream's.
+    #[serde(default)]
+    pub response_content_type: String,
+}
+
+/// A composite connector: steps run in order; the last step's response is returned.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct CompositeConnectorDef {
+    /// Display name (≤ 255 characters).
+    #[schemars(length(min = 1, max = 255))]
+    pub name: String,
+    /// Unique id used in the execute URL; defaults to `name` as for simple connectors.
+    #[serde(default)]
+    #[schemars(length(max = 255), regex(pattern = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"))]
+    pub permalink: Option<String>,
+    /// The calls, in order. At least one.
+    #[serde(default)]
+    #[schemars(length(min = 1))]
+    pub steps: Vec<StepDef>,
+}
+
+/// One call of a composite connector.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct StepDef {
+    /// Slug, unique within the composite; later steps read `steps.<name>` (or
+    /// `steps['fetch-user']` for hyphenated names).
+    #[schemars(regex(pattern = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"), length(max = 255))]
+    pub name: String,
+    /// Upstream URL, as for simple connectors.
+    #[schemars(length(min = 1, max = 2048))]
+    pub url: String,
+    /// HTTP method. Default GET.
+    #[serde(default)]
+    #[schemars(with = "Option<HttpMethod>")]
+    pub method: Option<String>,
+    /// Headers sent upstream; values are templates.
+    #[serde(default)]
+    pub headers: Vec<KeyValueDef>,
+    /// Query parameters appended to the URL; values are templates.
+    #[serde(default)]
+    pub query_parameters: Vec<KeyValueDef>,
+    /// How this call authenticates.
+    #[serde(default)]
+    pub authentication: Option<AuthenticationDef>,
+    /// Template of the outbound body (`request.*`, `steps.*` available).
+    #[serde(default)]
+    pub request_body: String,
+    /// Template applied to this step's response; later steps see its output as `body`.
+    #[serde(default)]
+    pub response_body: String,
+    /// Content-Type returned to the widget; only the last step's matters.
+    #[serde(default)]
+    pub response_content_type: String,
+}
+
+/// HTTP methods a connector may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+#[allow(clippy::upper_case_acronyms)]
+pub enum HttpMethod {
+    /// GET
+    GET,
+    /// POST
+    POST,
+    /// PUT
+    PUT,
+    /// PATCH
+    PATCH,
+    /// DELETE
+    DELETE,
+    /// HEAD
+    HEAD,
+    /// OPTIONS
+    OPTIONS,
+}
+
+impl HttpMethod {
+    /// The method's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::GET => "GET",
+            HttpMethod::POST => "POST",
+            HttpMethod::PUT => "PUT",
+            HttpMethod::PATCH => "PATCH",
+            HttpMethod::DELETE => "DELETE",
+            HttpMethod::HEAD => "HEAD",
+            HttpMethod::OPTIONS => "OPTIONS",
+        }
+    }
+
+    /// Parses a method name, in any case.
+    pub fn parse(name: &str) -> Option<HttpMethod> {
+        Some(match name.to_ascii_uppercase().as_str() {
+            "GET" => HttpMethod::GET,
+            "POST" => HttpMethod::POST,
+            "PUT" => HttpMethod::PUT,
+            "PATCH" => HttpMethod::PATCH,
+            "DELETE" => HttpMethod::DELETE,
+            "HEAD" => HttpMethod::HEAD,
+            "OPTIONS" => HttpMethod::OPTIONS,
+            _ => return None,
+        })
+    }
+
+    /// Whether a retry of this method cannot change upstream state twice.
+    pub fn is_idempotent(self) -> bool {
+        !matches!(self, HttpMethod::POST | HttpMethod::PATCH)
+    }
+}
+
+/// A header or query parameter.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct KeyValueDef {
+    /// Literal name (≤ 255 characters).
+    #[schemars(length(min = 1, max = 255))]
+    pub key: String,
+    /// Template of the value (≤ 1000 characters).
+    #[schemars(length(max = 1000))]
+    pub value: String,
+    /// Whether callers may replace the value; the configured value is the default.
+    #[serde(default)]
+    pub overridable: bool,
+}
+
+/// A declared path parameter.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct PathParameterDef {
+    /// Name used as `{{ pathParams.KEY }}`.
+    #[schemars(length(min = 1, max = 255))]
+    pub key: String,
+    /// Default value used when the caller sends none.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// Accepted for compatibility; path parameters always come from the caller.
+    #[serde(default)]
+    pub overridable: Option<bool>,
+}
+
+/// `authentication`: a type and its configuration (SPEC §4). String values in `config` are
+/// templates and may call `get_secret()`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct AuthenticationDef {
+    /// `none`, `api_key` (or `apikey`), `oauth_client_credentials`, `jwt`, `oauth_jwt_bearer`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Settings of that type.
+    #[serde(default)]
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Field names known for each object, for unknown-field warnings.
+pub mod known_fields {
+    /// Top level of the file.
+    pub const FILE: &[&str] = &["connectors", "composite_connectors", "$schema"];
+    /// A simple connector.
+    pub const SIMPLE: &[&str] = &[
+        "name",
+        "permalink",
+        "url",
+        "method",
+        "headers",
+        "query_parameters",
+        "path_parameters",
+        "authentication",
+        "request_body",
+        "response_body",
+        "response_content_type",
+    ];
+    /// A composite connector.
+    pub const COMPOSITE: &[&str] = &["name", "permalink", "steps"];
+    /// A composite step.
+    pub const STEP: &[&str] = &[
+        "name",
+        "url",
+        "method",
+        "headers",
+        "query_parameters",
+        "authentication",
+        "request_body",
+        "response_body",
+        "response_content_type",
+    ];
+    /// A header or query parameter.
+    pub const KEY_VALUE: &[&str] = &["key", "value", "overridable"];
+    /// A path parameter.
+    pub const PATH_PARAMETER: &[&str] = &["key", "value", "overridable"];
+    /// `authentication`.
+    pub const AUTHENTICATION: &[&str] = &["type", "config"];
+}
+
+/// The JSON Schema of the registry file, as checked in under `schema/`.
+pub fn json_schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(RegistryFile);
+    serde_json::to_value(schema).unwrap_or_default()
+}
