@@ -5,7 +5,15 @@
 //! The registry is validated and every template compiled once when it loads
 //! ([`registry`]); a run only renders ([`template`]).
 
+pub mod auth;
 pub mod commands;
+pub mod config;
+pub mod http;
 pub mod jwt;
+pub mod mock_upstream;
 pub mod registry;
+pub mod run;
+pub mod server;
+pub mod telemetry;
 pub mod template;
+pub mod upstream;

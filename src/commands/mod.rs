@@ -1,5 +1,7 @@
 //! The command-line interface: one module per subcommand.
 
+pub mod mock_upstream;
+pub mod serve;
 pub mod validate;
 
 use clap::{Parser, Subcommand};
@@ -21,12 +23,18 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Print the JSON Schema of the registry file.
     Schema,
+    /// Serve connectors over HTTP.
+    Serve(crate::config::ServeArgs),
+    /// Serve a fake upstream API (token endpoint, users, items, echo) for demos and tests.
+    MockUpstream(mock_upstream::MockUpstreamArgs),
 }
 
 /// Runs the parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Validate(args) => validate::run(&args),
+        Command::Serve(args) => serve::run(args),
+        Command::MockUpstream(args) => mock_upstream::run(args),
         Command::Schema => {
             let schema = crate::registry::model::json_schema();
             println!(

@@ -1,11 +1,13 @@
 //! The connector registry: the file model, validation and compilation, and the problems
 //! report that names connector, step and field.
 
+pub mod actor;
 pub mod build;
 pub mod compiled;
 pub mod model;
 pub mod problems;
 
+pub use actor::{RegistryActor, RegistryHandle};
 pub use build::{build_registry, BuildOptions, LoadMode};
 pub use compiled::{Auth, Connector, Registry, Step};
 pub use problems::{Problem, RegistryRejected, Report, Severity};

@@ -140,7 +140,7 @@ impl Object for RequestHeaders {
 /// What a finished step (or an upstream response) looks like to templates:
 /// `body` (text, `None` when binary), `status_code`, `headers` (lower-case keys).
 pub fn response_value(body: Value, status_code: u16, headers: Value) -> Value {
-    Value::from_iter([
+    Value::from_pairs([
         ("body", body),
         ("status_code", Value::from(status_code)),
         ("headers", headers),
@@ -169,7 +169,7 @@ pub fn headers_value<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> 
             None => pairs.push((name, value)),
         }
     }
-    Value::from_iter(pairs)
+    Value::from_pairs(pairs)
 }
 
 #[cfg(test)]

@@ -1,0 +1,263 @@
+//! Authentication of upstream calls (SPEC §4): `api_key`, `oauth_client_credentials`,
+//! `jwt` and `oauth_jwt_bearer`. Config values are rendered per call; OAuth tokens come from
+//! the shared [`tokens::TokenCache`].
+
+pub mod token_request;
+pub mod tokens;
+
+use std::time::Duration;
+
+use awc::http::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use minijinja::Value;
+use serde_json::Map;
+
+use crate::registry::compiled::{ApiKeyPlacement, Auth, ConfigValue};
+use crate::run::error::{FailureKind, StepFailure};
+use crate::template::{TemplateId, TemplateSet};
+use tokens::{TokenCache, TokenOrigin};
+
+/// What authentication adds to the outbound request.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// A header (e.g. `Authorization: Bearer ...` or `X-API-Key`).
+    Header(HeaderName, HeaderValue),
+    /// A query parameter.
+    Query(String, String),
+}
+
+/// A credential and, for OAuth, the cache entry it came from (so a 401 can drop it).
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// What to add to the request.
+    pub credential: Credential,
+    /// `(cache key, token)` for OAuth grants.
+    pub token: Option<(String, String)>,
+    /// Whether the token came from the cache.
+    pub origin: Option<TokenOrigin>,
+}
+
+/// What authentication needs from the run.
+pub struct AuthEnv<'a> {
+    /// The registry's templates.
+    pub templates: &'a TemplateSet,
+    /// The step's template context.
+    pub ctx: &'a Value,
+    /// This worker's upstream client.
+    pub client: &'a awc::Client,
+    /// The shared token cache.
+    pub tokens: &'a TokenCache,
+    /// Time limit of a token request.
+    pub token_timeout: Duration,
+    /// Largest token response accepted.
+    pub max_response_bytes: usize,
+}
+
+impl AuthEnv<'_> {
+    /// Renders one config template; errors carry the template's field.
+    pub fn render(&self, id: &TemplateId) -> Result<String, StepFailure> {
+        self.templates
+            .render(id, self.ctx)
+            .map_err(|e| crate::run::step::template_failure(id, &e))
+    }
+
+    fn render_tree(&self, value: &ConfigValue) -> Result<serde_json::Value, StepFailure> {
+        Ok(match value {
+            ConfigValue::Template(id) => serde_json::Value::String(self.render(id)?),
+            ConfigValue::Literal(v) => v.clone(),
+            ConfigValue::Array(items) => serde_json::Value::Array(
+                items
+                    .iter()
+                    .map(|i| self.render_tree(i))
+                    .collect::<Result<_, _>>()?,
+            ),
+            ConfigValue::Object(entries) => {
+                let mut map = Map::new();
+                for (k, v) in entries {
+                    map.insert(k.clone(), self.render_tree(v)?);
+                }
+                serde_json::Value::Object(map)
+            }
+        })
+    }
+
+    fn render_map(
+        &self,
+        value: Option<&ConfigValue>,
+    ) -> Result<Option<Map<String, serde_json::Value>>, StepFailure> {
+        match value.map(|v| self.render_tree(v)).transpose()? {
+            Some(serde_json::Value::Object(map)) => Ok(Some(map)),
+            _ => Ok(None),
+        }
+    }
+}
+
+fn bearer(token: &str) -> Result<Credential, StepFailure> {
+    HeaderValue::from_str(&format!("Bearer {token}"))
+        .map(|v| Credential::Header(AUTHORIZATION, v))
+        .map_err(|_| {
+            StepFailure::new(
+                FailureKind::DownstreamNetwork,
+                "the token endpoint returned a token that is not a valid header value",
+            )
+        })
+}
+
+fn sign_failure(e: crate::jwt::JwtError) -> StepFailure {
+    StepFailure::new(FailureKind::JwtSigning, format!("JWT signing failed: {e}"))
+}
+
+/// Produces the credential for `auth`.
+pub async fn apply(auth: &Auth, env: &AuthEnv<'_>) -> Result<Applied, StepFailure> {
+    match auth {
+        Auth::ApiKey {
+            key,
+            value,
+            placement,
+        } => {
+            let value = env.render(value)?;
+            let credential = match placement {
+                ApiKeyPlacement::Query => Credential::Query(key.clone(), value),
+                ApiKeyPlacement::Header => {
+                    let name = HeaderName::from_bytes(key.as_bytes()).map_err(|_| {
+                        StepFailure::new(
+                            FailureKind::TemplateRendering,
+                            "the api_key header name is invalid",
+                        )
+                    })?;
+                    let value = HeaderValue::from_str(&value).map_err(|_| {
+                        StepFailure::new(
+                            FailureKind::TemplateRendering,
+                            "authentication.config.value renders to a value with a line break or control character",
+                        )
+                    })?;
+                    Credential::Header(name, value)
+                }
+            };
+            Ok(Applied {
+                credential,
+                token: None,
+                origin: None,
+            })
+        }
+        Auth::OAuthClientCredentials {
+            client_id,
+            client_secret,
+            token_url,
+            token_origin,
+            scope,
+        } => {
+            let client_id = env.render(client_id)?;
+            let client_secret = env.render(client_secret)?;
+            let token_url = env.render(token_url)?;
+            crate::run::step::check_origin(
+                &token_url,
+                token_origin,
+                "authentication.config.token_url",
+            )?;
+            let scope = scope
+                .as_ref()
+                .map(|s| env.render(s))
+                .transpose()?
+                .filter(|s| !s.is_empty());
+            let key = format!(
+                "cc\0{client_id}\0{client_secret}\0{token_url}\0{}",
+                scope.as_deref().unwrap_or("")
+            );
+            let mut form = vec![
+                ("grant_type", "client_credentials".to_string()),
+                ("client_id", client_id),
+                ("client_secret", client_secret),
+            ];
+            if let Some(scope) = scope {
+                form.push(("scope", scope));
+            }
+            let (token, origin) = env
+                .tokens
+                .get(&key, || {
+                    token_request::request_token(env, &token_url, form, None)
+                })
+                .await?;
+            Ok(Applied {
+                credential: bearer(&token)?,
+                token: Some((key, token.to_string())),
+                origin: Some(origin),
+            })
+        }
+        Auth::Jwt {
+            private_key,
+            algorithm,
+            claims,
+            jwt_headers,
+        } => {
+            let key = env.render(private_key)?;
+            let claims = env.render_tree(claims)?;
+            let headers = env.render_map(jwt_headers.as_ref())?;
+            let token = crate::jwt::sign(&claims, &key, algorithm, headers.as_ref())
+                .map_err(sign_failure)?;
+            Ok(Applied {
+                credential: bearer(&token)?,
+                token: None,
+                origin: None,
+            })
+        }
+        Auth::OAuthJwtBearer {
+            client_id,
+            private_key,
+            token_url,
+            token_origin,
+            subject,
+            audience,
+            token_ttl,
+            algorithm,
+            additional_claims,
+            jwt_headers,
+        } => {
+            let client_id = env.render(client_id)?;
+            let private_key = env.render(private_key)?;
+            let token_url = env.render(token_url)?;
+            crate::run::step::check_origin(
+                &token_url,
+                token_origin,
+                "authentication.config.token_url",
+            )?;
+            let subject = env.render(subject)?;
+            let audience = env.render(audience)?;
+            let extra = env.render_map(additional_claims.as_ref())?;
+            let headers = env.render_map(jwt_headers.as_ref())?;
+            let key = format!("jb\0{client_id}\0{token_url}\0{subject}\0{audience}\0{private_key}");
+            let ttl = Duration::from_secs(token_ttl.saturating_sub(60));
+            let (token, origin) = env
+                .tokens
+                .get(&key, || async {
+                    let now = crate::template::functions::unix_now();
+                    let mut claims = extra.unwrap_or_default();
+                    claims.insert("iss".into(), client_id.clone().into());
+                    claims.insert("sub".into(), subject.into());
+                    claims.insert("aud".into(), audience.into());
+                    claims.insert("iat".into(), now.into());
+                    claims.insert("exp".into(), (now + 180).into());
+                    let assertion = crate::jwt::sign(
+                        &serde_json::Value::Object(claims),
+                        &private_key,
+                        algorithm,
+                        headers.as_ref(),
+                    )
+                    .map_err(sign_failure)?;
+                    let form = vec![
+                        (
+                            "grant_type",
+                            "urn:ietf:params:oauth:grant-type:jwt-bearer".to_string(),
+                        ),
+                        ("assertion", assertion),
+                    ];
+                    token_request::request_token(env, &token_url, form, Some(ttl)).await
+                })
+                .await?;
+            Ok(Applied {
+                credential: bearer(&token)?,
+                token: Some((key, token.to_string())),
+                origin: Some(origin),
+            })
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Server settings: every flag is also an environment variable `CONNECTOR_RUNTIME_*`
+//! (the doc comments below are the `--help` text).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Settings of `serve` (and of `run` and `demo`, which start the same engine).
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Registry file to serve (connectors_registry.json).
+    #[arg(long, env = "CONNECTOR_RUNTIME_REGISTRY")]
+    pub registry: PathBuf,
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "CONNECTOR_RUNTIME_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub listen: SocketAddr,
+    /// Directory of secrets, one file per secret (e.g. /run/secrets).
+    #[arg(long, env = "CONNECTOR_RUNTIME_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
+    /// JSON file of variables for get_variable().
+    #[arg(long, env = "CONNECTOR_RUNTIME_VARIABLES_FILE")]
+    pub variables_file: Option<PathBuf>,
+    /// Allow http:// upstreams and private, loopback and link-local addresses (local development and tests only).
+    #[arg(long, env = "CONNECTOR_RUNTIME_ALLOW_PRIVATE_UPSTREAMS")]
+    pub allow_private_upstreams: bool,
+    /// Time limit of one upstream call, in milliseconds.
+    #[arg(
+        long,
+        env = "CONNECTOR_RUNTIME_STEP_TIMEOUT_MS",
+        default_value_t = 15_000
+    )]
+    pub step_timeout_ms: u64,
+    /// Time limit of one OAuth token request, in milliseconds.
+    #[arg(
+        long,
+        env = "CONNECTOR_RUNTIME_TOKEN_TIMEOUT_MS",
+        default_value_t = 15_000
+    )]
+    pub token_timeout_ms: u64,
+    /// Largest upstream response body read, in bytes.
+    #[arg(long, env = "CONNECTOR_RUNTIME_MAX_RESPONSE_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_response_bytes: usize,
+    /// Largest request body accepted from callers, in bytes (larger ones get 413).
+    #[arg(long, env = "CONNECTOR_RUNTIME_MAX_REQUEST_BYTES", default_value_t = 1024 * 1024)]
+    pub max_request_bytes: usize,
+    /// Most simultaneous upstream connections per worker (0 = no limit).
+    #[arg(
+        long,
+        env = "CONNECTOR_RUNTIME_UPSTREAM_MAX_CONNECTIONS",
+        default_value_t = 4096
+    )]
+    pub upstream_max_connections: usize,
+    /// Worker threads (default: one per CPU core).
+    #[arg(long, env = "CONNECTOR_RUNTIME_WORKERS")]
+    pub workers: Option<usize>,
+    /// Answer DNS for HOST with IP instead of asking DNS (repeatable; like curl --resolve).
+    #[arg(
+        long = "resolve",
+        value_name = "HOST=IP",
+        env = "CONNECTOR_RUNTIME_RESOLVE",
+        value_delimiter = ';'
+    )]
+    pub resolve: Vec<String>,
+    /// Template fuel: bound on the work one template render may do.
+    #[arg(
+        long,
+        env = "CONNECTOR_RUNTIME_TEMPLATE_FUEL",
+        default_value_t = 20_000_000
+    )]
+    pub template_fuel: u64,
+    /// Seconds runs in flight get to finish on shutdown.
+    #[arg(
+        long,
+        env = "CONNECTOR_RUNTIME_SHUTDOWN_TIMEOUT_SECS",
+        default_value_t = 30
+    )]
+    pub shutdown_timeout_secs: u64,
+    /// Log format.
+    #[arg(long, env = "CONNECTOR_RUNTIME_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl ServeArgs {
+    /// Settings for `registry` with every default: what tests and `demo` start from.
+    pub fn for_registry(registry: impl Into<PathBuf>) -> Self {
+        ServeArgs {
+            registry: registry.into(),
+            listen: "127.0.0.1:0".parse().expect("valid address"),
+            secrets_dir: None,
+            variables_file: None,
+            allow_private_upstreams: false,
+            step_timeout_ms: 15_000,
+            token_timeout_ms: 15_000,
+            max_response_bytes: 10 * 1024 * 1024,
+            max_request_bytes: 1024 * 1024,
+            upstream_max_connections: 4096,
+            workers: None,
+            resolve: Vec::new(),
+            template_fuel: 20_000_000,
+            shutdown_timeout_secs: 30,
+            log_format: LogFormat::Text,
+        }
+    }
+
+    /// The step timeout.
+    pub fn step_timeout(&self) -> Duration {
+        Duration::from_millis(self.step_timeout_ms)
+    }
+}

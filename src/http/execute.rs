@@ -1,0 +1,345 @@
+//! The execution routes (SPEC §5): `<METHOD> /connectors/{permalink}/execute` for simple
+//! connectors and `POST /connectors/composite/{permalink}/execute` for composites.
+
+use std::sync::Arc;
+
+use actix_web::http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tracing::Instrument;
+
+use super::envelope::Envelope;
+use super::{request_id, AppState};
+use crate::registry::build::is_valid_path_param_value;
+use crate::registry::Connector;
+use crate::run::timing;
+use crate::run::{execute, CallerOverrides, RunInput, RunOutcome};
+use crate::template::context::RequestView;
+use crate::template::ConnectorKind;
+
+/// The header that carries a simple connector's path parameters (`k=v&k2=v2`).
+pub const PATH_PARAMS_HEADER: &str = "X-Path-Params";
+
+/// `<METHOD> /connectors/{permalink}/execute`.
+pub async fn simple(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    handle(
+        req,
+        path.into_inner(),
+        payload,
+        state,
+        ConnectorKind::Simple,
+    )
+    .await
+}
+
+/// `POST /connectors/composite/{permalink}/execute`.
+pub async fn composite(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    handle(
+        req,
+        path.into_inner(),
+        payload,
+        state,
+        ConnectorKind::Composite,
+    )
+    .await
+}
+
+async fn handle(
+    req: HttpRequest,
+    permalink: String,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    kind: ConnectorKind,
+) -> HttpResponse {
+    let request_id = request_id::of(&req);
+    let span = tracing::info_span!("run", request_id = %request_id, connector = %permalink);
+    async move {
+        match prepare(&req, &permalink, payload, &state, kind, &request_id).await {
+            Ok(input) => {
+                let input = Arc::new(input);
+                let outcome = execute(input.clone(), state.step_actor.clone()).await;
+                respond(&input, outcome)
+            }
+            Err(envelope) => {
+                tracing::info!(
+                    status = envelope.status,
+                    code = envelope.code,
+                    "request rejected"
+                );
+                envelope.response(&request_id)
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn prepare(
+    req: &HttpRequest,
+    permalink: &str,
+    payload: web::Payload,
+    state: &AppState,
+    kind: ConnectorKind,
+    request_id: &str,
+) -> Result<RunInput, Envelope> {
+    let registry = state.registry.current().ok_or_else(|| {
+        Envelope::request(
+            503,
+            "REGISTRY_NOT_LOADED",
+            "no connector registry is loaded yet",
+        )
+    })?;
+    let connector = registry.get(permalink).cloned().ok_or_else(|| {
+        Envelope::request(
+            404,
+            "CONNECTOR_NOT_FOUND",
+            format!("no connector with permalink '{permalink}'"),
+        )
+    })?;
+    if connector.kind != kind {
+        let (what, route) = match connector.kind {
+            ConnectorKind::Simple => (
+                "a simple connector",
+                format!(
+                    "{} /connectors/{permalink}/execute",
+                    connector.caller_method().as_str()
+                ),
+            ),
+            ConnectorKind::Composite => (
+                "a composite connector",
+                format!("POST /connectors/composite/{permalink}/execute"),
+            ),
+        };
+        return Err(Envelope::request(
+            400,
+            "CONNECTOR_KIND_MISMATCH",
+            format!("'{permalink}' is {what}; call {route}"),
+        ));
+    }
+    let expected = connector.caller_method();
+    if req.method().as_str() != expected.as_str() {
+        let mut envelope = Envelope::request(
+            405,
+            "METHOD_NOT_ALLOWED",
+            format!(
+                "'{permalink}' must be called with {}, not {}",
+                expected.as_str(),
+                req.method()
+            ),
+        );
+        envelope.params = vec![expected.as_str().to_string()];
+        return Err(envelope);
+    }
+    let path_params = match kind {
+        ConnectorKind::Simple => path_parameters(req, &connector)?,
+        ConnectorKind::Composite => Vec::new(),
+    };
+    let query: Vec<(String, String)> =
+        serde_urlencoded::from_str(req.query_string()).map_err(|_| {
+            Envelope::request(
+                400,
+                "INVALID_QUERY_STRING",
+                "the query string is not valid URL encoding",
+            )
+        })?;
+    let body = read_body(req, payload, state.max_request_bytes).await?;
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let overrides = overrides(req, &connector, &query);
+    let request = RequestView::new(body, content_type, query);
+    Ok(RunInput::new(
+        registry,
+        connector,
+        request_id.into(),
+        request,
+        path_params,
+        overrides,
+    ))
+}
+
+/// Path parameters from `X-Path-Params`, with declared defaults; missing wins over invalid.
+fn path_parameters(
+    req: &HttpRequest,
+    connector: &Connector,
+) -> Result<Vec<(String, String)>, Envelope> {
+    let sent: Vec<(String, String)> = match req.headers().get(PATH_PARAMS_HEADER) {
+        None => Vec::new(),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| serde_urlencoded::from_str(s).ok())
+            .ok_or_else(|| {
+                Envelope::request(
+                    400,
+                    "INVALID_PATH_PARAMETERS",
+                    "X-Path-Params is not URL-encoded key=value pairs",
+                )
+            })?,
+    };
+    let mut values = Vec::with_capacity(connector.path_parameters.len());
+    let mut missing = Vec::new();
+    let mut invalid = Vec::new();
+    for (key, default) in &connector.path_parameters {
+        let value = sent
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty())
+            .or_else(|| default.clone());
+        match value {
+            None => missing.push(key.clone()),
+            Some(v) if !is_valid_path_param_value(&v) => invalid.push(key.clone()),
+            Some(v) => values.push((key.clone(), v)),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Envelope::request(
+            400,
+            "MISSING_PATH_PARAMETERS",
+            "required path parameters are missing (send them in X-Path-Params)",
+        )
+        .with_params(missing));
+    }
+    if !invalid.is_empty() {
+        return Err(Envelope::request(
+            400,
+            "INVALID_PATH_PARAMETERS",
+            "path parameter values must be 1-200 characters of A-Z a-z 0-9 . _ ~ - and must not contain '..'",
+        )
+        .with_params(invalid));
+    }
+    Ok(values)
+}
+
+/// The caller's values for parameters declared `overridable`; nothing else is taken.
+fn overrides(
+    req: &HttpRequest,
+    connector: &Connector,
+    query: &[(String, String)],
+) -> CallerOverrides {
+    let mut out = CallerOverrides::default();
+    for step in &connector.steps {
+        for param in step.headers.iter().filter(|p| p.overridable) {
+            if let Some(value) = req.headers().get(param.key.as_str()) {
+                out.headers
+                    .push((param.key.to_ascii_lowercase(), value.clone()));
+            }
+        }
+        for param in step.query.iter().filter(|p| p.overridable) {
+            if let Some((_, value)) = query.iter().rev().find(|(k, _)| *k == param.key) {
+                out.query.push((param.key.clone(), value.clone()));
+            }
+        }
+    }
+    out
+}
+
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, Envelope> {
+    let too_large = || {
+        Envelope::request(
+            413,
+            "PAYLOAD_TOO_LARGE",
+            format!("the request body is larger than {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| {
+            Envelope::request(
+                400,
+                "INVALID_REQUEST_BODY",
+                "the request body could not be read",
+            )
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+fn respond(input: &RunInput, outcome: RunOutcome) -> HttpResponse {
+    let request_id = &*input.request_id;
+    let (server_timing, connector_timing) = timing_headers(input, &outcome);
+    let mut response = match &outcome.result {
+        Ok(success) => {
+            tracing::info!(
+                status = success.status,
+                total_ms = timing::ms(outcome.total),
+                "run succeeded"
+            );
+            let status = StatusCode::from_u16(success.status).unwrap_or(StatusCode::OK);
+            let mut builder = HttpResponse::build(status);
+            if let Some(ct) = &success.content_type {
+                if let Ok(value) = HeaderValue::from_str(ct) {
+                    builder.insert_header((CONTENT_TYPE, value));
+                }
+            }
+            builder.insert_header((request_id::HEADER, request_id));
+            builder.body(success.body.clone())
+        }
+        Err(error) => {
+            tracing::info!(code = error.failure.kind.code(), scope = %error.scope(), detail = %error.failure.detail, "run failed");
+            Envelope::from_run(error).response(request_id)
+        }
+    };
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&server_timing) {
+        headers.insert(
+            actix_web::http::header::HeaderName::from_static("server-timing"),
+            v,
+        );
+    }
+    if let Ok(v) = HeaderValue::from_str(&connector_timing) {
+        headers.insert(
+            actix_web::http::header::HeaderName::from_static("x-connector-timing"),
+            v,
+        );
+    }
+    response
+}
+
+fn timing_headers(input: &RunInput, outcome: &RunOutcome) -> (String, String) {
+    if input.is_composite() {
+        (
+            timing::composite_server_timing(&outcome.timings, outcome.total),
+            timing::composite_connector_timing(&input.request_id, &outcome.timings, outcome.total),
+        )
+    } else {
+        let step = outcome.timings.first().cloned().unwrap_or_default();
+        let error = outcome.result.as_ref().err().map(|e| e.failure.kind.code());
+        (
+            timing::simple_server_timing(&step, outcome.total),
+            timing::simple_connector_timing(&input.request_id, &step, outcome.total, error),
+        )
+    }
+}

@@ -1,0 +1,23 @@
+//! `GET /healthz` (the process is up) and `GET /readyz` (a registry is loaded).
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use super::AppState;
+
+/// Liveness: always 200 while the server answers.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// Readiness: 200 once a registry is loaded, 503 before.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    match state.registry.current() {
+        Some(registry) => HttpResponse::Ok().json(json!({
+            "status": "ready",
+            "revision": registry.revision,
+            "connectors": registry.len(),
+        })),
+        None => HttpResponse::ServiceUnavailable().json(json!({"status": "no registry loaded"})),
+    }
+}

@@ -1,0 +1,170 @@
+//! The [`RegistryActor`]: the only writer of the registry. It loads and validates the
+//! registry from its source and publishes immutable snapshots that runs read without locks;
+//! a rejected registry leaves the previous one serving.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use actix::{Actor, Context, Handler, Message, MessageResult};
+use arc_swap::ArcSwapOption;
+use serde::Serialize;
+
+use super::build::{build_registry, BuildOptions};
+use super::compiled::Registry;
+use super::problems::{Problem, RegistryRejected};
+
+/// Where the current registry snapshot is published. Cloning shares it.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryHandle {
+    current: Arc<ArcSwapOption<Registry>>,
+}
+
+impl RegistryHandle {
+    /// An empty handle (nothing loaded yet).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The current snapshot; a run keeps it to its end.
+    pub fn current(&self) -> Option<Arc<Registry>> {
+        self.current.load_full()
+    }
+
+    /// Publishes a snapshot (only the registry actor and tests call this).
+    pub fn publish(&self, registry: Arc<Registry>) {
+        self.current.store(Some(registry));
+    }
+}
+
+/// The outcome of the last load, for operators.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildStatus {
+    /// `ok` or `failed`.
+    pub state: &'static str,
+    /// Revision being served.
+    pub revision: Option<String>,
+    /// When the served registry was loaded (Unix seconds).
+    pub loaded_at: Option<u64>,
+    /// Why the last load failed.
+    pub error: Option<String>,
+    /// Problems of the last load (errors and warnings).
+    pub problems: Vec<Problem>,
+    /// Permalinks being served.
+    pub connectors: Vec<String>,
+}
+
+/// Reload the registry from its source now.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Arc<Registry>, RegistryRejected>")]
+pub struct Reload;
+
+/// Ask for the build status.
+#[derive(Debug, Message)]
+#[rtype(result = "BuildStatus")]
+pub struct GetStatus;
+
+/// Owns the registry source and publishes snapshots.
+pub struct RegistryActor {
+    path: PathBuf,
+    options: BuildOptions,
+    handle: RegistryHandle,
+    status: BuildStatus,
+}
+
+impl RegistryActor {
+    /// An actor that loads `path` with `options` and publishes into `handle`.
+    pub fn new(path: PathBuf, options: BuildOptions, handle: RegistryHandle) -> Self {
+        RegistryActor {
+            path,
+            options,
+            handle,
+            status: BuildStatus {
+                state: "failed",
+                revision: None,
+                loaded_at: None,
+                error: Some("not loaded yet".into()),
+                problems: Vec::new(),
+                connectors: Vec::new(),
+            },
+        }
+    }
+
+    /// Reads, validates and (when valid) publishes the registry.
+    pub fn load(&mut self) -> Result<Arc<Registry>, RegistryRejected> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => {
+                let mut report = super::problems::Report::default();
+                let at = super::problems::Location {
+                    connector: "-".into(),
+                    step: None,
+                };
+                report.error(
+                    &at,
+                    "(file)",
+                    format!("cannot read {}: {e}", self.path.display()),
+                );
+                return Err(self.rejected(RegistryRejected { report }));
+            }
+        };
+        match build_registry(&text, &self.options) {
+            Ok(registry) => {
+                let registry = Arc::new(registry);
+                self.handle.publish(registry.clone());
+                self.status = BuildStatus {
+                    state: "ok",
+                    revision: Some(registry.revision.clone()),
+                    loaded_at: SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .ok()
+                        .map(|d| d.as_secs()),
+                    error: None,
+                    problems: registry.warnings.clone(),
+                    connectors: registry
+                        .connectors()
+                        .iter()
+                        .map(|c| c.permalink.clone())
+                        .collect(),
+                };
+                tracing::info!(
+                    revision = %registry.revision,
+                    connectors = registry.len(),
+                    warnings = registry.warnings.len(),
+                    "registry published"
+                );
+                Ok(registry)
+            }
+            Err(rejected) => Err(self.rejected(rejected)),
+        }
+    }
+
+    fn rejected(&mut self, rejected: RegistryRejected) -> RegistryRejected {
+        tracing::warn!(error = %rejected, "registry rejected; the previous registry keeps serving");
+        self.status.state = "failed";
+        self.status.error = Some(rejected.report.summary());
+        self.status.problems = rejected.report.problems.clone();
+        rejected
+    }
+}
+
+impl Actor for RegistryActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Reload> for RegistryActor {
+    type Result = Result<Arc<Registry>, RegistryRejected>;
+
+    fn handle(&mut self, _: Reload, _: &mut Self::Context) -> Self::Result {
+        self.load()
+    }
+}
+
+impl Handler<GetStatus> for RegistryActor {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _: GetStatus, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.status.clone())
+    }
+}

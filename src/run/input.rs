@@ -1,0 +1,87 @@
+//! What one run starts from: the registry snapshot, the connector, the caller's request as
+//! templates see it, and the values the caller may override.
+
+use std::sync::Arc;
+
+use awc::http::header::HeaderValue;
+use minijinja::Value;
+
+use crate::registry::{Connector, Registry};
+use crate::template::context::RequestView;
+use crate::template::ConnectorKind;
+
+/// Header and query values the caller sent for parameters declared `overridable`.
+#[derive(Debug, Default, Clone)]
+pub struct CallerOverrides {
+    /// Lower-case header name → value.
+    pub headers: Vec<(String, HeaderValue)>,
+    /// Query key → value.
+    pub query: Vec<(String, String)>,
+}
+
+impl CallerOverrides {
+    /// The caller's value for header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&HeaderValue> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// The caller's value for query parameter `key`.
+    pub fn query(&self, key: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Everything a run needs; shared by its messages, never copied.
+#[derive(Debug)]
+pub struct RunInput {
+    /// The registry snapshot the run started with (kept to its end).
+    pub registry: Arc<Registry>,
+    /// The connector being run.
+    pub connector: Arc<Connector>,
+    /// The request id.
+    pub request_id: Arc<str>,
+    /// Top-level template variables other than `steps` and `response`.
+    pub vars: Vec<(&'static str, Value)>,
+    /// Caller overrides.
+    pub overrides: CallerOverrides,
+}
+
+impl RunInput {
+    /// Builds the input of a run of `connector` for the caller's request.
+    pub fn new(
+        registry: Arc<Registry>,
+        connector: Arc<Connector>,
+        request_id: Arc<str>,
+        request: RequestView,
+        path_params: Vec<(String, String)>,
+        overrides: CallerOverrides,
+    ) -> Self {
+        let request = Arc::new(request);
+        let mut vars = Vec::with_capacity(4);
+        if connector.kind == ConnectorKind::Simple {
+            vars.push(("pathParams", Value::from_pairs(path_params)));
+            vars.push(("body_text", request.body_text()));
+            vars.push(("body_raw", request.body_raw()));
+        }
+        vars.push(("request", Value::from_dyn_object(request)));
+        RunInput {
+            registry,
+            connector,
+            request_id,
+            vars,
+            overrides,
+        }
+    }
+
+    /// Whether this is a composite run.
+    pub fn is_composite(&self) -> bool {
+        self.connector.kind == ConnectorKind::Composite
+    }
+}

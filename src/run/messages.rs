@@ -1,0 +1,45 @@
+//! Messages between the run actors.
+
+use std::sync::Arc;
+
+use actix::Message;
+use bytes::Bytes;
+use minijinja::Value;
+
+use super::error::StepFailure;
+use super::input::RunInput;
+use super::timing::StepTiming;
+
+/// Run step `index` of the run's connector, with the results of the steps before it.
+#[derive(Debug, Message)]
+#[rtype(result = "StepOutcome")]
+pub struct ExecuteStep {
+    /// The run.
+    pub run: Arc<RunInput>,
+    /// Which step.
+    pub index: usize,
+    /// `steps` as templates see it: a dict of earlier step results.
+    pub steps: Value,
+}
+
+/// A step's result or failure, with its timing either way.
+#[derive(Debug)]
+pub struct StepOutcome {
+    /// Result or failure.
+    pub result: Result<StepResult, StepFailure>,
+    /// Where the time went.
+    pub timing: StepTiming,
+}
+
+/// A successful step.
+#[derive(Debug, Clone)]
+pub struct StepResult {
+    /// Upstream status.
+    pub status: u16,
+    /// Upstream Content-Type.
+    pub content_type: Option<String>,
+    /// Body after `response_body` (or the upstream body).
+    pub body: Bytes,
+    /// `steps.<name>` for later steps: `body`, `status_code`, `headers`.
+    pub value: Value,
+}

@@ -1,0 +1,59 @@
+//! Running connectors: a [`composite::CompositeRunActor`] per execution sends
+//! [`messages::ExecuteStep`] to the worker's [`step::StepActor`] one step at a time, stops at
+//! the first failure and assembles the response. A simple connector is a run of one step.
+
+pub mod composite;
+pub mod error;
+pub mod input;
+pub mod messages;
+pub mod step;
+pub mod timing;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::tokens::TokenCache;
+
+pub use composite::{execute, RunOutcome, RunSuccess};
+pub use error::{FailureKind, RunError, StepFailure};
+pub use input::{CallerOverrides, RunInput};
+
+/// Limits that apply to every step.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// Time allowed for one upstream call (connect, send, read).
+    pub step_timeout: Duration,
+    /// Time allowed for one token request.
+    pub token_timeout: Duration,
+    /// Largest upstream body read.
+    pub max_response_bytes: usize,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        RunSettings {
+            step_timeout: Duration::from_secs(15),
+            token_timeout: Duration::from_secs(15),
+            max_response_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+/// State shared by every run in the process.
+#[derive(Debug, Default)]
+pub struct SharedRunState {
+    /// Limits.
+    pub settings: RunSettings,
+    /// OAuth tokens.
+    pub tokens: TokenCache,
+}
+
+impl SharedRunState {
+    /// Shared state with `settings`.
+    pub fn new(settings: RunSettings) -> Arc<Self> {
+        Arc::new(SharedRunState {
+            settings,
+            tokens: TokenCache::new(),
+        })
+    }
+}

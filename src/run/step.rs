@@ -1,0 +1,331 @@
+//! The [`StepActor`]: renders one step's request, authenticates it, calls the upstream,
+//! and applies `response_body`. One per worker thread; steps of many runs overlap in it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::{Actor, Context, Handler, ResponseFuture};
+use awc::http::header::{HeaderName, HeaderValue};
+use awc::http::Method;
+use bytes::Bytes;
+use minijinja::Value;
+
+use super::error::{FailureKind, StepFailure};
+use super::messages::{ExecuteStep, StepOutcome, StepResult};
+use super::timing::StepTiming;
+use super::SharedRunState;
+use crate::auth::{self, Applied, AuthEnv, Credential};
+use crate::registry::Step;
+use crate::template::context::{body_value, headers_value, response_value};
+use crate::template::{RenderError, TemplateId};
+use crate::upstream::{send, OutboundRequest, UpstreamResponse};
+
+/// Executes steps for the runs of one worker thread, with that thread's upstream client.
+pub struct StepActor {
+    client: awc::Client,
+    shared: Arc<SharedRunState>,
+}
+
+impl StepActor {
+    /// A step actor using `client` (this thread's) and the process-wide `shared` state.
+    pub fn new(client: awc::Client, shared: Arc<SharedRunState>) -> Self {
+        StepActor { client, shared }
+    }
+}
+
+impl Actor for StepActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<ExecuteStep> for StepActor {
+    type Result = ResponseFuture<StepOutcome>;
+
+    /// Each step runs as its own future, so a slow upstream never holds up other runs.
+    fn handle(&mut self, msg: ExecuteStep, _ctx: &mut Self::Context) -> Self::Result {
+        let client = self.client.clone();
+        let shared = self.shared.clone();
+        Box::pin(async move { execute_step(&client, &shared, msg).await })
+    }
+}
+
+/// The field a template fills, from its internal name (`permalink/index/field`).
+pub fn template_field(id: &TemplateId) -> &str {
+    let location = id.name().rsplit('\u{1f}').nth(1).unwrap_or(id.name());
+    location.splitn(3, '/').nth(2).unwrap_or(location)
+}
+
+/// A render error as a step failure that names the field.
+pub fn template_failure(id: &TemplateId, e: &RenderError) -> StepFailure {
+    let kind = if e.jwt_signing {
+        FailureKind::JwtSigning
+    } else {
+        FailureKind::TemplateRendering
+    };
+    StepFailure::new(kind, format!("{}: {}", template_field(id), e.message))
+}
+
+/// Checks that a rendered URL stays on the origin fixed when the registry loaded.
+pub fn check_origin(url: &str, origin: &str, field: &str) -> Result<(), StepFailure> {
+    if origin.is_empty() {
+        return Ok(());
+    }
+    let matches = url.len() >= origin.len()
+        && url.as_bytes()[..origin.len()].eq_ignore_ascii_case(origin.as_bytes())
+        && matches!(
+            url.as_bytes().get(origin.len()),
+            None | Some(b'/' | b'?' | b'#')
+        );
+    if matches {
+        Ok(())
+    } else {
+        Err(StepFailure::new(
+            FailureKind::TemplateRendering,
+            format!("{field}: the rendered URL does not start with its configured scheme and host"),
+        ))
+    }
+}
+
+fn render(step_ctx: &StepContext<'_>, id: &TemplateId) -> Result<String, StepFailure> {
+    step_ctx
+        .run
+        .registry
+        .templates
+        .render(id, &step_ctx.ctx)
+        .map_err(|e| template_failure(id, &e))
+}
+
+fn header_value(field: &str, value: &str) -> Result<HeaderValue, StepFailure> {
+    HeaderValue::from_bytes(value.as_bytes()).map_err(|_| {
+        StepFailure::new(
+            FailureKind::TemplateRendering,
+            format!("{field}: renders to a value with a line break, NUL or other control character, which cannot be sent as a header"),
+        )
+    })
+}
+
+struct StepContext<'a> {
+    run: &'a super::RunInput,
+    step: &'a Step,
+    ctx: Value,
+}
+
+/// The request before authentication is added.
+struct Prepared {
+    url: String,
+    query: Vec<(String, String)>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Option<Bytes>,
+}
+
+fn prepare(sc: &StepContext<'_>) -> Result<Prepared, StepFailure> {
+    let step = sc.step;
+    let mut url = render(sc, &step.url)?;
+    check_origin(&url, &step.origin, "url")?;
+    if let Some(hash) = url.find('#') {
+        url.truncate(hash);
+    }
+    let mut query = Vec::with_capacity(step.query.len());
+    for param in &step.query {
+        let value = match sc
+            .run
+            .overrides
+            .query(&param.key)
+            .filter(|_| param.overridable)
+        {
+            Some(v) => v.to_string(),
+            None => render(sc, &param.value)?,
+        };
+        query.push((param.key.clone(), value));
+    }
+    let mut headers = Vec::with_capacity(step.headers.len() + 1);
+    for param in &step.headers {
+        let name = HeaderName::from_bytes(param.key.as_bytes())
+            .map_err(|_| StepFailure::new(FailureKind::Unexpected, "invalid header name"))?;
+        let value = match sc
+            .run
+            .overrides
+            .header(&param.key)
+            .filter(|_| param.overridable)
+        {
+            Some(v) => v.clone(),
+            None => header_value(template_field(&param.value), &render(sc, &param.value)?)?,
+        };
+        headers.push((name, value));
+    }
+    let body = step
+        .request_body
+        .as_ref()
+        .map(|id| render(sc, id).map(Bytes::from))
+        .transpose()?;
+    Ok(Prepared {
+        url,
+        query,
+        headers,
+        body,
+    })
+}
+
+fn outbound(step: &Step, prepared: &Prepared, credential: Option<&Credential>) -> OutboundRequest {
+    let mut url = prepared.url.clone();
+    let mut query: Vec<(&str, &str)> = prepared
+        .query
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut headers = prepared.headers.clone();
+    match credential {
+        Some(Credential::Header(name, value)) => {
+            headers.retain(|(n, _)| n != name);
+            headers.push((name.clone(), value.clone()));
+        }
+        Some(Credential::Query(key, value)) => query.push((key.as_str(), value.as_str())),
+        None => {}
+    }
+    if !query.is_empty() {
+        let encoded = serde_urlencoded::to_string(&query).unwrap_or_default();
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(&encoded);
+    }
+    OutboundRequest {
+        method: Method::from_bytes(step.method.as_str().as_bytes()).unwrap_or(Method::GET),
+        url,
+        headers,
+        body: prepared.body.clone(),
+    }
+}
+
+fn host_of(origin: &str) -> String {
+    origin
+        .split_once("://")
+        .map(|(_, h)| h)
+        .unwrap_or(origin)
+        .to_string()
+}
+
+async fn execute_step(
+    client: &awc::Client,
+    shared: &SharedRunState,
+    msg: ExecuteStep,
+) -> StepOutcome {
+    let started = Instant::now();
+    let run = &*msg.run;
+    let step = &run.connector.steps[msg.index];
+    let mut timing = StepTiming {
+        name: step.name.clone(),
+        index: msg.index,
+        host: host_of(&step.origin),
+        ..StepTiming::default()
+    };
+    let mut vars = run.vars.clone();
+    if run.is_composite() {
+        vars.push(("steps", msg.steps));
+    }
+    let sc = StepContext {
+        run,
+        step,
+        ctx: Value::from_pairs(vars.iter().cloned()),
+    };
+    let result = run_step(client, shared, &sc, &vars, &mut timing, started).await;
+    timing.total = started.elapsed();
+    StepOutcome { result, timing }
+}
+
+async fn authenticate(
+    client: &awc::Client,
+    shared: &SharedRunState,
+    sc: &StepContext<'_>,
+) -> Result<Option<Applied>, StepFailure> {
+    let Some(auth) = &sc.step.auth else {
+        return Ok(None);
+    };
+    let env = AuthEnv {
+        templates: &sc.run.registry.templates,
+        ctx: &sc.ctx,
+        client,
+        tokens: &shared.tokens,
+        token_timeout: shared.settings.token_timeout,
+        max_response_bytes: shared.settings.max_response_bytes,
+    };
+    auth::apply(auth, &env).await.map(Some)
+}
+
+async fn call(
+    client: &awc::Client,
+    shared: &SharedRunState,
+    request: &OutboundRequest,
+) -> Result<UpstreamResponse, StepFailure> {
+    send(
+        client,
+        request,
+        shared.settings.step_timeout,
+        shared.settings.max_response_bytes,
+    )
+    .await
+    .map_err(StepFailure::from)
+}
+
+async fn run_step(
+    client: &awc::Client,
+    shared: &SharedRunState,
+    sc: &StepContext<'_>,
+    vars: &[(&'static str, Value)],
+    timing: &mut StepTiming,
+    started: Instant,
+) -> Result<StepResult, StepFailure> {
+    let step = sc.step;
+    let prepared = prepare(sc)?;
+    let applied = authenticate(client, shared, sc).await?;
+    let request = outbound(step, &prepared, applied.as_ref().map(|a| &a.credential));
+    timing.setup = started.elapsed();
+    let upstream_started = Instant::now();
+    let mut response = call(client, shared, &request).await?;
+    if response.status == 401 {
+        // A rejected OAuth token is dropped and the step retried once with a fresh one.
+        if let Some((key, token)) = applied.as_ref().and_then(|a| a.token.clone()) {
+            shared.tokens.invalidate(&key, &token);
+            let fresh = authenticate(client, shared, sc).await?;
+            let retry = outbound(step, &prepared, fresh.as_ref().map(|a| &a.credential));
+            response = call(client, shared, &retry).await?;
+        }
+    }
+    timing.external = upstream_started.elapsed();
+    timing.status_code = Some(response.status);
+    if response.status >= 400 {
+        return Err(StepFailure::http(response.status, "the upstream"));
+    }
+    let transform_started = Instant::now();
+    let headers = headers_value(
+        response
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_bytes())),
+    );
+    let content_type = response.content_type().map(str::to_string);
+    let (body, body_for_templates) = match &step.response_body {
+        Some(id) => {
+            let response_ctx =
+                response_value(body_value(&response.body), response.status, headers.clone());
+            let ctx = Value::from_pairs(vars.iter().cloned().chain([("response", response_ctx)]));
+            let rendered = sc.run.registry.templates.render(id, &ctx).map_err(|e| {
+                let mut failure = template_failure(id, &e);
+                if !sc.run.is_composite() && failure.kind == FailureKind::TemplateRendering {
+                    failure.kind = FailureKind::ResponseTemplateRendering;
+                }
+                failure
+            })?;
+            let value = Value::from(rendered.as_str());
+            (Bytes::from(rendered), value)
+        }
+        None => {
+            let value = body_value(&response.body);
+            (response.body, value)
+        }
+    };
+    timing.transform = transform_started.elapsed();
+    Ok(StepResult {
+        status: response.status,
+        content_type,
+        body,
+        value: response_value(body_for_templates, response.status, headers),
+    })
+}

@@ -1,0 +1,183 @@
+//! The application: loads the registry, starts the registry actor and the HTTP server with
+//! a step actor and an upstream client per worker. `main`, `demo` and the tests all start it
+//! the same way (tests bind port 0).
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr};
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpServer};
+
+use crate::config::ServeArgs;
+use crate::http::{self, AppState};
+use crate::registry::{BuildOptions, LoadMode, RegistryActor, RegistryHandle, RegistryRejected};
+use crate::run::step::StepActor;
+use crate::run::{RunSettings, SharedRunState};
+use crate::template::secrets::SecretsError;
+use crate::template::{RenderLimits, SecretStore, Variables};
+use crate::upstream::client::ClientSettings;
+use crate::upstream::resolver::parse_overrides;
+use crate::upstream::{build_client, AddressPolicy};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Secrets or variables could not be read.
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    /// The registry is invalid.
+    #[error("the registry is invalid:\n{}", .rejected.report.to_text())]
+    Registry {
+        /// The report.
+        #[from]
+        rejected: RegistryRejected,
+    },
+    /// A flag has a bad value.
+    #[error("{0}")]
+    Config(String),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// The parts every worker needs to build its engine.
+#[derive(Clone)]
+pub struct Engine {
+    /// Upstream client settings.
+    pub client: ClientSettings,
+    /// Shared run state (limits, token cache).
+    pub shared: Arc<SharedRunState>,
+}
+
+impl Engine {
+    /// Builds the engine described by `args`.
+    pub fn from_args(args: &ServeArgs) -> Result<Self, StartError> {
+        let overrides = parse_overrides(&args.resolve).map_err(StartError::Config)?;
+        Ok(Engine {
+            client: ClientSettings {
+                policy: AddressPolicy {
+                    allow_private: args.allow_private_upstreams,
+                },
+                overrides,
+                connect_timeout: args.step_timeout(),
+                max_connections: args.upstream_max_connections,
+            },
+            shared: SharedRunState::new(RunSettings {
+                step_timeout: args.step_timeout(),
+                token_timeout: Duration::from_millis(args.token_timeout_ms),
+                max_response_bytes: args.max_response_bytes,
+            }),
+        })
+    }
+
+    /// Starts a step actor for the current worker thread.
+    pub fn start_step_actor(&self) -> Addr<StepActor> {
+        StepActor::new(build_client(&self.client), self.shared.clone()).start()
+    }
+}
+
+/// Registry build options for `args`, reading secrets and variables.
+pub fn build_options(args: &ServeArgs) -> Result<BuildOptions, StartError> {
+    Ok(BuildOptions {
+        secrets: Arc::new(SecretStore::load(args.secrets_dir.as_deref())?),
+        variables: Arc::new(Variables::load(args.variables_file.as_deref())?),
+        limits: RenderLimits {
+            fuel: args.template_fuel,
+            max_output_bytes: args.max_response_bytes,
+        },
+        mode: LoadMode::Serve,
+        allow_http: args.allow_private_upstreams,
+    })
+}
+
+/// A running server.
+pub struct Application {
+    port: u16,
+    server: Server,
+    registry: RegistryHandle,
+    registry_actor: Addr<RegistryActor>,
+}
+
+impl Application {
+    /// Loads the registry (failing if it is invalid) and binds the listener. Must be called
+    /// inside an actix system.
+    pub fn build(args: ServeArgs) -> Result<Self, StartError> {
+        Self::build_with_options(args.clone(), build_options(&args)?)
+    }
+
+    /// Like [`Application::build`] with explicit registry build options.
+    pub fn build_with_options(args: ServeArgs, options: BuildOptions) -> Result<Self, StartError> {
+        let engine = Engine::from_args(&args)?;
+        let registry = RegistryHandle::new();
+        let mut actor = RegistryActor::new(args.registry.clone(), options, registry.clone());
+        actor.load()?;
+        let registry_actor = actor.start();
+        let listener = TcpListener::bind(args.listen).map_err(|source| StartError::Bind {
+            addr: args.listen,
+            source,
+        })?;
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let state_registry = registry.clone();
+        let max_request_bytes = args.max_request_bytes;
+        let mut server = HttpServer::new(move || {
+            let state = AppState {
+                registry: state_registry.clone(),
+                step_actor: engine.start_step_actor(),
+                max_request_bytes,
+            };
+            App::new()
+                .app_data(web::Data::new(state))
+                .configure(http::configure)
+                .default_service(web::to(http::not_found))
+        })
+        .shutdown_timeout(args.shutdown_timeout_secs);
+        if let Some(workers) = args.workers {
+            server = server.workers(workers.max(1));
+        }
+        let server = server
+            .listen(listener)
+            .map_err(|source| StartError::Bind {
+                addr: args.listen,
+                source,
+            })?
+            .run();
+        Ok(Application {
+            port,
+            server,
+            registry,
+            registry_actor,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The published registry.
+    pub fn registry(&self) -> RegistryHandle {
+        self.registry.clone()
+    }
+
+    /// The registry actor.
+    pub fn registry_actor(&self) -> Addr<RegistryActor> {
+        self.registry_actor.clone()
+    }
+
+    /// A handle that stops the server.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until stopped (SIGINT/SIGTERM: graceful shutdown).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

@@ -1,0 +1,11 @@
+//! Calling upstreams: the address policy (SSRF protection), the policy-enforcing resolver,
+//! the per-worker HTTP client, and sending one request with time and size limits.
+
+pub mod client;
+pub mod policy;
+pub mod resolver;
+pub mod send;
+
+pub use client::{build_client, ClientSettings};
+pub use policy::AddressPolicy;
+pub use send::{send, OutboundRequest, UpstreamError, UpstreamResponse};
