@@ -12,7 +12,9 @@ use actix_web::{web, App, HttpServer};
 
 use crate::config::ServeArgs;
 use crate::http::{self, AppState};
-use crate::registry::{BuildOptions, LoadMode, RegistryActor, RegistryHandle, RegistryRejected};
+use crate::registry::{
+    BuildOptions, LoadMode, RegistryActor, RegistryHandle, RegistryRejected, RegistrySource,
+};
 use crate::run::step::StepActor;
 use crate::run::{RunSettings, SharedRunState};
 use crate::template::secrets::SecretsError;
@@ -114,9 +116,19 @@ impl Application {
 
     /// Like [`Application::build`] with explicit registry build options.
     pub fn build_with_options(args: ServeArgs, options: BuildOptions) -> Result<Self, StartError> {
+        let source = RegistrySource::File(args.registry.clone());
+        Self::build_from(args, options, source)
+    }
+
+    /// Like [`Application::build_with_options`] with an explicit registry source.
+    pub fn build_from(
+        args: ServeArgs,
+        options: BuildOptions,
+        source: RegistrySource,
+    ) -> Result<Self, StartError> {
         let engine = Engine::from_args(&args)?;
         let registry = RegistryHandle::new();
-        let mut actor = RegistryActor::new(args.registry.clone(), options, registry.clone());
+        let mut actor = RegistryActor::new(source, options, registry.clone());
         actor.load()?;
         let registry_actor = actor.start();
         let listener = TcpListener::bind(args.listen).map_err(|source| StartError::Bind {

@@ -1,6 +1,8 @@
 //! The command-line interface: one module per subcommand.
 
+pub mod demo;
 pub mod mock_upstream;
+pub mod run_once;
 pub mod serve;
 pub mod validate;
 
@@ -25,6 +27,10 @@ pub enum Command {
     Schema,
     /// Serve connectors over HTTP.
     Serve(crate::config::ServeArgs),
+    /// Execute one connector once and print status, body and step timings.
+    Run(run_once::RunArgs),
+    /// Start a mock upstream and the server with the example registry, and print curl lines to try.
+    Demo(demo::DemoArgs),
     /// Serve a fake upstream API (token endpoint, users, items, echo) for demos and tests.
     MockUpstream(mock_upstream::MockUpstreamArgs),
 }
@@ -35,6 +41,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Validate(args) => validate::run(&args),
         Command::Serve(args) => serve::run(args),
         Command::MockUpstream(args) => mock_upstream::run(args),
+        Command::Run(args) => run_once::run(*Box::new(args)),
+        Command::Demo(args) => demo::run(args),
         Command::Schema => {
             let schema = crate::registry::model::json_schema();
             println!(

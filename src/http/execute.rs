@@ -12,8 +12,8 @@ use tracing::Instrument;
 
 use super::envelope::Envelope;
 use super::{request_id, AppState};
-use crate::registry::build::is_valid_path_param_value;
 use crate::registry::Connector;
+use crate::run::input::{self, PathParamError};
 use crate::run::timing;
 use crate::run::{execute, CallerOverrides, RunInput, RunOutcome};
 use crate::template::context::RequestView;
@@ -160,7 +160,8 @@ async fn prepare(
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let overrides = overrides(req, &connector, &query);
+    let overrides =
+        CallerOverrides::collect(&connector, |name| req.headers().get(name).cloned(), &query);
     let request = RequestView::new(body, content_type, query);
     Ok(RunInput::new(
         registry,
@@ -191,63 +192,20 @@ fn path_parameters(
                 )
             })?,
     };
-    let mut values = Vec::with_capacity(connector.path_parameters.len());
-    let mut missing = Vec::new();
-    let mut invalid = Vec::new();
-    for (key, default) in &connector.path_parameters {
-        let value = sent
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.clone())
-            .filter(|v| !v.is_empty())
-            .or_else(|| default.clone());
-        match value {
-            None => missing.push(key.clone()),
-            Some(v) if !is_valid_path_param_value(&v) => invalid.push(key.clone()),
-            Some(v) => values.push((key.clone(), v)),
-        }
-    }
-    if !missing.is_empty() {
-        return Err(Envelope::request(
+    input::path_parameters(connector, &sent).map_err(|e| match e {
+        PathParamError::Missing(keys) => Envelope::request(
             400,
             "MISSING_PATH_PARAMETERS",
             "required path parameters are missing (send them in X-Path-Params)",
         )
-        .with_params(missing));
-    }
-    if !invalid.is_empty() {
-        return Err(Envelope::request(
+        .with_params(keys),
+        PathParamError::Invalid(keys) => Envelope::request(
             400,
             "INVALID_PATH_PARAMETERS",
             "path parameter values must be 1-200 characters of A-Z a-z 0-9 . _ ~ - and must not contain '..'",
         )
-        .with_params(invalid));
-    }
-    Ok(values)
-}
-
-/// The caller's values for parameters declared `overridable`; nothing else is taken.
-fn overrides(
-    req: &HttpRequest,
-    connector: &Connector,
-    query: &[(String, String)],
-) -> CallerOverrides {
-    let mut out = CallerOverrides::default();
-    for step in &connector.steps {
-        for param in step.headers.iter().filter(|p| p.overridable) {
-            if let Some(value) = req.headers().get(param.key.as_str()) {
-                out.headers
-                    .push((param.key.to_ascii_lowercase(), value.clone()));
-            }
-        }
-        for param in step.query.iter().filter(|p| p.overridable) {
-            if let Some((_, value)) = query.iter().rev().find(|(k, _)| *k == param.key) {
-                out.query.push((param.key.clone(), value.clone()));
-            }
-        }
-    }
-    out
+        .with_params(keys),
+    })
 }
 
 async fn read_body(

@@ -64,19 +64,47 @@ pub struct Reload;
 #[rtype(result = "BuildStatus")]
 pub struct GetStatus;
 
+/// Where the registry text comes from.
+#[derive(Debug, Clone)]
+pub enum RegistrySource {
+    /// A file, re-read on every load (a missing file is an empty registry).
+    File(PathBuf),
+    /// Fixed text (the bundled demo registry).
+    Inline(String),
+}
+
+impl RegistrySource {
+    fn read(&self) -> std::io::Result<String> {
+        match self {
+            RegistrySource::File(path) => match std::fs::read_to_string(path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+                other => other,
+            },
+            RegistrySource::Inline(text) => Ok(text.clone()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            RegistrySource::File(path) => path.display().to_string(),
+            RegistrySource::Inline(_) => "the bundled registry".into(),
+        }
+    }
+}
+
 /// Owns the registry source and publishes snapshots.
 pub struct RegistryActor {
-    path: PathBuf,
+    source: RegistrySource,
     options: BuildOptions,
     handle: RegistryHandle,
     status: BuildStatus,
 }
 
 impl RegistryActor {
-    /// An actor that loads `path` with `options` and publishes into `handle`.
-    pub fn new(path: PathBuf, options: BuildOptions, handle: RegistryHandle) -> Self {
+    /// An actor that loads `source` with `options` and publishes into `handle`.
+    pub fn new(source: RegistrySource, options: BuildOptions, handle: RegistryHandle) -> Self {
         RegistryActor {
-            path,
+            source,
             options,
             handle,
             status: BuildStatus {
@@ -92,9 +120,8 @@ impl RegistryActor {
 
     /// Reads, validates and (when valid) publishes the registry.
     pub fn load(&mut self) -> Result<Arc<Registry>, RegistryRejected> {
-        let text = match std::fs::read_to_string(&self.path) {
+        let text = match self.source.read() {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => {
                 let mut report = super::problems::Report::default();
                 let at = super::problems::Location {
@@ -104,7 +131,7 @@ impl RegistryActor {
                 report.error(
                     &at,
                     "(file)",
-                    format!("cannot read {}: {e}", self.path.display()),
+                    format!("cannot read {}: {e}", self.source.describe()),
                 );
                 return Err(self.rejected(RegistryRejected { report }));
             }

@@ -7,7 +7,7 @@ pub mod compiled;
 pub mod model;
 pub mod problems;
 
-pub use actor::{RegistryActor, RegistryHandle};
+pub use actor::{RegistryActor, RegistryHandle, RegistrySource};
 pub use build::{build_registry, BuildOptions, LoadMode};
 pub use compiled::{Auth, Connector, Registry, Step};
 pub use problems::{Problem, RegistryRejected, Report, Severity};

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use awc::http::header::HeaderValue;
 use minijinja::Value;
 
+use crate::registry::build::is_valid_path_param_value;
 use crate::registry::{Connector, Registry};
 use crate::template::context::RequestView;
 use crate::template::ConnectorKind;
@@ -20,6 +21,29 @@ pub struct CallerOverrides {
 }
 
 impl CallerOverrides {
+    /// Collects the caller's values for the parameters `connector` declares overridable;
+    /// nothing else the caller sends is taken. `header` looks a caller header up by name.
+    pub fn collect(
+        connector: &Connector,
+        header: impl Fn(&str) -> Option<HeaderValue>,
+        query: &[(String, String)],
+    ) -> Self {
+        let mut out = CallerOverrides::default();
+        for step in &connector.steps {
+            for param in step.headers.iter().filter(|p| p.overridable) {
+                if let Some(value) = header(&param.key) {
+                    out.headers.push((param.key.to_ascii_lowercase(), value));
+                }
+            }
+            for param in step.query.iter().filter(|p| p.overridable) {
+                if let Some((_, value)) = query.iter().rev().find(|(k, _)| *k == param.key) {
+                    out.query.push((param.key.clone(), value.clone()));
+                }
+            }
+        }
+        out
+    }
+
     /// The caller's value for header `name` (any case).
     pub fn header(&self, name: &str) -> Option<&HeaderValue> {
         self.headers
@@ -36,6 +60,47 @@ impl CallerOverrides {
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// Path parameters the caller got wrong (SPEC §3): missing ones win over invalid ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathParamError {
+    /// These declared parameters have no value.
+    Missing(Vec<String>),
+    /// These values break the path parameter rule.
+    Invalid(Vec<String>),
+}
+
+/// The values of `connector`'s declared path parameters: the caller's (`sent`), else the
+/// declared default.
+pub fn path_parameters(
+    connector: &Connector,
+    sent: &[(String, String)],
+) -> Result<Vec<(String, String)>, PathParamError> {
+    let mut values = Vec::with_capacity(connector.path_parameters.len());
+    let mut missing = Vec::new();
+    let mut invalid = Vec::new();
+    for (key, default) in &connector.path_parameters {
+        let value = sent
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty())
+            .or_else(|| default.clone());
+        match value {
+            None => missing.push(key.clone()),
+            Some(v) if !is_valid_path_param_value(&v) => invalid.push(key.clone()),
+            Some(v) => values.push((key.clone(), v)),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(PathParamError::Missing(missing));
+    }
+    if !invalid.is_empty() {
+        return Err(PathParamError::Invalid(invalid));
+    }
+    Ok(values)
 }
 
 /// Everything a run needs; shared by its messages, never copied.
