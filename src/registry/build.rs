@@ -25,9 +25,10 @@ pub const MAX_URL_LEN: usize = 2048;
 /// Longest header or query value template.
 pub const MAX_VALUE_LEN: usize = 1000;
 
-/// Why the registry is being loaded: `validate` in a registry's CI lacks the server's
-/// secrets and variables, so what depends on them is a warning there and an error when
-/// serving.
+/// Why the registry is being loaded. `validate` in a registry's CI usually lacks the server's
+/// variables, so a URL host taken from an unset variable is a warning there and an error when
+/// serving; so is an `http://` upstream without `--allow-private-upstreams`. Missing secrets
+/// are warnings in both modes (a run that reads one fails with 422 and says which).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoadMode {
     /// `connector-runtime validate`.
@@ -311,13 +312,25 @@ impl<'o> Builder<'o> {
         match serde_path_to_error::deserialize::<_, T>(value) {
             Ok(v) => Some(v),
             Err(e) => {
-                let path = e.path().to_string();
+                let mut path = e.path().to_string();
+                let message = e.into_inner().to_string();
+                // A missing field is reported at the field itself, not at its parent.
+                if let Some(missing) = message
+                    .strip_prefix("missing field `")
+                    .and_then(|rest| rest.split('`').next())
+                {
+                    path = match path.as_str() {
+                        "." => missing.to_string(),
+                        parent => format!("{parent}.{missing}"),
+                    };
+                }
                 let field = match (prefix.is_empty(), path.as_str()) {
+                    (true, ".") if at.step.is_some() => "(step)".to_string(),
                     (true, ".") => "(connector)".to_string(),
                     (false, ".") => prefix.trim_end_matches('.').to_string(),
                     (_, p) => format!("{prefix}{p}"),
                 };
-                self.report.error(at, field, e.into_inner().to_string());
+                self.report.error(at, field, message);
                 None
             }
         }
@@ -505,7 +518,8 @@ impl<'o> Builder<'o> {
         let raw_steps = match &mut shallow {
             Value::Object(obj) => {
                 self.unknown_fields(&at, "", obj, known_fields::COMPOSITE);
-                obj.remove("steps")
+                // Steps are typed one by one below, each with its own location.
+                obj.insert("steps".into(), Value::Array(Vec::new()))
             }
             _ => None,
         };
@@ -751,7 +765,7 @@ impl<'o> Builder<'o> {
                 .error(&site.at, field_path, "is required and must not be empty");
             return None;
         }
-        if source.len() > MAX_URL_LEN {
+        if source.chars().count() > MAX_URL_LEN {
             self.report.error(
                 &site.at,
                 field_path,
@@ -783,7 +797,7 @@ impl<'o> Builder<'o> {
         for (j, item) in items.iter().enumerate() {
             let key_field = format!("{list}[{j}].key");
             let value_field = format!("{list}[{j}].value");
-            if item.key.is_empty() || item.key.len() > MAX_NAME_LEN {
+            if item.key.is_empty() || item.key.chars().count() > MAX_NAME_LEN {
                 self.report.error(
                     &site.at,
                     key_field,
@@ -824,7 +838,7 @@ impl<'o> Builder<'o> {
                     .error(&site.at, key_field, format!("duplicate key '{}'", item.key));
                 ok = false;
             }
-            if item.value.len() > MAX_VALUE_LEN {
+            if item.value.chars().count() > MAX_VALUE_LEN {
                 self.report.error(
                     &site.at,
                     value_field,

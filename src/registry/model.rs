@@ -73,7 +73,6 @@ pub struct CompositeConnectorDef {
     #[schemars(length(max = 255), regex(pattern = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"))]
     pub permalink: Option<String>,
     /// The calls, in order. At least one.
-    #[serde(default)]
     #[schemars(length(min = 1))]
     pub steps: Vec<StepDef>,
 }

@@ -215,18 +215,20 @@ impl<'s, 'e> Walker<'s, 'e> {
                 self.expr(&d.call.expr, false);
                 self.call_args(&d.call.args);
             }
-            Stmt::Block(_)
-            | Stmt::Extends(_)
-            | Stmt::Include(_)
-            | Stmt::Import(_)
-            | Stmt::FromImport(_) => {
-                let line = 1;
-                self.error(
-                    line,
-                    "{% extends %}, {% block %}, {% include %} and {% import %} are not available in registry templates; write the template inline".into(),
-                );
-            }
+            Stmt::Block(s) => self.not_inline(s.span().start_line as usize),
+            Stmt::Extends(s) => self.not_inline(s.span().start_line as usize),
+            Stmt::Include(s) => self.not_inline(s.span().start_line as usize),
+            Stmt::Import(s) => self.not_inline(s.span().start_line as usize),
+            Stmt::FromImport(s) => self.not_inline(s.span().start_line as usize),
         }
+    }
+
+    /// Templates are self-contained: nothing can be loaded from elsewhere.
+    fn not_inline(&mut self, line: usize) {
+        self.error(
+            line,
+            "{% extends %}, {% block %}, {% include %} and {% import %} are not available in registry templates; write the template inline".into(),
+        );
     }
 
     fn call_args<'a>(&mut self, args: &[CallArg<'a>]) {

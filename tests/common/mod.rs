@@ -1,0 +1,363 @@
+//! Shared test harness: the real server on port 0 and real upstream servers on 127.0.0.1.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use bytes::Bytes;
+use connector_runtime::config::ServeArgs;
+use connector_runtime::registry::RegistryHandle;
+use connector_runtime::server::{build_options, Application};
+use connector_runtime::template::{SecretStore, Variables};
+use serde_json::Value;
+
+/// A running connector-runtime.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The published registry.
+    pub registry: RegistryHandle,
+    /// Stops the server.
+    pub handle: ServerHandle,
+    /// The registry file.
+    pub registry_path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// How to start the app.
+pub struct AppOptions {
+    /// Secrets by name.
+    pub secrets: Vec<(String, String)>,
+    /// Variables (a JSON object).
+    pub variables: Value,
+    /// Adjusts the server flags.
+    pub configure: Box<dyn FnOnce(&mut ServeArgs)>,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        AppOptions {
+            secrets: Vec::new(),
+            variables: Value::Object(Default::default()),
+            configure: Box::new(|_| {}),
+        }
+    }
+}
+
+impl AppOptions {
+    /// With one secret.
+    pub fn secret(mut self, name: &str, value: &str) -> Self {
+        self.secrets.push((name.into(), value.into()));
+        self
+    }
+
+    /// With flags adjusted by `f`.
+    pub fn flags(mut self, f: impl FnOnce(&mut ServeArgs) + 'static) -> Self {
+        self.configure = Box::new(f);
+        self
+    }
+
+    /// With variables.
+    pub fn variables(mut self, variables: Value) -> Self {
+        self.variables = variables;
+        self
+    }
+}
+
+/// Starts the server on `registry` with private upstreams allowed (tests use loopback).
+pub async fn spawn_app(registry: Value) -> TestApp {
+    spawn_app_with(registry, AppOptions::default()).await
+}
+
+/// Starts the server with options.
+pub async fn spawn_app_with(registry: Value, options: AppOptions) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("connectors_registry.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&registry).unwrap()).unwrap();
+    let mut args = ServeArgs::for_registry(&path);
+    args.allow_private_upstreams = true;
+    args.workers = Some(2);
+    args.shutdown_timeout_secs = 1;
+    (options.configure)(&mut args);
+    let mut build = build_options(&args).unwrap();
+    let mut secrets = SecretStore::new();
+    for (k, v) in options.secrets {
+        secrets.insert(k, v);
+    }
+    build.secrets = Arc::new(secrets);
+    if let Value::Object(map) = options.variables {
+        build.variables = Arc::new(Variables::from_map(map));
+    }
+    let app = Application::build_with_options(args, build)
+        .unwrap_or_else(|e| panic!("app did not start: {e}"));
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let registry = app.registry();
+    let handle = app.handle();
+    actix_rt::spawn(app.run_until_stopped());
+    TestApp {
+        base,
+        registry,
+        handle,
+        registry_path: path,
+        _dir: dir,
+    }
+}
+
+/// A response as tests look at it.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: actix_web::http::header::HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// Body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    /// Body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+
+    /// The error envelope's `errors` object.
+    pub fn errors(&self) -> Value {
+        let body = self.json();
+        assert_eq!(
+            body["success"],
+            Value::Bool(false),
+            "not an error envelope: {body}"
+        );
+        body["errors"].clone()
+    }
+}
+
+impl TestApp {
+    /// Sends `method path` with optional body and headers.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .finish();
+        let mut req = client.request(method.parse().unwrap(), format!("{}{}", self.base, path));
+        for (k, v) in headers {
+            req = req.insert_header((*k, *v));
+        }
+        let mut res = match body {
+            Some(b) => req.send_body(b.to_string()).await,
+            None => req.send().await,
+        }
+        .unwrap_or_else(|e| panic!("request to {path} failed: {e}"));
+        let body = res.body().limit(64 * 1024 * 1024).await.unwrap();
+        Reply {
+            status: res.status().as_u16(),
+            headers: res.headers().clone(),
+            body,
+        }
+    }
+
+    /// `POST /connectors/composite/{permalink}/execute{query}` with `body`.
+    pub async fn composite(&self, permalink: &str, query: &str, body: &str) -> Reply {
+        self.call(
+            "POST",
+            &format!("/connectors/composite/{permalink}/execute{query}"),
+            Some(body),
+            &[("Content-Type", "application/json")],
+        )
+        .await
+    }
+}
+
+/// One request an upstream received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Method.
+    pub method: String,
+    /// Path.
+    pub path: String,
+    /// Raw query string.
+    pub query: String,
+    /// Headers (lower-case names).
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: String,
+}
+
+impl Received {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Query pairs.
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        serde_urlencoded::from_str(&self.query).unwrap_or_default()
+    }
+}
+
+/// Every request an upstream received, in order.
+#[derive(Debug, Clone, Default)]
+pub struct Log(pub Arc<Mutex<Vec<Received>>>);
+
+impl Log {
+    /// Records a request.
+    pub fn record(&self, req: &HttpRequest, body: &[u8]) {
+        self.0.lock().unwrap().push(Received {
+            method: req.method().to_string(),
+            path: req.path().to_string(),
+            query: req.query_string().to_string(),
+            headers: req
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: String::from_utf8_lossy(body).into_owned(),
+        });
+    }
+
+    /// A copy of the requests so far.
+    pub fn all(&self) -> Vec<Received> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Requests to `path`.
+    pub fn to(&self, path: &str) -> Vec<Received> {
+        self.all().into_iter().filter(|r| r.path == path).collect()
+    }
+
+    /// How many requests went to `path`.
+    pub fn count(&self, path: &str) -> usize {
+        self.to(path).len()
+    }
+}
+
+/// A real upstream server on 127.0.0.1.
+pub struct Upstream {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The port.
+    pub port: u16,
+    /// What it received.
+    pub log: Log,
+    handle: ServerHandle,
+}
+
+impl Upstream {
+    /// Stops it (connections are then refused).
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
+    }
+}
+
+/// Starts an upstream whose routes are set up by `routes`; every request is recorded in its
+/// log before the route answers. Routes get the [`Log`] as app data.
+pub async fn upstream<F>(routes: F) -> Upstream
+where
+    F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let log = Log::default();
+    let app_log = log.clone();
+    let server = HttpServer::new(move || {
+        let log = app_log.clone();
+        App::new()
+            .app_data(web::Data::new(log.clone()))
+            .configure(routes.clone())
+            .default_service(web::to(
+                |req: HttpRequest, body: Bytes, log: web::Data<Log>| async move {
+                    log.record(&req, &body);
+                    HttpResponse::NotFound()
+                        .json(serde_json::json!({"error": "no such route", "path": req.path()}))
+                },
+            ))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    Upstream {
+        base: format!("http://127.0.0.1:{port}"),
+        port,
+        log,
+        handle,
+    }
+}
+
+/// A route handler that records the request and answers `status` with a JSON `body`.
+pub fn json_route(
+    status: u16,
+    body: Value,
+) -> impl Fn(HttpRequest, Bytes, web::Data<Log>) -> std::future::Ready<HttpResponse> + Clone {
+    move |req: HttpRequest, bytes: Bytes, log: web::Data<Log>| {
+        log.record(&req, &bytes);
+        std::future::ready(
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+                .content_type("application/json")
+                .body(body.to_string()),
+        )
+    }
+}
+
+/// The standard upstream: `POST /oauth/token` → a token, `GET /users/me` → a user when the
+/// token is presented (401 otherwise), `ANY /echo` → the request as JSON.
+pub async fn standard_upstream() -> Upstream {
+    upstream(|cfg| {
+        cfg.route("/oauth/token", web::post().to(json_route(200, serde_json::json!({"access_token": "tok-123", "token_type": "Bearer", "expires_in": 3600}))))
+            .route(
+                "/users/me",
+                web::get().to(|req: HttpRequest, body: Bytes, log: web::Data<Log>| async move {
+                    log.record(&req, &body);
+                    match req.headers().get("authorization").and_then(|v| v.to_str().ok()) {
+                        Some("Bearer tok-123") => HttpResponse::Ok().json(serde_json::json!({"id": "usr_1", "name": "Ada"})),
+                        _ => HttpResponse::Unauthorized().json(serde_json::json!({"error": "bad token"})),
+                    }
+                }),
+            )
+            .route(
+                "/echo",
+                web::route().to(|req: HttpRequest, body: Bytes, log: web::Data<Log>| async move {
+                    log.record(&req, &body);
+                    HttpResponse::Ok().json(serde_json::json!({
+                        "method": req.method().as_str(),
+                        "query": req.query_string(),
+                        "body": String::from_utf8_lossy(&body),
+                    }))
+                }),
+            );
+    })
+    .await
+}

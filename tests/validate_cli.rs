@@ -1,0 +1,180 @@
+//! `connector-runtime validate PATH`, run as the real binary the way a registry's CI runs it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::{json, Value};
+
+fn example_registry() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/connectors_registry.json")
+}
+
+/// Runs `connector-runtime validate` with `args`, without secrets or variables from the
+/// environment of whoever runs the tests.
+fn validate(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_connector-runtime"))
+        .arg("validate")
+        .args(args)
+        .env_remove("CONNECTOR_RUNTIME_SECRETS_DIR")
+        .env_remove("CONNECTOR_RUNTIME_VARIABLES_FILE")
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).expect("UTF-8 output")
+}
+
+/// A registry with three independent errors and one warning.
+const BAD_REGISTRY: &str = r#"{
+  "connectors": [
+    {"name": "Get User", "url": "https://{{ request.body_text }}/users", "method": "FETCH"},
+    {"name": "Search", "permalink": "search", "url": "https://api.example.com/s", "colour": "red"}
+  ],
+  "composite_connectors": [
+    {"name": "Flow", "permalink": "flow", "steps": [
+      {"name": "auth", "url": "https://auth.example.com/token"},
+      {"name": "fetch-user", "url": "https://api.example.com/me",
+       "headers": [{"key": "Authorization", "value": "Bearer {{ steps.auht.body }}"}]}
+    ]}
+  ]
+}"#;
+
+fn write_bad_registry(dir: &Path) -> PathBuf {
+    let path = dir.join("connectors_registry.json");
+    std::fs::write(&path, BAD_REGISTRY).unwrap();
+    path
+}
+
+#[test]
+fn the_example_registry_validates_and_exits_0() {
+    let output = validate(&[example_registry().as_os_str()]);
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{out}");
+    assert!(out.lines().last().unwrap().starts_with("ok: "), "{out}");
+    assert!(!out.contains("error:"), "{out}");
+}
+
+#[test]
+fn a_bad_registry_exits_1_and_prints_a_line_per_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_bad_registry(dir.path());
+    let output = validate(&[path.as_os_str()]);
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    for expected in [
+        "error: get-user › method: 'FETCH' is not a supported method",
+        "error: get-user › url: the scheme and host must be literal",
+        "error: flow › fetch-user › headers[0].value: there is no step 'auht'",
+        "warning: search › colour: unknown field 'colour' is ignored",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(expected)),
+            "missing line {expected:?} in:\n{out}"
+        );
+    }
+    assert_eq!(lines.last(), Some(&"invalid: 3 error(s), 1 warning(s)"));
+    // Errors are listed before warnings.
+    let first_warning = lines
+        .iter()
+        .position(|l| l.starts_with("warning:"))
+        .unwrap();
+    assert!(lines[..first_warning]
+        .iter()
+        .all(|l| l.starts_with("error:")));
+}
+
+#[test]
+fn json_format_reports_an_invalid_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_bad_registry(dir.path());
+    let output = validate(&[path.as_os_str(), "--format".as_ref(), "json".as_ref()]);
+    assert_eq!(output.status.code(), Some(1));
+    let doc: Value = serde_json::from_str(&stdout(&output)).expect("stdout is one JSON document");
+    assert_eq!(doc["valid"], json!(false));
+    assert_eq!(doc["errors"], json!(3));
+    assert_eq!(doc["warnings"], json!(1));
+    assert_eq!(doc["connectors"], json!(0));
+    let problems = doc["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 4);
+    assert!(problems.contains(&json!({
+        "severity": "error",
+        "connector": "flow",
+        "step": "fetch-user",
+        "field": "headers[0].value",
+        "message": "there is no step 'auht' (earlier steps: auth)"
+    })));
+}
+
+#[test]
+fn json_format_reports_a_valid_registry() {
+    let output = validate(&[
+        example_registry().as_os_str(),
+        "--format".as_ref(),
+        "json".as_ref(),
+    ]);
+    assert_eq!(output.status.code(), Some(0));
+    let doc: Value = serde_json::from_str(&stdout(&output)).expect("stdout is one JSON document");
+    assert_eq!(doc["valid"], json!(true));
+    assert_eq!(doc["errors"], json!(0));
+    assert!(doc["connectors"].as_u64().unwrap() > 0);
+    assert!(doc["problems"].is_array());
+}
+
+#[test]
+fn a_missing_file_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = validate(&[dir.path().join("nope.json").as_os_str()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("cannot read"), "{err}");
+}
+
+#[test]
+fn a_file_that_is_not_json_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("connectors_registry.json");
+    std::fs::write(&path, "{ not json").unwrap();
+    let output = validate(&[path.as_os_str()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stdout(&output).starts_with("error: - › (file): not valid JSON"));
+}
+
+#[test]
+fn secrets_and_variables_given_to_validate_silence_their_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("connectors_registry.json");
+    std::fs::write(
+        &registry,
+        json!({"connectors": [{
+            "name": "Thing",
+            "url": "https://{{ get_variable('host') }}/x",
+            "headers": [{"key": "X-Key", "value": "{{ get_secret('api_key') }}"}]
+        }]})
+        .to_string(),
+    )
+    .unwrap();
+
+    let without = validate(&[registry.as_os_str()]);
+    assert_eq!(without.status.code(), Some(0));
+    let out = stdout(&without);
+    assert!(out.contains("secret 'api_key' is not configured"), "{out}");
+    assert!(out.contains("variable 'host'"), "{out}");
+
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    std::fs::write(secrets.join("api_key"), "s3cret\n").unwrap();
+    let variables = dir.path().join("variables.json");
+    std::fs::write(&variables, r#"{"host": "api.example.com"}"#).unwrap();
+    let with = validate(&[
+        registry.as_os_str(),
+        "--secrets-dir".as_ref(),
+        secrets.as_os_str(),
+        "--variables-file".as_ref(),
+        variables.as_os_str(),
+    ]);
+    assert_eq!(with.status.code(), Some(0));
+    assert_eq!(stdout(&with), "ok: 1 connector(s), 0 warning(s)\n");
+}
