@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use minijinja::value::Value;
+use minijinja::value::{Value, ValueKind};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, Output, State, UndefinedBehavior};
 
 use super::field::Field;
 use super::filters::{self, OWN_ERROR_PREFIXES};
 use super::functions;
-use super::python::py_str;
+use super::python::{self, py_str};
 use super::secrets::{SecretStore, Variables};
 
 /// Bounds on the work one template render may do.
@@ -75,7 +75,8 @@ pub fn new_environment(
 ) -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
-    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    // Python `str`/`dict`/`list` methods: pycompat's, plus the few it lacks.
+    env.set_unknown_method_callback(python::unknown_method);
     env.set_auto_escape_callback(|name| match Field::of_template(name) {
         Some(Field::Url) => AutoEscape::Custom("url".into()),
         _ => AutoEscape::None,
@@ -84,6 +85,17 @@ pub fn new_environment(
     env.set_fuel(Some(limits.fuel));
     // Jinja2 keeps whitespace after blocks by default (no trim_blocks): so does this.
     filters::register(&mut env);
+    // Jinja2's `sequence` test is "has a length and items": strings and dicts pass too.
+    env.add_test("sequence", |v: &Value| {
+        matches!(
+            v.kind(),
+            ValueKind::Undefined
+                | ValueKind::String
+                | ValueKind::Bytes
+                | ValueKind::Seq
+                | ValueKind::Map
+        )
+    });
     functions::register(&mut env, secrets, variables);
     env
 }

@@ -6,12 +6,17 @@
 
 use std::fmt::Write;
 
-use minijinja::value::{Value, ValueKind};
-use minijinja::{Error, ErrorKind};
+use minijinja::value::{from_args, Tuple, Value, ValueKind};
+use minijinja::{Error, ErrorKind, State};
 
 /// What Python's `str(value)` gives: the text `{{ value }}` renders to.
+///
+/// An undefined value that reaches here is printed as Jinja2's `Undefined` is: empty. With
+/// the runtime's semi-strict mode only the silent undefined of an `if` expression without
+/// `else` (`{{ ", " if not loop.last }}`) gets this far; others fail before formatting.
 pub fn py_str(value: &Value, out: &mut String) -> Result<(), Error> {
     match value.kind() {
+        ValueKind::Undefined => {}
         ValueKind::String => out.push_str(value.as_str().unwrap_or_default()),
         ValueKind::Seq | ValueKind::Map | ValueKind::Bytes | ValueKind::Iterable => {
             py_repr(value, out)?
@@ -27,14 +32,23 @@ pub fn py_repr(value: &Value, out: &mut String) -> Result<(), Error> {
         ValueKind::String => repr_str(value.as_str().unwrap_or_default(), out),
         ValueKind::Bytes => repr_bytes(value.as_bytes().unwrap_or_default(), out),
         ValueKind::Seq | ValueKind::Iterable => {
-            out.push('[');
+            // minijinja keeps Jinja2's tuples (`(1, 2)`, `dictsort` and `items()` pairs,
+            // `partition`): they print in parentheses, a single item with a comma.
+            let tuple = value.is_tuple();
+            out.push(if tuple { '(' } else { '[' });
+            let mut count = 0;
             for (i, item) in value.try_iter()?.enumerate() {
                 if i > 0 {
                     out.push_str(", ");
                 }
                 py_repr(&item, out)?;
+                count += 1;
             }
-            out.push(']');
+            out.push_str(match (tuple, count) {
+                (true, 1) => ",)",
+                (true, _) => ")",
+                _ => "]",
+            });
         }
         ValueKind::Map => {
             out.push('{');
@@ -48,6 +62,8 @@ pub fn py_repr(value: &Value, out: &mut String) -> Result<(), Error> {
             }
             out.push('}');
         }
+        // Only a silent undefined (an `if` expression without `else`) gets here.
+        ValueKind::Undefined => out.push_str("Undefined"),
         _ => scalar(value, out),
     }
     Ok(())
@@ -174,6 +190,197 @@ fn repr_bytes(b: &[u8], out: &mut String) {
         }
     }
     out.push(quote);
+}
+
+/// The runtime's unknown-method callback: the Python `str` and `list` methods that
+/// `minijinja_contrib::pycompat` lacks (`rsplit`, `zfill`, `ljust`, `rjust`, `center`,
+/// `index`, `rindex`, `swapcase`, `partition`, `rpartition`, `removeprefix`,
+/// `removesuffix`, `list.index`), then everything pycompat has (`split`, `get`, `items`, ...).
+pub fn unknown_method(
+    state: &mut State,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+) -> Result<Value, Error> {
+    let extra = match value.kind() {
+        ValueKind::String => str_method(value.as_str().unwrap_or_default(), method, args)?,
+        ValueKind::Seq if method == "index" => {
+            let (wanted,): (&Value,) = from_args(args)?;
+            let position = value.try_iter()?.position(|item| item == *wanted);
+            Some(Value::from(position.ok_or_else(|| {
+                Error::new(ErrorKind::InvalidOperation, "list.index(x): x not in list")
+            })?))
+        }
+        _ => None,
+    };
+    match extra {
+        Some(result) => Ok(result),
+        None => minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args),
+    }
+}
+
+/// The widest padding `center`, `ljust`, `rjust` and `zfill` produce: a template cannot
+/// make one call allocate more than this (rendered output is capped later anyway).
+const MAX_PAD_WIDTH: usize = 1 << 20;
+
+fn check_pad_width(width: usize) -> Result<(), Error> {
+    if width > MAX_PAD_WIDTH {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("padding width is larger than {MAX_PAD_WIDTH}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Python's `str.center`/`ljust`/`rjust`: pads to `width` characters with `fill`; like
+/// CPython, `center` puts the odd padding character on the left only when `width` is odd.
+pub fn py_pad(s: &str, width: usize, fill: char, align: char) -> Result<String, Error> {
+    let len = s.chars().count();
+    if len >= width {
+        return Ok(s.to_string());
+    }
+    check_pad_width(width)?;
+    let margin = width - len;
+    let left = match align {
+        '<' => 0,
+        '>' => margin,
+        _ => margin / 2 + (margin & width & 1),
+    };
+    let mut out = String::with_capacity(s.len() + margin);
+    out.extend(std::iter::repeat_n(fill, left));
+    out.push_str(s);
+    out.extend(std::iter::repeat_n(fill, margin - left));
+    Ok(out)
+}
+
+fn str_method(s: &str, method: &str, args: &[Value]) -> Result<Option<Value>, Error> {
+    let not_found = || {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            "str.index: substring not found",
+        )
+    };
+    let char_index = |byte: usize| Value::from(s[..byte].chars().count());
+    Ok(Some(match method {
+        "rsplit" => {
+            let (sep, maxsplit): (Option<&str>, Option<i64>) = from_args(args)?;
+            let max = maxsplit.filter(|m| *m >= 0).map(|m| m as usize);
+            let mut parts: Vec<&str> = match sep {
+                Some("") => return Err(Error::new(ErrorKind::InvalidOperation, "empty separator")),
+                Some(sep) => match max {
+                    Some(m) => s.rsplitn(m + 1, sep).collect(),
+                    None => s.rsplit(sep).collect(),
+                },
+                None => {
+                    // Whitespace runs; at most `max` splits from the right, the rest kept
+                    // whole (with its inner whitespace) and trailing whitespace dropped.
+                    let mut parts = Vec::new();
+                    let mut rest = s.trim_end();
+                    while !rest.is_empty() {
+                        if max.is_some_and(|m| parts.len() == m) {
+                            parts.push(rest);
+                            break;
+                        }
+                        match rest.rfind(char::is_whitespace) {
+                            Some(i) => {
+                                let ws = rest[i..].chars().next().map_or(1, char::len_utf8);
+                                parts.push(&rest[i + ws..]);
+                                rest = rest[..i].trim_end();
+                            }
+                            None => {
+                                parts.push(rest);
+                                rest = "";
+                            }
+                        }
+                    }
+                    parts
+                }
+            };
+            parts.reverse();
+            Value::from_iter(parts.into_iter().map(Value::from))
+        }
+        "zfill" => {
+            let (width,): (usize,) = from_args(args)?;
+            let (sign, digits) = match s.strip_prefix(['+', '-']) {
+                Some(rest) => (&s[..1], rest),
+                None => ("", s),
+            };
+            let pad = width.saturating_sub(s.chars().count());
+            if pad > 0 {
+                check_pad_width(width)?;
+            }
+            Value::from(format!("{sign}{}{digits}", "0".repeat(pad)))
+        }
+        "ljust" | "rjust" | "center" => {
+            let (width, fill): (usize, Option<&str>) = from_args(args)?;
+            let fill = match fill.map(|f| {
+                let mut chars = f.chars();
+                (chars.next(), chars.next())
+            }) {
+                None => ' ',
+                Some((Some(c), None)) => c,
+                Some(_) => {
+                    return Err(Error::new(
+                        ErrorKind::InvalidOperation,
+                        "the fill character must be exactly one character long",
+                    ))
+                }
+            };
+            let align = match method {
+                "ljust" => '<',
+                "rjust" => '>',
+                _ => '^',
+            };
+            Value::from(py_pad(s, width, fill, align)?)
+        }
+        "index" => {
+            let (sub,): (&str,) = from_args(args)?;
+            char_index(s.find(sub).ok_or_else(not_found)?)
+        }
+        "rindex" => {
+            let (sub,): (&str,) = from_args(args)?;
+            char_index(s.rfind(sub).ok_or_else(not_found)?)
+        }
+        "swapcase" => {
+            let () = from_args(args)?;
+            let mut out = String::with_capacity(s.len());
+            for c in s.chars() {
+                if c.is_uppercase() {
+                    out.extend(c.to_lowercase());
+                } else {
+                    out.extend(c.to_uppercase());
+                }
+            }
+            Value::from(out)
+        }
+        "partition" | "rpartition" => {
+            let (sep,): (&str,) = from_args(args)?;
+            if sep.is_empty() {
+                return Err(Error::new(ErrorKind::InvalidOperation, "empty separator"));
+            }
+            let found = if method == "partition" {
+                s.find(sep)
+            } else {
+                s.rfind(sep)
+            };
+            let parts = match (found, method) {
+                (Some(i), _) => [&s[..i], sep, &s[i + sep.len()..]],
+                (None, "partition") => [s, "", ""],
+                (None, _) => ["", "", s],
+            };
+            Value::from(Tuple::from(parts.map(Value::from)))
+        }
+        "removeprefix" => {
+            let (prefix,): (&str,) = from_args(args)?;
+            Value::from(s.strip_prefix(prefix).unwrap_or(s))
+        }
+        "removesuffix" => {
+            let (suffix,): (&str,) = from_args(args)?;
+            Value::from(s.strip_suffix(suffix).unwrap_or(s))
+        }
+        _ => return Ok(None),
+    }))
 }
 
 /// Options of Python's `json.dumps` that the template filters use.
