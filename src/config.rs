@@ -65,6 +65,9 @@ pub struct ServeArgs {
         default_value_t = 4096
     )]
     pub upstream_max_connections: usize,
+    /// Serve GET /metrics on this separate address instead of the main one.
+    #[arg(long, env = "CONNECTOR_RUNTIME_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Worker threads (default: one per CPU core).
     #[arg(long, env = "CONNECTOR_RUNTIME_WORKERS")]
     pub workers: Option<usize>,
@@ -109,6 +112,7 @@ impl ServeArgs {
             max_response_bytes: 10 * 1024 * 1024,
             max_request_bytes: 1024 * 1024,
             upstream_max_connections: 4096,
+            metrics_listen: None,
             workers: None,
             resolve: Vec::new(),
             template_fuel: 20_000_000,

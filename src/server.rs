@@ -12,6 +12,7 @@ use actix_web::{web, App, HttpServer};
 
 use crate::config::ServeArgs;
 use crate::http::{self, AppState};
+use crate::metrics::Metrics;
 use crate::registry::{
     BuildOptions, LoadMode, RegistryActor, RegistryHandle, RegistryRejected, RegistrySource,
 };
@@ -59,8 +60,8 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Builds the engine described by `args`.
-    pub fn from_args(args: &ServeArgs) -> Result<Self, StartError> {
+    /// Builds the engine described by `args`, recording into `metrics`.
+    pub fn from_args(args: &ServeArgs, metrics: Arc<Metrics>) -> Result<Self, StartError> {
         let overrides = parse_overrides(&args.resolve).map_err(StartError::Config)?;
         Ok(Engine {
             client: ClientSettings {
@@ -71,11 +72,14 @@ impl Engine {
                 connect_timeout: args.step_timeout(),
                 max_connections: args.upstream_max_connections,
             },
-            shared: SharedRunState::new(RunSettings {
-                step_timeout: args.step_timeout(),
-                token_timeout: Duration::from_millis(args.token_timeout_ms),
-                max_response_bytes: args.max_response_bytes,
-            }),
+            shared: SharedRunState::new(
+                RunSettings {
+                    step_timeout: args.step_timeout(),
+                    token_timeout: Duration::from_millis(args.token_timeout_ms),
+                    max_response_bytes: args.max_response_bytes,
+                },
+                metrics,
+            ),
         })
     }
 
@@ -102,9 +106,11 @@ pub fn build_options(args: &ServeArgs) -> Result<BuildOptions, StartError> {
 /// A running server.
 pub struct Application {
     port: u16,
+    metrics_port: Option<u16>,
     server: Server,
     registry: RegistryHandle,
     registry_actor: Addr<RegistryActor>,
+    metrics: Arc<Metrics>,
 }
 
 impl Application {
@@ -126,9 +132,10 @@ impl Application {
         options: BuildOptions,
         source: RegistrySource,
     ) -> Result<Self, StartError> {
-        let engine = Engine::from_args(&args)?;
+        let metrics = Metrics::new();
+        let engine = Engine::from_args(&args, metrics.clone())?;
         let registry = RegistryHandle::new();
-        let mut actor = RegistryActor::new(source, options, registry.clone());
+        let mut actor = RegistryActor::new(source, options, registry.clone(), metrics.clone());
         actor.load()?;
         let registry_actor = actor.start();
         let listener = TcpListener::bind(args.listen).map_err(|source| StartError::Bind {
@@ -138,15 +145,20 @@ impl Application {
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let state_registry = registry.clone();
         let max_request_bytes = args.max_request_bytes;
+        let metrics_separately = args.metrics_listen.is_some();
+        let app_metrics = metrics.clone();
         let mut server = HttpServer::new(move || {
             let state = AppState {
                 registry: state_registry.clone(),
                 step_actor: engine.start_step_actor(),
                 max_request_bytes,
+                metrics: app_metrics.clone(),
             };
-            App::new()
-                .app_data(web::Data::new(state))
-                .configure(http::configure)
+            let mut app = App::new().app_data(web::Data::new(state));
+            if !metrics_separately {
+                app = app.route("/metrics", web::get().to(http::metrics::metrics));
+            }
+            app.configure(http::configure)
                 .default_service(web::to(http::not_found))
         })
         .shutdown_timeout(args.shutdown_timeout_secs);
@@ -160,17 +172,33 @@ impl Application {
                 source,
             })?
             .run();
+        let metrics_port = match args.metrics_listen {
+            Some(addr) => Some(http::metrics::serve_separately(addr, metrics.clone())?),
+            None => None,
+        };
         Ok(Application {
             port,
+            metrics_port,
             server,
             registry,
             registry_actor,
+            metrics,
         })
     }
 
     /// The bound port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the separate metrics listener, if `--metrics-listen` was given.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_port
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// The published registry.

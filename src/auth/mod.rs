@@ -50,6 +50,8 @@ pub struct AuthEnv<'a> {
     pub token_timeout: Duration,
     /// Largest token response accepted.
     pub max_response_bytes: usize,
+    /// Token cache hits, misses and fetch errors are counted here.
+    pub metrics: &'a crate::metrics::Metrics,
 }
 
 impl AuthEnv<'_> {
@@ -89,6 +91,14 @@ impl AuthEnv<'_> {
             _ => Ok(None),
         }
     }
+}
+
+fn count_token(env: &AuthEnv<'_>, origin: TokenOrigin) {
+    let result = match origin {
+        TokenOrigin::Cached => "hit",
+        TokenOrigin::Fetched => "miss",
+    };
+    env.metrics.token_cache.with_label_values(&[result]).inc();
 }
 
 fn bearer(token: &str) -> Result<Credential, StepFailure> {
@@ -177,6 +187,7 @@ pub async fn apply(auth: &Auth, env: &AuthEnv<'_>) -> Result<Applied, StepFailur
                     token_request::request_token(env, &token_url, form, None)
                 })
                 .await?;
+            count_token(env, origin);
             Ok(Applied {
                 credential: bearer(&token)?,
                 token: Some((key, token.to_string())),
@@ -253,6 +264,7 @@ pub async fn apply(auth: &Auth, env: &AuthEnv<'_>) -> Result<Applied, StepFailur
                     token_request::request_token(env, &token_url, form, Some(ttl)).await
                 })
                 .await?;
+            count_token(env, origin);
             Ok(Applied {
                 credential: bearer(&token)?,
                 token: Some((key, token.to_string())),

@@ -23,6 +23,20 @@ pub async fn request_token(
     form: Vec<(&'static str, String)>,
     fixed_ttl: Option<Duration>,
 ) -> Result<FetchedToken, StepFailure> {
+    let result = fetch(env, token_url, form, fixed_ttl).await;
+    if let Err(failure) = &result {
+        env.metrics.token_fetch_errors.inc();
+        tracing::info!(code = failure.kind.code(), detail = %failure.detail, "token request failed");
+    }
+    result
+}
+
+async fn fetch(
+    env: &AuthEnv<'_>,
+    token_url: &str,
+    form: Vec<(&'static str, String)>,
+    fixed_ttl: Option<Duration>,
+) -> Result<FetchedToken, StepFailure> {
     let body = serde_urlencoded::to_string(&form).map_err(|_| {
         StepFailure::new(
             FailureKind::Unexpected,

@@ -110,7 +110,7 @@ pub fn run(args: RunArgs) -> i32 {
             .as_ref()
             .map(|_| "application/json".to_string());
         let request = RequestView::new(body, content_type, query);
-        let engine = match Engine::from_args(&args.serve) {
+        let engine = match Engine::from_args(&args.serve, crate::metrics::Metrics::new()) {
             Ok(e) => e,
             Err(e) => {
                 eprintln!("error: {e}");

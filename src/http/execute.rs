@@ -12,6 +12,8 @@ use tracing::Instrument;
 
 use super::envelope::Envelope;
 use super::{request_id, AppState};
+use crate::metrics::UNKNOWN_CONNECTOR;
+use crate::observe::{self, InFlight};
 use crate::registry::Connector;
 use crate::run::input::{self, PathParamError};
 use crate::run::timing;
@@ -69,14 +71,35 @@ async fn handle(
         match prepare(&req, &permalink, payload, &state, kind, &request_id).await {
             Ok(input) => {
                 let input = Arc::new(input);
-                let outcome = execute(input.clone(), state.step_actor.clone()).await;
+                let outcome = {
+                    let _in_flight = InFlight::start(&state.metrics);
+                    execute(input.clone(), state.step_actor.clone()).await
+                };
+                let outcome_label = match &outcome.result {
+                    Ok(_) => "ok",
+                    Err(e) => e.failure.kind.outcome_label(),
+                };
+                observe::run_finished(
+                    &state.metrics,
+                    &permalink,
+                    kind_label(kind),
+                    outcome_label,
+                    outcome.total,
+                );
                 respond(&input, outcome)
             }
             Err(envelope) => {
-                tracing::info!(
-                    status = envelope.status,
-                    code = envelope.code,
-                    "request rejected"
+                let label = if envelope.code == "CONNECTOR_NOT_FOUND" {
+                    UNKNOWN_CONNECTOR
+                } else {
+                    permalink.as_str()
+                };
+                observe::request_rejected(
+                    &state.metrics,
+                    label,
+                    kind_label(kind),
+                    envelope.status,
+                    envelope.code,
                 );
                 envelope.response(&request_id)
             }
@@ -84,6 +107,13 @@ async fn handle(
     }
     .instrument(span)
     .await
+}
+
+fn kind_label(kind: ConnectorKind) -> &'static str {
+    match kind {
+        ConnectorKind::Simple => "simple",
+        ConnectorKind::Composite => "composite",
+    }
 }
 
 async fn prepare(

@@ -3,6 +3,7 @@
 pub mod envelope;
 pub mod execute;
 pub mod health;
+pub mod metrics;
 pub mod request_id;
 
 use actix::Addr;
@@ -21,6 +22,8 @@ pub struct AppState {
     pub step_actor: Addr<StepActor>,
     /// Largest accepted request body.
     pub max_request_bytes: usize,
+    /// Metrics.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// Mounts every route.

@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::build::{build_registry, BuildOptions};
 use super::compiled::Registry;
 use super::problems::{Problem, RegistryRejected};
+use crate::metrics::Metrics;
 
 /// Where the current registry snapshot is published. Cloning shares it.
 #[derive(Debug, Clone, Default)]
@@ -98,12 +99,19 @@ pub struct RegistryActor {
     options: BuildOptions,
     handle: RegistryHandle,
     status: BuildStatus,
+    metrics: Arc<Metrics>,
 }
 
 impl RegistryActor {
     /// An actor that loads `source` with `options` and publishes into `handle`.
-    pub fn new(source: RegistrySource, options: BuildOptions, handle: RegistryHandle) -> Self {
+    pub fn new(
+        source: RegistrySource,
+        options: BuildOptions,
+        handle: RegistryHandle,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         RegistryActor {
+            metrics,
             source,
             options,
             handle,
@@ -120,6 +128,44 @@ impl RegistryActor {
 
     /// Reads, validates and (when valid) publishes the registry.
     pub fn load(&mut self) -> Result<Arc<Registry>, RegistryRejected> {
+        let started = std::time::Instant::now();
+        let result = self.load_inner();
+        self.metrics
+            .registry_load_duration
+            .set(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(registry) => {
+                self.metrics.registry_loads.with_label_values(&["ok"]).inc();
+                self.metrics.registry_load_ok.set(1);
+                self.metrics
+                    .registry_last_success
+                    .set(self.status.loaded_at.unwrap_or(0) as f64);
+                let composites = registry
+                    .connectors()
+                    .iter()
+                    .filter(|c| c.kind == crate::template::ConnectorKind::Composite)
+                    .count() as i64;
+                self.metrics
+                    .registry_connectors
+                    .with_label_values(&["composite"])
+                    .set(composites);
+                self.metrics
+                    .registry_connectors
+                    .with_label_values(&["simple"])
+                    .set(registry.len() as i64 - composites);
+            }
+            Err(_) => {
+                self.metrics
+                    .registry_loads
+                    .with_label_values(&["failed"])
+                    .inc();
+                self.metrics.registry_load_ok.set(0);
+            }
+        }
+        result
+    }
+
+    fn load_inner(&mut self) -> Result<Arc<Registry>, RegistryRejected> {
         let text = match self.source.read() {
             Ok(text) => text,
             Err(e) => {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::tokens::TokenCache;
+use crate::metrics::Metrics;
 
 pub use composite::{execute, RunOutcome, RunSuccess};
 pub use error::{FailureKind, RunError, StepFailure};
@@ -40,20 +41,23 @@ impl Default for RunSettings {
 }
 
 /// State shared by every run in the process.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SharedRunState {
     /// Limits.
     pub settings: RunSettings,
     /// OAuth tokens.
     pub tokens: TokenCache,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 impl SharedRunState {
-    /// Shared state with `settings`.
-    pub fn new(settings: RunSettings) -> Arc<Self> {
+    /// Shared state with `settings`, recording into `metrics`.
+    pub fn new(settings: RunSettings, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(SharedRunState {
             settings,
             tokens: TokenCache::new(),
+            metrics,
         })
     }
 }

@@ -9,6 +9,7 @@ use awc::http::header::{HeaderName, HeaderValue};
 use awc::http::Method;
 use bytes::Bytes;
 use minijinja::Value;
+use tracing::Instrument;
 
 use super::error::{FailureKind, StepFailure};
 use super::messages::{ExecuteStep, StepOutcome, StepResult};
@@ -44,7 +45,13 @@ impl Handler<ExecuteStep> for StepActor {
     fn handle(&mut self, msg: ExecuteStep, _ctx: &mut Self::Context) -> Self::Result {
         let client = self.client.clone();
         let shared = self.shared.clone();
-        Box::pin(async move { execute_step(&client, &shared, msg).await })
+        let span = tracing::info_span!(
+            "step",
+            request_id = %msg.run.request_id,
+            connector = %msg.run.connector.permalink,
+            step = %msg.run.connector.steps[msg.index].name,
+        );
+        Box::pin(async move { execute_step(&client, &shared, msg).await }.instrument(span))
     }
 }
 
@@ -227,6 +234,7 @@ async fn execute_step(
     };
     let result = run_step(client, shared, &sc, &vars, &mut timing, started).await;
     timing.total = started.elapsed();
+    crate::observe::step_finished(&shared.metrics, &run.connector.permalink, &timing, &result);
     StepOutcome { result, timing }
 }
 
@@ -245,6 +253,7 @@ async fn authenticate(
         tokens: &shared.tokens,
         token_timeout: shared.settings.token_timeout,
         max_response_bytes: shared.settings.max_response_bytes,
+        metrics: &shared.metrics,
     };
     auth::apply(auth, &env).await.map(Some)
 }

@@ -1,0 +1,45 @@
+//! `GET /metrics`: the Prometheus text format, on the main listener or on a separate one
+//! (`--metrics-listen`).
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+
+use super::AppState;
+use crate::metrics::Metrics;
+use crate::server::StartError;
+
+/// Content type of the text exposition format.
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The metrics of this server.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(CONTENT_TYPE)
+        .body(state.metrics.render())
+}
+
+async fn metrics_only(metrics: web::Data<Arc<Metrics>>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(CONTENT_TYPE)
+        .body(metrics.render())
+}
+
+/// Serves `/metrics` alone on `addr`; returns the bound port.
+pub fn serve_separately(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<u16, StartError> {
+    let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(metrics.clone()))
+            .route("/metrics", web::get().to(metrics_only))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .map_err(|source| StartError::Bind { addr, source })?
+    .run();
+    actix_rt::spawn(server);
+    Ok(port)
+}

@@ -1,0 +1,179 @@
+//! Every metric the runtime exposes, registered in one place and served at `GET /metrics`
+//! in the Prometheus text format. Label values are bounded: connector permalinks, step
+//! names, kinds, outcomes and status classes — never a URL, an id or a message.
+
+use std::sync::Arc;
+
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets, resolving 1 ms to 30 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The label used for requests whose permalink is unknown (keeps labels bounded).
+pub const UNKNOWN_CONNECTOR: &str = "(unknown)";
+
+/// The runtime's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// `connector_step_duration_seconds{connector, step, outcome}`.
+    pub step_duration: HistogramVec,
+    /// `connector_run_duration_seconds{connector, kind, outcome}`.
+    pub run_duration: HistogramVec,
+    /// `connector_runs_total{connector, kind, outcome}`.
+    pub runs: IntCounterVec,
+    /// `connector_runs_in_flight`.
+    pub in_flight: IntGauge,
+    /// `connector_upstream_responses_total{connector, step, status_class}`.
+    pub upstream_responses: IntCounterVec,
+    /// `connector_token_cache_requests_total{result}` (hit | miss).
+    pub token_cache: IntCounterVec,
+    /// `connector_token_fetch_errors_total`.
+    pub token_fetch_errors: IntCounter,
+    /// `connector_registry_loads_total{result}` (ok | failed).
+    pub registry_loads: IntCounterVec,
+    /// `connector_registry_connectors{kind}`.
+    pub registry_connectors: IntGaugeVec,
+    /// `connector_registry_last_success_timestamp_seconds`.
+    pub registry_last_success: Gauge,
+    /// `connector_registry_load_ok`: 1 when the last load succeeded.
+    pub registry_load_ok: IntGauge,
+    /// `connector_registry_load_duration_seconds` of the last load.
+    pub registry_load_duration: Gauge,
+    /// `connector_response_cache_requests_total{connector, result}` (hit | miss).
+    pub response_cache: IntCounterVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn histogram(name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+        labels,
+    )
+    .expect("valid histogram")
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter")
+}
+
+impl Metrics {
+    /// A fresh set of metrics with its own registry (one per server, so tests can run
+    /// several servers in one process).
+    pub fn new() -> Arc<Self> {
+        let m = Metrics {
+            registry: Registry::new(),
+            step_duration: histogram(
+                "connector_step_duration_seconds",
+                "Duration of one step (one upstream call with its rendering and auth), by outcome.",
+                &["connector", "step", "outcome"],
+            ),
+            run_duration: histogram(
+                "connector_run_duration_seconds",
+                "Duration of one connector run, by kind and outcome.",
+                &["connector", "kind", "outcome"],
+            ),
+            runs: counter(
+                "connector_runs_total",
+                "Connector runs, by kind and outcome.",
+                &["connector", "kind", "outcome"],
+            ),
+            in_flight: IntGauge::new("connector_runs_in_flight", "Runs currently executing.")
+                .expect("valid gauge"),
+            upstream_responses: counter(
+                "connector_upstream_responses_total",
+                "Upstream responses, by status class.",
+                &["connector", "step", "status_class"],
+            ),
+            token_cache: counter(
+                "connector_token_cache_requests_total",
+                "OAuth token look-ups, by result (hit | miss).",
+                &["result"],
+            ),
+            token_fetch_errors: IntCounter::new(
+                "connector_token_fetch_errors_total",
+                "Failed OAuth token requests.",
+            )
+            .expect("valid counter"),
+            registry_loads: counter(
+                "connector_registry_loads_total",
+                "Registry loads, by result (ok | failed).",
+                &["result"],
+            ),
+            registry_connectors: IntGaugeVec::new(
+                Opts::new(
+                    "connector_registry_connectors",
+                    "Connectors being served, by kind.",
+                ),
+                &["kind"],
+            )
+            .expect("valid gauge"),
+            registry_last_success: Gauge::new(
+                "connector_registry_last_success_timestamp_seconds",
+                "When the served registry was loaded (Unix seconds).",
+            )
+            .expect("valid gauge"),
+            registry_load_ok: IntGauge::new(
+                "connector_registry_load_ok",
+                "1 if the last registry load succeeded, 0 if it was rejected.",
+            )
+            .expect("valid gauge"),
+            registry_load_duration: Gauge::new(
+                "connector_registry_load_duration_seconds",
+                "How long the last registry load took.",
+            )
+            .expect("valid gauge"),
+            response_cache: counter(
+                "connector_response_cache_requests_total",
+                "Response cache look-ups of cacheable simple connectors, by result (hit | miss).",
+                &["connector", "result"],
+            ),
+        };
+        let r = &m.registry;
+        let _ = r.register(Box::new(m.step_duration.clone()));
+        let _ = r.register(Box::new(m.run_duration.clone()));
+        let _ = r.register(Box::new(m.runs.clone()));
+        let _ = r.register(Box::new(m.in_flight.clone()));
+        let _ = r.register(Box::new(m.upstream_responses.clone()));
+        let _ = r.register(Box::new(m.token_cache.clone()));
+        let _ = r.register(Box::new(m.token_fetch_errors.clone()));
+        let _ = r.register(Box::new(m.registry_loads.clone()));
+        let _ = r.register(Box::new(m.registry_connectors.clone()));
+        let _ = r.register(Box::new(m.registry_last_success.clone()));
+        let _ = r.register(Box::new(m.registry_load_ok.clone()));
+        let _ = r.register(Box::new(m.registry_load_duration.clone()));
+        let _ = r.register(Box::new(m.response_cache.clone()));
+        #[cfg(target_os = "linux")]
+        let _ = r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
+        Arc::new(m)
+    }
+
+    /// Everything, in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+/// `2xx`, `3xx`, `4xx` or `5xx`.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
