@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use crate::registry::source::git::cache_dir;
+use crate::registry::source::GitSource;
+use crate::registry::RegistrySource;
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -19,9 +23,47 @@ pub enum LogFormat {
 /// Settings of `serve` (and of `run` and `demo`, which start the same engine).
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Registry file to serve (connectors_registry.json).
-    #[arg(long, env = "CONNECTOR_RUNTIME_REGISTRY")]
-    pub registry: PathBuf,
+    /// Registry file to serve (connectors_registry.json); watched for changes.
+    #[arg(
+        long,
+        env = "CONNECTOR_RUNTIME_REGISTRY",
+        required_unless_present = "registry_git",
+        conflicts_with = "registry_git"
+    )]
+    pub registry: Option<PathBuf>,
+    /// Git repository holding the registry (URL or local path; https, ssh or file).
+    #[arg(long, env = "CONNECTOR_RUNTIME_REGISTRY_GIT")]
+    pub registry_git: Option<String>,
+    /// Branch of --registry-git to serve.
+    #[arg(
+        long,
+        env = "CONNECTOR_RUNTIME_REGISTRY_BRANCH",
+        default_value = "main"
+    )]
+    pub registry_branch: String,
+    /// Path of the registry file inside the repository.
+    #[arg(
+        long,
+        env = "CONNECTOR_RUNTIME_REGISTRY_PATH",
+        default_value = "connectors_registry.json"
+    )]
+    pub registry_path: String,
+    /// Seconds between re-reads of the registry source (0 = never; webhooks and file watching still work).
+    #[arg(
+        long,
+        env = "CONNECTOR_RUNTIME_REGISTRY_POLL_SECS",
+        default_value_t = 30
+    )]
+    pub registry_poll_secs: u64,
+    /// Directory for the git fetch cache (default: the system temp dir).
+    #[arg(long, env = "CONNECTOR_RUNTIME_REGISTRY_CACHE_DIR")]
+    pub registry_cache_dir: Option<PathBuf>,
+    /// Secret of the push webhook (POST /hooks/git, GitHub X-Hub-Signature-256); the webhook is off without it.
+    #[arg(long, env = "CONNECTOR_RUNTIME_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// Bearer token of the operator API (/admin/...); the API is off without it.
+    #[arg(long, env = "CONNECTOR_RUNTIME_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// Address to listen on.
     #[arg(
         long,
@@ -102,7 +144,14 @@ impl ServeArgs {
     /// Settings for `registry` with every default: what tests and `demo` start from.
     pub fn for_registry(registry: impl Into<PathBuf>) -> Self {
         ServeArgs {
-            registry: registry.into(),
+            registry: Some(registry.into()),
+            registry_git: None,
+            registry_branch: "main".into(),
+            registry_path: "connectors_registry.json".into(),
+            registry_poll_secs: 30,
+            registry_cache_dir: None,
+            webhook_secret: None,
+            admin_token: None,
             listen: "127.0.0.1:0".parse().expect("valid address"),
             secrets_dir: None,
             variables_file: None,
@@ -118,6 +167,26 @@ impl ServeArgs {
             template_fuel: 20_000_000,
             shutdown_timeout_secs: 30,
             log_format: LogFormat::Text,
+        }
+    }
+
+    /// The registry source these settings name.
+    pub fn registry_source(&self) -> RegistrySource {
+        match (&self.registry_git, &self.registry) {
+            (Some(url), _) => {
+                let base = self
+                    .registry_cache_dir
+                    .clone()
+                    .unwrap_or_else(|| std::env::temp_dir().join("connector-runtime"));
+                RegistrySource::Git(GitSource::new(
+                    url.clone(),
+                    self.registry_branch.clone(),
+                    self.registry_path.clone(),
+                    cache_dir(&base, url),
+                ))
+            }
+            (None, Some(path)) => RegistrySource::File(path.clone()),
+            (None, None) => RegistrySource::Inline(String::new()),
         }
     }
 

@@ -11,10 +11,11 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 
 use crate::config::ServeArgs;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, OperatorAccess};
 use crate::metrics::Metrics;
+use crate::registry::actor::SyncError;
 use crate::registry::{
-    BuildOptions, LoadMode, RegistryActor, RegistryHandle, RegistryRejected, RegistrySource,
+    BuildOptions, LoadMode, RegistryActor, RegistryHandle, RegistrySource, SyncReason,
 };
 use crate::run::step::StepActor;
 use crate::run::{RunSettings, SharedRunState};
@@ -30,12 +31,12 @@ pub enum StartError {
     /// Secrets or variables could not be read.
     #[error(transparent)]
     Secrets(#[from] SecretsError),
-    /// The registry is invalid.
-    #[error("the registry is invalid:\n{}", .rejected.report.to_text())]
+    /// The registry is invalid or its source unreadable.
+    #[error("the registry could not be loaded:\n{}", describe_sync_error(.error))]
     Registry {
-        /// The report.
+        /// Why.
         #[from]
-        rejected: RegistryRejected,
+        error: SyncError,
     },
     /// A flag has a bad value.
     #[error("{0}")]
@@ -48,6 +49,13 @@ pub enum StartError {
         /// The error.
         source: std::io::Error,
     },
+}
+
+fn describe_sync_error(error: &SyncError) -> String {
+    match error {
+        SyncError::Rejected(r) => r.report.to_text(),
+        other => other.to_string(),
+    }
 }
 
 /// The parts every worker needs to build its engine.
@@ -122,7 +130,7 @@ impl Application {
 
     /// Like [`Application::build`] with explicit registry build options.
     pub fn build_with_options(args: ServeArgs, options: BuildOptions) -> Result<Self, StartError> {
-        let source = RegistrySource::File(args.registry.clone());
+        let source = args.registry_source();
         Self::build_from(args, options, source)
     }
 
@@ -135,9 +143,27 @@ impl Application {
         let metrics = Metrics::new();
         let engine = Engine::from_args(&args, metrics.clone())?;
         let registry = RegistryHandle::new();
-        let mut actor = RegistryActor::new(source, options, registry.clone(), metrics.clone());
-        actor.load()?;
+        let watch = matches!(source, RegistrySource::File(_));
+        let branch = source.branch().map(str::to_string);
+        let mut actor = RegistryActor::new(source, options, registry.clone(), metrics.clone())
+            .poll_every(Some(Duration::from_secs(args.registry_poll_secs)))
+            .watch_file(watch);
+        actor.load_now(SyncReason::Startup)?;
         let registry_actor = actor.start();
+        let operator = OperatorAccess {
+            registry_actor: registry_actor.clone(),
+            admin_token: args
+                .admin_token
+                .clone()
+                .filter(|t| !t.is_empty())
+                .map(Into::into),
+            webhook_secret: args
+                .webhook_secret
+                .clone()
+                .filter(|t| !t.is_empty())
+                .map(Into::into),
+            branch: branch.map(Into::into),
+        };
         let listener = TcpListener::bind(args.listen).map_err(|source| StartError::Bind {
             addr: args.listen,
             source,
@@ -153,6 +179,7 @@ impl Application {
                 step_actor: engine.start_step_actor(),
                 max_request_bytes,
                 metrics: app_metrics.clone(),
+                operator: operator.clone(),
             };
             let mut app = App::new().app_data(web::Data::new(state));
             if !metrics_separately {
@@ -214,6 +241,22 @@ impl Application {
     /// A handle that stops the server.
     pub fn handle(&self) -> ServerHandle {
         self.server.handle()
+    }
+
+    /// Re-reads the registry on SIGHUP (the `serve` command turns this on).
+    pub fn reload_on_sighup(&self) {
+        let actor = self.registry_actor.clone();
+        actix_rt::spawn(async move {
+            let Ok(mut hangups) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: re-reading the registry");
+                actor.do_send(crate::registry::Sync(SyncReason::Signal));
+            }
+        });
     }
 
     /// Serves until stopped (SIGINT/SIGTERM: graceful shutdown).

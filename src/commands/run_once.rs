@@ -57,10 +57,10 @@ pub fn run(args: RunArgs) -> i32 {
                 return 2;
             }
         };
-        let text = match std::fs::read_to_string(&args.serve.registry) {
-            Ok(t) => t,
+        let text = match args.serve.registry_source().read() {
+            Ok(snapshot) => snapshot.text,
             Err(e) => {
-                eprintln!("error: cannot read {}: {e}", args.serve.registry.display());
+                eprintln!("error: {e}");
                 return 2;
             }
         };

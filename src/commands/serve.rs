@@ -15,6 +15,7 @@ pub fn run(args: ServeArgs) -> i32 {
                 return 1;
             }
         };
+        app.reload_on_sighup();
         tracing::info!(listen = %args.listen, port = app.port(), "connector-runtime serving");
         match app.run_until_stopped().await {
             Ok(()) => 0,

@@ -238,7 +238,8 @@ fn path_parameters(
     })
 }
 
-async fn read_body(
+/// Reads a request body, refusing more than `limit` bytes with 413.
+pub(crate) async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,

@@ -1,19 +1,24 @@
-//! The [`RegistryActor`]: the only writer of the registry. It loads and validates the
-//! registry from its source and publishes immutable snapshots that runs read without locks;
-//! a rejected registry leaves the previous one serving.
+//! The [`RegistryActor`]: the only writer of the registry. It reads its source, validates
+//! and compiles the whole registry, and publishes an immutable snapshot that runs read
+//! without locks. Publishing is all-or-nothing: a rejected registry leaves the previous one
+//! serving, and runs in flight finish on the snapshot they started with.
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
-use actix::{Actor, Context, Handler, Message, MessageResult};
+use actix::{
+    Actor, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, Message, MessageResult,
+    WrapFuture,
+};
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
 
-use super::build::{build_registry, BuildOptions};
+use super::build::{build_registry, revision_of, BuildOptions};
 use super::compiled::Registry;
-use super::problems::{Problem, RegistryRejected};
+use super::problems::{Location, Problem, RegistryRejected, Report, Severity};
+use super::source::{FileSource, GitSource, InlineSource, Snapshot, Source, SourceError};
 use crate::metrics::Metrics;
+use crate::template::ConnectorKind;
 
 /// Where the current registry snapshot is published. Cloning shares it.
 #[derive(Debug, Clone, Default)]
@@ -38,199 +43,465 @@ impl RegistryHandle {
     }
 }
 
-/// The outcome of the last load, for operators.
-#[derive(Debug, Clone, Serialize)]
-pub struct BuildStatus {
-    /// `ok` or `failed`.
-    pub state: &'static str,
-    /// Revision being served.
-    pub revision: Option<String>,
-    /// When the served registry was loaded (Unix seconds).
-    pub loaded_at: Option<u64>,
-    /// Why the last load failed.
-    pub error: Option<String>,
-    /// Problems of the last load (errors and warnings).
-    pub problems: Vec<Problem>,
-    /// Permalinks being served.
-    pub connectors: Vec<String>,
+/// Where the registry comes from.
+#[derive(Debug, Clone)]
+pub enum RegistrySource {
+    /// A file, watched for changes (a missing file is an empty registry).
+    File(std::path::PathBuf),
+    /// A watched branch of a git repository, polled and re-read on push webhooks.
+    Git(GitSource),
+    /// Fixed text (the bundled demo registry).
+    Inline(String),
 }
 
-/// Reload the registry from its source now.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<Arc<Registry>, RegistryRejected>")]
-pub struct Reload;
+impl RegistrySource {
+    fn reader(&self) -> Arc<dyn Source> {
+        match self {
+            RegistrySource::File(path) => Arc::new(FileSource::new(path.clone())),
+            RegistrySource::Git(git) => Arc::new(git.clone()),
+            RegistrySource::Inline(text) => Arc::new(InlineSource(text.clone())),
+        }
+    }
+
+    /// Reads the registry text once (blocking).
+    pub fn read(&self) -> Result<Snapshot, SourceError> {
+        self.reader().read()
+    }
+
+    /// The watched branch, for git sources.
+    pub fn branch(&self) -> Option<&str> {
+        match self {
+            RegistrySource::Git(git) => Some(git.branch()),
+            _ => None,
+        }
+    }
+}
+
+/// What triggered a sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncReason {
+    /// Server start.
+    Startup,
+    /// The poll interval.
+    Poll,
+    /// The registry file changed.
+    FileChange,
+    /// SIGHUP.
+    Signal,
+    /// A push webhook.
+    Webhook,
+    /// `POST /admin/registry/sync`.
+    Admin,
+}
+
+impl SyncReason {
+    fn label(self) -> &'static str {
+        match self {
+            SyncReason::Startup => "startup",
+            SyncReason::Poll => "poll",
+            SyncReason::FileChange => "file_change",
+            SyncReason::Signal => "signal",
+            SyncReason::Webhook => "webhook",
+            SyncReason::Admin => "admin",
+        }
+    }
+}
+
+/// Connectors created, updated, removed and unchanged by a publish, by permalink.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Changes {
+    /// New permalinks.
+    pub created: Vec<String>,
+    /// Permalinks whose definition changed (a renamed `name` with the same permalink too).
+    pub updated: Vec<String>,
+    /// Permalinks no longer defined.
+    pub removed: Vec<String>,
+    /// How many stayed the same.
+    pub unchanged: usize,
+}
+
+/// Compares the connectors of two registries by permalink and definition fingerprint.
+pub fn diff(previous: Option<&Registry>, next: &Registry) -> Changes {
+    let mut changes = Changes::default();
+    for connector in next.connectors() {
+        match previous.and_then(|p| p.get(&connector.permalink)) {
+            None => changes.created.push(connector.permalink.clone()),
+            Some(old) if old.fingerprint != connector.fingerprint => {
+                changes.updated.push(connector.permalink.clone())
+            }
+            Some(_) => changes.unchanged += 1,
+        }
+    }
+    if let Some(previous) = previous {
+        for connector in previous.connectors() {
+            if next.get(&connector.permalink).is_none() {
+                changes.removed.push(connector.permalink.clone());
+            }
+        }
+    }
+    changes
+}
+
+/// The outcome of one sync, as operators see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncRecord {
+    /// What triggered it.
+    pub reason: SyncReason,
+    /// `published`, `unchanged` or `failed`.
+    pub result: &'static str,
+    /// Revision read from the source.
+    pub revision: Option<String>,
+    /// What changed (for `published`).
+    pub changes: Changes,
+    /// When it finished (Unix seconds).
+    pub at: u64,
+    /// How long it took.
+    pub duration_ms: f64,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The registry's build status (`GET /admin/registry`).
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildStatus {
+    /// `ok` when the last sync succeeded (or found nothing new), `failed` otherwise.
+    pub state: &'static str,
+    /// The source.
+    pub source: String,
+    /// Revision being served.
+    pub revision: Option<String>,
+    /// When the served registry was published (Unix seconds).
+    pub loaded_at: Option<u64>,
+    /// Why the last sync failed.
+    pub error: Option<String>,
+    /// Errors of the last failed sync (each naming connector, step and field).
+    pub errors: Vec<Problem>,
+    /// Warnings of the served registry.
+    pub warnings: Vec<Problem>,
+    /// Connectors being served.
+    pub connectors: Vec<ConnectorSummary>,
+    /// The last sync.
+    pub last_sync: Option<SyncRecord>,
+}
+
+/// A served connector, for the build status and the console.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectorSummary {
+    /// Permalink.
+    pub permalink: String,
+    /// Name.
+    pub name: String,
+    /// `simple` or `composite`.
+    pub kind: &'static str,
+    /// Method callers use.
+    pub method: &'static str,
+    /// Declared path parameters.
+    pub path_parameters: Vec<String>,
+    /// Step names.
+    pub steps: Vec<String>,
+}
+
+impl ConnectorSummary {
+    /// Summarizes every connector of `registry`.
+    pub fn all(registry: &Registry) -> Vec<ConnectorSummary> {
+        registry
+            .connectors()
+            .iter()
+            .map(|c| ConnectorSummary {
+                permalink: c.permalink.clone(),
+                name: c.name.clone(),
+                kind: match c.kind {
+                    ConnectorKind::Simple => "simple",
+                    ConnectorKind::Composite => "composite",
+                },
+                method: c.caller_method().as_str(),
+                path_parameters: c.path_parameters.iter().map(|(k, _)| k.clone()).collect(),
+                steps: c.steps.iter().map(|s| s.name.clone()).collect(),
+            })
+            .collect()
+    }
+}
+
+/// Why a sync did not publish.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SyncError {
+    /// The source could not be read.
+    #[error("reading the registry source failed: {0}")]
+    Source(#[from] SourceError),
+    /// The registry is invalid.
+    #[error(transparent)]
+    Rejected(#[from] RegistryRejected),
+}
+
+impl SyncError {
+    /// The problems behind the failure.
+    pub fn problems(&self) -> Vec<Problem> {
+        match self {
+            SyncError::Rejected(r) => r.report.problems.clone(),
+            SyncError::Source(e) => {
+                let mut report = Report::default();
+                let at = Location {
+                    connector: "-".into(),
+                    step: None,
+                };
+                report.error(&at, "(source)", e.to_string());
+                report.problems
+            }
+        }
+    }
+}
+
+/// Sync the registry from its source now.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<SyncRecord, SyncError>")]
+pub struct Sync(pub SyncReason);
 
 /// Ask for the build status.
 #[derive(Debug, Message)]
 #[rtype(result = "BuildStatus")]
 pub struct GetStatus;
 
-/// Where the registry text comes from.
-#[derive(Debug, Clone)]
-pub enum RegistrySource {
-    /// A file, re-read on every load (a missing file is an empty registry).
-    File(PathBuf),
-    /// Fixed text (the bundled demo registry).
-    Inline(String),
-}
-
-impl RegistrySource {
-    fn read(&self) -> std::io::Result<String> {
-        match self {
-            RegistrySource::File(path) => match std::fs::read_to_string(path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-                other => other,
-            },
-            RegistrySource::Inline(text) => Ok(text.clone()),
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            RegistrySource::File(path) => path.display().to_string(),
-            RegistrySource::Inline(_) => "the bundled registry".into(),
-        }
-    }
-}
-
 /// Owns the registry source and publishes snapshots.
 pub struct RegistryActor {
     source: RegistrySource,
+    reader: Arc<dyn Source>,
     options: BuildOptions,
     handle: RegistryHandle,
-    status: BuildStatus,
     metrics: Arc<Metrics>,
+    poll: Option<Duration>,
+    watch: bool,
+    last_seen: Option<String>,
+    status: BuildStatus,
+    watcher: Option<Box<dyn std::any::Any>>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl RegistryActor {
-    /// An actor that loads `source` with `options` and publishes into `handle`.
+    /// An actor that reads `source` with `options` and publishes into `handle`.
     pub fn new(
         source: RegistrySource,
         options: BuildOptions,
         handle: RegistryHandle,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let reader = source.reader();
         RegistryActor {
-            metrics,
-            source,
-            options,
-            handle,
             status: BuildStatus {
                 state: "failed",
+                source: reader.describe(),
                 revision: None,
                 loaded_at: None,
                 error: Some("not loaded yet".into()),
-                problems: Vec::new(),
+                errors: Vec::new(),
+                warnings: Vec::new(),
                 connectors: Vec::new(),
+                last_sync: None,
             },
+            source,
+            reader,
+            options,
+            handle,
+            metrics,
+            poll: None,
+            watch: false,
+            last_seen: None,
+            watcher: None,
         }
     }
 
-    /// Reads, validates and (when valid) publishes the registry.
-    pub fn load(&mut self) -> Result<Arc<Registry>, RegistryRejected> {
-        let started = std::time::Instant::now();
-        let result = self.load_inner();
+    /// Re-reads the source every `interval` (git sources; a cheap fallback for files).
+    pub fn poll_every(mut self, interval: Option<Duration>) -> Self {
+        self.poll = interval.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// Watches a file source for changes.
+    pub fn watch_file(mut self, watch: bool) -> Self {
+        self.watch = watch;
+        self
+    }
+
+    /// Reads the source here and now (blocking) and publishes: used once at start.
+    pub fn load_now(&mut self, reason: SyncReason) -> Result<SyncRecord, SyncError> {
+        let started = Instant::now();
+        let snapshot = self.reader.read();
+        self.apply(snapshot, reason, started)
+    }
+
+    /// Builds and publishes a snapshot read from the source; records status and metrics.
+    fn apply(
+        &mut self,
+        snapshot: Result<Snapshot, SourceError>,
+        reason: SyncReason,
+        started: Instant,
+    ) -> Result<SyncRecord, SyncError> {
+        let result = self.publish(snapshot, reason);
+        let duration = started.elapsed();
         self.metrics
             .registry_load_duration
-            .set(started.elapsed().as_secs_f64());
-        match &result {
-            Ok(registry) => {
-                self.metrics.registry_loads.with_label_values(&["ok"]).inc();
-                self.metrics.registry_load_ok.set(1);
-                self.metrics
-                    .registry_last_success
-                    .set(self.status.loaded_at.unwrap_or(0) as f64);
-                let composites = registry
-                    .connectors()
-                    .iter()
-                    .filter(|c| c.kind == crate::template::ConnectorKind::Composite)
-                    .count() as i64;
-                self.metrics
-                    .registry_connectors
-                    .with_label_values(&["composite"])
-                    .set(composites);
-                self.metrics
-                    .registry_connectors
-                    .with_label_values(&["simple"])
-                    .set(registry.len() as i64 - composites);
+            .set(duration.as_secs_f64());
+        let record = |result: &'static str, revision, changes, error| SyncRecord {
+            reason,
+            result,
+            revision,
+            changes,
+            at: unix_now(),
+            duration_ms: (duration.as_secs_f64() * 10_000.0).round() / 10.0,
+            error,
+        };
+        match result {
+            Ok(Some((revision, changes))) => {
+                let rec = record("published", Some(revision), changes, None);
+                self.status.last_sync = Some(rec.clone());
+                Ok(rec)
             }
-            Err(_) => {
+            Ok(None) => {
+                let rec = record(
+                    "unchanged",
+                    self.last_seen.clone(),
+                    Changes::default(),
+                    None,
+                );
+                self.status.last_sync = Some(rec.clone());
+                Ok(rec)
+            }
+            Err(error) => {
                 self.metrics
                     .registry_loads
                     .with_label_values(&["failed"])
                     .inc();
                 self.metrics.registry_load_ok.set(0);
+                let summary = match &error {
+                    SyncError::Rejected(r) => r.report.summary(),
+                    SyncError::Source(e) => e.to_string(),
+                };
+                tracing::warn!(reason = reason.label(), error = %summary, "registry sync failed; the previous registry keeps serving");
+                self.status.state = "failed";
+                self.status.error = Some(summary.clone());
+                self.status.errors = error
+                    .problems()
+                    .into_iter()
+                    .filter(|p| p.severity == Severity::Error)
+                    .collect();
+                self.status.last_sync = Some(record(
+                    "failed",
+                    self.last_seen.clone(),
+                    Changes::default(),
+                    Some(summary),
+                ));
+                Err(error)
             }
         }
-        result
     }
 
-    fn load_inner(&mut self) -> Result<Arc<Registry>, RegistryRejected> {
-        let text = match self.source.read() {
-            Ok(text) => text,
-            Err(e) => {
-                let mut report = super::problems::Report::default();
-                let at = super::problems::Location {
-                    connector: "-".into(),
-                    step: None,
-                };
-                report.error(
-                    &at,
-                    "(file)",
-                    format!("cannot read {}: {e}", self.source.describe()),
-                );
-                return Err(self.rejected(RegistryRejected { report }));
-            }
+    /// `Ok(None)` when the source has not changed since the last attempt.
+    fn publish(
+        &mut self,
+        snapshot: Result<Snapshot, SourceError>,
+        reason: SyncReason,
+    ) -> Result<Option<(String, Changes)>, SyncError> {
+        let snapshot = snapshot?;
+        let revision = snapshot
+            .revision
+            .clone()
+            .unwrap_or_else(|| revision_of(&snapshot.text));
+        if self.last_seen.as_deref() == Some(revision.as_str()) && reason != SyncReason::Startup {
+            return Ok(None);
+        }
+        self.last_seen = Some(revision.clone());
+        let mut registry = build_registry(&snapshot.text, &self.options)?;
+        registry.revision = revision.clone();
+        let registry = Arc::new(registry);
+        let previous = self.handle.current();
+        let changes = diff(previous.as_deref(), &registry);
+        self.handle.publish(registry.clone());
+        let now = unix_now();
+        self.status = BuildStatus {
+            state: "ok",
+            source: self.reader.describe(),
+            revision: Some(revision.clone()),
+            loaded_at: Some(now),
+            error: None,
+            errors: Vec::new(),
+            warnings: registry.warnings.clone(),
+            connectors: ConnectorSummary::all(&registry),
+            last_sync: self.status.last_sync.clone(),
         };
-        match build_registry(&text, &self.options) {
-            Ok(registry) => {
-                let registry = Arc::new(registry);
-                self.handle.publish(registry.clone());
-                self.status = BuildStatus {
-                    state: "ok",
-                    revision: Some(registry.revision.clone()),
-                    loaded_at: SystemTime::now()
-                        .duration_since(SystemTime::UNIX_EPOCH)
-                        .ok()
-                        .map(|d| d.as_secs()),
-                    error: None,
-                    problems: registry.warnings.clone(),
-                    connectors: registry
-                        .connectors()
-                        .iter()
-                        .map(|c| c.permalink.clone())
-                        .collect(),
-                };
-                tracing::info!(
-                    revision = %registry.revision,
-                    connectors = registry.len(),
-                    warnings = registry.warnings.len(),
-                    "registry published"
-                );
-                Ok(registry)
-            }
-            Err(rejected) => Err(self.rejected(rejected)),
-        }
-    }
-
-    fn rejected(&mut self, rejected: RegistryRejected) -> RegistryRejected {
-        tracing::warn!(error = %rejected, "registry rejected; the previous registry keeps serving");
-        self.status.state = "failed";
-        self.status.error = Some(rejected.report.summary());
-        self.status.problems = rejected.report.problems.clone();
-        rejected
+        self.metrics.registry_loads.with_label_values(&["ok"]).inc();
+        self.metrics.registry_load_ok.set(1);
+        self.metrics.registry_last_success.set(now as f64);
+        let composites = registry
+            .connectors()
+            .iter()
+            .filter(|c| c.kind == ConnectorKind::Composite)
+            .count() as i64;
+        self.metrics
+            .registry_connectors
+            .with_label_values(&["composite"])
+            .set(composites);
+        self.metrics
+            .registry_connectors
+            .with_label_values(&["simple"])
+            .set(registry.len() as i64 - composites);
+        tracing::info!(
+            reason = reason.label(),
+            revision = %revision,
+            connectors = registry.len(),
+            created = changes.created.len(),
+            updated = changes.updated.len(),
+            removed = changes.removed.len(),
+            warnings = registry.warnings.len(),
+            "registry published"
+        );
+        Ok(Some((revision, changes)))
     }
 }
 
 impl Actor for RegistryActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(interval) = self.poll {
+            ctx.run_interval(interval, |_, ctx| ctx.notify(Sync(SyncReason::Poll)));
+        }
+        if let (true, RegistrySource::File(path)) = (self.watch, &self.source) {
+            let addr = ctx.address();
+            match FileSource::new(path.clone())
+                .watch(move || addr.do_send(Sync(SyncReason::FileChange)))
+            {
+                Ok(watcher) => self.watcher = Some(Box::new(watcher)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "registry file is not watched; reload with SIGHUP or the admin API")
+                }
+            }
+        }
+    }
 }
 
-impl Handler<Reload> for RegistryActor {
-    type Result = Result<Arc<Registry>, RegistryRejected>;
+impl Handler<Sync> for RegistryActor {
+    type Result = AtomicResponse<Self, Result<SyncRecord, SyncError>>;
 
-    fn handle(&mut self, _: Reload, _: &mut Self::Context) -> Self::Result {
-        self.load()
+    /// Reads the source off the actor's thread (git fetches block), then builds and
+    /// publishes. Syncs run one at a time.
+    fn handle(&mut self, msg: Sync, _: &mut Self::Context) -> Self::Result {
+        let reader = self.reader.clone();
+        let started = Instant::now();
+        let read = actix_rt::task::spawn_blocking(move || reader.read());
+        AtomicResponse::new(Box::pin(read.into_actor(self).map(
+            move |joined, act, _| {
+                let snapshot = joined
+                    .unwrap_or_else(|_| Err(SourceError("reading the source panicked".into())));
+                act.apply(snapshot, msg.0, started)
+            },
+        )))
     }
 }
 
@@ -238,6 +509,10 @@ impl Handler<GetStatus> for RegistryActor {
     type Result = MessageResult<GetStatus>;
 
     fn handle(&mut self, _: GetStatus, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.status.clone())
+        let mut status = self.status.clone();
+        if status.state == "ok" && self.handle.current().is_none() {
+            status.state = "failed";
+        }
+        MessageResult(status)
     }
 }

@@ -465,6 +465,7 @@ impl<'o> Builder<'o> {
                 kind: ConnectorKind::Simple,
                 steps: vec![step],
                 path_parameters: path_params,
+                fingerprint: revision_of(&item.to_string()),
             });
         }
     }
@@ -619,6 +620,7 @@ impl<'o> Builder<'o> {
                 kind: ConnectorKind::Composite,
                 steps,
                 path_parameters: Vec::new(),
+                fingerprint: revision_of(&item.to_string()),
             });
         }
     }

@@ -76,6 +76,9 @@ pub struct Connector {
     pub steps: Vec<Step>,
     /// Declared path parameters (simple connectors), with their defaults.
     pub path_parameters: Vec<(String, Option<String>)>,
+    /// Fingerprint of the connector's definition, to tell updated connectors from unchanged
+    /// ones when a new registry is published.
+    pub fingerprint: String,
 }
 
 impl Connector {

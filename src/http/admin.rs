@@ -1,0 +1,101 @@
+//! The operator API (off unless `--admin-token` is set): `GET /admin/registry` shows the
+//! build status, `POST /admin/registry/sync` syncs now. Bearer token, compared in constant time.
+
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use super::envelope::Envelope;
+use super::{request_id, AppState};
+use crate::registry::actor::GetStatus;
+use crate::registry::{Sync, SyncReason};
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+/// The refusal to send, unless the request carries the admin bearer token.
+fn denied(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
+    let id = request_id::of(req);
+    let Some(token) = &state.operator.admin_token else {
+        return Some(
+            Envelope::request(
+                404,
+                "ROUTE_NOT_FOUND",
+                "the operator API is off (start with --admin-token)",
+            )
+            .response(&id),
+        );
+    };
+    let presented = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(presented.as_bytes(), token.as_bytes()) {
+        None
+    } else {
+        let mut response = Envelope::request(
+            401,
+            "UNAUTHORIZED",
+            "a valid admin bearer token is required",
+        )
+        .response(&id);
+        response.headers_mut().insert(
+            actix_web::http::header::WWW_AUTHENTICATE,
+            actix_web::http::header::HeaderValue::from_static("Bearer"),
+        );
+        Some(response)
+    }
+}
+
+/// `GET /admin/registry`: `{state, source, revision, loaded_at, error, errors, warnings, connectors, last_sync}`.
+pub async fn status(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if let Some(refusal) = denied(&req, &state) {
+        return refusal;
+    }
+    match state.operator.registry_actor.send(GetStatus).await {
+        Ok(status) => HttpResponse::Ok().json(status),
+        Err(_) => Envelope::request(500, "UNEXPECTED_ERROR", "the registry actor is not running")
+            .response(&request_id::of(&req)),
+    }
+}
+
+/// `POST /admin/registry/sync`: syncs now and answers with the outcome (422 when rejected).
+pub async fn sync(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if let Some(refusal) = denied(&req, &state) {
+        return refusal;
+    }
+    let actor = &state.operator.registry_actor;
+    let outcome = actor.send(Sync(SyncReason::Admin)).await;
+    let status = actor.send(GetStatus).await.ok();
+    match outcome {
+        Ok(Ok(record)) => HttpResponse::Ok().json(json!({"sync": record, "status": status})),
+        Ok(Err(error)) => HttpResponse::UnprocessableEntity().json(json!({
+            "sync": {"result": "failed", "error": error.to_string(), "errors": error.problems()},
+            "status": status,
+        })),
+        Err(_) => Envelope::request(500, "UNEXPECTED_ERROR", "the registry actor is not running")
+            .response(&request_id::of(&req)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cret", b"s3creT"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cre"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

@@ -1,0 +1,86 @@
+//! A registry file: read on demand and watched for changes. The watch covers the file's
+//! directory, because editors and deploy tools replace files by renaming over them.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify_debouncer_mini::notify::RecursiveMode;
+use notify_debouncer_mini::{new_debouncer, DebounceEventResult, Debouncer};
+
+use super::{Snapshot, Source, SourceError};
+
+/// How long a burst of file events must be quiet before one reload happens.
+pub const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// A registry file on disk.
+#[derive(Debug, Clone)]
+pub struct FileSource {
+    path: PathBuf,
+}
+
+impl FileSource {
+    /// A source reading `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        FileSource { path: path.into() }
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Calls `on_change` (from a watcher thread) after the file changes, appears or is
+    /// removed. The watch lasts as long as the returned value lives.
+    pub fn watch(
+        &self,
+        on_change: impl Fn() + Send + 'static,
+    ) -> Result<Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>, SourceError> {
+        let target = self.path.clone();
+        let file_name = target.file_name().map(|n| n.to_os_string());
+        let dir = target
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let mut debouncer = new_debouncer(DEBOUNCE, move |result: DebounceEventResult| {
+            if let Ok(events) = result {
+                if events
+                    .iter()
+                    .any(|e| e.path.file_name().map(|n| n.to_os_string()) == file_name)
+                {
+                    on_change();
+                }
+            }
+        })
+        .map_err(|e| SourceError(format!("cannot watch {}: {e}", dir.display())))?;
+        debouncer
+            .watcher()
+            .watch(&dir, RecursiveMode::NonRecursive)
+            .map_err(|e| SourceError(format!("cannot watch {}: {e}", dir.display())))?;
+        Ok(debouncer)
+    }
+}
+
+impl Source for FileSource {
+    fn read(&self) -> Result<Snapshot, SourceError> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) => Ok(Snapshot {
+                text,
+                revision: None,
+            }),
+            // A deleted registry file removes the connectors, as the platform documents.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Snapshot {
+                text: String::new(),
+                revision: None,
+            }),
+            Err(e) => Err(SourceError(format!(
+                "cannot read {}: {e}",
+                self.path.display()
+            ))),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}

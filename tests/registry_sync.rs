@@ -1,0 +1,519 @@
+//! Registry sync: a watched git branch (poll and webhook), file watching, the operator API,
+//! all-or-nothing publishing, and swaps that never disturb runs in flight.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use common::{spawn_app_with, upstream, AppOptions, TestApp};
+use connector_runtime::http::hooks::sign;
+use serde_json::{json, Value};
+
+const ADMIN: &str = "admin-t0ken";
+const HOOK_SECRET: &str = "hook-s3cret";
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A repository with `registry` committed on `main`.
+fn repo(registry: &Value) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    git(dir.path(), &["config", "user.email", "test@example.com"]);
+    git(dir.path(), &["config", "user.name", "Test"]);
+    commit(dir.path(), registry, "first");
+    dir
+}
+
+fn commit(dir: &Path, registry: &Value, message: &str) {
+    std::fs::write(
+        dir.join("connectors_registry.json"),
+        serde_json::to_string_pretty(registry).unwrap(),
+    )
+    .unwrap();
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", message]);
+}
+
+fn echo_connector(permalink: &str, base: &str, version: &str) -> Value {
+    json!({"name": permalink, "permalink": permalink, "url": format!("{base}/echo"),
+           "headers": [{"key": "X-Version", "value": version}]})
+}
+
+async fn echo_upstream() -> common::Upstream {
+    upstream(|cfg| {
+        cfg.route(
+            "/echo",
+            web::route().to(|req: HttpRequest| async move {
+                let version = req
+                    .headers()
+                    .get("x-version")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-")
+                    .to_string();
+                let delay = req
+                    .query_string()
+                    .strip_prefix("delay=")
+                    .and_then(|d| d.parse().ok())
+                    .unwrap_or(0);
+                actix_rt::time::sleep(Duration::from_millis(delay)).await;
+                HttpResponse::Ok().json(json!({"version": version}))
+            }),
+        );
+    })
+    .await
+}
+
+async fn git_app(repo: &Path, poll_secs: u64) -> TestApp {
+    let url = repo.display().to_string();
+    let cache = tempfile::tempdir().unwrap().keep();
+    spawn_app_with(
+        json!({}),
+        AppOptions::default().flags(move |f| {
+            f.registry = None;
+            f.registry_git = Some(url);
+            f.registry_cache_dir = Some(cache);
+            f.registry_poll_secs = poll_secs;
+            f.admin_token = Some(ADMIN.into());
+            f.webhook_secret = Some(HOOK_SECRET.into());
+        }),
+    )
+    .await
+}
+
+async fn wait_for_status(app: &TestApp, path: &str, status: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < deadline {
+        if app.call("GET", path, None, &[]).await.status == status {
+            return true;
+        }
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+async fn admin_status(app: &TestApp) -> Value {
+    let reply = app
+        .call(
+            "GET",
+            "/admin/registry",
+            None,
+            &[("Authorization", &format!("Bearer {ADMIN}"))],
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()
+}
+
+async fn push_hook(app: &TestApp, body: &Value, signature: Option<String>) -> common::Reply {
+    let body = body.to_string();
+    let sig = signature.unwrap_or_else(|| sign(HOOK_SECRET.as_bytes(), body.as_bytes()));
+    app.call(
+        "POST",
+        "/hooks/git",
+        Some(&body),
+        &[("X-Hub-Signature-256", &sig), ("X-GitHub-Event", "push")],
+    )
+    .await
+}
+
+#[actix_web::test]
+async fn a_valid_push_is_served_within_the_poll_interval() {
+    let up = echo_upstream().await;
+    let repo = repo(&json!({"connectors": [echo_connector("first", &up.base, "1")]}));
+    let app = git_app(repo.path(), 1).await;
+    assert_eq!(
+        app.call("GET", "/connectors/first/execute", None, &[])
+            .await
+            .status,
+        200
+    );
+    commit(
+        repo.path(),
+        &json!({"connectors": [echo_connector("first", &up.base, "1"), echo_connector("second", &up.base, "1")]}),
+        "add second",
+    );
+    assert!(
+        wait_for_status(&app, "/connectors/second/execute", 200).await,
+        "the push was not picked up by polling"
+    );
+    let status = admin_status(&app).await;
+    assert_eq!(status["state"], "ok");
+    assert_eq!(status["last_sync"]["changes"]["created"], json!(["second"]));
+    let head = String::from_utf8(
+        Command::new("git")
+            .arg("-C")
+            .arg(repo.path())
+            .args(["rev-parse", "HEAD"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(status["revision"], head.trim());
+}
+
+#[actix_web::test]
+async fn a_signed_push_webhook_triggers_a_sync_and_bad_signatures_do_not() {
+    let up = echo_upstream().await;
+    let repo = repo(&json!({"connectors": [echo_connector("first", &up.base, "1")]}));
+    let app = git_app(repo.path(), 0).await;
+    commit(
+        repo.path(),
+        &json!({"connectors": [echo_connector("second", &up.base, "1")]}),
+        "replace",
+    );
+    let push = json!({"ref": "refs/heads/main", "after": "x"});
+
+    let missing = app
+        .call("POST", "/hooks/git", Some(&push.to_string()), &[])
+        .await;
+    assert_eq!(missing.status, 401);
+    assert_eq!(missing.errors()["code"], "INVALID_SIGNATURE");
+    let wrong = push_hook(
+        &app,
+        &push,
+        Some(sign(b"not-the-secret", push.to_string().as_bytes())),
+    )
+    .await;
+    assert_eq!(wrong.status, 401);
+    let other_branch = push_hook(&app, &json!({"ref": "refs/heads/feature"}), None).await;
+    assert_eq!(other_branch.status, 200);
+    assert_eq!(other_branch.json()["status"], "ignored");
+    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        app.call("GET", "/connectors/second/execute", None, &[])
+            .await
+            .status,
+        404,
+        "an unsigned or foreign push synced"
+    );
+
+    let accepted = push_hook(&app, &push, None).await;
+    assert_eq!(accepted.status, 202);
+    assert!(
+        wait_for_status(&app, "/connectors/second/execute", 200).await,
+        "the webhook did not sync"
+    );
+    assert_eq!(
+        app.call("GET", "/connectors/first/execute", None, &[])
+            .await
+            .status,
+        404,
+        "a connector missing from the push is removed"
+    );
+    assert_eq!(
+        admin_status(&app).await["last_sync"]["changes"]["removed"],
+        json!(["first"])
+    );
+}
+
+#[actix_web::test]
+async fn an_invalid_commit_is_rejected_with_the_field_named_and_the_old_registry_keeps_serving() {
+    let up = echo_upstream().await;
+    let repo = repo(&json!({"connectors": [echo_connector("first", &up.base, "1")]}));
+    let app = git_app(repo.path(), 0).await;
+    let served = admin_status(&app).await["revision"].clone();
+    let mut bad = echo_connector("first", &up.base, "{{ steps.nope.body }}");
+    bad["headers"][0]["key"] = json!("Bad Header");
+    commit(repo.path(), &json!({"connectors": [bad]}), "break it");
+    let reply = app
+        .call(
+            "POST",
+            "/admin/registry/sync",
+            None,
+            &[("Authorization", &format!("Bearer {ADMIN}"))],
+        )
+        .await;
+    assert_eq!(reply.status, 422, "{}", reply.text());
+    let body = reply.json();
+    let errors = body["sync"]["errors"].as_array().unwrap().clone();
+    assert!(
+        errors
+            .iter()
+            .any(|p| p["connector"] == "first" && p["field"] == "headers[0].key"),
+        "{body}"
+    );
+    let status = admin_status(&app).await;
+    assert_eq!(status["state"], "failed");
+    assert!(
+        status["error"].as_str().unwrap().contains("headers[0].key"),
+        "{status}"
+    );
+    assert_eq!(
+        status["revision"], served,
+        "the served revision must not change"
+    );
+    let still = app
+        .call("GET", "/connectors/first/execute", None, &[])
+        .await;
+    assert_eq!(still.status, 200);
+    assert_eq!(still.json()["version"], "1");
+}
+
+#[actix_web::test]
+async fn deleting_the_registry_file_removes_the_connectors() {
+    let up = echo_upstream().await;
+    let repo = repo(&json!({"connectors": [echo_connector("first", &up.base, "1")]}));
+    let app = git_app(repo.path(), 0).await;
+    git(repo.path(), &["rm", "-q", "connectors_registry.json"]);
+    git(repo.path(), &["commit", "-q", "-m", "remove the registry"]);
+    let reply = app
+        .call(
+            "POST",
+            "/admin/registry/sync",
+            None,
+            &[("Authorization", &format!("Bearer {ADMIN}"))],
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["sync"]["changes"]["removed"], json!(["first"]));
+    assert_eq!(
+        app.call("GET", "/connectors/first/execute", None, &[])
+            .await
+            .status,
+        404
+    );
+}
+
+#[actix_web::test]
+async fn the_operator_api_needs_the_bearer_token() {
+    let up = echo_upstream().await;
+    let repo = repo(&json!({"connectors": [echo_connector("first", &up.base, "1")]}));
+    let app = git_app(repo.path(), 0).await;
+    assert_eq!(
+        app.call("GET", "/admin/registry", None, &[]).await.status,
+        401
+    );
+    assert_eq!(
+        app.call(
+            "GET",
+            "/admin/registry",
+            None,
+            &[("Authorization", "Bearer wrong")]
+        )
+        .await
+        .status,
+        401
+    );
+    assert_eq!(
+        app.call(
+            "POST",
+            "/admin/registry/sync",
+            None,
+            &[("Authorization", "Bearer wrong")]
+        )
+        .await
+        .status,
+        401
+    );
+    let status = admin_status(&app).await;
+    assert_eq!(status["connectors"][0]["permalink"], "first");
+    assert_eq!(status["connectors"][0]["kind"], "simple");
+}
+
+#[actix_web::test]
+async fn without_a_token_or_secret_the_operator_api_and_webhook_are_off() {
+    let up = echo_upstream().await;
+    let app = spawn_app_with(
+        json!({"connectors": [echo_connector("first", &up.base, "1")]}),
+        AppOptions::default(),
+    )
+    .await;
+    assert_eq!(
+        app.call(
+            "GET",
+            "/admin/registry",
+            None,
+            &[("Authorization", "Bearer x")]
+        )
+        .await
+        .status,
+        404
+    );
+    assert_eq!(
+        app.call("POST", "/hooks/git", Some("{}"), &[]).await.status,
+        404
+    );
+}
+
+#[actix_web::test]
+async fn an_edited_registry_file_is_picked_up_by_the_watcher() {
+    let up = echo_upstream().await;
+    let app = spawn_app_with(
+        json!({"connectors": [echo_connector("first", &up.base, "1")]}),
+        AppOptions::default().flags(|f| f.registry_poll_secs = 0),
+    )
+    .await;
+    assert_eq!(
+        app.call("GET", "/connectors/first/execute", None, &[])
+            .await
+            .json()["version"],
+        "1"
+    );
+    // Editors write a temporary file and rename it over the original.
+    let tmp = app.registry_path.with_extension("json.tmp");
+    std::fs::write(
+        &tmp,
+        json!({"connectors": [echo_connector("first", &up.base, "2")]}).to_string(),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, &app.registry_path).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let version = app
+            .call("GET", "/connectors/first/execute", None, &[])
+            .await
+            .json()["version"]
+            .clone();
+        if version == "2" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the file change was not picked up"
+        );
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[actix_web::test]
+async fn a_run_in_flight_during_a_swap_completes_on_its_original_definition() {
+    let up = echo_upstream().await;
+    let v = |version: &str| {
+        json!({"connectors": [{"name": "slow", "url": format!("{}/echo?delay=600", up.base),
+        "headers": [{"key": "X-Version", "value": version}]}]})
+    };
+    let app = spawn_app_with(
+        v("1"),
+        AppOptions::default().flags(|f| {
+            f.registry_poll_secs = 0;
+            f.admin_token = Some(ADMIN.into());
+        }),
+    )
+    .await;
+    let in_flight = {
+        let base = app.base.clone();
+        actix_rt::spawn(async move {
+            let mut res = awc::Client::default()
+                .get(format!("{base}/connectors/slow/execute"))
+                .send()
+                .await
+                .unwrap();
+            let body: Value = res.json().await.unwrap();
+            (res.status().as_u16(), body)
+        })
+    };
+    actix_rt::time::sleep(Duration::from_millis(150)).await;
+    std::fs::write(&app.registry_path, v("2").to_string()).unwrap();
+    let sync = app
+        .call(
+            "POST",
+            "/admin/registry/sync",
+            None,
+            &[("Authorization", &format!("Bearer {ADMIN}"))],
+        )
+        .await;
+    assert_eq!(sync.status, 200, "{}", sync.text());
+    assert_eq!(sync.json()["sync"]["changes"]["updated"], json!(["slow"]));
+    let (status, body) = in_flight.await.unwrap();
+    assert_eq!((status, body["version"].as_str()), (200, Some("1")));
+    assert_eq!(
+        app.call("GET", "/connectors/slow/execute", None, &[])
+            .await
+            .json()["version"],
+        "2"
+    );
+}
+
+/// A two-step composite whose both steps send the registry's version; the response shows
+/// both, so a run that mixed two registries would be visible.
+fn versioned(base: &str, version: u32) -> Value {
+    json!({"composite_connectors": [{"name": "pair", "permalink": "pair", "steps": [
+        {"name": "first", "url": format!("{base}/echo?delay=2"), "headers": [{"key": "X-Version", "value": version.to_string()}]},
+        {"name": "second", "url": format!("{base}/echo"), "headers": [{"key": "X-Version", "value": version.to_string()}],
+         "response_body": "{{ (steps.first.body | from_json).version }}/{{ (response.body | from_json).version }}"}
+    ]}]})
+}
+
+#[actix_web::test]
+async fn concurrent_runs_see_zero_failures_and_no_mixed_versions_while_the_registry_swaps() {
+    let up = echo_upstream().await;
+    let app = spawn_app_with(
+        versioned(&up.base, 0),
+        AppOptions::default().flags(|f| {
+            f.registry_poll_secs = 0;
+            f.admin_token = Some(ADMIN.into());
+        }),
+    )
+    .await;
+    let mut callers = Vec::new();
+    for _ in 0..16 {
+        let base = app.base.clone();
+        callers.push(actix_rt::spawn(async move {
+            let client = awc::Client::default();
+            let mut seen = Vec::new();
+            for _ in 0..40 {
+                let mut res = client
+                    .post(format!("{base}/connectors/composite/pair/execute"))
+                    .send()
+                    .await
+                    .unwrap();
+                let body = res.body().await.unwrap();
+                seen.push((
+                    res.status().as_u16(),
+                    String::from_utf8_lossy(&body).into_owned(),
+                ));
+            }
+            seen
+        }));
+    }
+    let mut swaps = 0;
+    for version in 1..=20u32 {
+        std::fs::write(&app.registry_path, versioned(&up.base, version).to_string()).unwrap();
+        let sync = app
+            .call(
+                "POST",
+                "/admin/registry/sync",
+                None,
+                &[("Authorization", &format!("Bearer {ADMIN}"))],
+            )
+            .await;
+        assert_eq!(sync.status, 200);
+        swaps += 1;
+        actix_rt::time::sleep(Duration::from_millis(15)).await;
+    }
+    let mut total = 0;
+    let mut versions = std::collections::BTreeSet::new();
+    for caller in callers {
+        for (status, body) in caller.await.unwrap() {
+            total += 1;
+            assert_eq!(status, 200, "a run failed during a swap: {body}");
+            let (a, b) = body
+                .split_once('/')
+                .unwrap_or_else(|| panic!("unexpected body {body}"));
+            assert_eq!(a, b, "a run mixed two registry versions: {body}");
+            versions.insert(a.to_string());
+        }
+    }
+    assert_eq!(total, 16 * 40);
+    assert_eq!(swaps, 20);
+    assert!(
+        versions.len() > 1,
+        "the swaps never overlapped the runs: {versions:?}"
+    );
+}
