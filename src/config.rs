@@ -110,6 +110,16 @@ pub struct ServeArgs {
     /// Serve GET /metrics on this separate address instead of the main one.
     #[arg(long, env = "CONNECTOR_RUNTIME_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Origins whose pages may call the runtime (CORS), e.g. https://app.example.com; repeatable, `*` for any. None by default.
+    #[arg(
+        long = "allow-origin",
+        env = "CONNECTOR_RUNTIME_ALLOW_ORIGIN",
+        value_delimiter = ','
+    )]
+    pub allow_origin: Vec<String>,
+    /// Serve the connector console at /console.
+    #[arg(long, env = "CONNECTOR_RUNTIME_CONSOLE")]
+    pub console: bool,
     /// Worker threads (default: one per CPU core).
     #[arg(long, env = "CONNECTOR_RUNTIME_WORKERS")]
     pub workers: Option<usize>,
@@ -162,6 +172,8 @@ impl ServeArgs {
             max_request_bytes: 1024 * 1024,
             upstream_max_connections: 4096,
             metrics_listen: None,
+            allow_origin: Vec::new(),
+            console: false,
             workers: None,
             resolve: Vec::new(),
             template_fuel: 20_000_000,

@@ -172,6 +172,8 @@ impl Application {
         let state_registry = registry.clone();
         let max_request_bytes = args.max_request_bytes;
         let metrics_separately = args.metrics_listen.is_some();
+        let console = args.console;
+        let origins = args.allow_origin.clone();
         let app_metrics = metrics.clone();
         let mut server = HttpServer::new(move || {
             let state = AppState {
@@ -180,13 +182,42 @@ impl Application {
                 max_request_bytes,
                 metrics: app_metrics.clone(),
                 operator: operator.clone(),
+                console,
             };
+            let timing_origins = origins.clone();
             let mut app = App::new().app_data(web::Data::new(state));
             if !metrics_separately {
                 app = app.route("/metrics", web::get().to(http::metrics::metrics));
             }
             app.configure(http::configure)
                 .default_service(web::to(http::not_found))
+                .wrap(actix_web::middleware::Condition::new(
+                    !origins.is_empty(),
+                    http::cors(&origins).unwrap_or_default(),
+                ))
+                .wrap_fn(move |req, srv| {
+                    let origin = req
+                        .headers()
+                        .get(actix_web::http::header::ORIGIN)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    let allow = http::timing_allow_origin(&timing_origins, origin.as_deref());
+                    let fut = actix_web::dev::Service::call(srv, req);
+                    async move {
+                        let mut res = fut.await?;
+                        if let Some(origin) = allow
+                            .and_then(|o| actix_web::http::header::HeaderValue::from_str(&o).ok())
+                        {
+                            res.headers_mut().insert(
+                                actix_web::http::header::HeaderName::from_static(
+                                    "timing-allow-origin",
+                                ),
+                                origin,
+                            );
+                        }
+                        Ok(res)
+                    }
+                })
         })
         .shutdown_timeout(args.shutdown_timeout_secs);
         if let Some(workers) = args.workers {

@@ -91,6 +91,7 @@ pub fn run(args: DemoArgs) -> i32 {
         let mut serve = ServeArgs::for_registry("examples/connectors_registry.json");
         serve.listen = args.listen;
         serve.allow_private_upstreams = true;
+        serve.console = true;
         let mut options = match build_options(&serve) {
             Ok(o) => o,
             Err(e) => {
@@ -115,6 +116,7 @@ pub fn run(args: DemoArgs) -> i32 {
         println!("connector-runtime demo");
         println!("  server:        {base}   (example registry: examples/connectors_registry.json)");
         println!("  mock upstream: http://{upstream_addr}");
+        println!("  console:       {base}/console");
         println!("Try:\n  {}", curl_lines(&base));
         println!("Stop with Ctrl-C.");
         match app.run_until_stopped().await {

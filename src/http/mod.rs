@@ -1,6 +1,7 @@
 //! The HTTP API: execution routes, health, and the error envelope.
 
 pub mod admin;
+pub mod assets;
 pub mod envelope;
 pub mod execute;
 pub mod health;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// The operator API and the push webhook.
     pub operator: OperatorAccess,
+    /// Whether `/console` is served.
+    pub console: bool,
 }
 
 /// What the operator API and the push webhook need.
@@ -49,6 +52,14 @@ pub struct OperatorAccess {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
+        .route("/sdk/connectors-sdk.js", web::get().to(assets::sdk_classic))
+        .route("/sdk/connectors-sdk.mjs", web::get().to(assets::sdk_module))
+        .route("/sdk/connectors-sdk.d.ts", web::get().to(assets::sdk_types))
+        .route("/console", web::get().to(assets::console))
+        .route(
+            "/console/api/connectors",
+            web::get().to(assets::console_connectors),
+        )
         .route("/admin/registry", web::get().to(admin::status))
         .route("/admin/registry/sync", web::post().to(admin::sync))
         .route("/hooks/git", web::post().to(hooks::git_push))
@@ -60,6 +71,45 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/connectors/{permalink}/execute",
             web::route().to(execute::simple),
         );
+}
+
+/// Headers scripts on allowed origins may read (the SDK reads all three).
+pub const EXPOSED_HEADERS: [&str; 3] = ["Server-Timing", "X-Connector-Timing", "X-Request-ID"];
+
+/// CORS for `origins` (`*` allows any origin): preflights answered, timing and request-id
+/// headers exposed. `None` when no origin is allowed (same-origin only, the default).
+pub fn cors(origins: &[String]) -> Option<actix_cors::Cors> {
+    if origins.is_empty() {
+        return None;
+    }
+    let mut cors = actix_cors::Cors::default()
+        .allow_any_method()
+        .allowed_headers([
+            "Content-Type",
+            "X-Path-Params",
+            "X-CSRF-Token",
+            "X-Request-ID",
+            "Authorization",
+        ])
+        .expose_headers(EXPOSED_HEADERS)
+        .max_age(600);
+    if origins.iter().any(|o| o == "*") {
+        cors = cors.allow_any_origin().allow_any_header();
+    } else {
+        for origin in origins {
+            cors = cors.allowed_origin(origin.trim_end_matches('/'));
+        }
+    }
+    Some(cors)
+}
+
+/// Lets pages on allowed origins read `Server-Timing` through the Resource Timing API.
+pub fn timing_allow_origin(origins: &[String], req_origin: Option<&str>) -> Option<String> {
+    let origin = req_origin?;
+    let allowed = origins
+        .iter()
+        .any(|o| o == "*" || o.trim_end_matches('/') == origin);
+    allowed.then(|| origin.to_string())
 }
 
 /// Any other path: 404 in the envelope.

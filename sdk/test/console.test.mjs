@@ -1,0 +1,316 @@
+// console/index.html: self-contained (no external resources), and its script driven end to end
+// in a tiny DOM (sdk/testlib/mini-dom.mjs) against a fake runtime, through the classic SDK build.
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import vm from 'node:vm';
+import { parseHTML } from '../testlib/mini-dom.mjs';
+
+const HTML = readFileSync(new URL('../../console/index.html', import.meta.url), 'utf8');
+const SDK_JS = readFileSync(new URL('../connectors-sdk.js', import.meta.url), 'utf8');
+
+const CONNECTORS = {
+  connectors: [
+    { permalink: 'get-item', name: 'Get item', kind: 'simple', method: 'GET', path_parameters: ['item_id'], steps: [] },
+    { permalink: 'create-item', name: 'Create item', kind: 'simple', method: 'POST', path_parameters: [], steps: [] },
+    { permalink: 'auth-and-fetch-user', name: 'Auth and fetch user', kind: 'composite', method: 'POST', path_parameters: [], steps: ['auth', 'fetch-user'] },
+  ],
+};
+const SIMPLE_TIMING = { request_id: 'req-s', total_ms: 20, internal_ms: 5, external_ms: 15, breakdown: { setup_ms: 3, transform_ms: 2, cache_ms: 0, http_request_ms: 15 }, cache_hit: false, external_host: 'api.example' };
+const COMPOSITE_TIMING = { request_id: 'req-c', total_ms: 210, steps: [{ name: 'auth', index: 0, duration_ms: 120, status_code: 200 }, { name: 'fetch-user', index: 1, duration_ms: 85, status_code: 200 }] };
+
+function json(body, status, headers) {
+  return new Response(JSON.stringify(body), { status: status || 200, headers: { 'Content-Type': 'application/json', ...(headers || {}) } });
+}
+
+/** Loads the console into a mini DOM with a fake runtime; `routes(url, init)` may override answers. */
+async function openConsole(routes) {
+  const document = parseHTML(HTML);
+  const calls = [];
+  const fetch = async (url, init) => {
+    calls.push({ url, init: init || {} });
+    const custom = routes && (await routes(url, init || {}));
+    if (custom) return custom;
+    if (url === '/console/api/connectors') return json(CONNECTORS);
+    if (url.startsWith('/connectors/composite/')) {
+      return json({ user: 'u1', tags: ['a'] }, 200, { 'X-Request-ID': 'req-c', 'X-Connector-Timing': JSON.stringify(COMPOSITE_TIMING) });
+    }
+    return json({ id: 'itm_042' }, 200, { 'X-Request-ID': 'req-s', 'X-Connector-Timing': JSON.stringify(SIMPLE_TIMING) });
+  };
+  const ctx = {
+    document, fetch, Response, Headers, URLSearchParams, AbortController, setTimeout, clearTimeout,
+    performance, console, location: { hash: '' }, history: { replaceState(_, __, hash) { ctx.location.hash = hash; } },
+  };
+  ctx.window = ctx;
+  vm.createContext(ctx);
+  const scripts = document.scripts;
+  for (const s of scripts) {
+    if (s.src) {
+      assert.equal(s.src, '/sdk/connectors-sdk.js');
+      vm.runInContext(SDK_JS, ctx, { filename: 'connectors-sdk.js' });
+    } else {
+      vm.runInContext(s.text, ctx, { filename: 'console-inline.js' });
+    }
+  }
+  await settle();
+  const $ = (sel) => document.querySelector(sel);
+  const $$ = (sel) => document.querySelectorAll(sel);
+  return { document, ctx, calls, $, $$ };
+}
+
+/** Copies a value out of the console's realm so deepEqual compares structure only. */
+function plain(value) {
+  return JSON.parse(JSON.stringify(value));
+}
+
+async function settle() {
+  for (let i = 0; i < 10; i++) await new Promise((r) => setTimeout(r, 0));
+}
+
+function pick(page, permalink) {
+  page.$('#connector-list li[data-permalink="' + permalink + '"] button').click();
+}
+
+function rows(page, containerId) {
+  return page.$$('#' + containerId + ' .row').map((r) => [r.querySelector('.row-key'), r.querySelector('.row-value')]);
+}
+
+describe('console/index.html is self-contained', () => {
+  test('no external resources: only /sdk/connectors-sdk.js is loaded', () => {
+    assert.doesNotMatch(HTML, /<(script|link|img|iframe)[^>]+(src|href)="(https?:)?\/\//i);
+    assert.doesNotMatch(HTML, /@import|url\(/i);
+    const srcs = [...HTML.matchAll(/<script[^>]*src="([^"]+)"/g)].map((m) => m[1]);
+    assert.deepEqual(srcs, ['/sdk/connectors-sdk.js']);
+    assert.doesNotMatch(HTML, /<link[^>]+stylesheet/i);
+  });
+  test('has the stable ids the brief names', () => {
+    const doc = parseHTML(HTML);
+    for (const id of ['connector-list', 'payload', 'execute', 'status', 'result-body', 'error-envelope', 'waterfall', 'request-id']) {
+      assert.ok(doc.getElementById(id), '#' + id);
+    }
+    assert.equal(doc.getElementById('payload').localName, 'textarea');
+    assert.equal(doc.getElementById('execute').localName, 'button');
+  });
+  test('accessibility basics: lang, title, a label for every form control', () => {
+    assert.match(HTML, /<html lang="en">/);
+    assert.match(HTML, /<title>[^<]+<\/title>/);
+    const doc = parseHTML(HTML);
+    for (const control of doc.querySelectorAll('input, textarea')) {
+      const id = control.id;
+      const labelled = control.hasAttribute('aria-label') || (id && doc.querySelector('label[for="' + id + '"]'));
+      assert.ok(labelled, 'unlabelled control #' + id);
+    }
+  });
+});
+
+describe('console pure helpers', () => {
+  test('waterfallModel: composite steps are laid end to end with cumulative offsets', async () => {
+    const page = await openConsole();
+    const model = page.ctx.ConnectorConsole.waterfallModel(COMPOSITE_TIMING);
+    assert.deepEqual(plain(model.segments.map((s) => [s.id, s.offset, s.duration, s.status])), [['auth', 0, 120, 200], ['fetch-user', 120, 85, 200]]);
+    assert.equal(model.scale, 210);
+    assert.ok(Math.abs(model.segments[1].left - (120 / 210) * 100) < 1e-9);
+  });
+  test('waterfallModel: simple breakdown setup → http_request → transform', async () => {
+    const page = await openConsole();
+    const model = page.ctx.ConnectorConsole.waterfallModel(SIMPLE_TIMING, { status: 200 });
+    assert.deepEqual(plain(model.segments.map((s) => [s.id, s.offset, s.duration])), [['setup', 0, 3], ['http_request', 3, 15], ['transform', 18, 2]]);
+    assert.equal(model.segments[1].detail, 'api.example · 200');
+  });
+  test('waterfallModel: a failed composite marks the last step; no timing → null', async () => {
+    const page = await openConsole();
+    const { waterfallModel } = page.ctx.ConnectorConsole;
+    const failed = waterfallModel({ total_ms: 5, steps: [{ name: 'a', duration_ms: 2, status_code: 200 }, { name: 'b', duration_ms: 3, status_code: null }] }, { failed: true });
+    assert.deepEqual(plain(failed.segments.map((s) => s.failed)), [false, true]);
+    assert.equal(waterfallModel(null), null);
+    assert.equal(waterfallModel({ total_ms: 1 }), null);
+  });
+  test('parsePayload and rowsToObject', async () => {
+    const page = await openConsole();
+    const { parsePayload, rowsToObject } = page.ctx.ConnectorConsole;
+    assert.equal(parsePayload('  ').empty, true);
+    assert.equal(parsePayload('{"a":1}').value.a, 1);
+    assert.equal(parsePayload('{a:1}').ok, false);
+    assert.equal(rowsToObject([{ key: '', value: '' }]), undefined);
+    assert.deepEqual({ ...rowsToObject([{ key: ' a ', value: '1' }, { key: '', value: '' }, { key: '', value: 'x' }]) }, { a: '1', '': 'x' });
+  });
+});
+
+describe('console in a DOM', () => {
+  test('lists the loaded connectors from GET /console/api/connectors', async () => {
+    const page = await openConsole();
+    assert.equal(page.calls[0].url, '/console/api/connectors');
+    const items = page.$$('#connector-list li[data-permalink]');
+    assert.deepEqual(items.map((li) => li.getAttribute('data-permalink')), ['get-item', 'create-item', 'auth-and-fetch-user']);
+    assert.deepEqual(items.map((li) => li.getAttribute('data-kind')), ['simple', 'simple', 'composite']);
+    assert.match(items[2].textContent, /Auth and fetch user/);
+    assert.equal(page.$('#connector-count').textContent, '3');
+    assert.equal(page.$('#execute').disabled, true, 'nothing selected yet');
+  });
+
+  test('the filter hides connectors that do not match', async () => {
+    const page = await openConsole();
+    const filter = page.$('#filter');
+    filter.value = 'item';
+    filter.dispatch('input');
+    assert.deepEqual(page.$$('#connector-list li').map((li) => li.hidden), [false, false, true]);
+  });
+
+  test('composite: executes through the SDK and shows status, request id, body and a waterfall per step', async () => {
+    const page = await openConsole();
+    pick(page, 'auth-and-fetch-user');
+    assert.equal(page.$('#connector-title').textContent, 'Auth and fetch user');
+    assert.equal(page.$('#path-group').hidden, true, 'no path params for composites');
+    assert.match(page.$('#connector-steps').textContent, /auth → fetch-user/);
+    page.$('#payload').value = '{"user": "u1"}';
+    page.$('#payload').dispatch('input');
+    page.$('[data-add="query"]').click();
+    const [[key, value]] = rows(page, 'query-rows');
+    key.value = 'lang';
+    value.value = 'fr';
+    page.$('#execute').click();
+    await settle();
+    const call = page.calls[1];
+    assert.equal(call.url, '/connectors/composite/auth-and-fetch-user/execute?lang=fr');
+    assert.equal(call.init.method, 'POST');
+    assert.equal(call.init.body, '{"user":"u1"}');
+    assert.equal(page.$('#status').textContent, '200');
+    assert.equal(page.$('#status').className, 'ok');
+    assert.equal(page.$('#request-id').textContent, 'req-c');
+    assert.deepEqual(JSON.parse(page.$('#result-body').textContent), { user: 'u1', tags: ['a'] });
+    assert.match(page.$('#result-body').textContent, /\n {2}"user"/, 'pretty-printed');
+    assert.equal(page.$('#error-envelope').hidden, true);
+    const bars = page.$$('#waterfall .bar[data-step]');
+    assert.deepEqual(bars.map((b) => b.getAttribute('data-step')), ['auth', 'fetch-user']);
+    assert.deepEqual(bars.map((b) => b.getAttribute('data-offset-ms')), ['0', '120']);
+    assert.equal(bars[0].style.left, '0.000%');
+    assert.equal(bars[1].style.left, ((120 / 210) * 100).toFixed(3) + '%');
+    assert.equal(bars[1].style.width, ((85 / 210) * 100).toFixed(3) + '%');
+    const labels = page.$$('#waterfall .wf-label').map((l) => l.textContent);
+    assert.deepEqual(labels, ['auth · 200 · 120.0 ms', 'fetch-user · 200 · 85.0 ms']);
+    assert.equal(page.$('#execute').disabled, false, 'enabled again after the run');
+    assert.equal(page.ctx.location.hash, '#auth-and-fetch-user');
+  });
+
+  test('simple GET: path params prefilled and sent in X-Path-Params; payload disabled; breakdown waterfall', async () => {
+    const page = await openConsole();
+    pick(page, 'get-item');
+    assert.equal(page.$('#payload-group').disabled, true);
+    assert.equal(page.$('#path-group').hidden, false);
+    const pathRows = rows(page, 'path-rows');
+    assert.equal(pathRows.length, 1);
+    assert.equal(pathRows[0][0].value, 'item_id');
+    pathRows[0][1].value = 'itm 042';
+    page.$('#payload').value = 'not json, but GET has no payload';
+    page.$('#payload').dispatch('input');
+    assert.equal(page.$('#execute').disabled, false);
+    page.$('#execute').click();
+    await settle();
+    const call = page.calls[1];
+    assert.equal(call.url, '/connectors/get-item/execute');
+    assert.equal(call.init.method, 'GET');
+    assert.equal(call.init.body, undefined);
+    assert.equal(call.init.headers['X-Path-Params'], 'item_id=itm+042');
+    assert.deepEqual(page.$$('#waterfall .bar[data-step]').map((b) => b.getAttribute('data-step')), ['setup', 'http_request', 'transform']);
+    assert.match(page.$('#waterfall').textContent, /api\.example/);
+    assert.match(page.$('#waterfall').textContent, /Total 20\.0 ms/);
+  });
+
+  test('simple POST: invalid JSON disables Execute and explains why', async () => {
+    const page = await openConsole();
+    pick(page, 'create-item');
+    const payload = page.$('#payload');
+    payload.value = '{"name": ';
+    payload.dispatch('input');
+    assert.equal(page.$('#execute').disabled, true);
+    assert.equal(payload.getAttribute('aria-invalid'), 'true');
+    assert.match(page.$('#payload-error').textContent, /Invalid JSON/);
+    payload.value = '{"name": "x"}';
+    payload.dispatch('input');
+    assert.equal(page.$('#execute').disabled, false);
+    assert.equal(page.$('#payload-error').textContent, '');
+    page.$('#execute').click();
+    await settle();
+    assert.equal(page.calls[1].init.method, 'POST');
+    assert.equal(page.calls[1].init.body, '{"name":"x"}');
+    assert.equal(page.calls[1].init.headers['Content-Type'], 'application/json');
+  });
+
+  test('an error envelope is shown with code, scope and detail, and the waterfall marks the failed step', async () => {
+    const envelope = {
+      success: false,
+      errors: { code: 'DOWNSTREAM_HTTP_ERROR', detail: 'the upstream answered HTTP 404', scope: "Composite step 'fetch-user' (index 1): Downstream (HTTP error)", params: [] },
+      request_id: 'req-e',
+    };
+    const timing = { request_id: 'req-e', total_ms: 200, steps: [{ name: 'auth', index: 0, duration_ms: 120, status_code: 200 }, { name: 'fetch-user', index: 1, duration_ms: 80, status_code: 404 }] };
+    const page = await openConsole((url) => (url.startsWith('/connectors/composite/') ? json(envelope, 502, { 'X-Connector-Timing': JSON.stringify(timing) }) : null));
+    pick(page, 'auth-and-fetch-user');
+    page.$('#execute').click();
+    await settle();
+    assert.equal(page.$('#status').className, 'error');
+    assert.match(page.$('#status').textContent, /502 DOWNSTREAM_HTTP_ERROR/);
+    assert.equal(page.$('#request-id').textContent, 'req-e');
+    const box = page.$('#error-envelope');
+    assert.equal(box.hidden, false);
+    assert.equal(box.getAttribute('data-code'), 'DOWNSTREAM_HTTP_ERROR');
+    assert.equal(box.querySelector('[data-field="code"]').textContent, 'DOWNSTREAM_HTTP_ERROR');
+    assert.equal(box.querySelector('[data-field="scope"]').textContent, "Composite step 'fetch-user' (index 1): Downstream (HTTP error)");
+    assert.equal(box.querySelector('[data-field="detail"]').textContent, 'the upstream answered HTTP 404');
+    assert.match(page.$('#result-body').textContent, /"success": false/);
+    const bars = page.$$('#waterfall .bar[data-step]');
+    assert.deepEqual(bars.map((b) => b.classList.contains('failed')), [false, true]);
+  });
+
+  test('a boundary error is shown and nothing is sent', async () => {
+    const page = await openConsole();
+    pick(page, 'get-item');
+    const [[key, value]] = rows(page, 'path-rows');
+    key.value = '';
+    value.value = 'orphan';
+    page.$('#execute').click();
+    await settle();
+    assert.equal(page.calls.length, 1, 'only the list request');
+    assert.equal(page.$('#status').textContent, 'Not sent');
+    const box = page.$('#client-error');
+    assert.equal(box.hidden, false);
+    assert.equal(box.getAttribute('data-reason'), 'EMPTY_KEY');
+    assert.equal(page.$('#error-envelope').hidden, true);
+  });
+
+  test('a network failure is shown as such', async () => {
+    const page = await openConsole((url) => (url.startsWith('/connectors/') ? Promise.reject(new TypeError('Failed to fetch')) : null));
+    pick(page, 'create-item');
+    page.$('#execute').click();
+    await settle();
+    assert.equal(page.$('#status').textContent, 'Network error');
+    assert.match(page.$('#client-error').textContent, /Failed to fetch/);
+  });
+
+  test('a non-JSON body is shown as text', async () => {
+    const page = await openConsole((url) => (url.startsWith('/connectors/') ? new Response('plain words', { headers: { 'Content-Type': 'text/plain' } }) : null));
+    pick(page, 'get-item');
+    page.$('#execute').click();
+    await settle();
+    assert.equal(page.$('#result-body').textContent, 'plain words');
+    assert.match(page.$('#waterfall').textContent, /No X-Connector-Timing/);
+  });
+
+  test('a failing connector list is reported', async () => {
+    const page = await openConsole((url) => (url === '/console/api/connectors' ? new Response('nope', { status: 500 }) : null));
+    assert.match(page.$('#list-message').textContent, /Could not load connectors/);
+    assert.equal(page.$$('#connector-list li').length, 0);
+  });
+
+  test('selecting another connector resets the form', async () => {
+    const page = await openConsole();
+    pick(page, 'create-item');
+    page.$('#payload').value = '{"a":1}';
+    page.$('[data-add="header"]').click();
+    pick(page, 'get-item');
+    assert.equal(page.$('#payload').value, '');
+    assert.equal(rows(page, 'header-rows').length, 0);
+    assert.equal(page.$('#connector-list li[data-permalink="get-item"]').className, 'selected');
+    assert.equal(page.$('#connector-list li[data-permalink="get-item"] button').getAttribute('aria-current'), 'true');
+    assert.equal(page.$('#connector-list li[data-permalink="create-item"] button').getAttribute('aria-current'), null);
+  });
+});
