@@ -1,0 +1,268 @@
+#!/usr/bin/env python3
+"""connector-runtime benchmarks: one command, figures as ratios measured in the same run.
+
+    python3 bench/run.py                                   # scenarios A-D, ours only
+    python3 bench/run.py --peer "bare-actix=PORT=18092 exec /path/bare-actix-peer:18092"
+
+Builds the release binary, starts the upstreams (nginx from bench/nginx.conf on :18081 for
+A, C, D; `connector-runtime mock-upstream --latency-ms 50` on :18082 for B), starts the
+runtime on each scenario's registry (bench/scenarios/), drives it with wrk, and prints a
+table: runs/s, p50, p99, server CPU microseconds per run (utime+stime of the server and all
+its processes, from /proc), peak RSS, non-2xx count. Peers (`NAME=SHELL COMMAND:PORT`) run
+scenario A in turn with ours (A B A B ...), and every row shows its ratio to the first
+target; the targets of the performance issue are checked and printed as PASS/FAIL.
+
+Scenarios:
+  A  the seed's 2-step auth-and-fetch composite, fast upstream, 64 callers
+  B  the same chain with 50 ms upstream latency per step, 1000 callers
+  C  5-step chain with response_body transforms, a 10 KB payload, a {% for %} over a list
+  D  simple connector with a path parameter and a query override
+
+Needs: wrk and nginx (`apt-get install -y wrk nginx-light`), a Rust toolchain.
+"""
+import argparse
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+BIN = os.path.join(ROOT, "target", "release", "connector-runtime")
+TICK = os.sysconf("SC_CLK_TCK")
+OURS_PORT = 18094
+
+SCENARIOS = {
+    "A": dict(registry="a_auth_and_fetch.json", path="/connectors/composite/auth-and-fetch-user/execute",
+              script="wrk_post.lua", body=None, conns=64, expect=b"Ada Lovelace"),
+    "B": dict(registry="b_slow_upstream.json", path="/connectors/composite/auth-and-fetch-user/execute",
+              script="wrk_post.lua", body=None, conns=1000, expect=b"Ada Lovelace", chain_latency=0.100),
+    "C": dict(registry="c_five_steps.json", path="/connectors/composite/order-catalog-items/execute",
+              script="wrk_post.lua", body="c_payload.json", conns=64, expect=b"confirmation"),
+    "D": dict(registry="d_simple_path_params.json", path="/connectors/get-item/execute?limit=5",
+              script="wrk_get_item.lua", body=None, conns=64, expect=b"itm_042"),
+}
+
+
+def wait_port(port, timeout=60):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"port {port} never opened")
+
+
+def tree(pid):
+    kids = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                ppid = int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1])
+                kids.setdefault(ppid, []).append(int(p))
+            except OSError:
+                pass
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += kids.get(p, [])
+    return out
+
+
+def cpu_seconds(pid):
+    total = 0
+    for p in tree(pid):
+        try:
+            f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+            total += int(f[11]) + int(f[12])
+        except OSError:
+            pass
+    return total / TICK
+
+
+def peak_rss_mib(pid):
+    """VmHWM: the highest resident set size each process reached, summed."""
+    total = 0
+    for p in tree(pid):
+        try:
+            for line in open(f"/proc/{p}/status"):
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def wrk(url, script, body, seconds, conns):
+    env = dict(os.environ, BENCH_BODY=os.path.join(HERE, body) if body else "")
+    threads = 2 if conns > 256 else 1
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency", "--timeout", "10s",
+                          "-s", os.path.join(HERE, script), url], capture_output=True, text=True, env=env).stdout
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not m:
+        raise SystemExit(f"wrk failed:\n{out}")
+
+    def pct(p):
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)\b", out)
+        v, u = float(m.group(1)), m.group(2)
+        return v / 1000 if u == "us" else v if u == "ms" else v * 1000
+
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return dict(rps=float(m.group(1)), total=int(re.search(r"(\d+) requests in", out).group(1)),
+                p50=pct(50), p99=pct(99), bad=(int(bad.group(1)) if bad else 0) +
+                (sum(int(x) for x in errs.groups()) if errs else 0))
+
+
+def check_answer(port, path, scenario):
+    sc = SCENARIOS[scenario]
+    body = open(os.path.join(HERE, sc["body"]), "rb").read() if sc["body"] else b'{"clientId":"widget-42"}'
+    method = "GET" if sc["script"] == "wrk_get_item.lua" else "POST"
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=None if method == "GET" else body,
+                                 method=method, headers={"Content-Type": "application/json",
+                                                         "X-Path-Params": "item_id=itm_042"})
+    answer = urllib.request.urlopen(req, timeout=10).read()
+    assert sc["expect"] in answer, (scenario, answer[:300])
+
+
+def start(cmd, port, env=None):
+    p = subprocess.Popen(cmd, shell=isinstance(cmd, str), cwd=ROOT, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+    wait_port(port)
+    return p
+
+
+def stop(p):
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def ours_command(scenario):
+    registry = os.path.join(HERE, "scenarios", SCENARIOS[scenario]["registry"])
+    return [BIN, "serve", "--registry", registry, "--listen", f"127.0.0.1:{OURS_PORT}",
+            "--allow-private-upstreams", "--registry-poll-secs", "0"]
+
+
+def measure(name, proc, port, scenario, seconds, results):
+    sc = SCENARIOS[scenario]
+    c0 = cpu_seconds(proc.pid)
+    res = wrk(f"http://127.0.0.1:{port}{sc['path']}", sc["script"], sc["body"], seconds, sc["conns"])
+    res["cpu_us"] = (cpu_seconds(proc.pid) - c0) / max(res["total"], 1) * 1e6
+    res["rss"] = peak_rss_mib(proc.pid)
+    results.setdefault((scenario, name), []).append(res)
+    print(f"  {scenario} {name}: {res['rps']:.0f} runs/s p99 {res['p99']:.2f} ms cpu {res['cpu_us']:.0f} us/run",
+          file=sys.stderr)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scenarios", default="A,B,C,D")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument("--peer", action="append", default=[], help="NAME=SHELL COMMAND:PORT (scenario A)")
+    ap.add_argument("--no-build", action="store_true")
+    a = ap.parse_args()
+    for tool in ("wrk", "nginx"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is missing: apt-get install -y wrk nginx-light")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # B opens ~3000 sockets
+    if not a.no_build:
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    scenarios = [s.strip().upper() for s in a.scenarios.split(",") if s.strip()]
+    results, upstreams = {}, []
+    try:
+        conf = "/tmp/connector-bench-nginx.conf"
+        with open(conf, "w") as f:
+            f.write(open(os.path.join(HERE, "nginx.conf")).read().replace("@BENCH_DIR@", HERE))
+        upstreams.append(start(["nginx", "-c", conf], 18081))
+        if "B" in scenarios:
+            upstreams.append(start([BIN, "mock-upstream", "--listen", "127.0.0.1:18082", "--latency-ms", "50",
+                                    "--workers", "1"], 18082))
+        for scenario in scenarios:
+            # Peers run first so that every ratio is "against the first target", the baseline.
+            targets = []
+            if scenario == "A":
+                for peer in a.peer:
+                    name, rest = peer.split("=", 1)
+                    cmd, port = rest.rsplit(":", 1)
+                    targets.append((name, cmd, int(port)))
+            targets.append(("ours", ours_command(scenario), OURS_PORT))
+            procs = []
+            try:
+                for name, cmd, port in targets:
+                    p = start(cmd, port)
+                    procs.append((name, p, port))
+                    check_answer(port, SCENARIOS[scenario]["path"], scenario)
+                    wrk(f"http://127.0.0.1:{port}{SCENARIOS[scenario]['path']}", SCENARIOS[scenario]["script"],
+                        SCENARIOS[scenario]["body"], 2, SCENARIOS[scenario]["conns"])  # warm-up
+                for _ in range(a.rounds):
+                    for name, p, port in procs:
+                        measure(name, p, port, scenario, a.seconds, results)
+            finally:
+                for _, p, _ in procs:
+                    stop(p)
+    finally:
+        for p in upstreams:
+            stop(p)
+    report(results, scenarios, a)
+
+
+def report(results, scenarios, a):
+    med = lambda rows, k: statistics.median(r[k] for r in rows)
+    print(f"\nrounds={a.rounds} seconds={a.seconds} (medians; CPU and RSS of the server process tree)")
+    print(f"{'scenario':8} {'target':12} {'conns':>5} {'runs/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'CPU us/run':>10} {'peak RSS MiB':>12} {'non-2xx':>7} {'vs first':>8}")
+    for scenario in scenarios:
+        names = [n for (s, n) in results if s == scenario]
+        first = results[(scenario, names[0])]
+        for name in names:
+            rows = results[(scenario, name)]
+            print(f"{scenario:8} {name:12} {SCENARIOS[scenario]['conns']:5d} {med(rows, 'rps'):9.0f} "
+                  f"{med(rows, 'p50'):8.2f} {med(rows, 'p99'):8.2f} {med(rows, 'cpu_us'):10.1f} "
+                  f"{max(r['rss'] for r in rows):12.1f} {sum(r['bad'] for r in rows):7d} "
+                  f"{med(rows, 'rps') / med(first, 'rps'):8.2f}")
+    print()
+    verdicts = []
+    if ("A", "ours") in results and ("A", "bare-actix") in results:
+        ours, bare = results[("A", "ours")], results[("A", "bare-actix")]
+        verdicts += [
+            ("A throughput >= 0.85x bare-actix", med(ours, "rps") / med(bare, "rps"), 0.85, True),
+            ("A CPU per run <= 1.3x bare-actix", med(ours, "cpu_us") / med(bare, "cpu_us"), 1.3, False),
+            ("A p99 <= 1.3x bare-actix", med(ours, "p99") / med(bare, "p99"), 1.3, False),
+            ("A peak RSS <= 32 MiB", max(r["rss"] for r in ours), 32, False),
+        ]
+    if ("B", "ours") in results:
+        ours = results[("B", "ours")]
+        ideal = SCENARIOS["B"]["conns"] / SCENARIOS["B"]["chain_latency"]
+        verdicts += [
+            ("B throughput >= 90% of conns / chain latency", med(ours, "rps") / ideal, 0.90, True),
+            ("B peak RSS <= 128 MiB", max(r["rss"] for r in ours), 128, False),
+        ]
+    for scenario in ("C", "D"):
+        if (scenario, "ours") in results:
+            bad = sum(r["bad"] for r in results[(scenario, "ours")])
+            verdicts.append((f"{scenario} zero non-2xx", bad, 0, False))
+    for label, value, limit, at_least in verdicts:
+        ok = value >= limit if at_least else value <= limit
+        print(f"{'PASS' if ok else 'FAIL'}  {label}: {value:.2f}")
+
+
+if __name__ == "__main__":
+    main()
