@@ -1,0 +1,532 @@
+#!/usr/bin/env node
+// Browser end-to-end test of connector-runtime: headless Chromium (the system's, driven by
+// playwright-core) against the real server and the real mock upstream, all on 127.0.0.1.
+//
+//   cargo build --release && (cd e2e/browser && npm ci) && node e2e/browser/run.mjs
+//
+// Env: CONNECTOR_RUNTIME_BIN (default target/release/connector-runtime; builds nothing),
+//      CHROMIUM_BIN (default /usr/bin/chromium), E2E_KEEP_TMP=1 keeps the temp dir.
+// Artifacts: target/e2e/console-waterfall.png (screenshot), target/e2e/*.log (server logs).
+// Exit status 0 when every check passed, 1 otherwise (2 when the setup itself failed).
+
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, mkdir, readFile, writeFile, rm, access } from 'node:fs/promises';
+import { constants as fsConstants, createWriteStream } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(HERE, '..', '..');
+const BIN = process.env.CONNECTOR_RUNTIME_BIN
+  ? path.resolve(process.env.CONNECTOR_RUNTIME_BIN)
+  : path.join(ROOT, 'target', 'release', 'connector-runtime');
+const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+const ARTIFACTS = path.join(ROOT, 'target', 'e2e');
+const SCREENSHOT = path.join(ARTIFACTS, 'console-waterfall.png');
+const EXAMPLE_REGISTRY = path.join(ROOT, 'examples', 'connectors_registry.json');
+const WIDGET_PAGE = path.join(HERE, 'widget-page.html');
+const MOCK_TOKEN = 'mock-token-4f2a9c';
+const MOCK_LATENCY_MS = 15; // so every step has a visible, nonzero duration
+const OVERALL_TIMEOUT_MS = 180_000;
+
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+const log = (...a) => console.log('[e2e]', ...a);
+// Playwright's messages carry terminal colours; CI logs read better without them.
+const stripAnsi = (t) => String(t).replace(/\u001b\[[0-9;]*m/g, '');
+let stopping = false; // set by a signal: no further checks run
+
+class SetupError extends Error {}
+
+// ------------------------------------------------------------------------------ cleanup
+const children = []; // {name, proc}
+const cleanups = []; // async functions, run in reverse order
+let cleaningUp = null;
+
+function cleanup() {
+  stopping = true;
+  if (!cleaningUp) {
+    cleaningUp = (async () => {
+      for (const fn of cleanups.reverse()) {
+        try {
+          // A hung browser must not keep the servers alive: each step gets 15 s.
+          await Promise.race([fn(), sleep(15000).then(() => { throw new Error('timed out after 15 s'); })]);
+        } catch (e) {
+          log(`cleanup: ${e.message}`);
+        }
+      }
+      await Promise.all(children.map(({ name, proc }) => stopChild(name, proc)));
+    })();
+  }
+  return cleaningUp;
+}
+
+async function stopChild(name, proc) {
+  if (proc.exitCode !== null || proc.signalCode !== null) return;
+  const exited = once(proc, 'exit');
+  proc.stoppedByUs = true;
+  proc.kill('SIGTERM');
+  const timer = setTimeout(() => {
+    if (proc.exitCode === null && proc.signalCode === null) {
+      log(`${name} (pid ${proc.pid}) ignored SIGTERM; SIGKILL`);
+      proc.kill('SIGKILL');
+    }
+  }, 5000);
+  await exited;
+  clearTimeout(timer);
+}
+
+// Last resort: whatever is still running when node exits gets SIGKILL (by pid).
+process.on('exit', () => {
+  for (const { proc } of children) {
+    if (proc.exitCode === null && proc.signalCode === null) {
+      try {
+        proc.kill('SIGKILL');
+      } catch {}
+    }
+  }
+});
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(sig, () => {
+    log(`got ${sig}; cleaning up`);
+    cleanup().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
+  });
+}
+
+// ------------------------------------------------------------------------------ helpers
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function tail(file, lines = 25) {
+  try {
+    const text = await readFile(file, 'utf8');
+    return text.trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+function startChild(name, args, logFile) {
+  const out = createWriteStream(logFile);
+  const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' } });
+  proc.stdout.pipe(out, { end: false });
+  proc.stderr.pipe(out, { end: false });
+  proc.on('exit', (code, signal) => {
+    out.end();
+    if (!proc.stoppedByUs) log(`!! ${name} (pid ${proc.pid}) exited during the run (code ${code}, signal ${signal}); see ${path.relative(process.cwd(), logFile)}`);
+  });
+  children.push({ name, proc });
+  log(`started ${name} (pid ${proc.pid}): ${path.basename(BIN)} ${args.join(' ')}`);
+  return proc;
+}
+
+/** Polls `url` until it answers `okStatus`; fails early when `proc` exits. */
+async function waitHttp(name, proc, url, logFile, { okStatus = 200, timeoutMs = 20000 } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  let last = 'no answer';
+  while (Date.now() < deadline) {
+    if (proc.exitCode !== null || proc.signalCode !== null) {
+      throw new SetupError(`${name} exited (code ${proc.exitCode}, signal ${proc.signalCode}) before it was ready; log ${logFile}:\n${await tail(logFile)}`);
+    }
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
+      await res.arrayBuffer();
+      if (res.status === okStatus) return;
+      last = `HTTP ${res.status}`;
+    } catch (e) {
+      last = e.cause?.code || e.message;
+    }
+    await sleep(100);
+  }
+  throw new SetupError(`${name} was not ready at ${url} within ${timeoutMs} ms (last: ${last}); log ${logFile}:\n${await tail(logFile)}`);
+}
+
+/** Sum of every `connector_runs_total` series on the runtime's /metrics. */
+async function runsTotal(runtime) {
+  let res;
+  try {
+    res = await fetch(`${runtime}/metrics`, { signal: AbortSignal.timeout(5000) });
+  } catch (e) {
+    throw new Error(`GET ${runtime}/metrics failed: ${e.cause?.code || e.cause?.message || e.message}`);
+  }
+  if (res.status !== 200) throw new Error(`GET ${runtime}/metrics answered HTTP ${res.status}`);
+  const text = await res.text();
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    const m = /^connector_runs_total(?:\{[^}]*\})?\s+([0-9.eE+-]+)\s*$/.exec(line);
+    if (m) sum += Number(m[1]);
+  }
+  return sum;
+}
+
+class CheckFailed extends Error {}
+function expect(cond, message) {
+  if (!cond) throw new CheckFailed(message);
+}
+const j = (v) => JSON.stringify(v);
+
+// ------------------------------------------------------------------------------ checks
+const results = []; // {n, title, ok, detail}
+
+async function check(n, title, fn) {
+  if (stopping) return;
+  const started = Date.now();
+  try {
+    const detail = await fn();
+    results.push({ n, title, ok: true, detail: detail || '' });
+    log(`PASS ${n}. ${title} (${Date.now() - started} ms)${detail ? ` — ${detail}` : ''}`);
+  } catch (e) {
+    if (stopping) return; // interrupted: the failure is the signal's, not the check's
+    const msg = stripAnsi(e instanceof CheckFailed ? e.message : `${e.name}: ${e.message}`);
+    results.push({ n, title, ok: false, detail: msg });
+    log(`FAIL ${n}. ${title}\n       ${msg.split('\n').join('\n       ')}`);
+  }
+}
+
+// ------------------------------------------------------------------------------ main
+async function main() {
+  try {
+    await access(BIN, fsConstants.X_OK);
+  } catch {
+    throw new SetupError(`no executable connector-runtime at ${BIN}: run \`cargo build --release\` or set CONNECTOR_RUNTIME_BIN`);
+  }
+  try {
+    await access(CHROMIUM, fsConstants.X_OK);
+  } catch {
+    throw new SetupError(`no Chromium at ${CHROMIUM}: \`apt-get install -y chromium\` (or set CHROMIUM_BIN)`);
+  }
+  let chromium;
+  try {
+    ({ chromium } = await import('playwright-core'));
+  } catch (e) {
+    throw new SetupError(`cannot load playwright-core (${e.message}): run \`npm ci\` in e2e/browser`);
+  }
+
+  await mkdir(ARTIFACTS, { recursive: true });
+  const tmp = await mkdtemp(path.join(os.tmpdir(), 'connector-runtime-e2e-browser-'));
+  cleanups.push(async () => {
+    if (process.env.E2E_KEEP_TMP) log(`kept ${tmp}`);
+    else await rm(tmp, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
+  });
+  // Runs before the temp dir goes (cleanups run in reverse): servers stop first.
+  cleanups.push(() => Promise.all(children.map(({ name, proc }) => stopChild(name, proc))));
+
+  // -- the other origin: a tiny static server for widget-page.html
+  const widgetHtml = await readFile(WIDGET_PAGE);
+  const widgetServer = http.createServer((req, res) => {
+    const url = new URL(req.url, 'http://x');
+    if (req.method === 'GET' && (url.pathname === '/' || url.pathname === '/widget-page.html')) {
+      res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store' });
+      res.end(widgetHtml);
+    } else {
+      res.writeHead(404, { 'Content-Type': 'text/plain' });
+      res.end('not found');
+    }
+  });
+  widgetServer.listen(0, '127.0.0.1');
+  await once(widgetServer, 'listening');
+  cleanups.push(() => new Promise((r) => { widgetServer.closeAllConnections?.(); widgetServer.close(() => r()); }));
+  const widgetOrigin = `http://127.0.0.1:${widgetServer.address().port}`;
+
+  // -- configuration files
+  const upstreamPort = await freePort();
+  const upstream = `http://127.0.0.1:${upstreamPort}`;
+  const varsFile = path.join(tmp, 'variables.json');
+  await writeFile(varsFile, j({ api_base_url: upstream, auth_base_url: upstream }));
+  const secretsDir = path.join(tmp, 'secrets');
+  await mkdir(secretsDir);
+  await writeFile(path.join(secretsDir, 'items_api_token'), MOCK_TOKEN);
+  await writeFile(path.join(secretsDir, 'items_api_key'), 'e2e-api-key');
+
+  const registry = JSON.parse(await readFile(EXAMPLE_REGISTRY, 'utf8'));
+  delete registry.$schema;
+  const base = (v) => `{{ get_variable('${v}') }}`;
+  registry.composite_connectors.push({
+    name: 'Broken Chain',
+    permalink: 'broken-chain',
+    steps: [
+      {
+        name: 'auth',
+        url: `${base('auth_base_url')}/oauth/token`,
+        method: 'POST',
+        headers: [{ key: 'Content-Type', value: 'application/json' }],
+        request_body: '{"client_id": "{{ request.body_text | from_json | attr(\'clientId\') }}", "grant_type": "client_credentials"}',
+      },
+      {
+        // A wrong bearer token (the real one with a prefix): the mock answers 401.
+        name: 'fetch-user',
+        url: `${base('api_base_url')}/users/me`,
+        method: 'GET',
+        headers: [{ key: 'Authorization', value: "Bearer wrong-{{ steps.auth.body | from_json | attr('access_token') }}" }],
+      },
+    ],
+  });
+  const registryFile = path.join(tmp, 'connectors_registry.json');
+  await writeFile(registryFile, JSON.stringify(registry, null, 2));
+
+  // -- mock upstream
+  const upstreamLog = path.join(ARTIFACTS, 'mock-upstream.log');
+  const upstreamProc = startChild('mock-upstream', ['mock-upstream', '--listen', `127.0.0.1:${upstreamPort}`, '--latency-ms', String(MOCK_LATENCY_MS)], upstreamLog);
+  await waitHttp('mock-upstream', upstreamProc, `${upstream}/items/itm_001`, upstreamLog);
+
+  // -- the runtime
+  const runtimePort = await freePort();
+  const runtime = `http://127.0.0.1:${runtimePort}`;
+  const runtimeLog = path.join(ARTIFACTS, 'runtime.log');
+  const runtimeProc = startChild('connector-runtime serve', [
+    'serve',
+    '--registry', registryFile,
+    '--variables-file', varsFile,
+    '--secrets-dir', secretsDir,
+    '--allow-private-upstreams',
+    '--console',
+    '--allow-origin', widgetOrigin,
+    '--listen', `127.0.0.1:${runtimePort}`,
+    '--shutdown-timeout-secs', '2',
+  ], runtimeLog);
+  await waitHttp('connector-runtime', runtimeProc, `${runtime}/readyz`, runtimeLog);
+  log(`runtime ${runtime}, mock upstream ${upstream}, widget origin ${widgetOrigin}`);
+
+  // -- Chromium (system build, fresh profile)
+  const profile = path.join(tmp, 'chromium-profile');
+  await mkdir(profile);
+  let context;
+  try {
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      chromiumSandbox: false,
+      args: CHROMIUM_ARGS,
+      viewport: { width: 1280, height: 900 },
+      timeout: 60000,
+      // Our own signal handlers close the browser (before the profile is removed).
+      handleSIGINT: false,
+      handleSIGTERM: false,
+      handleSIGHUP: false,
+    });
+  } catch (e) {
+    throw new SetupError(`cannot launch ${CHROMIUM}: ${e.message}`);
+  }
+  cleanups.push(() => context.close());
+  log(`browser: Chromium ${context.browser()?.version() ?? '(persistent context)'}`);
+  context.setDefaultTimeout(15000);
+
+  const pageErrors = [];
+  function watch(page, label) {
+    page.on('pageerror', (e) => pageErrors.push(`${label}: ${e.message}`));
+    page.on('console', (m) => {
+      if (m.type() === 'error' && !/\/favicon\.ico$/.test(m.location()?.url || '')) log(`  ${label} console.error: ${m.text()}${m.location()?.url ? ` (${m.location().url})` : ''}`);
+    });
+  }
+
+  // ============================================================== the widget page
+  const page = context.pages()[0] || (await context.newPage());
+  watch(page, 'widget page');
+  const runtimeRequests = []; // every request of the widget page to the runtime
+  page.on('request', (r) => {
+    if (r.url().startsWith(`${runtime}/`)) runtimeRequests.push(`${r.method()} ${r.url().slice(runtime.length)}`);
+  });
+  const connectorRequests = () => runtimeRequests.filter((r) => r.includes('/connectors/'));
+
+  const widgetUrl = `${widgetOrigin}/widget-page.html?runtime=${encodeURIComponent(runtime)}`;
+  await page.goto(widgetUrl);
+  const ready = await page.evaluate(() => window.widgetTest.ready().then(
+    (v) => ({ ok: true, v }),
+    (e) => ({ ok: false, message: String(e && e.message) })
+  ));
+  if (!ready.ok) throw new SetupError(`the widget page could not load the SDK from ${runtime}: ${ready.message}`);
+  if (!ready.v.hasBoundaryError || !ready.v.hasExecuteError) {
+    throw new SetupError(`the SDK did not define window.ConnectorBoundaryError / ConnectorExecuteError: ${j(ready.v)}`);
+  }
+  log(`widget page on ${ready.v.origin} loaded the SDK ${ready.v.version ?? ''} from ${runtime}`);
+
+  const runsAtStart = await runsTotal(runtime);
+  let compositeMeta = null;
+
+  await check(1, 'composite auth-and-fetch-user from another origin resolves with the user', async () => {
+    const r = await page.evaluate(() => window.widgetTest.composite('widget-e2e'));
+    expect(r.ok, `the call rejected: ${j(r.error)}`);
+    compositeMeta = r.value;
+    expect(compositeMeta.status === 200, `status ${compositeMeta.status}, expected 200`);
+    const data = compositeMeta.data;
+    expect(data && typeof data === 'object', `expected parsed JSON, got ${j(data)?.slice(0, 200)}`);
+    expect(data.name === 'Ada Lovelace', `user name ${j(data.name)}, expected "Ada Lovelace"`);
+    expect(compositeMeta.requestId, 'X-Request-ID was not readable cross-origin (Access-Control-Expose-Headers?)');
+    expect(compositeMeta.timing && Array.isArray(compositeMeta.timing.steps), `X-Connector-Timing was not readable cross-origin: ${j(compositeMeta.timing)}`);
+    return `name=${data.name}, request id ${compositeMeta.requestId}`;
+  });
+
+  await check(2, "simple get-item with pathParams {item_id: 'itm_042'} resolves with the item", async () => {
+    const r = await page.evaluate(() => window.widgetTest.simple('itm_042'));
+    expect(r.ok, `the call rejected: ${j(r.error)}`);
+    expect(r.value && r.value.id === 'itm_042', `id ${j(r.value?.id)}, expected "itm_042" (body ${j(r.value)})`);
+    return j(r.value);
+  });
+
+  await check(3, 'pathParams on a composite throws ConnectorBoundaryError synchronously; nothing reaches the server', async () => {
+    const runsBefore = await runsTotal(runtime);
+    // The counter must be live, or comparing it proves nothing: checks 1 and 2 ran connectors.
+    expect(runsBefore >= runsAtStart + 2 || results.some((x) => x.n <= 2 && !x.ok),
+      `connector_runs_total did not count checks 1-2 (${runsAtStart} -> ${runsBefore}); cannot use it to count requests`);
+    const pageBefore = connectorRequests().length;
+    const allBefore = runtimeRequests.length;
+    const r = await page.evaluate(() => window.widgetTest.boundary());
+    await sleep(500); // give a stray request time to show up
+    const runsAfter = await runsTotal(runtime);
+    expect(r.threwSynchronously, `execute did not throw synchronously: ${j(r)}`);
+    expect(r.error.isBoundaryError, `threw ${r.error.name} (${r.error.message}), not a ConnectorBoundaryError`);
+    expect(r.error.reason === 'PATH_PARAMS_ON_COMPOSITE', `reason ${j(r.error.reason)}, expected "PATH_PARAMS_ON_COMPOSITE"`);
+    const newReqs = runtimeRequests.slice(allBefore);
+    expect(connectorRequests().length === pageBefore && newReqs.length === 0,
+      `the page sent requests to the runtime: ${j(newReqs)}`);
+    expect(runsAfter === runsBefore, `connector_runs_total changed ${runsBefore} -> ${runsAfter}`);
+    return `reason ${r.error.reason}, field ${j(r.error.field)}; page requests +0, connector_runs_total ${runsBefore} -> ${runsAfter}`;
+  });
+
+  await check(4, 'a failing step rejects with ConnectorExecuteError naming the step', async () => {
+    const r = await page.evaluate(() => window.widgetTest.failingStep('broken-chain'));
+    expect(!r.ok, `broken-chain resolved: ${j(r.value)?.slice(0, 200)}`);
+    expect(!r.threwSynchronously, `threw synchronously: ${j(r.error)}`);
+    const e = r.error;
+    expect(e.isExecuteError, `rejected with ${e.name} (${e.message}), not a ConnectorExecuteError`);
+    expect(e.status === 502, `status ${e.status}, expected 502`);
+    const scope = "Composite step 'fetch-user' (index 1): Downstream (HTTP error)";
+    expect(e.failureScope === scope, `failureScope ${j(e.failureScope)}, expected ${j(scope)}`);
+    expect(e.code === 'DOWNSTREAM_HTTP_ERROR', `code ${j(e.code)}, expected "DOWNSTREAM_HTTP_ERROR"`);
+    expect(e.requestId, 'no requestId on the error');
+    return `${e.status} ${e.code}: ${e.failureScope}`;
+  });
+
+  await check(5, 'Resource Timing exposes Server-Timing (step.auth, step.fetch-user, total) cross-origin', async () => {
+    const fragment = '/connectors/composite/auth-and-fetch-user/execute';
+    let r;
+    for (let i = 0; i < 20; i++) {
+      r = await page.evaluate((f) => window.widgetTest.resourceTiming(f), fragment);
+      if (r.value.length) break;
+      await sleep(100);
+    }
+    expect(r.value.length > 0, `no resource timing entry for ${fragment} (entries: ${j(await page.evaluate(() => performance.getEntriesByType('resource').map((e) => e.name)))})`);
+    const entry = r.value[r.value.length - 1];
+    const names = entry.serverTiming.map((s) => s.name);
+    const want = ['step.auth', 'step.fetch-user', 'total'];
+    const missing = want.filter((n) => !names.includes(n));
+    expect(missing.length === 0,
+      `serverTiming of ${entry.name} lacks ${j(missing)} (has ${j(entry.serverTiming)}; secure context ${r.secureContext}; ` +
+      'an empty list means the response had no Timing-Allow-Origin for this origin)');
+    const total = entry.serverTiming.find((s) => s.name === 'total');
+    expect(total.duration > 0, `total;dur is ${total.duration}`);
+    const sdkNames = (compositeMeta?.serverTiming || []).map((s) => s.name);
+    expect(want.every((n) => sdkNames.includes(n)), `the SDK's parsed Server-Timing header lacks some of ${j(want)}: ${j(compositeMeta?.serverTiming)}`);
+    return entry.serverTiming.map((s) => `${s.name}=${s.duration.toFixed(1)}ms`).join(', ');
+  });
+
+  // ============================================================== the console
+  await check(6, 'the console runs auth-and-fetch-user and renders the waterfall', async () => {
+    const cpage = await context.newPage();
+    watch(cpage, 'console');
+    await cpage.goto(`${runtime}/console`);
+    const item = cpage.locator('#connector-list li[data-permalink="auth-and-fetch-user"]');
+    try {
+      await item.waitFor({ state: 'visible' });
+    } catch {
+      const msg = await cpage.locator('#list-message').textContent().catch(() => '?');
+      throw new CheckFailed(`no #connector-list entry for auth-and-fetch-user (list message: ${j(msg)})`);
+    }
+    await item.locator('button').click();
+    await cpage.waitForSelector('#connector-list li[data-permalink="auth-and-fetch-user"].selected');
+    await cpage.fill('#payload', '{"clientId":"w"}');
+    const execute = cpage.locator('#execute');
+    expect(await execute.isEnabled(), `#execute is disabled after filling the payload (hint: ${j(await cpage.locator('#payload-error').textContent())})`);
+    await execute.click();
+    try {
+      await cpage.waitForFunction(() => {
+        const s = document.querySelector('#status');
+        return s && (s.classList.contains('ok') || s.classList.contains('error'));
+      });
+    } catch {
+      throw new CheckFailed(`#status never settled: ${j(await cpage.locator('#status').textContent())}`);
+    }
+    const status = await cpage.evaluate(() => {
+      const s = document.querySelector('#status');
+      return { cls: s.className, code: s.getAttribute('data-status'), text: s.textContent.trim() };
+    });
+    const clientError = await cpage.locator('#client-error').textContent();
+    expect(status.cls === 'ok' && status.code === '200', `#status is ${j(status)}, expected ok 200 (client error: ${j(clientError?.trim())})`);
+    expect(await cpage.locator('#error-envelope').isHidden(), `#error-envelope is shown: ${j(await cpage.locator('#error-envelope').textContent())}`);
+    const body = await cpage.locator('#result-body').textContent();
+    expect(body.includes('Ada Lovelace'), `#result-body lacks the user: ${j(body.slice(0, 200))}`);
+    const bars = await cpage.$$eval('#waterfall .bar[data-step]', (els) => els.map((b) => ({
+      step: b.getAttribute('data-step'),
+      width: b.getBoundingClientRect().width,
+      styleWidth: b.style.width,
+      durationMs: Number(b.getAttribute('data-duration-ms')),
+    })));
+    for (const step of ['auth', 'fetch-user']) {
+      const bar = bars.find((b) => b.step === step);
+      expect(bar, `no #waterfall .bar[data-step="${step}"] (bars: ${j(bars)})`);
+      expect(bar.width > 0, `bar ${step} has rendered width ${bar.width}px`);
+      expect(parseFloat(bar.styleWidth) > 0, `bar ${step} has style width ${j(bar.styleWidth)} (duration ${bar.durationMs} ms)`);
+    }
+    // From the top: the sidebar is position: sticky, and a full-page capture of a scrolled
+    // page shows it stuck halfway down.
+    await cpage.evaluate(() => window.scrollTo(0, 0));
+    await cpage.screenshot({ path: SCREENSHOT, fullPage: true });
+    await cpage.close();
+    return bars.map((b) => `${b.step}: ${b.styleWidth} (${b.width.toFixed(0)}px, ${b.durationMs} ms)`).join('; ') +
+      `; screenshot ${path.relative(process.cwd(), SCREENSHOT)}`;
+  });
+
+  await check(7, 'no uncaught script errors in the widget page or the console', async () => {
+    expect(pageErrors.length === 0, pageErrors.join('\n'));
+  });
+}
+
+// ------------------------------------------------------------------------------ run
+const watchdog = setTimeout(() => {
+  log(`FAIL: the whole run took more than ${OVERALL_TIMEOUT_MS / 1000} s; stopping`);
+  cleanup().finally(() => process.exit(1));
+}, OVERALL_TIMEOUT_MS);
+watchdog.unref();
+
+let exitCode = 0;
+try {
+  await main();
+} catch (e) {
+  exitCode = 2;
+  if (!stopping) log(`SETUP FAILED: ${stripAnsi(e instanceof SetupError ? e.message : e.stack || e)}`);
+} finally {
+  await cleanup();
+}
+
+console.log('\nbrowser e2e summary:');
+for (const r of results) console.log(`  ${r.ok ? 'ok  ' : 'FAIL'} ${r.n}. ${r.title}${r.ok ? '' : `\n         ${r.detail}`}`);
+const failed = results.filter((r) => !r.ok).length;
+const passed = results.length - failed;
+if (exitCode === 0 && failed > 0) exitCode = 1;
+if (exitCode === 0 && results.length === 0) exitCode = 2;
+console.log(`browser e2e: ${passed} passed, ${failed} failed${exitCode === 2 ? ' (setup failed)' : ''}`);
+process.exit(exitCode);
