@@ -287,17 +287,24 @@ async fn run_step(
     let request = outbound(step, &prepared, applied.as_ref().map(|a| &a.credential));
     timing.setup = started.elapsed();
     let upstream_started = Instant::now();
-    let mut response = call(client, shared, &request).await?;
-    if response.status == 401 {
-        // A rejected OAuth token is dropped and the step retried once with a fresh one.
-        if let Some((key, token)) = applied.as_ref().and_then(|a| a.token.clone()) {
-            shared.tokens.invalidate(&key, &token);
-            let fresh = authenticate(client, shared, sc).await?;
-            let retry = outbound(step, &prepared, fresh.as_ref().map(|a| &a.credential));
-            response = call(client, shared, &retry).await?;
+    let exchange = async {
+        let mut response = call(client, shared, &request).await?;
+        if response.status == 401 {
+            // A rejected OAuth token is dropped and the step retried once with a fresh one.
+            if let Some((key, token)) = applied.as_ref().and_then(|a| a.token.clone()) {
+                shared.tokens.invalidate(&key, &token);
+                let fresh = authenticate(client, shared, sc).await?;
+                let retry = outbound(step, &prepared, fresh.as_ref().map(|a| &a.credential));
+                response = call(client, shared, &retry).await?;
+            }
         }
+        Ok::<_, StepFailure>(response)
     }
+    .await;
+    // Timed whether or not the exchange succeeded: a timeout or network failure spent its
+    // time upstream, and X-Connector-Timing must not report that wait as internal time.
     timing.external = upstream_started.elapsed();
+    let response = exchange?;
     timing.status_code = Some(response.status);
     if response.status >= 400 {
         return Err(StepFailure::http(response.status, "the upstream"));

@@ -4,7 +4,12 @@
 
 use std::time::Duration;
 
-use actix_tls::connect::{Connector as TcpConnector, Resolver};
+use actix_tls::connect::{
+    ConnectError, ConnectInfo, Connection, Connector as TcpConnector, ConnectorService, Resolver,
+};
+use actix_web::dev::Service;
+use awc::http::Uri;
+use futures_util::future::LocalBoxFuture;
 
 use super::policy::AddressPolicy;
 use super::resolver::{PolicyResolver, ResolveOverrides};
@@ -34,7 +39,10 @@ pub fn install_crypto_provider() {
 pub fn build_client(settings: &ClientSettings) -> awc::Client {
     install_crypto_provider();
     let resolver = PolicyResolver::new(settings.policy, settings.overrides.clone());
-    let tcp = TcpConnector::new(Resolver::custom(resolver)).service();
+    let tcp = PolicyConnector {
+        resolver: resolver.clone(),
+        inner: TcpConnector::new(Resolver::custom(resolver)).service(),
+    };
     let connector = awc::Connector::new()
         .connector(tcp)
         .timeout(settings.connect_timeout)
@@ -49,4 +57,34 @@ pub fn build_client(settings: &ClientSettings) -> awc::Client {
         .no_default_headers()
         .add_default_header(("User-Agent", USER_AGENT))
         .finish()
+}
+
+/// The TCP connector with every host resolved (and checked) by the [`PolicyResolver`]
+/// first. actix-tls skips custom resolvers for hosts that are IPv4 literals
+/// (`https://127.0.0.1/`), so the policy must run before it: the checked addresses are set
+/// on the request and the inner connector connects to exactly those.
+#[derive(Clone)]
+struct PolicyConnector {
+    resolver: PolicyResolver,
+    inner: ConnectorService,
+}
+
+impl Service<ConnectInfo<Uri>> for PolicyConnector {
+    type Response = Connection<Uri, actix_rt::net::TcpStream>;
+    type Error = ConnectError;
+    type Future = LocalBoxFuture<'static, Result<Self::Response, ConnectError>>;
+
+    actix_web::dev::always_ready!();
+
+    fn call(&self, req: ConnectInfo<Uri>) -> Self::Future {
+        let resolver = self.resolver.clone();
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let addrs = resolver
+                .resolve(req.hostname(), req.port())
+                .await
+                .map_err(ConnectError::Resolver)?;
+            inner.call(req.set_addrs(addrs)).await
+        })
+    }
 }

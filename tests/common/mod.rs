@@ -178,6 +178,35 @@ impl TestApp {
         }
     }
 
+    /// Sends `method path` with a body of `chunks` (chunked transfer encoding, no
+    /// Content-Length) and `headers`.
+    pub async fn call_chunked(
+        &self,
+        method: &str,
+        path: &str,
+        chunks: Vec<Bytes>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .finish();
+        let mut req = client.request(method.parse().unwrap(), format!("{}{}", self.base, path));
+        for (k, v) in headers {
+            req = req.insert_header((*k, *v));
+        }
+        let stream = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>));
+        let mut res = req
+            .send_stream(stream)
+            .await
+            .unwrap_or_else(|e| panic!("request to {path} failed: {e}"));
+        let body = res.body().limit(64 * 1024 * 1024).await.unwrap();
+        Reply {
+            status: res.status().as_u16(),
+            headers: res.headers().clone(),
+            body,
+        }
+    }
+
     /// `POST /connectors/composite/{permalink}/execute{query}` with `body`.
     pub async fn composite(&self, permalink: &str, query: &str, body: &str) -> Reply {
         self.call(
@@ -360,4 +389,227 @@ pub async fn standard_upstream() -> Upstream {
             );
     })
     .await
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers shared by the execution-engine suites.
+// ---------------------------------------------------------------------------------------
+
+/// A route handler that records the request, waits `delay`, then answers `status` with a
+/// JSON `body` (the wait is async, so the upstream keeps serving other requests).
+pub fn slow_route(
+    delay: Duration,
+    status: u16,
+    body: Value,
+) -> impl Fn(
+    HttpRequest,
+    Bytes,
+    web::Data<Log>,
+) -> futures_util::future::LocalBoxFuture<'static, HttpResponse>
+       + Clone {
+    move |req: HttpRequest, bytes: Bytes, log: web::Data<Log>| {
+        log.record(&req, &bytes);
+        let body = body.clone();
+        Box::pin(async move {
+            actix_rt::time::sleep(delay).await;
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+                .content_type("application/json")
+                .body(body.to_string())
+        })
+    }
+}
+
+/// A route handler that records the request and answers `status` with `body` as
+/// `content_type`.
+pub fn typed_route(
+    status: u16,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> impl Fn(HttpRequest, Bytes, web::Data<Log>) -> std::future::Ready<HttpResponse> + Clone {
+    let body: Bytes = body.into();
+    move |req: HttpRequest, bytes: Bytes, log: web::Data<Log>| {
+        log.record(&req, &bytes);
+        std::future::ready(
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+                .content_type(content_type)
+                .body(body.clone()),
+        )
+    }
+}
+
+/// A route handler that answers with everything it received as JSON:
+/// `{method, path, query, headers: {lower-case name: value}, body}`.
+pub fn echo_route(
+) -> impl Fn(HttpRequest, Bytes, web::Data<Log>) -> std::future::Ready<HttpResponse> + Clone {
+    |req: HttpRequest, bytes: Bytes, log: web::Data<Log>| {
+        log.record(&req, &bytes);
+        let headers: serde_json::Map<String, Value> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+                )
+            })
+            .collect();
+        std::future::ready(HttpResponse::Ok().json(serde_json::json!({
+            "method": req.method().as_str(),
+            "path": req.path(),
+            "query": req.query_string(),
+            "headers": headers,
+            "body": String::from_utf8_lossy(&bytes),
+        })))
+    }
+}
+
+/// A TCP listener that accepts connections, counts them and closes them at once.
+pub struct CountingListener {
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    /// Connections accepted so far.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingListener {
+    /// Connections accepted so far.
+    pub fn count(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Starts a [`CountingListener`] on 127.0.0.1.
+pub async fn counting_listener() -> CountingListener {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = connections.clone();
+    actix_rt::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    CountingListener { port, connections }
+}
+
+/// A loopback port with nothing listening on it (bound once, then released).
+pub fn closed_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Checks that `reply` is the error envelope with `status`, `code` and `scope` (`None`:
+/// JSON null), that `success` is false and that `request_id` equals the `X-Request-ID`
+/// header. Returns the `errors` object.
+#[track_caller]
+pub fn assert_envelope(reply: &Reply, status: u16, code: &str, scope: Option<&str>) -> Value {
+    assert_eq!(reply.status, status, "unexpected status: {}", reply.text());
+    let body = reply.json();
+    assert_eq!(body["success"], Value::Bool(false), "{body}");
+    let errors = &body["errors"];
+    assert_eq!(errors["code"], code, "{body}");
+    match scope {
+        Some(scope) => assert_eq!(errors["scope"], scope, "{body}"),
+        None => assert_eq!(errors["scope"], Value::Null, "{body}"),
+    }
+    assert!(errors["params"].is_array(), "params must be a list: {body}");
+    assert!(errors["detail"].is_string(), "detail must be text: {body}");
+    let header = reply
+        .header("x-request-id")
+        .unwrap_or_else(|| panic!("no X-Request-ID header on {body}"));
+    assert!(!header.is_empty());
+    assert_eq!(body["request_id"], Value::String(header), "{body}");
+    assert_eq!(
+        reply.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    errors.clone()
+}
+
+/// Whether `s` is 32 lower-case hex digits (a generated request id).
+pub fn is_generated_request_id(s: &str) -> bool {
+    s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// One entry of a `Server-Timing` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimingEntry {
+    /// Metric name (`step.auth`, `total`, ...).
+    pub name: String,
+    /// The `dur` value as written.
+    pub dur: String,
+    /// The `desc` value without its quotes.
+    pub desc: String,
+}
+
+/// Parses a `Server-Timing` header written as `name;dur=D;desc="X", ...`, failing the
+/// test when an entry deviates from that exact shape.
+#[track_caller]
+pub fn parse_server_timing(header: &str) -> Vec<TimingEntry> {
+    header
+        .split(", ")
+        .map(|entry| {
+            let parts: Vec<&str> = entry.split(';').collect();
+            assert_eq!(parts.len(), 3, "entry '{entry}' of '{header}'");
+            let dur = parts[1]
+                .strip_prefix("dur=")
+                .unwrap_or_else(|| panic!("no dur= in '{entry}'"));
+            let desc = parts[2]
+                .strip_prefix("desc=\"")
+                .and_then(|d| d.strip_suffix('"'))
+                .unwrap_or_else(|| panic!("no desc=\"...\" in '{entry}'"));
+            TimingEntry {
+                name: parts[0].to_string(),
+                dur: dur.to_string(),
+                desc: desc.to_string(),
+            }
+        })
+        .collect()
+}
+
+/// Whether `s` is `\d+\.\d` (milliseconds with exactly one decimal).
+pub fn is_one_decimal_ms(s: &str) -> bool {
+    match s.split_once('.') {
+        Some((int, frac)) => {
+            !int.is_empty()
+                && int.bytes().all(|b| b.is_ascii_digit())
+                && frac.len() == 1
+                && frac.bytes().all(|b| b.is_ascii_digit())
+        }
+        None => false,
+    }
+}
+
+/// The keys of a JSON object, sorted.
+#[track_caller]
+pub fn keys(value: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = value
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {value}"))
+        .keys()
+        .cloned()
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// `X-Path-Params` for one key and value (URL-encoded).
+pub fn path_params_header(key: &str, value: &str) -> String {
+    serde_urlencoded::to_string([(key, value)]).unwrap()
+}
+
+/// Form fields of a recorded form-encoded body.
+pub fn form_fields(body: &str) -> Vec<(String, String)> {
+    serde_urlencoded::from_str(body).unwrap_or_default()
+}
+
+/// The value of form field `name` in a recorded form-encoded body.
+pub fn form_field(body: &str, name: &str) -> Option<String> {
+    form_fields(body)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
 }

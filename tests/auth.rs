@@ -1,0 +1,603 @@
+//! Authentication types against real upstreams: api_key (header, query, `apikey`), jwt,
+//! oauth_client_credentials with its token cache (single flight, expiry, cache key, 401
+//! refresh-and-retry, token endpoint failure) and oauth_jwt_bearer.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use common::{
+    assert_envelope, echo_route, form_field, json_route, slow_route, spawn_app, spawn_app_with,
+    upstream, AppOptions, Log, TestApp, Upstream,
+};
+use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
+use serde_json::{json, Value};
+
+const HS_KEY: &str = "hs256-test-key-0123456789abcdef";
+
+fn oauth_config(base: &str, client_id: &str) -> Value {
+    json!({"type": "oauth_client_credentials", "config": {
+        "client_id": client_id,
+        "client_secret": "{{ get_secret('client_secret') }}",
+        "token_url": format!("{base}/oauth/token")
+    }})
+}
+
+fn oauth_app_options() -> AppOptions {
+    AppOptions::default().secret("client_secret", "cs-1")
+}
+
+/// An upstream whose token endpoint hands out `tok-1`, `tok-2`, ... (waiting `token_delay`
+/// and answering `expires_in`), and whose `/data` accepts the tokens in `accepted`.
+async fn token_upstream(
+    token_delay: Duration,
+    expires_in: u64,
+    accepted: &'static [&'static str],
+) -> Upstream {
+    let issued = Arc::new(AtomicUsize::new(0));
+    upstream(move |cfg| {
+        let issued = issued.clone();
+        cfg.route(
+            "/oauth/token",
+            web::post().to(move |req: HttpRequest, body: Bytes, log: web::Data<Log>| {
+                log.record(&req, &body);
+                let n = issued.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    actix_rt::time::sleep(token_delay).await;
+                    HttpResponse::Ok().json(json!({
+                        "access_token": format!("tok-{n}"),
+                        "token_type": "Bearer",
+                        "expires_in": expires_in
+                    }))
+                }
+            }),
+        )
+        .route(
+            "/data",
+            web::get().to(move |req: HttpRequest, body: Bytes, log: web::Data<Log>| {
+                log.record(&req, &body);
+                let auth = req
+                    .headers()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                let ok = accepted.iter().any(|t| auth == format!("Bearer {t}"));
+                async move {
+                    if ok {
+                        HttpResponse::Ok().json(json!({"data": "yes"}))
+                    } else {
+                        HttpResponse::Unauthorized().json(json!({"error": "invalid_token"}))
+                    }
+                }
+            }),
+        );
+    })
+    .await
+}
+
+/// Runs simple GET connector `permalink` and returns the status.
+async fn run(app: &TestApp, permalink: &str) -> u16 {
+    app.call(
+        "GET",
+        &format!("/connectors/{permalink}/execute"),
+        None,
+        &[],
+    )
+    .await
+    .status
+}
+
+fn data_connector(base: &str, permalink: &str, client_id: &str) -> Value {
+    json!({"name": permalink, "permalink": permalink, "url": format!("{base}/data"),
+           "authentication": oauth_config(base, client_id)})
+}
+
+#[actix_web::test]
+async fn an_api_key_goes_in_the_configured_header() {
+    let up = upstream(|cfg| {
+        cfg.route("/echo", web::route().to(echo_route()));
+    })
+    .await;
+    let registry = json!({"connectors": [{
+        "name": "Keyed", "permalink": "keyed", "url": format!("{}/echo", up.base),
+        "authentication": {"type": "api_key", "config": {
+            "key": "X-API-Key", "value": "{{ get_secret('api_key') }}", "in": "header"}}
+    }]});
+    let app = spawn_app_with(registry, AppOptions::default().secret("api_key", "k-123")).await;
+    let reply = app
+        .call("GET", "/connectors/keyed/execute", None, &[])
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let received = &up.log.to("/echo")[0];
+    assert_eq!(received.header("x-api-key"), Some("k-123"));
+    assert_eq!(received.query, "");
+}
+
+#[actix_web::test]
+async fn an_api_key_goes_in_the_query_and_the_apikey_spelling_works() {
+    let up = upstream(|cfg| {
+        cfg.route("/echo", web::route().to(echo_route()));
+    })
+    .await;
+    let registry = json!({"connectors": [
+        {"name": "In query", "permalink": "in-query", "url": format!("{}/echo?fixed=1", up.base),
+         "authentication": {"type": "api_key", "config": {
+             "key": "api_key", "value": "{{ get_secret('api_key') }}", "in": "query"}}},
+        {"name": "Old spelling", "permalink": "old-spelling", "url": format!("{}/echo", up.base),
+         "authentication": {"type": "apikey", "config": {
+             "key": "X-Key", "value": "{{ get_secret('api_key') }}"}}}
+    ]});
+    let app = spawn_app_with(registry, AppOptions::default().secret("api_key", "k 1&2")).await;
+    assert_eq!(
+        app.call("GET", "/connectors/in-query/execute", None, &[])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        app.call("GET", "/connectors/old-spelling/execute", None, &[])
+            .await
+            .status,
+        200
+    );
+    let calls = up.log.to("/echo");
+    assert_eq!(
+        calls[0].query_pairs(),
+        vec![
+            ("fixed".to_string(), "1".to_string()),
+            ("api_key".to_string(), "k 1&2".to_string())
+        ]
+    );
+    assert_eq!(calls[0].header("api_key"), None);
+    // `apikey` without `in` defaults to a header.
+    assert_eq!(calls[1].header("x-key"), Some("k 1&2"));
+    assert_eq!(calls[1].query, "");
+}
+
+#[actix_web::test]
+async fn jwt_auth_sends_a_bearer_token_that_verifies_and_has_integer_exp() {
+    let up = upstream(|cfg| {
+        cfg.route("/echo", web::route().to(echo_route()));
+    })
+    .await;
+    let registry = json!({"connectors": [{
+        "name": "Jwt", "permalink": "jwt", "url": format!("{}/echo", up.base),
+        "authentication": {"type": "jwt", "config": {
+            "private_key": "{{ get_secret('hs_key') }}", "algorithm": "HS256",
+            "claims": {"iss": "connector-runtime", "sub": "{{ request.query_parameters.user }}",
+                       "exp": "{{ now() + 300 }}", "iat": "{{ now() }}", "scope": ["a", "b"]},
+            "jwt_headers": {"kid": "key-1"}}}
+    }]});
+    let app = spawn_app_with(registry, AppOptions::default().secret("hs_key", HS_KEY)).await;
+    for _ in 0..2 {
+        let reply = app
+            .call("GET", "/connectors/jwt/execute?user=u-9", None, &[])
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let calls = up.log.to("/echo");
+    let token = calls[0]
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .expect("a bearer token")
+        .to_string();
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+    let data = decode::<Value>(
+        &token,
+        &DecodingKey::from_secret(HS_KEY.as_bytes()),
+        &validation,
+    )
+    .expect("the token verifies with the HS256 key");
+    assert_eq!(data.header.kid.as_deref(), Some("key-1"));
+    assert_eq!(data.claims["iss"], "connector-runtime");
+    assert_eq!(data.claims["sub"], "u-9");
+    assert_eq!(data.claims["scope"], json!(["a", "b"]));
+    assert!(
+        data.claims["exp"].is_i64() || data.claims["exp"].is_u64(),
+        "{}",
+        data.claims
+    );
+    assert!(
+        data.claims["iat"].is_i64() || data.claims["iat"].is_u64(),
+        "{}",
+        data.claims
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let exp = data.claims["exp"].as_i64().unwrap();
+    assert!(
+        (now + 290..=now + 310).contains(&exp),
+        "exp {exp}, now {now}"
+    );
+    // A wrong key does not verify it.
+    assert!(decode::<Value>(&token, &DecodingKey::from_secret(b"other"), &validation).is_err());
+    // Not cached: every call has its own Authorization header (same claims may repeat
+    // within a second, so only presence is checked).
+    assert!(calls[1]
+        .header("authorization")
+        .unwrap()
+        .starts_with("Bearer "));
+}
+
+#[actix_web::test]
+async fn oauth_jwt_bearer_posts_a_signed_assertion_and_caches_the_token() {
+    let up = upstream(|cfg| {
+        cfg.route(
+            "/oauth/token",
+            web::post().to(json_route(
+                200,
+                json!({"access_token": "jb-token", "expires_in": 3600}),
+            )),
+        )
+        .route("/echo", web::route().to(echo_route()));
+    })
+    .await;
+    let registry = json!({"connectors": [{
+        "name": "Jwt bearer", "permalink": "jwt-bearer", "url": format!("{}/echo", up.base),
+        "authentication": {"type": "oauth_jwt_bearer", "config": {
+            "client_id": "svc-client", "private_key": "{{ get_secret('hs_key') }}",
+            "algorithm": "HS256", "token_url": format!("{}/oauth/token", up.base),
+            "subject": "user@example.com", "audience": "https://auth.example.com/token",
+            "additional_claims": {"tenant": "t1"}}}
+    }]});
+    let app = spawn_app_with(registry, AppOptions::default().secret("hs_key", HS_KEY)).await;
+    for _ in 0..3 {
+        let reply = app
+            .call("GET", "/connectors/jwt-bearer/execute", None, &[])
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let grants = up.log.to("/oauth/token");
+    assert_eq!(grants.len(), 1, "the token must be cached");
+    let grant = &grants[0];
+    assert_eq!(
+        grant.header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    assert!(
+        grant.body.starts_with(
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion="
+        ),
+        "{}",
+        grant.body
+    );
+    assert_eq!(
+        form_field(&grant.body, "grant_type").as_deref(),
+        Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
+    );
+    let assertion = form_field(&grant.body, "assertion").unwrap();
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_audience(&["https://auth.example.com/token"]);
+    validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+    let data = decode::<Value>(
+        &assertion,
+        &DecodingKey::from_secret(HS_KEY.as_bytes()),
+        &validation,
+    )
+    .expect("the assertion verifies");
+    assert_eq!(data.claims["iss"], "svc-client");
+    assert_eq!(data.claims["sub"], "user@example.com");
+    assert_eq!(data.claims["aud"], "https://auth.example.com/token");
+    assert_eq!(data.claims["tenant"], "t1");
+    let (exp, iat) = (
+        data.claims["exp"].as_i64().unwrap(),
+        data.claims["iat"].as_i64().unwrap(),
+    );
+    assert_eq!(exp - iat, 180);
+    for call in up.log.to("/echo") {
+        assert_eq!(call.header("authorization"), Some("Bearer jb-token"));
+    }
+}
+
+#[actix_web::test]
+async fn concurrent_runs_share_a_single_token_request() {
+    let up = token_upstream(Duration::from_millis(100), 3600, &["tok-1"]).await;
+    let registry = json!({"connectors": [data_connector(&up.base, "data", "cid")]});
+    let app = spawn_app_with(registry, oauth_app_options()).await;
+    let runs = (0..20).map(|_| app.call("GET", "/connectors/data/execute", None, &[]));
+    let replies = futures_util::future::join_all(runs).await;
+    for reply in &replies {
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    assert_eq!(up.log.count("/oauth/token"), 1);
+    assert_eq!(up.log.count("/data"), 20);
+    let grant = &up.log.to("/oauth/token")[0];
+    assert_eq!(
+        form_field(&grant.body, "grant_type").as_deref(),
+        Some("client_credentials")
+    );
+    assert_eq!(form_field(&grant.body, "client_id").as_deref(), Some("cid"));
+    assert_eq!(
+        form_field(&grant.body, "client_secret").as_deref(),
+        Some("cs-1")
+    );
+    assert_eq!(form_field(&grant.body, "scope"), None);
+}
+
+#[actix_web::test]
+async fn a_token_is_refreshed_once_it_expires() {
+    // expires_in 61 → cached for 1 s.
+    let up = token_upstream(Duration::ZERO, 61, &["tok-1", "tok-2"]).await;
+    let registry = json!({"connectors": [data_connector(&up.base, "data", "cid")]});
+    let app = spawn_app_with(registry, oauth_app_options()).await;
+    for _ in 0..2 {
+        let reply = app.call("GET", "/connectors/data/execute", None, &[]).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    assert_eq!(up.log.count("/oauth/token"), 1, "reused while fresh");
+    actix_rt::time::sleep(Duration::from_millis(1_200)).await;
+    let reply = app.call("GET", "/connectors/data/execute", None, &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(up.log.count("/oauth/token"), 2, "refetched after expiry");
+    let data = up.log.to("/data");
+    assert_eq!(data[1].header("authorization"), Some("Bearer tok-1"));
+    assert_eq!(data[2].header("authorization"), Some("Bearer tok-2"));
+}
+
+#[actix_web::test]
+async fn an_upstream_401_refreshes_the_token_and_retries_once() {
+    // The upstream rejects tok-1 (say, revoked early) and accepts tok-2.
+    let up = token_upstream(Duration::ZERO, 3600, &["tok-2"]).await;
+    let registry = json!({"connectors": [data_connector(&up.base, "data", "cid")]});
+    let app = spawn_app_with(registry, oauth_app_options()).await;
+    let reply = app.call("GET", "/connectors/data/execute", None, &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json(), json!({"data": "yes"}));
+    assert_eq!(up.log.count("/oauth/token"), 2);
+    let data = up.log.to("/data");
+    assert_eq!(data.len(), 2);
+    assert_eq!(data[0].header("authorization"), Some("Bearer tok-1"));
+    assert_eq!(data[1].header("authorization"), Some("Bearer tok-2"));
+    // The fresh token is the cached one now.
+    let again = app.call("GET", "/connectors/data/execute", None, &[]).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(up.log.count("/oauth/token"), 2);
+}
+
+#[actix_web::test]
+async fn a_persistent_401_is_a_502_after_exactly_one_retry() {
+    let up = token_upstream(Duration::ZERO, 3600, &[]).await;
+    let registry = json!({
+        "connectors": [data_connector(&up.base, "data", "cid")],
+        "composite_connectors": [{"name": "C data", "permalink": "c-data", "steps": [
+            {"name": "fetch", "url": format!("{}/data", up.base),
+             "authentication": oauth_config(&up.base, "cid-2")}
+        ]}]
+    });
+    let app = spawn_app_with(registry, oauth_app_options()).await;
+    let reply = app.call("GET", "/connectors/data/execute", None, &[]).await;
+    let errors = assert_envelope(
+        &reply,
+        502,
+        "DOWNSTREAM_HTTP_ERROR",
+        Some("Downstream (HTTP error)"),
+    );
+    assert_eq!(errors["detail"], "the upstream answered HTTP 401");
+    assert_eq!(up.log.count("/data"), 2, "one call and one retry");
+    assert_eq!(up.log.count("/oauth/token"), 2);
+    assert!(!reply.text().contains("invalid_token"));
+
+    let reply = app.composite("c-data", "", "").await;
+    assert_envelope(
+        &reply,
+        502,
+        "DOWNSTREAM_HTTP_ERROR",
+        Some("Composite step 'fetch' (index 0): Downstream (HTTP error)"),
+    );
+    assert_eq!(up.log.count("/data"), 4);
+    assert_eq!(up.log.count("/oauth/token"), 4);
+}
+
+#[actix_web::test]
+async fn a_401_without_oauth_is_not_retried() {
+    let up = token_upstream(Duration::ZERO, 3600, &[]).await;
+    let registry = json!({"connectors": [{
+        "name": "Plain", "permalink": "plain", "url": format!("{}/data", up.base),
+        "headers": [{"key": "Authorization", "value": "Bearer static"}]
+    }]});
+    let app = spawn_app(registry).await;
+    let reply = app
+        .call("GET", "/connectors/plain/execute", None, &[])
+        .await;
+    assert_envelope(
+        &reply,
+        502,
+        "DOWNSTREAM_HTTP_ERROR",
+        Some("Downstream (HTTP error)"),
+    );
+    assert_eq!(up.log.count("/data"), 1);
+}
+
+#[actix_web::test]
+async fn a_failing_token_endpoint_is_a_502_http_error_and_the_upstream_is_not_called() {
+    let up = upstream(|cfg| {
+        cfg.route(
+            "/oauth/token",
+            web::post().to(json_route(401, json!({"error": "invalid_client"}))),
+        )
+        .route(
+            "/data",
+            web::get().to(json_route(200, json!({"data": "yes"}))),
+        );
+    })
+    .await;
+    let registry = json!({
+        "connectors": [data_connector(&up.base, "data", "cid")],
+        "composite_connectors": [{"name": "C", "permalink": "c", "steps": [
+            {"name": "first", "url": format!("{}/data", up.base)},
+            {"name": "fetch", "url": format!("{}/data", up.base),
+             "authentication": oauth_config(&up.base, "cid")}
+        ]}]
+    });
+    let app = spawn_app_with(registry, oauth_app_options()).await;
+    let reply = app.call("GET", "/connectors/data/execute", None, &[]).await;
+    let errors = assert_envelope(
+        &reply,
+        502,
+        "DOWNSTREAM_HTTP_ERROR",
+        Some("Downstream (HTTP error)"),
+    );
+    assert_eq!(errors["detail"], "the token endpoint answered HTTP 401");
+    assert!(!reply.text().contains("invalid_client"));
+    assert_eq!(up.log.count("/data"), 0);
+
+    let reply = app.composite("c", "", "").await;
+    assert_envelope(
+        &reply,
+        502,
+        "DOWNSTREAM_HTTP_ERROR",
+        Some("Composite step 'fetch' (index 1): Downstream (HTTP error)"),
+    );
+    assert_eq!(up.log.count("/data"), 1, "only the first step called");
+    // Failures are not cached: each run asks again.
+    assert_eq!(up.log.count("/oauth/token"), 2);
+}
+
+#[actix_web::test]
+async fn a_token_endpoint_without_an_access_token_is_a_502() {
+    let up = upstream(|cfg| {
+        cfg.route(
+            "/oauth/token",
+            web::post().to(json_route(200, json!({"nope": 1}))),
+        )
+        .route(
+            "/data",
+            web::get().to(json_route(200, json!({"data": "yes"}))),
+        );
+    })
+    .await;
+    let registry = json!({"connectors": [data_connector(&up.base, "data", "cid")]});
+    let app = spawn_app_with(registry, oauth_app_options()).await;
+    let reply = app.call("GET", "/connectors/data/execute", None, &[]).await;
+    assert_envelope(
+        &reply,
+        502,
+        "DOWNSTREAM_NETWORK_ERROR",
+        Some("Downstream (network/external service)"),
+    );
+    assert_eq!(up.log.count("/data"), 0);
+}
+
+#[actix_web::test]
+async fn a_slow_token_endpoint_times_out_with_a_504() {
+    let up = upstream(|cfg| {
+        cfg.route(
+            "/oauth/token",
+            web::post().to(slow_route(
+                Duration::from_millis(1_000),
+                200,
+                json!({"access_token": "late"}),
+            )),
+        );
+    })
+    .await;
+    let registry = json!({"connectors": [data_connector(&up.base, "data", "cid")]});
+    let app = spawn_app_with(
+        registry,
+        oauth_app_options().flags(|f| f.token_timeout_ms = 200),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let reply = app.call("GET", "/connectors/data/execute", None, &[]).await;
+    assert_envelope(
+        &reply,
+        504,
+        "DOWNSTREAM_TIMEOUT",
+        Some("Downstream (network/external service)"),
+    );
+    assert!(started.elapsed() < Duration::from_millis(900));
+}
+
+#[actix_web::test]
+async fn tokens_are_cached_per_client_id_secret_url_and_scope() {
+    let up = token_upstream(Duration::ZERO, 3600, &["tok-1", "tok-2", "tok-3", "tok-4"]).await;
+    let base = up.base.clone();
+    let mut scoped = data_connector(&base, "scoped", "cid-a");
+    scoped["authentication"]["config"]["scope"] = json!("read");
+    let mut other_secret = data_connector(&base, "other-secret", "cid-a");
+    other_secret["authentication"]["config"]["client_secret"] = json!("another-secret");
+    let registry = json!({"connectors": [
+        data_connector(&base, "a", "cid-a"),
+        data_connector(&base, "a-again", "cid-a"),
+        data_connector(&base, "b", "cid-b"),
+        scoped,
+        other_secret,
+    ]});
+    let app = spawn_app_with(registry, oauth_app_options()).await;
+    assert_eq!(run(&app, "a").await, 200);
+    assert_eq!(run(&app, "a-again").await, 200);
+    assert_eq!(up.log.count("/oauth/token"), 1, "same grant, same token");
+    assert_eq!(run(&app, "b").await, 200);
+    assert_eq!(up.log.count("/oauth/token"), 2, "another client_id");
+    assert_eq!(run(&app, "scoped").await, 200);
+    assert_eq!(up.log.count("/oauth/token"), 3, "another scope");
+    assert_eq!(run(&app, "other-secret").await, 200);
+    assert_eq!(up.log.count("/oauth/token"), 4, "another client_secret");
+    for p in ["a", "b", "scoped", "other-secret"] {
+        assert_eq!(run(&app, p).await, 200);
+    }
+    assert_eq!(up.log.count("/oauth/token"), 4, "all four cached");
+    let client_ids: Vec<Option<String>> = up
+        .log
+        .to("/oauth/token")
+        .iter()
+        .map(|r| form_field(&r.body, "client_id"))
+        .collect();
+    assert_eq!(
+        client_ids,
+        vec![
+            Some("cid-a".into()),
+            Some("cid-b".into()),
+            Some("cid-a".into()),
+            Some("cid-a".into())
+        ]
+    );
+}
+
+#[actix_web::test]
+async fn tokens_are_cached_per_token_url() {
+    let first = token_upstream(Duration::ZERO, 3600, &["tok-1"]).await;
+    let second = token_upstream(Duration::ZERO, 3600, &["tok-1"]).await;
+    let mut other_url = data_connector(&first.base, "other-url", "cid");
+    other_url["authentication"]["config"]["token_url"] =
+        json!(format!("{}/oauth/token", second.base));
+    let registry = json!({"connectors": [data_connector(&first.base, "same", "cid"), other_url]});
+    let app = spawn_app_with(registry, oauth_app_options()).await;
+    for p in [
+        "/connectors/same/execute",
+        "/connectors/other-url/execute",
+        "/connectors/same/execute",
+    ] {
+        assert_eq!(app.call("GET", p, None, &[]).await.status, 200, "{p}");
+    }
+    assert_eq!(first.log.count("/oauth/token"), 1);
+    assert_eq!(second.log.count("/oauth/token"), 1);
+}
+
+#[actix_web::test]
+async fn concurrent_runs_rejected_with_401_share_one_refresh() {
+    // Every run first gets tok-1, which the upstream rejects; the refresh must happen once.
+    let up = token_upstream(Duration::from_millis(100), 3600, &["tok-2"]).await;
+    let registry = json!({"connectors": [data_connector(&up.base, "data", "cid")]});
+    let app = spawn_app_with(registry, oauth_app_options()).await;
+    let runs = (0..10).map(|_| app.call("GET", "/connectors/data/execute", None, &[]));
+    for reply in futures_util::future::join_all(runs).await {
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    assert_eq!(up.log.count("/oauth/token"), 2);
+    let accepted = up
+        .log
+        .to("/data")
+        .iter()
+        .filter(|r| r.header("authorization") == Some("Bearer tok-2"))
+        .count();
+    assert_eq!(accepted, 10);
+}
