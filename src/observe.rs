@@ -12,6 +12,7 @@ use crate::run::timing::{ms, StepTiming};
 /// A step ended.
 pub fn step_finished(
     metrics: &Metrics,
+    request_id: &str,
     connector: &str,
     timing: &StepTiming,
     result: &Result<StepResult, StepFailure>,
@@ -40,6 +41,8 @@ pub fn step_finished(
             "step finished"
         ),
         Err(failure) => tracing::info!(
+            request_id,
+            connector,
             step = %timing.name,
             index = timing.index,
             status = timing.status_code,

@@ -183,8 +183,8 @@ impl Application {
                 metrics: app_metrics.clone(),
                 operator: operator.clone(),
                 console,
+                allow_origins: origins.clone().into(),
             };
-            let timing_origins = origins.clone();
             let mut app = App::new().app_data(web::Data::new(state));
             if !metrics_separately {
                 app = app.route("/metrics", web::get().to(http::metrics::metrics));
@@ -195,29 +195,6 @@ impl Application {
                     !origins.is_empty(),
                     http::cors(&origins).unwrap_or_default(),
                 ))
-                .wrap_fn(move |req, srv| {
-                    let origin = req
-                        .headers()
-                        .get(actix_web::http::header::ORIGIN)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string);
-                    let allow = http::timing_allow_origin(&timing_origins, origin.as_deref());
-                    let fut = actix_web::dev::Service::call(srv, req);
-                    async move {
-                        let mut res = fut.await?;
-                        if let Some(origin) = allow
-                            .and_then(|o| actix_web::http::header::HeaderValue::from_str(&o).ok())
-                        {
-                            res.headers_mut().insert(
-                                actix_web::http::header::HeaderName::from_static(
-                                    "timing-allow-origin",
-                                ),
-                                origin,
-                            );
-                        }
-                        Ok(res)
-                    }
-                })
         })
         .shutdown_timeout(args.shutdown_timeout_secs);
         if let Some(workers) = args.workers {

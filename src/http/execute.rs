@@ -79,6 +79,12 @@ async fn handle(
                     Ok(_) => "ok",
                     Err(e) => e.failure.kind.outcome_label(),
                 };
+                let timing_origin = super::timing_allow_origin(
+                    &state.allow_origins,
+                    req.headers()
+                        .get(actix_web::http::header::ORIGIN)
+                        .and_then(|v| v.to_str().ok()),
+                );
                 observe::run_finished(
                     &state.metrics,
                     &permalink,
@@ -86,7 +92,15 @@ async fn handle(
                     outcome_label,
                     outcome.total,
                 );
-                respond(&input, outcome)
+                let mut response = respond(&input, outcome);
+                if let Some(origin) = timing_origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
+                    // Lets pages on allowed origins read Server-Timing (Resource Timing API).
+                    response.headers_mut().insert(
+                        actix_web::http::header::HeaderName::from_static("timing-allow-origin"),
+                        origin,
+                    );
+                }
+                response
             }
             Err(envelope) => {
                 let label = if envelope.code == "CONNECTOR_NOT_FOUND" {
@@ -281,7 +295,7 @@ fn respond(input: &RunInput, outcome: RunOutcome) -> HttpResponse {
     let (server_timing, connector_timing) = timing_headers(input, &outcome);
     let mut response = match &outcome.result {
         Ok(success) => {
-            tracing::info!(
+            tracing::debug!(
                 status = success.status,
                 total_ms = timing::ms(outcome.total),
                 "run succeeded"

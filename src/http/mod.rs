@@ -7,6 +7,7 @@ pub mod execute;
 pub mod health;
 pub mod hooks;
 pub mod metrics;
+pub mod openapi;
 pub mod request_id;
 
 use actix::Addr;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub operator: OperatorAccess,
     /// Whether `/console` is served.
     pub console: bool,
+    /// Origins allowed by `--allow-origin` (for `Timing-Allow-Origin`).
+    pub allow_origins: Arc<[String]>,
 }
 
 /// What the operator API and the push webhook need.
@@ -51,6 +54,7 @@ pub struct OperatorAccess {
 /// Mounts every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/openapi.json", web::get().to(openapi::document))
         .route("/readyz", web::get().to(health::readyz))
         .route("/sdk/connectors-sdk.js", web::get().to(assets::sdk_classic))
         .route("/sdk/connectors-sdk.mjs", web::get().to(assets::sdk_module))

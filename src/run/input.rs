@@ -112,8 +112,9 @@ pub struct RunInput {
     pub connector: Arc<Connector>,
     /// The request id.
     pub request_id: Arc<str>,
-    /// Top-level template variables other than `steps` and `response`.
-    pub vars: Vec<(&'static str, Value)>,
+    /// Top-level template variables other than `steps` and `response`, shared by every
+    /// render of the run.
+    pub vars: Arc<Vec<(&'static str, Value)>>,
     /// Caller overrides.
     pub overrides: CallerOverrides,
 }
@@ -140,7 +141,7 @@ impl RunInput {
             registry,
             connector,
             request_id,
-            vars,
+            vars: Arc::new(vars),
             overrides,
         }
     }

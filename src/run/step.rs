@@ -17,7 +17,7 @@ use super::timing::StepTiming;
 use super::SharedRunState;
 use crate::auth::{self, Applied, AuthEnv, Credential};
 use crate::registry::Step;
-use crate::template::context::{body_value, headers_value, response_value};
+use crate::template::context::{body_value, headers_value, response_value, TemplateContext};
 use crate::template::{RenderError, TemplateId};
 use crate::upstream::{send, OutboundRequest, UpstreamResponse};
 
@@ -45,7 +45,9 @@ impl Handler<ExecuteStep> for StepActor {
     fn handle(&mut self, msg: ExecuteStep, _ctx: &mut Self::Context) -> Self::Result {
         let client = self.client.clone();
         let shared = self.shared.clone();
-        let span = tracing::info_span!(
+        // Debug level: at the default level a step costs no span; failures are logged at info
+        // with the request id, connector and step as fields.
+        let span = tracing::debug_span!(
             "step",
             request_id = %msg.run.request_id,
             connector = %msg.run.connector.permalink,
@@ -201,6 +203,22 @@ fn outbound(step: &Step, prepared: &Prepared, credential: Option<&Credential>) -
     }
 }
 
+/// The per-step variables: `steps` (composites only) and, for `response_body`, `response`.
+fn step_vars(
+    run: &super::RunInput,
+    steps: &Value,
+    response: Option<Value>,
+) -> Vec<(&'static str, Value)> {
+    let mut vars = Vec::with_capacity(2);
+    if run.is_composite() {
+        vars.push(("steps", steps.clone()));
+    }
+    if let Some(response) = response {
+        vars.push(("response", response));
+    }
+    vars
+}
+
 fn host_of(origin: &str) -> String {
     origin
         .split_once("://")
@@ -223,18 +241,21 @@ async fn execute_step(
         host: host_of(&step.origin),
         ..StepTiming::default()
     };
-    let mut vars = run.vars.clone();
-    if run.is_composite() {
-        vars.push(("steps", msg.steps));
-    }
+    let steps = msg.steps;
     let sc = StepContext {
         run,
         step,
-        ctx: Value::from_pairs(vars.iter().cloned()),
+        ctx: TemplateContext::new(run.vars.clone(), step_vars(run, &steps, None)),
     };
-    let result = run_step(client, shared, &sc, &vars, &mut timing, started).await;
+    let result = run_step(client, shared, &sc, &steps, &mut timing, started).await;
     timing.total = started.elapsed();
-    crate::observe::step_finished(&shared.metrics, &run.connector.permalink, &timing, &result);
+    crate::observe::step_finished(
+        &shared.metrics,
+        &run.request_id,
+        &run.connector.permalink,
+        &timing,
+        &result,
+    );
     StepOutcome { result, timing }
 }
 
@@ -277,7 +298,7 @@ async fn run_step(
     client: &awc::Client,
     shared: &SharedRunState,
     sc: &StepContext<'_>,
-    vars: &[(&'static str, Value)],
+    steps: &Value,
     timing: &mut StepTiming,
     started: Instant,
 ) -> Result<StepResult, StepFailure> {
@@ -310,18 +331,18 @@ async fn run_step(
         return Err(StepFailure::http(response.status, "the upstream"));
     }
     let transform_started = Instant::now();
-    let headers = headers_value(
-        response
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_bytes())),
-    );
     let content_type = response.content_type().map(str::to_string);
-    let (body, body_for_templates) = match &step.response_body {
+    let status = response.status;
+    let headers = headers_value(response.headers);
+    // Later steps read `steps.<name>`; the last step's result is never read, so it is not built.
+    let read_later = sc.step.index + 1 < sc.run.connector.steps.len();
+    let (body, value) = match &step.response_body {
         Some(id) => {
-            let response_ctx =
-                response_value(body_value(&response.body), response.status, headers.clone());
-            let ctx = Value::from_pairs(vars.iter().cloned().chain([("response", response_ctx)]));
+            let response_ctx = response_value(body_value(&response.body), status, headers.clone());
+            let ctx = TemplateContext::new(
+                sc.run.vars.clone(),
+                step_vars(sc.run, steps, Some(response_ctx)),
+            );
             let rendered = sc.run.registry.templates.render(id, &ctx).map_err(|e| {
                 let mut failure = template_failure(id, &e);
                 if !sc.run.is_composite() && failure.kind == FailureKind::TemplateRendering {
@@ -329,19 +350,21 @@ async fn run_step(
                 }
                 failure
             })?;
-            let value = Value::from(rendered.as_str());
+            let value =
+                read_later.then(|| response_value(Value::from(rendered.as_str()), status, headers));
             (Bytes::from(rendered), value)
         }
         None => {
-            let value = body_value(&response.body);
+            let value =
+                read_later.then(|| response_value(body_value(&response.body), status, headers));
             (response.body, value)
         }
     };
     timing.transform = transform_started.elapsed();
     Ok(StepResult {
-        status: response.status,
+        status,
         content_type,
         body,
-        value: response_value(body_for_templates, response.status, headers),
+        value: value.unwrap_or_default(),
     })
 }

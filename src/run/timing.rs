@@ -3,8 +3,6 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use serde_json::json;
-
 /// Where one step spent its time.
 #[derive(Debug, Clone, Default)]
 pub struct StepTiming {
@@ -48,24 +46,55 @@ pub fn composite_server_timing(steps: &[StepTiming], total: Duration) -> String 
     out
 }
 
-/// The composite connector's `X-Connector-Timing` JSON.
+/// Writes `s` as a JSON string (the values here are ids, slugs and host names; quotes,
+/// backslashes and control characters are escaped all the same).
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// The composite connector's `X-Connector-Timing` JSON:
+/// `{request_id, total_ms, steps: [{name, index, duration_ms, status_code}]}`.
 pub fn composite_connector_timing(
     request_id: &str,
     steps: &[StepTiming],
     total: Duration,
 ) -> String {
-    let steps: Vec<_> = steps
-        .iter()
-        .map(|s| {
-            json!({
-                "name": s.name,
-                "index": s.index,
-                "duration_ms": ms(s.total),
-                "status_code": s.status_code,
-            })
-        })
-        .collect();
-    json!({"request_id": request_id, "total_ms": ms(total), "steps": steps}).to_string()
+    let mut out = String::with_capacity(64 + 80 * steps.len());
+    out.push_str("{\"request_id\":");
+    json_str(&mut out, request_id);
+    let _ = write!(out, ",\"total_ms\":{:?},\"steps\":[", ms(total));
+    for (i, step) in steps.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"name\":");
+        json_str(&mut out, &step.name);
+        let _ = write!(
+            out,
+            ",\"index\":{},\"duration_ms\":{:?},\"status_code\":",
+            step.index,
+            ms(step.total)
+        );
+        match step.status_code {
+            Some(code) => {
+                let _ = write!(out, "{code}}}");
+            }
+            None => out.push_str("null}"),
+        }
+    }
+    out.push_str("]}");
+    out
 }
 
 /// The simple connector's `Server-Timing` header value.
@@ -85,7 +114,7 @@ pub fn simple_server_timing(step: &StepTiming, total: Duration) -> String {
     )
 }
 
-/// The simple connector's `X-Connector-Timing` JSON; `error` names the failure kind.
+/// The simple connector's `X-Connector-Timing` JSON; `error` names the failure code.
 pub fn simple_connector_timing(
     request_id: &str,
     step: &StepTiming,
@@ -94,32 +123,69 @@ pub fn simple_connector_timing(
 ) -> String {
     let external = ms(step.external);
     let total_ms = ms(total);
-    let mut doc = json!({
-        "request_id": request_id,
-        "total_ms": total_ms,
-        "internal_ms": ((total_ms - external) * 10.0).round().max(0.0) / 10.0,
-        "external_ms": external,
-        "breakdown": {
-            "setup_ms": ms(step.setup),
-            "transform_ms": ms(step.transform),
-            "cache_ms": 0.0,
-            "http_request_ms": external,
-        },
-        "cache_hit": step.cache_hit,
-        "external_host": step.host,
-    });
+    let internal = ((total_ms - external) * 10.0).round().max(0.0) / 10.0;
+    let mut out = String::with_capacity(320);
+    out.push_str("{\"request_id\":");
+    json_str(&mut out, request_id);
+    let _ = write!(
+        out,
+        ",\"total_ms\":{total_ms:?},\"internal_ms\":{internal:?},\"external_ms\":{external:?},\"breakdown\":{{\"setup_ms\":{:?},\"transform_ms\":{:?},\"cache_ms\":0.0,\"http_request_ms\":{external:?}}},\"cache_hit\":{},\"external_host\":",
+        ms(step.setup),
+        ms(step.transform),
+        step.cache_hit
+    );
+    json_str(&mut out, &step.host);
     if let Some(error) = error {
-        doc["error"] = json!(error);
+        out.push_str(",\"error\":");
+        json_str(&mut out, error);
         if error == "DOWNSTREAM_TIMEOUT" {
-            doc["timeout"] = json!(true);
+            out.push_str(",\"timeout\":true");
         }
     }
-    doc.to_string()
+    out.push('}');
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connector_timing_is_valid_json_with_the_documented_keys() {
+        let steps = vec![StepTiming {
+            name: "a\"b".into(),
+            index: 0,
+            total: Duration::from_micros(1_250),
+            status_code: Some(200),
+            ..Default::default()
+        }];
+        let doc: serde_json::Value = serde_json::from_str(&composite_connector_timing(
+            "r-1",
+            &steps,
+            Duration::from_millis(2),
+        ))
+        .unwrap();
+        assert_eq!(
+            doc,
+            serde_json::json!({"request_id": "r-1", "total_ms": 2.0, "steps": [{"name": "a\"b", "index": 0, "duration_ms": 1.3, "status_code": 200}]})
+        );
+        let simple = StepTiming {
+            host: "api.example.com".into(),
+            external: Duration::from_millis(5),
+            ..Default::default()
+        };
+        let doc: serde_json::Value = serde_json::from_str(&simple_connector_timing(
+            "r-2",
+            &simple,
+            Duration::from_millis(7),
+            Some("DOWNSTREAM_TIMEOUT"),
+        ))
+        .unwrap();
+        assert_eq!(doc["internal_ms"], serde_json::json!(2.0));
+        assert_eq!(doc["breakdown"]["http_request_ms"], serde_json::json!(5.0));
+        assert_eq!(doc["timeout"], serde_json::json!(true));
+        assert_eq!(doc["external_host"], "api.example.com");
+    }
 
     #[test]
     fn composite_server_timing_matches_the_seed_format() {

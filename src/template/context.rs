@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use awc::http::header::HeaderMap;
 use bytes::Bytes;
 use minijinja::value::{Enumerator, Object, Value};
 
@@ -175,21 +176,78 @@ pub fn body_value(body: &[u8]) -> Value {
     }
 }
 
-/// Response headers as a dict with lower-case keys (repeated headers joined by `, `).
-pub fn headers_value<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> Value {
-    let mut pairs: Vec<(String, String)> = Vec::new();
-    for (name, value) in headers {
-        let name = name.to_ascii_lowercase();
-        let value = String::from_utf8_lossy(value).into_owned();
-        match pairs.iter_mut().find(|(k, _)| *k == name) {
-            Some((_, existing)) => {
-                existing.push_str(", ");
-                existing.push_str(&value);
-            }
-            None => pairs.push((name, value)),
-        }
+/// Response headers as templates see them: a dict with lower-case keys (repeated headers
+/// joined by `, `). Values are only turned into text when a template reads them.
+#[derive(Debug)]
+pub struct ResponseHeaders(pub HeaderMap);
+
+impl Object for ResponseHeaders {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let name = key.as_str()?;
+        let mut values = self.0.get_all(name).peekable();
+        values.peek()?;
+        let joined = values
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect::<Vec<_>>()
+            .join(", ");
+        Some(Value::from(joined))
     }
-    Value::from_pairs(pairs)
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        let mut names: Vec<Value> = Vec::new();
+        for name in self.0.keys() {
+            let name = Value::from(name.as_str());
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        Enumerator::Values(names)
+    }
+}
+
+/// `headers` of a response as templates see it.
+pub fn headers_value(headers: HeaderMap) -> Value {
+    Value::from_object(ResponseHeaders(headers))
+}
+
+/// The top-level variables of one render: the run's variables (shared, never copied) plus
+/// the few that change per step (`steps`, `response`). Looking a name up is a short scan;
+/// nothing is built per render.
+#[derive(Debug)]
+pub struct TemplateContext {
+    base: Arc<Vec<(&'static str, Value)>>,
+    extra: Vec<(&'static str, Value)>,
+}
+
+impl TemplateContext {
+    /// A context of `base` plus `extra`.
+    pub fn new(base: Arc<Vec<(&'static str, Value)>>, extra: Vec<(&'static str, Value)>) -> Value {
+        Value::from_object(TemplateContext { base, extra })
+    }
+}
+
+impl Object for TemplateContext {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        self.get_value_by_str(key.as_str()?)
+    }
+
+    fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Value> {
+        self.extra
+            .iter()
+            .chain(self.base.iter())
+            .find(|(name, _)| *name == key)
+            .map(|(_, value)| value.clone())
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Values(
+            self.extra
+                .iter()
+                .chain(self.base.iter())
+                .map(|(k, _)| Value::from(*k))
+                .collect(),
+        )
+    }
 }
 
 #[cfg(test)]

@@ -496,8 +496,8 @@ pub fn from_json(value: &Value) -> Result<Value, Error> {
             )))
         }
     };
-    match serde_json::from_slice::<serde_json::Value>(text) {
-        Ok(parsed) => Ok(Value::from(minijinja::value::Serde(parsed))),
+    match serde_json::from_slice::<Value>(text) {
+        Ok(parsed) => Ok(parsed),
         Err(e) => Err(own_error(format!(
             "from_json: the input is not valid JSON ({} at line {} column {})",
             match e.classify() {

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Property-based API tests: schemathesis (PyPI, pinned) against the live server, driven by the
+# document the server itself serves at /openapi.json (openapi/openapi.json).
+#
+#   1. a venv under target/schemathesis-venv with schemathesis==$SCHEMATHESIS_VERSION,
+#   2. the release binary (SCHEMATHESIS_BINARY=path skips the build),
+#   3. `mock-upstream` and `serve` on free 127.0.0.1 ports: the example registry
+#      (examples/connectors_registry.json) against the mock, with --console, --admin-token and
+#      --webhook-secret so every documented route is live,
+#   4. `schemathesis run` with the checks below. A 5xx fails the run unless it is the
+#      documented 502 (upstream failed) or 504 (upstream timed out); any status, Content-Type,
+#      header or body outside the document fails it too.
+#
+# Exits non-zero on any finding. Runnable by hand; CI runs it from .ci/run.
+# SCHEMATHESIS_MAX_EXAMPLES (default 25) and SCHEMATHESIS_SEED (default fixed) tune a run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+SCHEMATHESIS_VERSION=4.32.5
+VENV="$ROOT/target/schemathesis-venv"
+MAX_EXAMPLES=${SCHEMATHESIS_MAX_EXAMPLES:-25}
+SEED=${SCHEMATHESIS_SEED:-20240917}
+ADMIN_TOKEN="schemathesis-admin-token"
+WEBHOOK_SECRET="schemathesis-webhook-secret"
+
+fail() { echo "schemathesis.sh: FAIL: $*" >&2; exit 1; }
+step() { echo; echo "== schemathesis: $*"; }
+
+# ---------------------------------------------------------------------------- schemathesis
+step "schemathesis $SCHEMATHESIS_VERSION in $VENV"
+if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -qx "schemathesis, version $SCHEMATHESIS_VERSION"; then
+  rm -rf "$VENV"
+  python3 -m venv "$VENV" || fail "python3 -m venv failed (Debian: apt-get install python3-venv)"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" \
+    || fail "pip install schemathesis==$SCHEMATHESIS_VERSION failed"
+fi
+"$VENV/bin/schemathesis" --version
+
+# ---------------------------------------------------------------------------- binary
+if [ -n "${SCHEMATHESIS_BINARY:-}" ]; then
+  BIN=$(realpath "$SCHEMATHESIS_BINARY")
+  step "using $BIN (SCHEMATHESIS_BINARY; no build)"
+else
+  step "cargo build --release"
+  cargo build --release
+  BIN="$ROOT/target/release/connector-runtime"
+fi
+[ -x "$BIN" ] || fail "no $BIN"
+
+# ---------------------------------------------------------------------------- servers
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+MOCK_PORT=$(free_port)
+PORT=$(free_port)
+BASE="http://127.0.0.1:$PORT"
+# The example registry reads these secrets; the token is the one the mock upstream accepts.
+MOCK_TOKEN=$(sed -n 's/^pub const TOKEN: &str = "\(.*\)";$/\1/p' src/mock_upstream.rs)
+[ -n "$MOCK_TOKEN" ] || fail "cannot read the mock upstream's TOKEN from src/mock_upstream.rs"
+mkdir -p "$TMP/secrets"
+printf '%s' "$MOCK_TOKEN" > "$TMP/secrets/items_api_token"
+printf '%s' "demo-api-key" > "$TMP/secrets/items_api_key"
+printf '{"api_base_url": "http://127.0.0.1:%s", "auth_base_url": "http://127.0.0.1:%s"}\n' \
+  "$MOCK_PORT" "$MOCK_PORT" > "$TMP/variables.json"
+
+step "mock upstream on 127.0.0.1:$MOCK_PORT, server on $BASE"
+"$BIN" mock-upstream --listen "127.0.0.1:$MOCK_PORT" >"$TMP/mock.log" 2>&1 &
+PIDS+=($!)
+"$BIN" serve --registry examples/connectors_registry.json --listen "127.0.0.1:$PORT" \
+  --allow-private-upstreams --secrets-dir "$TMP/secrets" --variables-file "$TMP/variables.json" \
+  --console --admin-token "$ADMIN_TOKEN" --webhook-secret "$WEBHOOK_SECRET" \
+  --workers 2 --step-timeout-ms 5000 --log-format json >"$TMP/server.log" 2>&1 &
+PIDS+=($!)
+
+ready=0
+for _ in $(seq 1 100); do
+  if python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "$BASE/readyz" 2>/dev/null; then
+    ready=1
+    break
+  fi
+  sleep 0.1
+done
+if [ "$ready" != 1 ]; then
+  tail -40 "$TMP/server.log" >&2
+  fail "the server did not become ready on $BASE"
+fi
+
+# ---------------------------------------------------------------------------- run
+# not_a_server_error: 2xx-4xx plus the documented 502/504 (an upstream that failed or timed
+# out is the contract's answer, not a server bug). Every other 5xx is a finding.
+cat > "$TMP/schemathesis.toml" <<'EOF'
+[checks.not_a_server_error]
+expected-statuses = ["2xx", "3xx", "4xx", "502", "504"]
+EOF
+
+step "schemathesis run $BASE/openapi.json (max $MAX_EXAMPLES examples per operation, seed $SEED)"
+rc=0
+(
+  cd "$TMP"   # keeps any file schemathesis writes out of the work tree
+  "$VENV/bin/schemathesis" --no-color --config-file "$TMP/schemathesis.toml" run "$BASE/openapi.json" \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
+    --header "Authorization: Bearer $ADMIN_TOKEN" \
+    --max-examples "$MAX_EXAMPLES" \
+    --seed "$SEED" \
+    --workers 4 \
+    --request-timeout 10 \
+    --generation-database none \
+    --suppress-health-check all
+) || rc=$?
+
+if ! kill -0 "${PIDS[1]}" 2>/dev/null; then
+  tail -40 "$TMP/server.log" >&2
+  fail "the server exited during the run"
+fi
+if grep -q '"level":"ERROR"\|panicked' "$TMP/server.log"; then
+  grep '"level":"ERROR"\|panicked' "$TMP/server.log" | head -20 >&2
+  fail "the server logged errors or panics during the run"
+fi
+[ "$rc" = 0 ] || fail "schemathesis found problems (exit $rc); see above"
+echo "schemathesis.sh: ok"

@@ -1,0 +1,14 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 description of this HTTP API, embedded in the binary.
+//! `tests/openapi.rs` checks it against the routes that [`super::configure`] mounts.
+
+use actix_web::HttpResponse;
+
+/// The checked-in document (`openapi/openapi.json`).
+pub const DOCUMENT: &str = include_str!("../../openapi/openapi.json");
+
+/// `GET /openapi.json`.
+pub async fn document() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(DOCUMENT)
+}
