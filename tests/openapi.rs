@@ -110,7 +110,10 @@ fn the_document_is_a_valid_openapi_3_1_description() {
     let mut problems = Vec::new();
     let mut fail = |p: String| problems.push(p);
 
-    if !doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1.")) {
+    if !doc["openapi"]
+        .as_str()
+        .is_some_and(|v| v.starts_with("3.1."))
+    {
         fail(format!("openapi must be 3.1.x, is {}", doc["openapi"]));
     }
     for key in ["title", "version"] {
@@ -148,7 +151,10 @@ fn the_document_is_a_valid_openapi_3_1_description() {
 
     // Component schemas compile as JSON Schema 2020-12 (the 3.1 dialect).
     for (name, _) in doc["components"]["schemas"].as_object().unwrap() {
-        validator(&doc, &json!({"$ref": format!("#/components/schemas/{name}")}));
+        validator(
+            &doc,
+            &json!({"$ref": format!("#/components/schemas/{name}")}),
+        );
     }
 
     let mut operation_ids = BTreeSet::new();
@@ -197,12 +203,13 @@ fn the_document_is_a_valid_openapi_3_1_description() {
                 let param = resolve(&doc, param);
                 let name = param["name"].as_str().unwrap_or("");
                 let location = param["in"].as_str().unwrap_or("");
-                if name.is_empty() || !["query", "header", "path", "cookie"].contains(&location)
-                {
+                if name.is_empty() || !["query", "header", "path", "cookie"].contains(&location) {
                     fail(format!("{label}: malformed parameter {param}"));
                 }
                 if param.get("schema").is_none() && param.get("content").is_none() {
-                    fail(format!("{label}: parameter {name} has neither schema nor content"));
+                    fail(format!(
+                        "{label}: parameter {name} has neither schema nor content"
+                    ));
                 }
                 if !seen.insert((name.to_ascii_lowercase(), location.to_string())) {
                     fail(format!("{label}: parameter {name} in {location} twice"));
@@ -284,9 +291,7 @@ fn mounted_routes() -> Vec<(String, Option<String>)> {
     let mut rest = body;
     while let Some(at) = rest.find(".route(") {
         rest = &rest[at + ".route(".len()..];
-        let open = rest
-            .find('"')
-            .expect("a route path literal after .route(");
+        let open = rest.find('"').expect("a route path literal after .route(");
         let close = open + 1 + rest[open + 1..].find('"').unwrap();
         let path = rest[open + 1..close].to_string();
         rest = &rest[close + 1..];
@@ -398,7 +403,9 @@ fn conformance(doc: &Value, template: &str, method: &str, reply: &Reply) -> Resu
     }
     if let Some(id) = reply.header("x-request-id") {
         if id != REQUEST_ID {
-            return Err(format!("X-Request-ID {id} is not the caller's {REQUEST_ID}"));
+            return Err(format!(
+                "X-Request-ID {id} is not the caller's {REQUEST_ID}"
+            ));
         }
     }
 
@@ -406,7 +413,10 @@ fn conformance(doc: &Value, template: &str, method: &str, reply: &Reply) -> Resu
     match content {
         None => {
             if !reply.body.is_empty() {
-                return Err(format!("{status}: documented without a body, got {}", reply.text()));
+                return Err(format!(
+                    "{status}: documented without a body, got {}",
+                    reply.text()
+                ));
             }
         }
         Some(content) => {
@@ -501,7 +511,10 @@ fn happy_probe(doc: &Value, path: &str, method: &str, op: &Value) -> Probe {
             "/connectors/composite/echo-chain/execute?q=1".into()
         }
         p => {
-            assert!(template_names(p).is_empty(), "no value for the parameters of {p}");
+            assert!(
+                template_names(p).is_empty(),
+                "no value for the parameters of {p}"
+            );
             p.to_string()
         }
     };

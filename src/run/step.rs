@@ -245,7 +245,7 @@ async fn execute_step(
     let sc = StepContext {
         run,
         step,
-        ctx: TemplateContext::new(run.vars.clone(), step_vars(run, &steps, None)),
+        ctx: TemplateContext::value(run.vars.clone(), step_vars(run, &steps, None)),
     };
     let result = run_step(client, shared, &sc, &steps, &mut timing, started).await;
     timing.total = started.elapsed();
@@ -339,7 +339,7 @@ async fn run_step(
     let (body, value) = match &step.response_body {
         Some(id) => {
             let response_ctx = response_value(body_value(&response.body), status, headers.clone());
-            let ctx = TemplateContext::new(
+            let ctx = TemplateContext::value(
                 sc.run.vars.clone(),
                 step_vars(sc.run, steps, Some(response_ctx)),
             );

@@ -221,7 +221,10 @@ pub struct TemplateContext {
 
 impl TemplateContext {
     /// A context of `base` plus `extra`.
-    pub fn new(base: Arc<Vec<(&'static str, Value)>>, extra: Vec<(&'static str, Value)>) -> Value {
+    pub fn value(
+        base: Arc<Vec<(&'static str, Value)>>,
+        extra: Vec<(&'static str, Value)>,
+    ) -> Value {
         Value::from_object(TemplateContext { base, extra })
     }
 }
