@@ -117,7 +117,7 @@ fn the_document_is_a_valid_openapi_3_1_description() {
         fail(format!("openapi must be 3.1.x, is {}", doc["openapi"]));
     }
     for key in ["title", "version"] {
-        if !doc["info"][key].as_str().is_some_and(|v| !v.is_empty()) {
+        if doc["info"][key].as_str().is_none_or(|v| v.is_empty()) {
             fail(format!("info.{key} must be a non-empty string"));
         }
     }
@@ -231,7 +231,7 @@ fn the_document_is_a_valid_openapi_3_1_description() {
             }
             if let Some(body) = op.get("requestBody") {
                 let body = resolve(&doc, body);
-                if !body["content"].as_object().is_some_and(|c| !c.is_empty()) {
+                if body["content"].as_object().is_none_or(|c| c.is_empty()) {
                     fail(format!("{label}: requestBody without content"));
                 }
             }
@@ -272,29 +272,48 @@ fn the_document_is_a_valid_openapi_3_1_description() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-/// `(path, method)` mounted by `configure`, read from its source; `None` for `web::route()`
-/// (any method).
-fn mounted_routes() -> Vec<(String, Option<String>)> {
-    let source = include_str!("../src/http/mod.rs");
-    let start = source
-        .find("pub fn configure(")
-        .expect("src/http/mod.rs has `pub fn configure(`");
-    let body = &source[start..];
-    let body = &body[..body.find("\n}\n").expect("configure ends with `}`")];
-    for unsupported in [".service(", ".configure(", "web::scope", "web::resource"] {
-        assert!(
-            !body.contains(unsupported),
-            "configure uses `{unsupported}`: teach tests/openapi.rs to read it"
-        );
+/// The text of `src/http/<file>`.
+fn http_source(file: &str) -> String {
+    let path = format!("{}/src/http/{file}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The first string literal in `text` and what follows it.
+fn string_literal(text: &str) -> Option<(String, &str)> {
+    let open = text.find('"')?;
+    let close = open + 1 + text[open + 1..].find('"')?;
+    Some((text[open + 1..close].to_string(), &text[close + 1..]))
+}
+
+/// `text` up to the parenthesis that closes the one just before it.
+fn call_arguments(text: &str) -> &str {
+    let mut depth = 1;
+    let mut in_string = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            '"' => in_string = !in_string,
+            '(' if !in_string => depth += 1,
+            ')' if !in_string => {
+                depth -= 1;
+                if depth == 0 {
+                    return &text[..i];
+                }
+            }
+            _ => {}
+        }
     }
+    panic!("unbalanced parentheses in configure");
+}
+
+/// `.route("<path>", web::<method>()...)` calls in `text`, with `prefix` before each path;
+/// `None` for `web::route()` (any method).
+fn route_calls(text: &str, prefix: &str) -> Vec<(String, Option<String>)> {
     let mut routes = Vec::new();
-    let mut rest = body;
+    let mut rest = text;
     while let Some(at) = rest.find(".route(") {
         rest = &rest[at + ".route(".len()..];
-        let open = rest.find('"').expect("a route path literal after .route(");
-        let close = open + 1 + rest[open + 1..].find('"').unwrap();
-        let path = rest[open + 1..close].to_string();
-        rest = &rest[close + 1..];
+        let (path, after) = string_literal(rest).expect("a route path literal after .route(");
+        rest = after;
         let guard = rest.find("web::").expect("web::<method>() after the path");
         let name: String = rest[guard + "web::".len()..]
             .chars()
@@ -305,8 +324,85 @@ fn mounted_routes() -> Vec<(String, Option<String>)> {
             "get" | "post" | "put" | "patch" | "delete" | "head" => Some(name),
             other => panic!("route {path}: unknown guard web::{other}()"),
         };
-        routes.push((path, method));
+        routes.push((format!("{prefix}{path}"), method));
     }
+    routes
+}
+
+/// `(path, method)` mounted by `configure`, read from its source: `.route("<path>",
+/// web::<method>()...)` calls, and `.service(web::scope("<prefix>")...)` with its own
+/// `.route(...)`s and a `default_service(web::to(<module>::<handler>))` that serves the
+/// `pub const *_ROUTE: &str = "..."` paths under the prefix declared in `src/http/<module>.rs`
+/// (any method).
+fn mounted_routes() -> Vec<(String, Option<String>)> {
+    let source = http_source("mod.rs");
+    let start = source
+        .find("pub fn configure(")
+        .expect("src/http/mod.rs has `pub fn configure(`");
+    let body = &source[start..];
+    let body = &body[..body.find("\n}\n").expect("configure ends with `}`")];
+    // Line comments out; the rest is the method chain.
+    let body: String = body
+        .lines()
+        .map(|line| line.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for unsupported in [
+        ".configure(",
+        "web::resource",
+        ".default_service(web::route",
+    ] {
+        assert!(
+            !body.contains(unsupported),
+            "configure uses `{unsupported}`: teach tests/openapi.rs to read it"
+        );
+    }
+    // Scoped services first, then the plain routes outside them.
+    let mut routes = Vec::new();
+    let mut plain = String::new();
+    let mut rest = body.as_str();
+    while let Some(at) = rest.find(".service(") {
+        plain.push_str(&rest[..at]);
+        let args = call_arguments(&rest[at + ".service(".len()..]);
+        rest = &rest[at + ".service(".len() + args.len()..];
+        let scope_at = args
+            .find("web::scope(")
+            .unwrap_or_else(|| panic!("a .service() that is not a web::scope: {args}"));
+        let (prefix, inner) =
+            string_literal(&args[scope_at..]).expect("a prefix literal in web::scope(...)");
+        routes.extend(route_calls(inner, &prefix));
+        if let Some(default) = inner.find(".default_service(web::to(") {
+            let handler = &inner[default + ".default_service(web::to(".len()..];
+            let module = handler
+                .split("::")
+                .next()
+                .filter(|m| m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or_else(|| panic!("scope {prefix}: handler {handler} is not module::fn"));
+            let declared: Vec<String> = http_source(&format!("{module}.rs"))
+                .lines()
+                .filter_map(|line| {
+                    let line = line.trim();
+                    let (name, value) = line.strip_prefix("pub const ")?.split_once(": &str =")?;
+                    name.ends_with("_ROUTE").then_some(())?;
+                    string_literal(value).map(|(path, _)| path)
+                })
+                .collect();
+            assert!(
+                !declared.is_empty(),
+                "scope {prefix} defaults to {module}:: but src/http/{module}.rs declares no \
+                 `pub const *_ROUTE: &str` paths"
+            );
+            for path in declared {
+                assert!(
+                    path.starts_with(&format!("{prefix}/")),
+                    "{path} is not under the scope {prefix}"
+                );
+                routes.push((path, None));
+            }
+        }
+    }
+    plain.push_str(rest);
+    routes.extend(route_calls(&plain, ""));
     assert!(routes.len() >= 10, "parsed too few routes: {routes:?}");
     routes
 }

@@ -24,38 +24,42 @@ use crate::template::ConnectorKind;
 /// The header that carries a simple connector's path parameters (`k=v&k2=v2`).
 pub const PATH_PARAMS_HEADER: &str = "X-Path-Params";
 
-/// `<METHOD> /connectors/{permalink}/execute`.
-pub async fn simple(
-    req: HttpRequest,
-    path: web::Path<String>,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> HttpResponse {
-    handle(
-        req,
-        path.into_inner(),
-        payload,
-        state,
-        ConnectorKind::Simple,
-    )
-    .await
+/// The route of simple connectors, as documented (matched by [`dispatch`]).
+pub const SIMPLE_ROUTE: &str = "/connectors/{permalink}/execute";
+/// The route of composite connectors, as documented (matched by [`dispatch`]).
+pub const COMPOSITE_ROUTE: &str = "/connectors/composite/{permalink}/execute";
+
+/// Which connector a `/connectors/...` path names: `(kind, permalink)`.
+pub fn route(path: &str) -> Option<(ConnectorKind, &str)> {
+    let rest = path
+        .strip_prefix("/connectors/")?
+        .strip_suffix("/execute")?;
+    match rest.strip_prefix("composite/") {
+        Some(permalink) if !permalink.is_empty() && !permalink.contains('/') => {
+            Some((ConnectorKind::Composite, permalink))
+        }
+        _ if !rest.is_empty() && !rest.contains('/') => Some((ConnectorKind::Simple, rest)),
+        _ => None,
+    }
 }
 
-/// `POST /connectors/composite/{permalink}/execute`.
-pub async fn composite(
+/// Everything under `/connectors/`: [`SIMPLE_ROUTE`] (any method) and [`COMPOSITE_ROUTE`].
+/// Matched by hand rather than by the router's pattern matcher: it is the hottest route.
+pub async fn dispatch(
     req: HttpRequest,
-    path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    handle(
-        req,
-        path.into_inner(),
-        payload,
-        state,
-        ConnectorKind::Composite,
-    )
-    .await
+    match route(req.path()) {
+        Some((kind, permalink)) => {
+            // The path is matched raw; the permalink is percent-decoded as the router would.
+            let permalink = percent_encoding::percent_decode_str(permalink)
+                .decode_utf8_lossy()
+                .into_owned();
+            handle(req, permalink, payload, state, kind).await
+        }
+        None => super::not_found(req).await,
+    }
 }
 
 async fn handle(
@@ -344,5 +348,30 @@ fn timing_headers(input: &RunInput, outcome: &RunOutcome) -> (String, String) {
             timing::simple_server_timing(&step, outcome.total),
             timing::simple_connector_timing(&input.request_id, &step, outcome.total, error),
         )
+    }
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+
+    #[test]
+    fn connector_paths_are_recognised() {
+        assert_eq!(
+            route("/connectors/get-item/execute"),
+            Some((ConnectorKind::Simple, "get-item"))
+        );
+        assert_eq!(
+            route("/connectors/composite/auth/execute"),
+            Some((ConnectorKind::Composite, "auth"))
+        );
+        assert_eq!(
+            route("/connectors/composite/execute"),
+            Some((ConnectorKind::Simple, "composite"))
+        );
+        assert_eq!(route("/connectors/a/b/execute"), None);
+        assert_eq!(route("/connectors//execute"), None);
+        assert_eq!(route("/connectors/composite//execute"), None);
+        assert_eq!(route("/connectors/x/run"), None);
     }
 }

@@ -67,14 +67,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/registry", web::get().to(admin::status))
         .route("/admin/registry/sync", web::post().to(admin::sync))
         .route("/hooks/git", web::post().to(hooks::git_push))
-        .route(
-            "/connectors/composite/{permalink}/execute",
-            web::route().to(execute::composite),
-        )
-        .route(
-            "/connectors/{permalink}/execute",
-            web::route().to(execute::simple),
-        );
+        // SIMPLE_ROUTE and COMPOSITE_ROUTE (see execute::dispatch).
+        .service(web::scope("/connectors").default_service(web::to(execute::dispatch)));
 }
 
 /// Headers scripts on allowed origins may read (the SDK reads all three).

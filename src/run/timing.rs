@@ -26,7 +26,25 @@ pub struct StepTiming {
     pub host: String,
 }
 
-/// Milliseconds with one decimal, as the headers show them.
+/// A duration printed as milliseconds with one decimal (`120.5`), with integer arithmetic
+/// only: this runs for every response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ms(pub u64);
+
+impl Ms {
+    /// Rounds `d` to tenths of a millisecond.
+    pub fn of(d: Duration) -> Self {
+        Ms(((d.as_nanos() + 50_000) / 100_000) as u64)
+    }
+}
+
+impl std::fmt::Display for Ms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.0 / 10, self.0 % 10)
+    }
+}
+
+/// Milliseconds with one decimal, as a number (for logs and tables).
 pub fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 10_000.0).round() / 10.0
 }
@@ -37,12 +55,12 @@ pub fn composite_server_timing(steps: &[StepTiming], total: Duration) -> String 
     for step in steps {
         let _ = write!(
             out,
-            "step.{name};dur={dur:.1};desc=\"Step: {name}\", ",
+            "step.{name};dur={dur};desc=\"Step: {name}\", ",
             name = step.name,
-            dur = ms(step.total)
+            dur = Ms::of(step.total)
         );
     }
-    let _ = write!(out, "total;dur={:.1};desc=\"Total\"", ms(total));
+    let _ = write!(out, "total;dur={};desc=\"Total\"", Ms::of(total));
     out
 }
 
@@ -73,7 +91,7 @@ pub fn composite_connector_timing(
     let mut out = String::with_capacity(64 + 80 * steps.len());
     out.push_str("{\"request_id\":");
     json_str(&mut out, request_id);
-    let _ = write!(out, ",\"total_ms\":{:?},\"steps\":[", ms(total));
+    let _ = write!(out, ",\"total_ms\":{},\"steps\":[", Ms::of(total));
     for (i, step) in steps.iter().enumerate() {
         if i > 0 {
             out.push(',');
@@ -82,9 +100,9 @@ pub fn composite_connector_timing(
         json_str(&mut out, &step.name);
         let _ = write!(
             out,
-            ",\"index\":{},\"duration_ms\":{:?},\"status_code\":",
+            ",\"index\":{},\"duration_ms\":{},\"status_code\":",
             step.index,
-            ms(step.total)
+            Ms::of(step.total)
         );
         match step.status_code {
             Some(code) => {
@@ -105,12 +123,12 @@ pub fn simple_server_timing(step: &StepTiming, total: Duration) -> String {
         "Cache Miss"
     };
     format!(
-        "setup;dur={:.1};desc=\"Setup\", transform;dur={:.1};desc=\"Transform\", cache;dur=0.0;desc=\"{cache}\", external;dur={:.1};desc=\"{}\", total;dur={:.1};desc=\"Total\"",
-        ms(step.setup),
-        ms(step.transform),
-        ms(step.external),
+        "setup;dur={};desc=\"Setup\", transform;dur={};desc=\"Transform\", cache;dur=0.0;desc=\"{cache}\", external;dur={};desc=\"{}\", total;dur={};desc=\"Total\"",
+        Ms::of(step.setup),
+        Ms::of(step.transform),
+        Ms::of(step.external),
         step.host,
-        ms(total)
+        Ms::of(total)
     )
 }
 
@@ -121,17 +139,17 @@ pub fn simple_connector_timing(
     total: Duration,
     error: Option<&str>,
 ) -> String {
-    let external = ms(step.external);
-    let total_ms = ms(total);
-    let internal = ((total_ms - external) * 10.0).round().max(0.0) / 10.0;
+    let external = Ms::of(step.external);
+    let total_ms = Ms::of(total);
+    let internal = Ms(total_ms.0.saturating_sub(external.0));
     let mut out = String::with_capacity(320);
     out.push_str("{\"request_id\":");
     json_str(&mut out, request_id);
     let _ = write!(
         out,
-        ",\"total_ms\":{total_ms:?},\"internal_ms\":{internal:?},\"external_ms\":{external:?},\"breakdown\":{{\"setup_ms\":{:?},\"transform_ms\":{:?},\"cache_ms\":0.0,\"http_request_ms\":{external:?}}},\"cache_hit\":{},\"external_host\":",
-        ms(step.setup),
-        ms(step.transform),
+        ",\"total_ms\":{total_ms},\"internal_ms\":{internal},\"external_ms\":{external},\"breakdown\":{{\"setup_ms\":{},\"transform_ms\":{},\"cache_ms\":0.0,\"http_request_ms\":{external}}},\"cache_hit\":{},\"external_host\":",
+        Ms::of(step.setup),
+        Ms::of(step.transform),
         step.cache_hit
     );
     json_str(&mut out, &step.host);

@@ -32,13 +32,32 @@ impl Default for RenderLimits {
 
 /// A compiled template, referred to by its unique internal name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TemplateId(Arc<str>);
+pub struct TemplateId {
+    name: Arc<str>,
+    /// The output of a template without any Jinja2 syntax, known when it compiles.
+    literal: Option<Arc<str>>,
+}
 
 impl TemplateId {
     /// The internal name.
     pub fn name(&self) -> &str {
-        &self.0
+        &self.name
     }
+
+    /// The fixed output of a template that has no Jinja2 syntax at all.
+    pub fn literal(&self) -> Option<&str> {
+        self.literal.as_deref()
+    }
+}
+
+/// The output of `source` if it is plain text: no `{{`, `{%` or `{#`, and no trailing
+/// newline (which Jinja2 would drop). Such templates are not rendered at run time.
+fn literal_output(source: &str) -> Option<Arc<str>> {
+    let plain = !source.contains("{{")
+        && !source.contains("{%")
+        && !source.contains("{#")
+        && !source.ends_with('\n');
+    plain.then(|| source.into())
 }
 
 /// Why a render failed. The message is safe to show to callers: it names the field, the
@@ -143,7 +162,10 @@ impl TemplateSet {
         let name = field.template_name(location);
         self.env
             .add_template_owned(name.clone(), source.to_string())?;
-        Ok(TemplateId(name.into()))
+        Ok(TemplateId {
+            name: name.into(),
+            literal: literal_output(source),
+        })
     }
 
     /// The environment, for static checks (filter and global look-ups).
@@ -153,6 +175,9 @@ impl TemplateSet {
 
     /// Renders a compiled template with `ctx`.
     pub fn render(&self, id: &TemplateId, ctx: &Value) -> Result<String, RenderError> {
+        if let Some(literal) = &id.literal {
+            return Ok(literal.to_string());
+        }
         let template = self.env.get_template(id.name()).map_err(|e| RenderError {
             message: format!("template is missing from the registry ({})", e.kind()),
             jwt_signing: false,

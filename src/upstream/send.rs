@@ -91,9 +91,16 @@ pub async fn send(
                     payload_reason(&other)
                 )),
             })?;
+        let status = response.status().as_u16();
+        // The headers are moved out of the response head rather than copied.
+        let mut headers = HeaderMap::new();
+        let _ = response.map_body(|head, payload| {
+            std::mem::swap(&mut headers, &mut head.headers);
+            payload
+        });
         Ok(UpstreamResponse {
-            status: response.status().as_u16(),
-            headers: response.headers().clone(),
+            status,
+            headers,
             body,
         })
     };
