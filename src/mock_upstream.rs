@@ -25,7 +25,8 @@ fn authorized(req: &HttpRequest) -> bool {
     req.headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == format!("Bearer {TOKEN}"))
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|token| token == TOKEN)
 }
 
 fn unauthorized() -> HttpResponse {
@@ -33,10 +34,20 @@ fn unauthorized() -> HttpResponse {
         .json(json!({"error": "unauthorized", "hint": "POST /oauth/token first"}))
 }
 
+/// Serialized once: the mock is cheap per request so load tests measure the runtime.
+fn cached(cell: &'static std::sync::OnceLock<Bytes>, make: fn() -> Value) -> Bytes {
+    cell.get_or_init(|| Bytes::from(make().to_string())).clone()
+}
+
 async fn token(latency: web::Data<Latency>) -> HttpResponse {
+    static BODY: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
     delay(&latency).await;
     HttpResponse::Ok()
-        .json(json!({"access_token": TOKEN, "token_type": "Bearer", "expires_in": 3600}))
+        .content_type("application/json")
+        .body(cached(
+            &BODY,
+            || json!({"access_token": TOKEN, "token_type": "Bearer", "expires_in": 3600}),
+        ))
 }
 
 fn user() -> Value {
@@ -56,7 +67,10 @@ async fn me(req: HttpRequest, latency: web::Data<Latency>) -> HttpResponse {
     if !authorized(&req) {
         return unauthorized();
     }
-    HttpResponse::Ok().json(user())
+    static BODY: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(cached(&BODY, user))
 }
 
 fn item(id: &str) -> Value {

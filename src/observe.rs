@@ -73,12 +73,19 @@ pub fn run_finished(
 }
 
 /// A request was refused before any step ran (400/404/405/413).
-pub fn request_rejected(metrics: &Metrics, connector: &str, kind: &str, status: u16, code: &str) {
+pub fn request_rejected(
+    metrics: &Metrics,
+    request_id: &str,
+    connector: &str,
+    kind: &str,
+    status: u16,
+    code: &str,
+) {
     metrics
         .runs
         .with_label_values(&[connector, kind, "client_error"])
         .inc();
-    tracing::info!(status, code, "request rejected");
+    tracing::info!(request_id, connector, status, code, "request rejected");
 }
 
 /// Counts a run as in flight until dropped.

@@ -70,7 +70,9 @@ async fn handle(
     kind: ConnectorKind,
 ) -> HttpResponse {
     let request_id = request_id::of(&req);
-    let span = tracing::info_span!("run", request_id = %request_id, connector = %permalink);
+    // Debug level: at the default level a run costs no span (entering one on every poll was
+    // measurable); the info-level failure events carry the request id and connector.
+    let span = tracing::debug_span!("run", request_id = %request_id, connector = %permalink);
     async move {
         match prepare(&req, &permalink, payload, &state, kind, &request_id).await {
             Ok(input) => {
@@ -114,6 +116,7 @@ async fn handle(
                 };
                 observe::request_rejected(
                     &state.metrics,
+                    &request_id,
                     label,
                     kind_label(kind),
                     envelope.status,
@@ -315,7 +318,14 @@ fn respond(input: &RunInput, outcome: RunOutcome) -> HttpResponse {
             builder.body(success.body.clone())
         }
         Err(error) => {
-            tracing::info!(code = error.failure.kind.code(), scope = %error.scope(), detail = %error.failure.detail, "run failed");
+            tracing::info!(
+                request_id,
+                connector = %input.connector.permalink,
+                code = error.failure.kind.code(),
+                scope = %error.scope(),
+                detail = %error.failure.detail,
+                "run failed"
+            );
             Envelope::from_run(error).response(request_id)
         }
     };
