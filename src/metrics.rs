@@ -167,6 +167,21 @@ impl Metrics {
     }
 }
 
+/// Metric handles for the common outcome ("ok" with a 2xx answer), resolved from their labels
+/// once and then reused: each `with_label_values` hashes its labels, and this runs for every
+/// step and run. A registry belongs to one server, so one set of metrics fills the cache.
+#[derive(Debug, Default)]
+pub struct HotHandles {
+    handles: std::sync::OnceLock<(prometheus::Histogram, IntCounter)>,
+}
+
+impl HotHandles {
+    /// The cached `(histogram, counter)`, resolved by `resolve` on first use.
+    pub fn get(&self, resolve: impl FnOnce() -> (prometheus::Histogram, IntCounter)) -> &(prometheus::Histogram, IntCounter) {
+        self.handles.get_or_init(resolve)
+    }
+}
+
 /// `2xx`, `3xx`, `4xx` or `5xx`.
 pub fn status_class(status: u16) -> &'static str {
     match status {

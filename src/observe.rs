@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::metrics::{status_class, Metrics};
+use crate::registry::{Connector, Step};
 use crate::run::error::StepFailure;
 use crate::run::messages::StepResult;
 use crate::run::timing::{ms, StepTiming};
@@ -14,6 +15,7 @@ pub fn step_finished(
     metrics: &Metrics,
     request_id: &str,
     connector: &str,
+    step: &Step,
     timing: &StepTiming,
     result: &Result<StepResult, StepFailure>,
 ) {
@@ -21,15 +23,27 @@ pub fn step_finished(
         Ok(_) => "ok",
         Err(f) => f.kind.outcome_label(),
     };
-    metrics
-        .step_duration
-        .with_label_values(&[connector, &timing.name, outcome])
-        .observe(timing.total.as_secs_f64());
-    if let Some(status) = timing.status_code {
+    let status = timing.status_code.map(status_class);
+    if outcome == "ok" && status == Some("2xx") {
+        let (duration, responses) = step.hot_metrics.get(|| {
+            (
+                metrics.step_duration.with_label_values(&[connector, &timing.name, "ok"]),
+                metrics.upstream_responses.with_label_values(&[connector, &timing.name, "2xx"]),
+            )
+        });
+        duration.observe(timing.total.as_secs_f64());
+        responses.inc();
+    } else {
         metrics
-            .upstream_responses
-            .with_label_values(&[connector, &timing.name, status_class(status)])
-            .inc();
+            .step_duration
+            .with_label_values(&[connector, &timing.name, outcome])
+            .observe(timing.total.as_secs_f64());
+        if let Some(class) = status {
+            metrics
+                .upstream_responses
+                .with_label_values(&[connector, &timing.name, class])
+                .inc();
+        }
     }
     match result {
         Ok(_) => tracing::debug!(
@@ -57,11 +71,21 @@ pub fn step_finished(
 /// A run ended with `outcome` (`ok` or a failure label).
 pub fn run_finished(
     metrics: &Metrics,
-    connector: &str,
+    connector: &Connector,
     kind: &str,
     outcome: &str,
     total: Duration,
 ) {
+    if outcome == "ok" {
+        let (duration, runs) = connector.hot_metrics.get(|| {
+            let labels = [connector.permalink.as_str(), kind, "ok"];
+            (metrics.run_duration.with_label_values(&labels), metrics.runs.with_label_values(&labels))
+        });
+        runs.inc();
+        duration.observe(total.as_secs_f64());
+        return;
+    }
+    let connector = connector.permalink.as_str();
     metrics
         .runs
         .with_label_values(&[connector, kind, outcome])

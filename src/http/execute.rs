@@ -93,7 +93,7 @@ async fn handle(
                 );
                 observe::run_finished(
                     &state.metrics,
-                    &permalink,
+                    &input.connector,
                     kind_label(kind),
                     outcome_label,
                     outcome.total,

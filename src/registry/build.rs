@@ -466,6 +466,7 @@ impl<'o> Builder<'o> {
                 steps: vec![step],
                 path_parameters: path_params,
                 fingerprint: revision_of(&item.to_string()),
+                hot_metrics: Default::default(),
             });
         }
     }
@@ -621,6 +622,7 @@ impl<'o> Builder<'o> {
                 steps,
                 path_parameters: Vec::new(),
                 fingerprint: revision_of(&item.to_string()),
+                hot_metrics: Default::default(),
             });
         }
     }
@@ -851,6 +853,13 @@ impl<'o> Builder<'o> {
             }
             match self.template(site, &value_field, field, &item.value) {
                 Some(value) => out.push(Param {
+                    header: (field == Field::HeaderValue)
+                        .then(|| awc::http::header::HeaderName::from_bytes(item.key.as_bytes()).ok())
+                        .flatten()
+                        .map(|name| {
+                            let literal = value.literal().and_then(|l| awc::http::header::HeaderValue::from_str(l).ok());
+                            (name, literal)
+                        }),
                     key: item.key.clone(),
                     value,
                     overridable: item.overridable,
@@ -934,6 +943,7 @@ impl<'o> Builder<'o> {
             request_body: request_body?,
             response_body: response_body?,
             response_content_type: (!content_type.is_empty()).then(|| content_type.to_string()),
+            hot_metrics: Default::default(),
         })
     }
 

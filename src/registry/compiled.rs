@@ -4,7 +4,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use awc::http::header::{HeaderName, HeaderValue};
+
 use super::model::HttpMethod;
+use crate::metrics::HotHandles;
 use super::problems::Problem;
 use crate::template::{ConnectorKind, TemplateId, TemplateSet};
 
@@ -79,6 +82,8 @@ pub struct Connector {
     /// Fingerprint of the connector's definition, to tell updated connectors from unchanged
     /// ones when a new registry is published.
     pub fingerprint: String,
+    /// Run duration histogram and run counter for successful runs.
+    pub hot_metrics: HotHandles,
 }
 
 impl Connector {
@@ -116,6 +121,8 @@ pub struct Step {
     pub response_body: Option<TemplateId>,
     /// Content-Type override returned to the widget.
     pub response_content_type: Option<String>,
+    /// Step duration histogram and 2xx counter for successful steps.
+    pub hot_metrics: HotHandles,
 }
 
 /// A header or query parameter.
@@ -127,6 +134,9 @@ pub struct Param {
     pub value: TemplateId,
     /// Whether callers may replace the value.
     pub overridable: bool,
+    /// For headers: the parsed name, and the value when it is literal text, both ready to
+    /// send without parsing per run.
+    pub header: Option<(HeaderName, Option<HeaderValue>)>,
 }
 
 /// Where an API key goes.

@@ -16,6 +16,7 @@ use super::messages::{ExecuteStep, StepOutcome, StepResult};
 use super::timing::StepTiming;
 use super::SharedRunState;
 use crate::auth::{self, Applied, AuthEnv, Credential};
+use crate::registry::model::HttpMethod;
 use crate::registry::Step;
 use crate::template::context::{body_value, headers_value, response_value, TemplateContext};
 use crate::template::{RenderError, TemplateId};
@@ -119,6 +120,7 @@ struct StepContext<'a> {
 }
 
 /// The request before authentication is added.
+#[derive(Clone)]
 struct Prepared {
     url: String,
     query: Vec<(String, String)>,
@@ -148,18 +150,15 @@ fn prepare(sc: &StepContext<'_>) -> Result<Prepared, StepFailure> {
     }
     let mut headers = Vec::with_capacity(step.headers.len() + 1);
     for param in &step.headers {
-        let name = HeaderName::from_bytes(param.key.as_bytes())
-            .map_err(|_| StepFailure::new(FailureKind::Unexpected, "invalid header name"))?;
-        let value = match sc
-            .run
-            .overrides
-            .header(&param.key)
-            .filter(|_| param.overridable)
-        {
-            Some(v) => v.clone(),
-            None => header_value(template_field(&param.value), &render(sc, &param.value)?)?,
+        let Some((name, literal)) = &param.header else {
+            return Err(StepFailure::new(FailureKind::Unexpected, "invalid header name"));
         };
-        headers.push((name, value));
+        let value = match (sc.run.overrides.header(&param.key).filter(|_| param.overridable), literal) {
+            (Some(v), _) => v.clone(),
+            (None, Some(literal)) => literal.clone(),
+            (None, None) => header_value(template_field(&param.value), &render(sc, &param.value)?)?,
+        };
+        headers.push((name.clone(), value));
     }
     let body = step
         .request_body
@@ -174,14 +173,22 @@ fn prepare(sc: &StepContext<'_>) -> Result<Prepared, StepFailure> {
     })
 }
 
-fn outbound(step: &Step, prepared: &Prepared, credential: Option<&Credential>) -> OutboundRequest {
-    let mut url = prepared.url.clone();
-    let mut query: Vec<(&str, &str)> = prepared
-        .query
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let mut headers = prepared.headers.clone();
+fn method(m: HttpMethod) -> Method {
+    match m {
+        HttpMethod::GET => Method::GET,
+        HttpMethod::POST => Method::POST,
+        HttpMethod::PUT => Method::PUT,
+        HttpMethod::PATCH => Method::PATCH,
+        HttpMethod::DELETE => Method::DELETE,
+        HttpMethod::HEAD => Method::HEAD,
+        HttpMethod::OPTIONS => Method::OPTIONS,
+    }
+}
+
+/// The request to send: the prepared parts (moved, not copied) plus the credential.
+fn outbound(step: &Step, prepared: Prepared, credential: Option<&Credential>) -> OutboundRequest {
+    let Prepared { mut url, query, mut headers, body } = prepared;
+    let mut query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     match credential {
         Some(Credential::Header(name, value)) => {
             headers.retain(|(n, _)| n != name);
@@ -196,10 +203,10 @@ fn outbound(step: &Step, prepared: &Prepared, credential: Option<&Credential>) -
         url.push_str(&encoded);
     }
     OutboundRequest {
-        method: Method::from_bytes(step.method.as_str().as_bytes()).unwrap_or(Method::GET),
+        method: method(step.method),
         url,
         headers,
-        body: prepared.body.clone(),
+        body,
     }
 }
 
@@ -253,6 +260,7 @@ async fn execute_step(
         &shared.metrics,
         &run.request_id,
         &run.connector.permalink,
+        step,
         &timing,
         &result,
     );
@@ -305,17 +313,20 @@ async fn run_step(
     let step = sc.step;
     let prepared = prepare(sc)?;
     let applied = authenticate(client, shared, sc).await?;
-    let request = outbound(step, &prepared, applied.as_ref().map(|a| &a.credential));
+    // Only an OAuth token can be refreshed and retried; only then is a copy kept.
+    let retry_source = applied.as_ref().filter(|a| a.token.is_some()).map(|_| prepared.clone());
+    let request = outbound(step, prepared, applied.as_ref().map(|a| &a.credential));
     timing.setup = started.elapsed();
     let upstream_started = Instant::now();
     let exchange = async {
         let mut response = call(client, shared, &request).await?;
         if response.status == 401 {
             // A rejected OAuth token is dropped and the step retried once with a fresh one.
-            if let Some((key, token)) = applied.as_ref().and_then(|a| a.token.clone()) {
+            let token = applied.as_ref().and_then(|a| a.token.clone());
+            if let (Some((key, token)), Some(prepared)) = (token, retry_source) {
                 shared.tokens.invalidate(&key, &token);
                 let fresh = authenticate(client, shared, sc).await?;
-                let retry = outbound(step, &prepared, fresh.as_ref().map(|a| &a.credential));
+                let retry = outbound(step, prepared, fresh.as_ref().map(|a| &a.credential));
                 response = call(client, shared, &retry).await?;
             }
         }
