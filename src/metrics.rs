@@ -177,7 +177,10 @@ pub struct HotHandles {
 
 impl HotHandles {
     /// The cached `(histogram, counter)`, resolved by `resolve` on first use.
-    pub fn get(&self, resolve: impl FnOnce() -> (prometheus::Histogram, IntCounter)) -> &(prometheus::Histogram, IntCounter) {
+    pub fn get(
+        &self,
+        resolve: impl FnOnce() -> (prometheus::Histogram, IntCounter),
+    ) -> &(prometheus::Histogram, IntCounter) {
         self.handles.get_or_init(resolve)
     }
 }

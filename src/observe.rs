@@ -27,8 +27,12 @@ pub fn step_finished(
     if outcome == "ok" && status == Some("2xx") {
         let (duration, responses) = step.hot_metrics.get(|| {
             (
-                metrics.step_duration.with_label_values(&[connector, &timing.name, "ok"]),
-                metrics.upstream_responses.with_label_values(&[connector, &timing.name, "2xx"]),
+                metrics
+                    .step_duration
+                    .with_label_values(&[connector, &timing.name, "ok"]),
+                metrics
+                    .upstream_responses
+                    .with_label_values(&[connector, &timing.name, "2xx"]),
             )
         });
         duration.observe(timing.total.as_secs_f64());
@@ -79,7 +83,10 @@ pub fn run_finished(
     if outcome == "ok" {
         let (duration, runs) = connector.hot_metrics.get(|| {
             let labels = [connector.permalink.as_str(), kind, "ok"];
-            (metrics.run_duration.with_label_values(&labels), metrics.runs.with_label_values(&labels))
+            (
+                metrics.run_duration.with_label_values(&labels),
+                metrics.runs.with_label_values(&labels),
+            )
         });
         runs.inc();
         duration.observe(total.as_secs_f64());

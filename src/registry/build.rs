@@ -854,10 +854,14 @@ impl<'o> Builder<'o> {
             match self.template(site, &value_field, field, &item.value) {
                 Some(value) => out.push(Param {
                     header: (field == Field::HeaderValue)
-                        .then(|| awc::http::header::HeaderName::from_bytes(item.key.as_bytes()).ok())
+                        .then(|| {
+                            awc::http::header::HeaderName::from_bytes(item.key.as_bytes()).ok()
+                        })
                         .flatten()
                         .map(|name| {
-                            let literal = value.literal().and_then(|l| awc::http::header::HeaderValue::from_str(l).ok());
+                            let literal = value
+                                .literal()
+                                .and_then(|l| awc::http::header::HeaderValue::from_str(l).ok());
                             (name, literal)
                         }),
                     key: item.key.clone(),

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use awc::http::header::{HeaderName, HeaderValue};
 
 use super::model::HttpMethod;
-use crate::metrics::HotHandles;
 use super::problems::Problem;
+use crate::metrics::HotHandles;
 use crate::template::{ConnectorKind, TemplateId, TemplateSet};
 
 /// One published registry.

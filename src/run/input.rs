@@ -9,6 +9,7 @@ use minijinja::Value;
 use crate::registry::build::is_valid_path_param_value;
 use crate::registry::{Connector, Registry};
 use crate::template::context::RequestView;
+use crate::template::json_cache::{self, JsonCache};
 use crate::template::ConnectorKind;
 
 /// Header and query values the caller sent for parameters declared `overridable`.
@@ -137,6 +138,10 @@ impl RunInput {
             vars.push(("body_raw", request.body_raw()));
         }
         vars.push(("request", Value::from_dyn_object(request)));
+        vars.push((
+            json_cache::VARIABLE,
+            Value::from_object(JsonCache::default()),
+        ));
         RunInput {
             registry,
             connector,

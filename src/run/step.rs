@@ -151,9 +151,18 @@ fn prepare(sc: &StepContext<'_>) -> Result<Prepared, StepFailure> {
     let mut headers = Vec::with_capacity(step.headers.len() + 1);
     for param in &step.headers {
         let Some((name, literal)) = &param.header else {
-            return Err(StepFailure::new(FailureKind::Unexpected, "invalid header name"));
+            return Err(StepFailure::new(
+                FailureKind::Unexpected,
+                "invalid header name",
+            ));
         };
-        let value = match (sc.run.overrides.header(&param.key).filter(|_| param.overridable), literal) {
+        let value = match (
+            sc.run
+                .overrides
+                .header(&param.key)
+                .filter(|_| param.overridable),
+            literal,
+        ) {
             (Some(v), _) => v.clone(),
             (None, Some(literal)) => literal.clone(),
             (None, None) => header_value(template_field(&param.value), &render(sc, &param.value)?)?,
@@ -187,8 +196,16 @@ fn method(m: HttpMethod) -> Method {
 
 /// The request to send: the prepared parts (moved, not copied) plus the credential.
 fn outbound(step: &Step, prepared: Prepared, credential: Option<&Credential>) -> OutboundRequest {
-    let Prepared { mut url, query, mut headers, body } = prepared;
-    let mut query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let Prepared {
+        mut url,
+        query,
+        mut headers,
+        body,
+    } = prepared;
+    let mut query: Vec<(&str, &str)> = query
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     match credential {
         Some(Credential::Header(name, value)) => {
             headers.retain(|(n, _)| n != name);
@@ -314,7 +331,10 @@ async fn run_step(
     let prepared = prepare(sc)?;
     let applied = authenticate(client, shared, sc).await?;
     // Only an OAuth token can be refreshed and retried; only then is a copy kept.
-    let retry_source = applied.as_ref().filter(|a| a.token.is_some()).map(|_| prepared.clone());
+    let retry_source = applied
+        .as_ref()
+        .filter(|a| a.token.is_some())
+        .map(|_| prepared.clone());
     let request = outbound(step, prepared, applied.as_ref().map(|a| &a.credential));
     timing.setup = started.elapsed();
     let upstream_started = Instant::now();

@@ -247,6 +247,7 @@ impl Object for TemplateContext {
             self.extra
                 .iter()
                 .chain(self.base.iter())
+                .filter(|(k, _)| !k.starts_with("__"))
                 .map(|(k, _)| Value::from(*k))
                 .collect(),
         )

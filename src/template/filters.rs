@@ -480,8 +480,16 @@ fn wrap_paragraph(chunks: Vec<Vec<char>>, width: usize, break_long: bool) -> Vec
     lines
 }
 
-/// Parses JSON text into a value; invalid JSON fails the run.
-pub fn from_json(value: &Value) -> Result<Value, Error> {
+/// Parses JSON text into a value; invalid JSON fails the run. Within a run, the same text
+/// (a step body, the caller's payload) is parsed once ([`super::json_cache`]).
+pub fn from_json(state: &minijinja::State, value: &Value) -> Result<Value, Error> {
+    match super::json_cache::of(state) {
+        Some(cache) => cache.get_or_parse(value, || parse_json(value)),
+        None => parse_json(value),
+    }
+}
+
+fn parse_json(value: &Value) -> Result<Value, Error> {
     let text: &[u8] = match value.kind() {
         ValueKind::String => value.as_str().unwrap_or_default().as_bytes(),
         ValueKind::Bytes => value.as_bytes().unwrap_or_default(),

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod field;
 pub mod filters;
 pub mod functions;
+pub mod json_cache;
 pub mod python;
 pub mod secrets;
 
