@@ -1,0 +1,247 @@
+//! Micro-benchmarks of the hot path: rendering a step's templates, orchestrating a run
+//! (actor spawn and messages) against an in-process no-op upstream, the timing headers and
+//! the metrics. `cargo bench --bench hot_path` measures; `cargo test --benches` runs each
+//! once (the CI smoke mode, so they cannot rot).
+
+use std::hint::black_box;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Actor;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use bytes::Bytes;
+use connector_runtime::metrics::Metrics;
+use connector_runtime::registry::{build_registry, BuildOptions, Registry};
+use connector_runtime::run::step::StepActor;
+use connector_runtime::run::timing::{
+    composite_connector_timing, composite_server_timing, StepTiming,
+};
+use connector_runtime::run::{execute, CallerOverrides, RunInput, RunSettings, SharedRunState};
+use connector_runtime::template::context::{RequestView, TemplateContext};
+use connector_runtime::upstream::client::ClientSettings;
+use connector_runtime::upstream::{build_client, AddressPolicy};
+use criterion::{criterion_group, criterion_main, Criterion};
+use minijinja::Value;
+
+fn registry(base: &str) -> Registry {
+    let text = serde_json::json!({"composite_connectors": [{
+        "name": "Auth and Fetch User", "permalink": "auth-and-fetch-user",
+        "steps": [
+            {"name": "auth", "url": format!("{base}/oauth/token"), "method": "POST",
+             "headers": [{"key": "Content-Type", "value": "application/json"}],
+             "request_body": "{\"client_id\": \"{{ request.body_text | from_json | attr('clientId') }}\"}"},
+            {"name": "fetch-user", "url": format!("{base}/users/me"),
+             "headers": [{"key": "Authorization", "value": "Bearer {{ steps.auth.body | from_json | attr('access_token') }}"}]}
+        ]
+    }]})
+    .to_string();
+    let options = BuildOptions {
+        allow_http: true,
+        ..BuildOptions::default()
+    };
+    build_registry(&text, &options).expect("the bench registry loads")
+}
+
+fn request() -> RequestView {
+    RequestView::new(
+        Bytes::from_static(br#"{"clientId":"widget-42"}"#),
+        Some("application/json".into()),
+        Vec::new(),
+    )
+}
+
+fn render_step(c: &mut Criterion) {
+    let registry = Arc::new(registry("http://127.0.0.1:9"));
+    let connector = registry.get("auth-and-fetch-user").unwrap().clone();
+    let input = RunInput::new(
+        registry.clone(),
+        connector.clone(),
+        "bench".into(),
+        request(),
+        Vec::new(),
+        CallerOverrides::default(),
+    );
+    let auth_body =
+        Value::from(r#"{"access_token":"tok-4f2a9c","token_type":"Bearer","expires_in":3600}"#);
+    let steps = Value::from_pairs([(
+        "auth",
+        Value::from_pairs([("body", auth_body), ("status_code", Value::from(200))]),
+    )]);
+    let header = &connector.steps[1].headers[0].value;
+    let body = connector.steps[0].request_body.as_ref().unwrap();
+    c.bench_function("render: bearer header from the previous step's JSON", |b| {
+        b.iter(|| {
+            let ctx = TemplateContext::value(input.vars.clone(), vec![("steps", steps.clone())]);
+            black_box(registry.templates.render(header, &ctx).unwrap())
+        })
+    });
+    c.bench_function(
+        "render: token request body from the caller's payload",
+        |b| {
+            b.iter(|| {
+                let ctx =
+                    TemplateContext::value(input.vars.clone(), vec![("steps", steps.clone())]);
+                black_box(registry.templates.render(body, &ctx).unwrap())
+            })
+        },
+    );
+}
+
+/// A no-op upstream on loopback: a token and a small user, answered from memory.
+fn start_upstream() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            HttpServer::new(|| {
+                App::new()
+                    .route(
+                        "/oauth/token",
+                        web::post().to(|| async {
+                            HttpResponse::Ok()
+                                .content_type("application/json")
+                                .body(r#"{"access_token":"tok-4f2a9c","expires_in":3600}"#)
+                        }),
+                    )
+                    .route(
+                        "/users/me",
+                        web::get().to(|| async {
+                            HttpResponse::Ok()
+                                .content_type("application/json")
+                                .body(r#"{"id":"usr_123","name":"Ada Lovelace"}"#)
+                        }),
+                    )
+            })
+            .workers(1)
+            .disable_signals()
+            .listen(listener)
+            .unwrap()
+            .run()
+            .await
+        })
+    });
+    port
+}
+
+fn orchestrate_run(c: &mut Criterion) {
+    let port = start_upstream();
+    let registry = Arc::new(registry(&format!("http://127.0.0.1:{port}")));
+    let connector = registry.get("auth-and-fetch-user").unwrap().clone();
+    let system = actix_rt::System::new();
+    let step_actor = system.block_on(async {
+        let client = build_client(&ClientSettings {
+            policy: AddressPolicy {
+                allow_private: true,
+            },
+            overrides: Default::default(),
+            connect_timeout: Duration::from_secs(5),
+            max_connections: 64,
+        });
+        StepActor::new(
+            client,
+            SharedRunState::new(RunSettings::default(), Metrics::new()),
+        )
+        .start()
+    });
+    c.bench_function(
+        "run: 2-step composite through the actors against a loopback upstream",
+        |b| {
+            b.iter_custom(|iterations| {
+                system.block_on(async {
+                    let started = Instant::now();
+                    for _ in 0..iterations {
+                        let input = Arc::new(RunInput::new(
+                            registry.clone(),
+                            connector.clone(),
+                            "bench".into(),
+                            request(),
+                            Vec::new(),
+                            CallerOverrides::default(),
+                        ));
+                        let outcome = execute(input, step_actor.clone()).await;
+                        assert!(outcome.result.is_ok(), "{:?}", outcome.result.err());
+                    }
+                    started.elapsed()
+                })
+            })
+        },
+    );
+}
+
+fn timing_headers(c: &mut Criterion) {
+    let steps = vec![
+        StepTiming {
+            name: "auth".into(),
+            index: 0,
+            total: Duration::from_micros(120_500),
+            status_code: Some(200),
+            ..Default::default()
+        },
+        StepTiming {
+            name: "fetch-user".into(),
+            index: 1,
+            total: Duration::from_micros(85_340),
+            status_code: Some(200),
+            ..Default::default()
+        },
+    ];
+    c.bench_function(
+        "timing headers: Server-Timing and X-Connector-Timing of 2 steps",
+        |b| {
+            b.iter(|| {
+                let total = Duration::from_micros(210_090);
+                black_box((
+                    composite_server_timing(&steps, total),
+                    composite_connector_timing("0123456789abcdef", &steps, total),
+                ))
+            })
+        },
+    );
+}
+
+fn metrics(c: &mut Criterion) {
+    let metrics = Metrics::new();
+    let registry = registry("http://127.0.0.1:9");
+    let connector = registry.get("auth-and-fetch-user").unwrap();
+    let timing = StepTiming {
+        name: "auth".into(),
+        total: Duration::from_millis(3),
+        status_code: Some(200),
+        ..Default::default()
+    };
+    let ok = Ok(connector_runtime::run::messages::StepResult {
+        status: 200,
+        content_type: None,
+        body: Bytes::new(),
+        value: Value::UNDEFINED,
+    });
+    c.bench_function("metrics: one step and one run recorded", |b| {
+        b.iter(|| {
+            connector_runtime::observe::step_finished(
+                &metrics,
+                "bench",
+                &connector.permalink,
+                &connector.steps[0],
+                &timing,
+                &ok,
+            );
+            connector_runtime::observe::run_finished(
+                &metrics,
+                connector,
+                "composite",
+                "ok",
+                Duration::from_millis(5),
+            );
+        })
+    });
+}
+
+criterion_group!(
+    benches,
+    render_step,
+    orchestrate_run,
+    timing_headers,
+    metrics
+);
+criterion_main!(benches);
