@@ -97,9 +97,29 @@ pub struct ServeArgs {
     /// Largest upstream response body read, in bytes.
     #[arg(long, env = "CONNECTOR_RUNTIME_MAX_RESPONSE_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub max_response_bytes: usize,
+    /// Largest total size of cached upstream answers (connectors with cache_ttl_seconds), in bytes.
+    #[arg(long, env = "CONNECTOR_RUNTIME_RESPONSE_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub response_cache_bytes: u64,
     /// Largest request body accepted from callers, in bytes (larger ones get 413).
     #[arg(long, env = "CONNECTOR_RUNTIME_MAX_REQUEST_BYTES", default_value_t = 1024 * 1024)]
     pub max_request_bytes: usize,
+    /// Retries of an upstream call that failed to connect (refused, DNS, connect time-out); GET, HEAD, PUT, DELETE and OPTIONS only, within --step-timeout-ms (0 = no retries).
+    #[arg(long, env = "CONNECTOR_RUNTIME_UPSTREAM_RETRIES", default_value_t = 1)]
+    pub upstream_retries: u32,
+    /// Wait before the first retry, in milliseconds; doubled for each further one, at most 1000.
+    #[arg(
+        long,
+        env = "CONNECTOR_RUNTIME_UPSTREAM_RETRY_BACKOFF_MS",
+        default_value_t = 50
+    )]
+    pub upstream_retry_backoff_ms: u64,
+    /// Most connector runs in flight at once, over all workers; more get 503 OVERLOADED at once (0 = no limit).
+    #[arg(
+        long,
+        env = "CONNECTOR_RUNTIME_MAX_IN_FLIGHT",
+        default_value_t = 10_000
+    )]
+    pub max_in_flight: usize,
     /// Most simultaneous upstream connections per worker (0 = no limit).
     #[arg(
         long,
@@ -170,7 +190,11 @@ impl ServeArgs {
             token_timeout_ms: 15_000,
             max_response_bytes: 10 * 1024 * 1024,
             max_request_bytes: 1024 * 1024,
+            response_cache_bytes: 64 * 1024 * 1024,
             upstream_max_connections: 4096,
+            upstream_retries: 1,
+            upstream_retry_backoff_ms: 50,
+            max_in_flight: 10_000,
             metrics_listen: None,
             allow_origin: Vec::new(),
             console: false,

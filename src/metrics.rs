@@ -30,6 +30,9 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     /// `connector_upstream_responses_total{connector, step, status_class}`.
     pub upstream_responses: IntCounterVec,
+    /// `connector_upstream_retries_total{connector, step}`: calls made again after a
+    /// connection failure.
+    pub upstream_retries: IntCounterVec,
     /// `connector_token_cache_requests_total{result}` (hit | miss).
     pub token_cache: IntCounterVec,
     /// `connector_token_fetch_errors_total`.
@@ -94,6 +97,11 @@ impl Metrics {
                 "Upstream responses, by status class.",
                 &["connector", "step", "status_class"],
             ),
+            upstream_retries: counter(
+                "connector_upstream_retries_total",
+                "Upstream calls retried after failing to connect (idempotent methods only).",
+                &["connector", "step"],
+            ),
             token_cache: counter(
                 "connector_token_cache_requests_total",
                 "OAuth token look-ups, by result (hit | miss).",
@@ -144,6 +152,7 @@ impl Metrics {
         let _ = r.register(Box::new(m.runs.clone()));
         let _ = r.register(Box::new(m.in_flight.clone()));
         let _ = r.register(Box::new(m.upstream_responses.clone()));
+        let _ = r.register(Box::new(m.upstream_retries.clone()));
         let _ = r.register(Box::new(m.token_cache.clone()));
         let _ = r.register(Box::new(m.token_fetch_errors.clone()));
         let _ = r.register(Box::new(m.registry_loads.clone()));

@@ -103,7 +103,8 @@ pub fn run_finished(
         .observe(total.as_secs_f64());
 }
 
-/// A request was refused before any step ran (400/404/405/413).
+/// A request was refused before any step ran (400/404/405/413, and 503 — counted as
+/// outcome `overloaded` when the run was shed by `--max-in-flight`).
 pub fn request_rejected(
     metrics: &Metrics,
     request_id: &str,
@@ -112,11 +113,21 @@ pub fn request_rejected(
     status: u16,
     code: &str,
 ) {
+    let outcome = if code == "OVERLOADED" {
+        "overloaded"
+    } else {
+        "client_error"
+    };
     metrics
         .runs
-        .with_label_values(&[connector, kind, "client_error"])
+        .with_label_values(&[connector, kind, outcome])
         .inc();
-    tracing::info!(request_id, connector, status, code, "request rejected");
+    if outcome == "overloaded" {
+        // Debug only: under overload a line per shed request would add to the load.
+        tracing::debug!(request_id, connector, status, code, "request shed");
+    } else {
+        tracing::info!(request_id, connector, status, code, "request rejected");
+    }
 }
 
 /// Counts a run as in flight until dropped.

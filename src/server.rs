@@ -23,7 +23,7 @@ use crate::template::secrets::SecretsError;
 use crate::template::{RenderLimits, SecretStore, Variables};
 use crate::upstream::client::ClientSettings;
 use crate::upstream::resolver::parse_overrides;
-use crate::upstream::{build_client, AddressPolicy};
+use crate::upstream::{build_client, AddressPolicy, RetryPolicy};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +85,11 @@ impl Engine {
                     step_timeout: args.step_timeout(),
                     token_timeout: Duration::from_millis(args.token_timeout_ms),
                     max_response_bytes: args.max_response_bytes,
+                    retry: RetryPolicy {
+                        retries: args.upstream_retries,
+                        backoff: Duration::from_millis(args.upstream_retry_backoff_ms),
+                    },
+                    response_cache_bytes: args.response_cache_bytes,
                 },
                 metrics,
             ),
@@ -175,6 +180,8 @@ impl Application {
         let console = args.console;
         let origins = args.allow_origin.clone();
         let app_metrics = metrics.clone();
+        // One count for every worker: the cap is on the process, not per worker.
+        let run_slots = http::overload::RunSlots::new(args.max_in_flight);
         let mut server = HttpServer::new(move || {
             let state = AppState {
                 registry: state_registry.clone(),
@@ -184,6 +191,7 @@ impl Application {
                 operator: operator.clone(),
                 console,
                 allow_origins: origins.clone().into(),
+                run_slots: run_slots.clone(),
             };
             let mut app = App::new().app_data(web::Data::new(state));
             if !metrics_separately {
@@ -196,7 +204,9 @@ impl Application {
                     http::cors(&origins).unwrap_or_default(),
                 ))
         })
-        .shutdown_timeout(args.shutdown_timeout_secs);
+        .shutdown_timeout(args.shutdown_timeout_secs)
+        // The commands handle signals (commands/serve.rs: SIGINT drains like SIGTERM).
+        .disable_signals();
         if let Some(workers) = args.workers {
             server = server.workers(workers.max(1));
         }
@@ -267,7 +277,7 @@ impl Application {
         });
     }
 
-    /// Serves until stopped (SIGINT/SIGTERM: graceful shutdown).
+    /// Serves until stopped through [`Application::handle`] (no signal handling of its own).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }

@@ -19,7 +19,13 @@ impl Drop for Killed {
 /// Starts `demo` on free ports and returns it with the server's base URL it printed.
 fn start_demo() -> (Killed, String, String) {
     let mut child = Command::new(BIN)
-        .args(["demo", "--listen", "127.0.0.1:0", "--upstream-listen", "127.0.0.1:0"])
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream-listen",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -29,15 +35,23 @@ fn start_demo() -> (Killed, String, String) {
     let (mut server, mut upstream) = (None, None);
     let deadline = Instant::now() + Duration::from_secs(30);
     while server.is_none() || upstream.is_none() {
-        assert!(Instant::now() < deadline, "demo did not print its addresses");
+        assert!(
+            Instant::now() < deadline,
+            "demo did not print its addresses"
+        );
         let line = lines.next().expect("demo output").unwrap();
-        let url = line.split_whitespace().find(|w| w.starts_with("http://")).map(str::to_string);
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .map(str::to_string);
         if line.trim_start().starts_with("server:") {
             server = url;
         } else if line.trim_start().starts_with("mock upstream:") {
             upstream = url;
         }
     }
+    // Keep draining the demo's output: a closed pipe would fail its next print.
+    std::thread::spawn(move || for _ in lines {});
     (Killed(child), server.unwrap(), upstream.unwrap())
 }
 
@@ -53,19 +67,59 @@ fn curl(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -
         }
         .unwrap();
         let body = res.body().await.unwrap();
-        (res.status().as_u16(), String::from_utf8_lossy(&body).into_owned())
+        (
+            res.status().as_u16(),
+            String::from_utf8_lossy(&body).into_owned(),
+        )
     })
 }
 
 #[test]
 fn the_demo_serves_every_example_connector_end_to_end() {
     let (_demo, base, _) = start_demo();
-    let cases: [(&str, &str, &[(&str, &str)], Option<&str>, &str); 5] = [
-        ("POST", "/connectors/composite/auth-and-fetch-user/execute", &[("Content-Type", "application/json")], Some(r#"{"clientId":"w"}"#), "Ada Lovelace"),
-        ("POST", "/connectors/composite/user-with-items/execute?limit=3", &[], Some("{}"), "Item itm_003"),
-        ("GET", "/connectors/get-item/execute", &[("X-Path-Params", "item_id=itm_042")], None, "itm_042"),
-        ("GET", "/connectors/search-items/execute?limit=2&q=item", &[], None, "itm_002"),
-        ("POST", "/connectors/echo-payload/execute", &[], Some(r#"{"hello":"world"}"#), "hello"),
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        Option<&'a str>,
+        &'a str,
+    );
+    let cases: [Case; 5] = [
+        (
+            "POST",
+            "/connectors/composite/auth-and-fetch-user/execute",
+            &[("Content-Type", "application/json")],
+            Some(r#"{"clientId":"w"}"#),
+            "Ada Lovelace",
+        ),
+        (
+            "POST",
+            "/connectors/composite/user-with-items/execute?limit=3",
+            &[],
+            Some("{}"),
+            "Item itm_003",
+        ),
+        (
+            "GET",
+            "/connectors/get-item/execute",
+            &[("X-Path-Params", "item_id=itm_042")],
+            None,
+            "itm_042",
+        ),
+        (
+            "GET",
+            "/connectors/search-items/execute?limit=2&q=item",
+            &[],
+            None,
+            "itm_002",
+        ),
+        (
+            "POST",
+            "/connectors/echo-payload/execute",
+            &[],
+            Some(r#"{"hello":"world"}"#),
+            "hello",
+        ),
     ];
     for (method, path, headers, body, expect) in cases {
         let (status, text) = curl(method, &format!("{base}{path}"), headers, body);
@@ -82,9 +136,19 @@ fn run_executes_a_connector_once_and_prints_the_step_timing_table() {
     let (_demo, _, upstream) = start_demo();
     let dir = tempfile::tempdir().unwrap();
     let vars = dir.path().join("variables.json");
-    std::fs::write(&vars, serde_json::json!({"api_base_url": upstream, "auth_base_url": upstream}).to_string()).unwrap();
+    std::fs::write(
+        &vars,
+        serde_json::json!({"api_base_url": upstream, "auth_base_url": upstream}).to_string(),
+    )
+    .unwrap();
     let out = Command::new(BIN)
-        .args(["run", "auth-and-fetch-user", "--registry", "examples/connectors_registry.json", "--allow-private-upstreams"])
+        .args([
+            "run",
+            "auth-and-fetch-user",
+            "--registry",
+            "examples/connectors_registry.json",
+            "--allow-private-upstreams",
+        ])
         .arg("--variables-file")
         .arg(&vars)
         .args(["--payload", r#"{"clientId":"w"}"#])
@@ -92,22 +156,45 @@ fn run_executes_a_connector_once_and_prints_the_step_timing_table() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "run failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "run failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("status: 200"), "{stdout}");
     assert!(stdout.contains("Ada Lovelace"), "{stdout}");
     let table: Vec<&str> = stdout.lines().skip_while(|l| !l.starts_with('#')).collect();
-    assert!(table[0].contains("step") && table[0].contains("upstream") && table[0].contains("total ms"), "{stdout}");
-    assert!(table[1].split_whitespace().nth(1) == Some("auth") && table[1].contains("200"), "{stdout}");
-    assert!(table[2].split_whitespace().nth(1) == Some("fetch-user"), "{stdout}");
+    assert!(
+        table[0].contains("step") && table[0].contains("upstream") && table[0].contains("total ms"),
+        "{stdout}"
+    );
+    assert!(
+        table[1].split_whitespace().nth(1) == Some("auth") && table[1].contains("200"),
+        "{stdout}"
+    );
+    assert!(
+        table[2].split_whitespace().nth(1) == Some("fetch-user"),
+        "{stdout}"
+    );
     assert!(table.iter().any(|l| l.starts_with("total:")), "{stdout}");
 
     let failing = Command::new(BIN)
-        .args(["run", "get-item", "--registry", "examples/connectors_registry.json", "--allow-private-upstreams"])
+        .args([
+            "run",
+            "get-item",
+            "--registry",
+            "examples/connectors_registry.json",
+            "--allow-private-upstreams",
+        ])
         .arg("--variables-file")
         .arg(&vars)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
-    assert_eq!(failing.status.code(), Some(2), "a missing path parameter is a usage error");
+    assert_eq!(
+        failing.status.code(),
+        Some(2),
+        "a missing path parameter is a usage error"
+    );
     assert!(String::from_utf8_lossy(&failing.stderr).contains("missing path parameters: item_id"));
 }

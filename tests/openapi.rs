@@ -882,6 +882,65 @@ async fn with_the_features_off_every_answer_is_still_documented() {
 }
 
 #[actix_web::test]
+async fn a_run_shed_by_max_in_flight_answers_as_documented() {
+    let doc = document();
+    let up = upstream(|cfg| {
+        cfg.route(
+            "/slow",
+            actix_web::web::route().to(slow_route(
+                std::time::Duration::from_millis(600),
+                200,
+                json!({}),
+            )),
+        );
+    })
+    .await;
+    let slow = format!("{}/slow", up.base);
+    let app = spawn_app_with(
+        json!({
+            "connectors": [
+                {"name": "Slow", "permalink": "slow", "url": slow},
+                {"name": "Slow head", "permalink": "slow-head", "url": slow, "method": "HEAD"}
+            ],
+            "composite_connectors": [{"name": "C", "permalink": "c-slow",
+                                      "steps": [{"name": "only", "url": slow}]}]
+        }),
+        AppOptions::default().flags(|f| f.max_in_flight = 1),
+    )
+    .await;
+    let simple = "/connectors/{permalink}/execute";
+    let composite = "/connectors/composite/{permalink}/execute";
+    let probes = [
+        Probe::new(simple, "get", "/connectors/slow/execute"),
+        Probe::new(simple, "head", "/connectors/slow-head/execute"),
+        Probe::new(composite, "post", "/connectors/composite/c-slow/execute"),
+    ];
+    // One run holds the only slot while the probes are shed.
+    let (held, problems) = tokio::join!(
+        app.call("GET", "/connectors/slow/execute", None, &[]),
+        async {
+            actix_rt::time::sleep(std::time::Duration::from_millis(150)).await;
+            let mut problems = Vec::new();
+            for probe in &probes {
+                let reply = probe.send(&app).await;
+                let label = format!("{} {}", probe.method.to_uppercase(), probe.uri);
+                if reply.status != 503 || reply.header("retry-after").as_deref() != Some("1") {
+                    problems.push(format!(
+                        "{label}: expected 503 with Retry-After, got {reply:?}"
+                    ));
+                }
+                if let Err(e) = conformance(&doc, probe.template, probe.method, &reply) {
+                    problems.push(format!("{label}: {e}"));
+                }
+            }
+            problems
+        }
+    );
+    assert_eq!(held.status, 200, "{}", held.text());
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[actix_web::test]
 async fn the_server_serves_this_document() {
     let (_up, registry) = registry().await;
     let app = spawn_app(registry).await;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use actix_web::http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use tracing::Instrument;
 
 use super::envelope::Envelope;
-use super::{request_id, AppState};
+use super::{overload, request_id, AppState};
 use crate::metrics::UNKNOWN_CONNECTOR;
 use crate::observe::{self, InFlight};
 use crate::registry::Connector;
@@ -74,6 +74,12 @@ async fn handle(
     // measurable); the info-level failure events carry the request id and connector.
     let span = tracing::debug_span!("run", request_id = %request_id, connector = %permalink);
     async move {
+        // Load shedding comes first, before the body is read: over `--max-in-flight` the
+        // caller gets 503 at once rather than a place in an unbounded queue. The slot is held
+        // until the response is built, and freed by its drop guard however the run ends.
+        let Some(_slot) = state.run_slots.try_acquire() else {
+            return shed(&permalink, &state, kind, &request_id);
+        };
         match prepare(&req, &permalink, payload, &state, kind, &request_id).await {
             Ok(input) => {
                 let input = Arc::new(input);
@@ -128,6 +134,29 @@ async fn handle(
     }
     .instrument(span)
     .await
+}
+
+/// The 503 `OVERLOADED` answer, with `Retry-After`, counted as outcome `overloaded`.
+fn shed(permalink: &str, state: &AppState, kind: ConnectorKind, request_id: &str) -> HttpResponse {
+    let envelope = overload::overloaded(state.run_slots.cap());
+    // Only a permalink the registry knows becomes a label value (labels stay bounded).
+    let known = state
+        .registry
+        .current()
+        .is_some_and(|r| r.get(permalink).is_some());
+    observe::request_rejected(
+        &state.metrics,
+        request_id,
+        if known { permalink } else { UNKNOWN_CONNECTOR },
+        kind_label(kind),
+        envelope.status,
+        envelope.code,
+    );
+    let mut response = envelope.response(request_id);
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(overload::RETRY_AFTER_SECS));
+    response
 }
 
 fn kind_label(kind: ConnectorKind) -> &'static str {

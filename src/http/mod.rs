@@ -8,6 +8,7 @@ pub mod health;
 pub mod hooks;
 pub mod metrics;
 pub mod openapi;
+pub mod overload;
 pub mod request_id;
 
 use actix::Addr;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub console: bool,
     /// Origins allowed by `--allow-origin` (for `Timing-Allow-Origin`).
     pub allow_origins: Arc<[String]>,
+    /// Runs in flight over all workers, capped by `--max-in-flight`.
+    pub run_slots: overload::RunSlots,
 }
 
 /// What the operator API and the push webhook need.

@@ -24,6 +24,8 @@ pub const MAX_NAME_LEN: usize = 255;
 pub const MAX_URL_LEN: usize = 2048;
 /// Longest header or query value template.
 pub const MAX_VALUE_LEN: usize = 1000;
+/// Longest response cache lifetime.
+pub const MAX_CACHE_TTL_SECS: u64 = 86_400;
 
 /// Why the registry is being loaded. `validate` in a registry's CI usually lacks the server's
 /// variables, so a URL host taken from an unset variable is a warning there and an error when
@@ -192,6 +194,7 @@ struct CallDef<'d> {
     request_body: &'d str,
     response_body: &'d str,
     response_content_type: &'d str,
+    cache_ttl_seconds: Option<u64>,
 }
 
 /// Where the call sits, for scoping templates and naming problems.
@@ -446,6 +449,7 @@ impl<'o> Builder<'o> {
             request_body: &def.request_body,
             response_body: &def.response_body,
             response_content_type: &def.response_content_type,
+            cache_ttl_seconds: def.cache_ttl_seconds,
         };
         let step = self.call(&site, &call);
         for (key, _) in &path_params {
@@ -608,6 +612,7 @@ impl<'o> Builder<'o> {
                 request_body: &step_def.request_body,
                 response_body: &step_def.response_body,
                 response_content_type: &step_def.response_content_type,
+                cache_ttl_seconds: None,
             };
             match self.call(&site, &call) {
                 Some(step) => steps.push(step),
@@ -934,6 +939,34 @@ impl<'o> Builder<'o> {
             self.report.warning(&site.at, "response_content_type",
                 "only the last step's response_content_type is returned to the widget; this one is ignored");
         }
+        let cache_ttl = match def.cache_ttl_seconds.filter(|s| *s > 0) {
+            None => None,
+            Some(seconds) if seconds > MAX_CACHE_TTL_SECS => {
+                self.report.error(
+                    &site.at,
+                    "cache_ttl_seconds",
+                    format!("must be at most {MAX_CACHE_TTL_SECS} (a day)"),
+                );
+                return None;
+            }
+            Some(seconds) => match method {
+                Some(HttpMethod::GET | HttpMethod::HEAD) => {
+                    Some(std::time::Duration::from_secs(seconds))
+                }
+                Some(other) => {
+                    self.report.error(
+                        &site.at,
+                        "cache_ttl_seconds",
+                        format!(
+                            "only GET and HEAD connectors can be cached, not {}",
+                            other.as_str()
+                        ),
+                    );
+                    return None;
+                }
+                None => None,
+            },
+        };
         let (url, origin) = url?;
         Some(Step {
             name: site.step_name.clone(),
@@ -948,6 +981,7 @@ impl<'o> Builder<'o> {
             response_body: response_body?,
             response_content_type: (!content_type.is_empty()).then(|| content_type.to_string()),
             hot_metrics: Default::default(),
+            cache_ttl,
         })
     }
 

@@ -123,6 +123,8 @@ pub struct Step {
     pub response_content_type: Option<String>,
     /// Step duration histogram and 2xx counter for successful steps.
     pub hot_metrics: HotHandles,
+    /// How long 2xx answers are cached (GET/HEAD simple connectors with `cache_ttl_seconds`).
+    pub cache_ttl: Option<std::time::Duration>,
 }
 
 /// A header or query parameter.

@@ -60,6 +60,12 @@ pub struct SimpleConnectorDef {
     /// Content-Type returned to the widget instead of the upstream's.
     #[serde(default)]
     pub response_content_type: String,
+    /// Seconds to keep successful (2xx) answers of this GET/HEAD connector and serve them
+    /// again for the same rendered request (URL, headers including credentials, body).
+    /// Absent or 0: no caching.
+    #[serde(default)]
+    #[schemars(range(max = 86400))]
+    pub cache_ttl_seconds: Option<u64>,
 }
 
 /// A composite connector: steps run in order; the last step's response is returned.

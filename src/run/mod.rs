@@ -2,6 +2,7 @@
 //! [`messages::ExecuteStep`] to the worker's [`step::StepActor`] one step at a time, stops at
 //! the first failure and assembles the response. A simple connector is a run of one step.
 
+pub mod cache;
 pub mod composite;
 pub mod error;
 pub mod input;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use crate::auth::tokens::TokenCache;
 use crate::metrics::Metrics;
+use crate::upstream::RetryPolicy;
 
 pub use composite::{execute, RunOutcome, RunSuccess};
 pub use error::{FailureKind, RunError, StepFailure};
@@ -28,6 +30,11 @@ pub struct RunSettings {
     pub token_timeout: Duration,
     /// Largest upstream body read.
     pub max_response_bytes: usize,
+    /// Retries of upstream calls that failed to connect (idempotent methods only), within
+    /// `step_timeout`.
+    pub retry: RetryPolicy,
+    /// Largest total size of the response cache.
+    pub response_cache_bytes: u64,
 }
 
 impl Default for RunSettings {
@@ -36,6 +43,8 @@ impl Default for RunSettings {
             step_timeout: Duration::from_secs(15),
             token_timeout: Duration::from_secs(15),
             max_response_bytes: 10 * 1024 * 1024,
+            retry: RetryPolicy::default(),
+            response_cache_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -49,12 +58,15 @@ pub struct SharedRunState {
     pub tokens: TokenCache,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Cached answers of cacheable simple connectors.
+    pub response_cache: cache::ResponseCache,
 }
 
 impl SharedRunState {
     /// Shared state with `settings`, recording into `metrics`.
     pub fn new(settings: RunSettings, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(SharedRunState {
+            response_cache: cache::ResponseCache::new(settings.response_cache_bytes),
             settings,
             tokens: TokenCache::new(),
             metrics,

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use minijinja::Value;
 use tracing::Instrument;
 
+use super::cache::ResponseCache;
 use super::error::{FailureKind, StepFailure};
 use super::messages::{ExecuteStep, StepOutcome, StepResult};
 use super::timing::StepTiming;
@@ -20,7 +21,7 @@ use crate::registry::model::HttpMethod;
 use crate::registry::Step;
 use crate::template::context::{body_value, headers_value, response_value, TemplateContext};
 use crate::template::{RenderError, TemplateId};
-use crate::upstream::{send, OutboundRequest, UpstreamResponse};
+use crate::upstream::{send_with_retry, OutboundRequest, UpstreamResponse};
 
 /// Executes steps for the runs of one worker thread, with that thread's upstream client.
 pub struct StepActor {
@@ -304,16 +305,38 @@ async fn authenticate(
     auth::apply(auth, &env).await.map(Some)
 }
 
+/// One upstream call under the step's time limit and size cap. Connection failures of
+/// idempotent requests are retried within that same time limit (`--upstream-retries`); each
+/// retry is logged and counted in `connector_upstream_retries_total`.
 async fn call(
     client: &awc::Client,
     shared: &SharedRunState,
+    sc: &StepContext<'_>,
     request: &OutboundRequest,
 ) -> Result<UpstreamResponse, StepFailure> {
-    send(
+    let connector = sc.run.connector.permalink.as_str();
+    let step = sc.step.name.as_str();
+    send_with_retry(
         client,
         request,
         shared.settings.step_timeout,
         shared.settings.max_response_bytes,
+        shared.settings.retry,
+        |retry, error| {
+            shared
+                .metrics
+                .upstream_retries
+                .with_label_values(&[connector, step])
+                .inc();
+            tracing::info!(
+                request_id = %sc.run.request_id,
+                connector,
+                step,
+                retry,
+                detail = %error,
+                "connecting upstream failed; retrying"
+            );
+        },
     )
     .await
     .map_err(StepFailure::from)
@@ -337,9 +360,25 @@ async fn run_step(
         .map(|_| prepared.clone());
     let request = outbound(step, prepared, applied.as_ref().map(|a| &a.credential));
     timing.setup = started.elapsed();
+    let cache_key = step.cache_ttl.map(|_| ResponseCache::key(&request));
+    let cached = cache_key
+        .as_ref()
+        .and_then(|key| shared.response_cache.get(key));
+    if step.cache_ttl.is_some() {
+        let result = if cached.is_some() { "hit" } else { "miss" };
+        shared
+            .metrics
+            .response_cache
+            .with_label_values(&[&sc.run.connector.permalink, result])
+            .inc();
+    }
+    timing.cache_hit = cached.is_some();
     let upstream_started = Instant::now();
     let exchange = async {
-        let mut response = call(client, shared, &request).await?;
+        if let Some(response) = cached {
+            return Ok(response);
+        }
+        let mut response = call(client, shared, sc, &request).await?;
         if response.status == 401 {
             // A rejected OAuth token is dropped and the step retried once with a fresh one.
             let token = applied.as_ref().and_then(|a| a.token.clone());
@@ -347,7 +386,7 @@ async fn run_step(
                 shared.tokens.invalidate(&key, &token);
                 let fresh = authenticate(client, shared, sc).await?;
                 let retry = outbound(step, prepared, fresh.as_ref().map(|a| &a.credential));
-                response = call(client, shared, &retry).await?;
+                response = call(client, shared, sc, &retry).await?;
             }
         }
         Ok::<_, StepFailure>(response)
@@ -357,6 +396,9 @@ async fn run_step(
     // time upstream, and X-Connector-Timing must not report that wait as internal time.
     timing.external = upstream_started.elapsed();
     let response = exchange?;
+    if let (Some(key), Some(ttl), false) = (cache_key, step.cache_ttl, timing.cache_hit) {
+        shared.response_cache.insert(key, &response, ttl);
+    }
     timing.status_code = Some(response.status);
     if response.status >= 400 {
         return Err(StepFailure::http(response.status, "the upstream"));

@@ -8,4 +8,6 @@ pub mod send;
 
 pub use client::{build_client, ClientSettings};
 pub use policy::AddressPolicy;
-pub use send::{send, OutboundRequest, UpstreamError, UpstreamResponse};
+pub use send::{
+    send, send_with_retry, OutboundRequest, RetryPolicy, UpstreamError, UpstreamResponse,
+};

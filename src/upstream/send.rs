@@ -1,6 +1,7 @@
-//! Sends one rendered request upstream and reads the response, bounded in time and size.
+//! Sends one rendered request upstream and reads the response, bounded in time and size,
+//! retrying connection failures of idempotent requests within the same time limit.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use awc::error::{ConnectError, PayloadError, SendRequestError};
 use awc::http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -62,51 +63,188 @@ pub enum UpstreamError {
     InvalidUrl(String),
 }
 
+/// When to try an upstream call again: only after a failure while *connecting* (refused,
+/// reset or unreachable, DNS failure, connect timeout), when not one byte of the request can
+/// have reached the upstream, and only for idempotent methods. Never after the address
+/// policy refused the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Extra attempts after the first (0 = no retries).
+    pub retries: u32,
+    /// Wait before the first retry; doubled for each further one, up to [`MAX_RETRY_BACKOFF`].
+    pub backoff: Duration,
+}
+
+/// The longest wait between two attempts, whatever `--upstream-retry-backoff-ms` says.
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(1);
+
+impl RetryPolicy {
+    /// No retries (token requests, and `--upstream-retries 0`).
+    pub const NONE: RetryPolicy = RetryPolicy {
+        retries: 0,
+        backoff: Duration::ZERO,
+    };
+
+    /// The wait before retry number `retry` (0-based): `backoff * 2^retry`, capped.
+    pub fn delay(&self, retry: u32) -> Duration {
+        self.backoff
+            .saturating_mul(1u32.checked_shl(retry).unwrap_or(u32::MAX))
+            .min(MAX_RETRY_BACKOFF)
+    }
+
+    /// Whether requests with `method` may be sent twice: GET, HEAD, PUT, DELETE and OPTIONS
+    /// (RFC 9110 §9.2.2). POST and PATCH never are.
+    pub fn allows(method: &Method) -> bool {
+        matches!(
+            *method,
+            Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
+        )
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            retries: 1,
+            backoff: Duration::from_millis(50),
+        }
+    }
+}
+
+/// One failed attempt, and whether it failed before any of the request was written.
+struct FailedAttempt {
+    error: UpstreamError,
+    /// True only for failures while connecting (see [`connect_failure_is_retryable`]).
+    before_send: bool,
+}
+
+impl From<UpstreamError> for FailedAttempt {
+    fn from(error: UpstreamError) -> Self {
+        FailedAttempt {
+            error,
+            before_send: false,
+        }
+    }
+}
+
 /// Sends `request` with `client`, allowing `timeout` for everything (connect, send, read)
-/// and at most `max_bytes` of body.
+/// and at most `max_bytes` of body. No retries.
 pub async fn send(
     client: &awc::Client,
     request: &OutboundRequest,
     timeout: Duration,
     max_bytes: usize,
 ) -> Result<UpstreamResponse, UpstreamError> {
-    let exchange = async {
-        let mut builder = client.request(request.method.clone(), request.url.as_str());
-        for (name, value) in &request.headers {
-            builder = builder.append_header((name.clone(), value.clone()));
-        }
-        let sent = match &request.body {
-            Some(body) => builder.send_body(body.clone()).await,
-            None => builder.send().await,
-        };
-        let mut response = sent.map_err(classify_send_error)?;
-        let body = response
-            .body()
-            .limit(max_bytes)
-            .await
-            .map_err(|e| match e {
-                PayloadError::Overflow => UpstreamError::TooLarge(max_bytes),
-                other => UpstreamError::Network(format!(
-                    "reading the upstream response failed ({})",
-                    payload_reason(&other)
-                )),
-            })?;
-        let status = response.status().as_u16();
-        // The headers are moved out of the response head rather than copied.
-        let mut headers = HeaderMap::new();
-        let _ = response.map_body(|head, payload| {
-            std::mem::swap(&mut headers, &mut head.headers);
-            payload
-        });
-        Ok(UpstreamResponse {
-            status,
-            headers,
-            body,
-        })
+    send_with_retry(
+        client,
+        request,
+        timeout,
+        max_bytes,
+        RetryPolicy::NONE,
+        |_, _| {},
+    )
+    .await
+}
+
+/// Like [`send`], retrying as `retry` allows. `timeout` covers every attempt and every wait
+/// between them: a retry whose wait would not end before the deadline is not made (the
+/// connection failure is reported instead of a time-out). `on_retry(n, error)` is called
+/// before retry `n` (1-based) with the error that caused it.
+pub async fn send_with_retry(
+    client: &awc::Client,
+    request: &OutboundRequest,
+    timeout: Duration,
+    max_bytes: usize,
+    retry: RetryPolicy,
+    mut on_retry: impl FnMut(u32, &UpstreamError),
+) -> Result<UpstreamResponse, UpstreamError> {
+    let deadline = Instant::now() + timeout;
+    let retries = if RetryPolicy::allows(&request.method) {
+        retry.retries
+    } else {
+        0
     };
-    match actix_rt::time::timeout(timeout, exchange).await {
+    let attempts = async {
+        let mut done = 0;
+        loop {
+            let failed = match exchange(client, request, max_bytes).await {
+                Ok(response) => return Ok(response),
+                Err(failed) => failed,
+            };
+            let delay = retry.delay(done);
+            let again = failed.before_send
+                // Belt and braces: a policy refusal is never retried, however it surfaced.
+                && !matches!(failed.error, UpstreamError::Forbidden(_))
+                && done < retries
+                && Instant::now() + delay < deadline;
+            if !again {
+                return Err(failed.error);
+            }
+            done += 1;
+            on_retry(done, &failed.error);
+            actix_rt::time::sleep(delay).await;
+        }
+    };
+    match actix_rt::time::timeout(timeout, attempts).await {
         Ok(result) => result,
         Err(_) => Err(UpstreamError::Timeout(timeout.as_millis())),
+    }
+}
+
+/// One attempt: connect (or reuse a pooled connection), send, read the whole body.
+async fn exchange(
+    client: &awc::Client,
+    request: &OutboundRequest,
+    max_bytes: usize,
+) -> Result<UpstreamResponse, FailedAttempt> {
+    let mut builder = client.request(request.method.clone(), request.url.as_str());
+    for (name, value) in &request.headers {
+        builder = builder.append_header((name.clone(), value.clone()));
+    }
+    let sent = match &request.body {
+        Some(body) => builder.send_body(body.clone()).await,
+        None => builder.send().await,
+    };
+    let mut response = sent.map_err(|e| FailedAttempt {
+        before_send: matches!(&e, SendRequestError::Connect(c) if connect_failure_is_retryable(c)),
+        error: classify_send_error(e),
+    })?;
+    let body = response
+        .body()
+        .limit(max_bytes)
+        .await
+        .map_err(|e| match e {
+            PayloadError::Overflow => UpstreamError::TooLarge(max_bytes),
+            other => UpstreamError::Network(format!(
+                "reading the upstream response failed ({})",
+                payload_reason(&other)
+            )),
+        })?;
+    let status = response.status().as_u16();
+    // The headers are moved out of the response head rather than copied.
+    let mut headers = HeaderMap::new();
+    let _ = response.map_body(|head, payload| {
+        std::mem::swap(&mut headers, &mut head.headers);
+        payload
+    });
+    Ok(UpstreamResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Whether a failure to get a connection may be retried. awc reports these before it writes
+/// anything, so the upstream cannot have seen the request: DNS failures, connect time-outs and
+/// TCP/TLS-handshake I/O errors (refused, reset, unreachable). Not retried: the address
+/// policy's refusal, and `InvalidData` — a TLS certificate or protocol rejection, which
+/// would fail the same way again.
+fn connect_failure_is_retryable(e: &ConnectError) -> bool {
+    match e {
+        ConnectError::Resolver(inner) => !inner.is::<ForbiddenAddress>(),
+        ConnectError::NoRecords | ConnectError::Timeout => true,
+        ConnectError::Io(io) => io.kind() != std::io::ErrorKind::InvalidData,
+        _ => false,
     }
 }
 
@@ -172,5 +310,54 @@ fn io_reason(e: &std::io::Error) -> &'static str {
         K::UnexpectedEof => "connection closed early",
         K::InvalidData => "TLS or protocol error",
         _ => "I/O error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let retry = RetryPolicy {
+            retries: 10,
+            backoff: Duration::from_millis(50),
+        };
+        let delays: Vec<u128> = (0..7).map(|n| retry.delay(n).as_millis()).collect();
+        assert_eq!(delays, [50, 100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(retry.delay(40), MAX_RETRY_BACKOFF);
+    }
+
+    #[test]
+    fn only_idempotent_methods_are_retried() {
+        for m in [
+            Method::GET,
+            Method::HEAD,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ] {
+            assert!(RetryPolicy::allows(&m), "{m}");
+        }
+        for m in [Method::POST, Method::PATCH] {
+            assert!(!RetryPolicy::allows(&m), "{m}");
+        }
+    }
+
+    #[test]
+    fn only_failures_to_connect_are_retryable_and_never_a_policy_refusal() {
+        use std::io::{Error, ErrorKind};
+        let forbidden = ConnectError::Resolver(Box::new(ForbiddenAddress {
+            host: "internal.test".into(),
+        }));
+        assert!(!connect_failure_is_retryable(&forbidden));
+        let dns = ConnectError::Resolver(Box::new(Error::other("SERVFAIL")));
+        assert!(connect_failure_is_retryable(&dns));
+        assert!(connect_failure_is_retryable(&ConnectError::Timeout));
+        let refused = ConnectError::Io(Error::from(ErrorKind::ConnectionRefused));
+        assert!(connect_failure_is_retryable(&refused));
+        let bad_certificate = ConnectError::Io(Error::from(ErrorKind::InvalidData));
+        assert!(!connect_failure_is_retryable(&bad_certificate));
+        assert!(!connect_failure_is_retryable(&ConnectError::Unresolved));
     }
 }
