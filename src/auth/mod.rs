@@ -62,6 +62,13 @@ impl AuthEnv<'_> {
             .map_err(|e| crate::run::step::template_failure(id, &e))
     }
 
+    /// Renders a token URL and checks it stays on the origin fixed at load.
+    fn token_url(&self, id: &TemplateId, origin: &str) -> Result<String, StepFailure> {
+        let url = self.render(id)?;
+        crate::run::step::check_origin(&url, origin, "authentication.config.token_url")?;
+        Ok(url)
+    }
+
     fn render_tree(&self, value: &ConfigValue) -> Result<serde_json::Value, StepFailure> {
         Ok(match value {
             ConfigValue::Template(id) => serde_json::Value::String(self.render(id)?),
@@ -91,6 +98,21 @@ impl AuthEnv<'_> {
             _ => Ok(None),
         }
     }
+}
+
+/// The credential of an OAuth grant's token, counted as a cache hit or miss.
+fn oauth_applied(
+    env: &AuthEnv<'_>,
+    key: String,
+    token: &str,
+    origin: TokenOrigin,
+) -> Result<Applied, StepFailure> {
+    count_token(env, origin);
+    Ok(Applied {
+        credential: bearer(token)?,
+        token: Some((key, token.to_string())),
+        origin: Some(origin),
+    })
 }
 
 fn count_token(env: &AuthEnv<'_>, origin: TokenOrigin) {
@@ -158,12 +180,7 @@ pub async fn apply(auth: &Auth, env: &AuthEnv<'_>) -> Result<Applied, StepFailur
         } => {
             let client_id = env.render(client_id)?;
             let client_secret = env.render(client_secret)?;
-            let token_url = env.render(token_url)?;
-            crate::run::step::check_origin(
-                &token_url,
-                token_origin,
-                "authentication.config.token_url",
-            )?;
+            let token_url = env.token_url(token_url, token_origin)?;
             let scope = scope
                 .as_ref()
                 .map(|s| env.render(s))
@@ -187,12 +204,7 @@ pub async fn apply(auth: &Auth, env: &AuthEnv<'_>) -> Result<Applied, StepFailur
                     token_request::request_token(env, &token_url, form, None)
                 })
                 .await?;
-            count_token(env, origin);
-            Ok(Applied {
-                credential: bearer(&token)?,
-                token: Some((key, token.to_string())),
-                origin: Some(origin),
-            })
+            oauth_applied(env, key, &token, origin)
         }
         Auth::Jwt {
             private_key,
@@ -225,12 +237,7 @@ pub async fn apply(auth: &Auth, env: &AuthEnv<'_>) -> Result<Applied, StepFailur
         } => {
             let client_id = env.render(client_id)?;
             let private_key = env.render(private_key)?;
-            let token_url = env.render(token_url)?;
-            crate::run::step::check_origin(
-                &token_url,
-                token_origin,
-                "authentication.config.token_url",
-            )?;
+            let token_url = env.token_url(token_url, token_origin)?;
             let subject = env.render(subject)?;
             let audience = env.render(audience)?;
             let extra = env.render_map(additional_claims.as_ref())?;
@@ -264,12 +271,7 @@ pub async fn apply(auth: &Auth, env: &AuthEnv<'_>) -> Result<Applied, StepFailur
                     token_request::request_token(env, &token_url, form, Some(ttl)).await
                 })
                 .await?;
-            count_token(env, origin);
-            Ok(Applied {
-                credential: bearer(&token)?,
-                token: Some((key, token.to_string())),
-                origin: Some(origin),
-            })
+            oauth_applied(env, key, &token, origin)
         }
     }
 }
