@@ -101,6 +101,14 @@ pub fn run(args: DemoArgs) -> i32 {
         };
         options.secrets = Arc::new(demo_secrets());
         options.variables = Arc::new(demo_variables(upstream_addr));
+        let drain_timeout_secs = serve.shutdown_timeout_secs;
+        let signals = match super::serve::StopSignals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: cannot install the signal handlers: {e}");
+                return 1;
+            }
+        };
         let app = match Application::build_from(
             serve,
             options,
@@ -119,12 +127,6 @@ pub fn run(args: DemoArgs) -> i32 {
         println!("  console:       {base}/console");
         println!("Try:\n  {}", curl_lines(&base));
         println!("Stop with Ctrl-C.");
-        match app.run_until_stopped().await {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("error: {e}");
-                1
-            }
-        }
+        super::serve::serve_until_signalled(app, signals, drain_timeout_secs).await
     })
 }

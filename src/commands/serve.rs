@@ -1,4 +1,14 @@
 //! `connector-runtime serve`: runs the server until SIGINT/SIGTERM.
+//!
+//! Shutdown. The first SIGINT or SIGTERM starts a graceful shutdown: the listener closes (new
+//! connections are refused), idle keep-alive connections are closed, and requests in flight
+//! get up to `--shutdown-timeout-secs` to finish; then the process exits 0. A request still
+//! running at that deadline is cut off (its connection closes without an answer) and the exit
+//! status is still 0. A second SIGINT/SIGTERM during the drain, or SIGQUIT at any time, stops
+//! at once: connections in flight are closed and the exit status is 1.
+
+use actix_web::dev::ServerHandle;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::config::ServeArgs;
 use crate::server::Application;
@@ -8,6 +18,15 @@ pub fn run(args: ServeArgs) -> i32 {
     crate::telemetry::init(args.log_format);
     let system = actix_rt::System::new();
     system.block_on(async move {
+        // Installed before the registry loads, so a signal during start-up is not lost (it
+        // stops the server as soon as it runs) and never kills the process half-way.
+        let signals = match StopSignals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: cannot install the signal handlers: {e}");
+                return 1;
+            }
+        };
         let app = match Application::build(args.clone()) {
             Ok(app) => app,
             Err(e) => {
@@ -17,12 +36,74 @@ pub fn run(args: ServeArgs) -> i32 {
         };
         app.reload_on_sighup();
         tracing::info!(listen = %args.listen, port = app.port(), "connector-runtime serving");
-        match app.run_until_stopped().await {
-            Ok(()) => 0,
+        serve_until_signalled(app, signals, args.shutdown_timeout_secs).await
+    })
+}
+
+/// The signals that stop the server. Once installed they no longer terminate the process.
+pub(crate) struct StopSignals {
+    interrupt: Signal,
+    terminate: Signal,
+    quit: Signal,
+}
+
+impl StopSignals {
+    /// Installs the handlers; must run inside the runtime.
+    pub(crate) fn install() -> std::io::Result<Self> {
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            quit: signal(SignalKind::quit())?,
+        })
+    }
+
+    /// Waits for the next one and names it.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.quit.recv() => "SIGQUIT",
+        }
+    }
+}
+
+/// Serves `app` until a signal stops it (see the module docs); returns the exit code.
+pub(crate) async fn serve_until_signalled(
+    app: Application,
+    mut signals: StopSignals,
+    drain_timeout_secs: u64,
+) -> i32 {
+    let handle: ServerHandle = app.handle();
+    // Resolves only when the operator wants to stop at once.
+    let stop_now = async move {
+        let first = signals.next().await;
+        if first == "SIGQUIT" {
+            return first;
+        }
+        tracing::info!(
+            signal = first,
+            drain_timeout_secs,
+            "shutting down: no new connections, runs in flight may finish (send the signal again to stop at once)"
+        );
+        // The command is sent at once; the returned future only reports completion.
+        actix_rt::spawn(handle.stop(true));
+        signals.next().await
+    };
+    tokio::select! {
+        result = app.run_until_stopped() => match result {
+            Ok(()) => {
+                tracing::info!("connector-runtime stopped");
+                0
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 1
             }
+        },
+        signal = stop_now => {
+            // Dropping the running server closes its listener and stops the workers at once.
+            tracing::warn!(signal, "stopping at once: runs in flight are cut off");
+            1
         }
-    })
+    }
 }

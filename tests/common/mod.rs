@@ -1,6 +1,8 @@
 //! Shared test harness: the real server on port 0 and real upstream servers on 127.0.0.1.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

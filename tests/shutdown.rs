@@ -1,0 +1,288 @@
+//! Graceful shutdown of the real binary with runs in flight: on SIGTERM (and SIGINT, the
+//! same) it stops accepting connections, lets the runs in flight finish within
+//! `--shutdown-timeout-secs`, then exits 0. A run longer than that drain timeout is cut off
+//! (its connection closes without an answer) and the process still exits 0. A second signal
+//! during the drain, or SIGQUIT, stops at once with exit status 1.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::ExitStatus;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use bytes::Bytes;
+use common::process::{connection_refused, get_status, ServerProcess};
+use serde_json::{json, Value};
+
+/// An upstream whose `POST /slow` answers `{"echo": <the body's marker>}` after `delay`; it
+/// counts the calls it has received.
+struct SlowUpstream {
+    base: String,
+    received: Arc<AtomicUsize>,
+}
+
+fn slow_upstream(delay: Duration) -> SlowUpstream {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = Arc::new(AtomicUsize::new(0));
+    let counter = received.clone();
+    let server = HttpServer::new(move || {
+        let counter = counter.clone();
+        App::new().route(
+            "/slow",
+            web::post().to(move |body: Bytes| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    actix_rt::time::sleep(delay).await;
+                    let received: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    HttpResponse::Ok().json(json!({"echo": received["marker"]}))
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    actix_rt::spawn(server);
+    SlowUpstream {
+        base: format!("http://127.0.0.1:{port}"),
+        received,
+    }
+}
+
+/// A composite of one slow step: it posts the caller's payload `{marker}` to `/slow` and
+/// answers `{"marker": <the payload's>, "echo": <the upstream's>}`.
+fn registry(upstream: &str) -> Value {
+    json!({"composite_connectors": [{
+        "name": "Slow Run",
+        "permalink": "slow-run",
+        "steps": [
+            {"name": "slow", "url": format!("{upstream}/slow"), "method": "POST",
+             "headers": [{"key": "Content-Type", "value": "application/json"}],
+             "request_body": "{{ request.body_text }}",
+             "response_body": "{{ {'marker': (request.body_text | from_json).marker, 'echo': (response.body | from_json).echo} | tojson }}",
+             "response_content_type": "application/json"}
+        ]
+    }]})
+}
+
+/// One run's answer: status and body, or why there was none.
+type Answer = Result<(u16, Value), String>;
+
+/// Starts `count` runs, each on a connection of its own, and waits until the upstream has
+/// received every one of them (they are then in flight in the server).
+async fn start_runs(
+    server: &ServerProcess,
+    upstream: &SlowUpstream,
+    count: usize,
+) -> Vec<actix_rt::task::JoinHandle<Answer>> {
+    let before = upstream.received.load(Ordering::SeqCst);
+    let runs = (0..count)
+        .map(|i| {
+            let url = format!("{}/connectors/composite/slow-run/execute", server.base);
+            actix_rt::spawn(async move {
+                // A client per run: its own connection, no pooling between runs.
+                let client = awc::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .finish();
+                let mut res = client
+                    .post(url)
+                    .insert_header(("X-Request-ID", format!("drain-{i}")))
+                    .insert_header(("Content-Type", "application/json"))
+                    .send_body(json!({"marker": format!("m-{i}")}).to_string())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let body = res.body().await.map_err(|e| e.to_string())?;
+                let id = res
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok());
+                if id != Some(format!("drain-{i}").as_str()) {
+                    return Err(format!("X-Request-ID {id:?}"));
+                }
+                let json = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+                Ok((res.status().as_u16(), json))
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while upstream.received.load(Ordering::SeqCst) < before + count {
+        assert!(
+            Instant::now() < deadline,
+            "the runs never reached the upstream"
+        );
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    runs
+}
+
+/// Waits until `limit` after `since` for the process to exit; returns its status and when
+/// it was seen to have exited, counted from `since`.
+async fn wait_exit(
+    server: &mut ServerProcess,
+    since: Instant,
+    limit: Duration,
+) -> (ExitStatus, Duration) {
+    loop {
+        if let Some(status) = server.try_exit_status() {
+            return (status, since.elapsed());
+        }
+        assert!(
+            since.elapsed() < limit,
+            "still running {limit:?} after the signal:\n{}",
+            server.log_tail(20)
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs in flight when `signal` arrives all finish with 200 and their own answer, new
+/// connections are refused meanwhile, and the process exits 0 before the drain timeout.
+async fn drains_runs_in_flight_then_exits_0(signal: &str) {
+    const RUNS: usize = 6;
+    const DRAIN_SECS: u64 = 5;
+    let upstream = slow_upstream(Duration::from_millis(1_000));
+    let mut server = ServerProcess::start(
+        &registry(&upstream.base),
+        &["--shutdown-timeout-secs", &DRAIN_SECS.to_string()],
+    );
+    let port = server.port;
+    // An idle keep-alive connection must not hold the shutdown up: make one now.
+    let idle = awc::Client::default();
+    let res = idle
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    let runs = start_runs(&server, &upstream, RUNS).await;
+    let signalled = Instant::now();
+    server.signal(signal);
+
+    // New connections are refused while the runs are still running (they take ~1 s).
+    let mut refused_after = None;
+    while signalled.elapsed() < Duration::from_millis(800) {
+        if connection_refused(port) {
+            refused_after = Some(signalled.elapsed());
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    let refused_after = refused_after.unwrap_or_else(|| {
+        panic!(
+            "new connections still accepted 800 ms after SIG{signal}:\n{}",
+            server.log_tail(20)
+        )
+    });
+    assert_eq!(
+        get_status(port, "/healthz"),
+        None,
+        "a new request was served"
+    );
+
+    for (i, run) in runs.into_iter().enumerate() {
+        let answer = run.await.unwrap();
+        assert_eq!(
+            answer,
+            Ok((
+                200,
+                json!({"marker": format!("m-{i}"), "echo": format!("m-{i}")})
+            )),
+            "run {i} in flight at SIG{signal}:\n{}",
+            server.log_tail(20)
+        );
+    }
+    let (status, after) =
+        wait_exit(&mut server, signalled, Duration::from_secs(DRAIN_SECS + 5)).await;
+    assert_eq!(status.code(), Some(0), "{}", server.log_tail(20));
+    // Well inside the drain timeout: nothing (such as the idle connection) held it up.
+    assert!(
+        after < Duration::from_secs(DRAIN_SECS - 1),
+        "exited {after:?} after SIG{signal}"
+    );
+    eprintln!(
+        "SIG{signal}: refused new connections after {refused_after:?}, {RUNS} runs finished, exit 0 after {after:?}"
+    );
+    drop(idle);
+}
+
+#[actix_rt::test]
+async fn sigterm_lets_runs_in_flight_finish_refuses_new_connections_and_exits_0() {
+    drains_runs_in_flight_then_exits_0("TERM").await;
+}
+
+#[actix_rt::test]
+async fn sigint_drains_like_sigterm() {
+    drains_runs_in_flight_then_exits_0("INT").await;
+}
+
+#[actix_rt::test]
+async fn a_run_longer_than_the_drain_timeout_is_cut_off_and_the_process_exits_0() {
+    let upstream = slow_upstream(Duration::from_millis(3_000));
+    let mut server =
+        ServerProcess::start(&registry(&upstream.base), &["--shutdown-timeout-secs", "1"]);
+    let runs = start_runs(&server, &upstream, 2).await;
+    let signalled = Instant::now();
+    server.signal("TERM");
+    let (status, after) = wait_exit(&mut server, signalled, Duration::from_secs(5)).await;
+    // Documented: a drain that times out still ends with exit status 0.
+    assert_eq!(status.code(), Some(0), "{}", server.log_tail(20));
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_millis(2_900),
+        "exited {after:?} after SIGTERM (drain timeout 1 s, runs need 3 s)"
+    );
+    for run in runs {
+        let answer = run.await.unwrap();
+        assert!(answer.is_err(), "a cut-off run got an answer: {answer:?}");
+    }
+    eprintln!("drain timeout 1 s, 3 s runs: cut off, exit 0 after {after:?}");
+}
+
+#[actix_rt::test]
+async fn a_second_signal_or_sigquit_stops_at_once_with_exit_1() {
+    for signals in [&["INT", "INT"][..], &["TERM", "INT"], &["QUIT"]] {
+        let upstream = slow_upstream(Duration::from_millis(3_000));
+        let mut server = ServerProcess::start(
+            &registry(&upstream.base),
+            &["--shutdown-timeout-secs", "30"],
+        );
+        let runs = start_runs(&server, &upstream, 2).await;
+        for (i, signal) in signals.iter().enumerate() {
+            if i > 0 {
+                // Still draining (the runs need 3 s, the drain timeout is 30 s).
+                actix_rt::time::sleep(Duration::from_millis(300)).await;
+                assert!(
+                    server.try_exit_status().is_none(),
+                    "{signals:?}: exited early"
+                );
+            }
+            server.signal(signal);
+        }
+        let last_signal = Instant::now();
+        let (status, after) = wait_exit(&mut server, last_signal, Duration::from_secs(5)).await;
+        assert_eq!(
+            status.code(),
+            Some(1),
+            "{signals:?}: {}",
+            server.log_tail(20)
+        );
+        assert!(
+            after < Duration::from_secs(2),
+            "{signals:?}: exit {after:?} after the signal"
+        );
+        for run in runs {
+            let answer = run.await.unwrap();
+            assert!(
+                answer.is_err(),
+                "{signals:?}: a run got an answer: {answer:?}"
+            );
+        }
+        eprintln!("{signals:?}: exit 1 {after:?} after the last signal");
+    }
+}
