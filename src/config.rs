@@ -155,7 +155,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "CONNECTOR_RUNTIME_TEMPLATE_FUEL",
-        default_value_t = 20_000_000
+        default_value_t = crate::template::engine::DEFAULT_TEMPLATE_FUEL
     )]
     pub template_fuel: u64,
     /// Seconds runs in flight get to finish on shutdown.
@@ -200,7 +200,7 @@ impl ServeArgs {
             console: false,
             workers: None,
             resolve: Vec::new(),
-            template_fuel: 20_000_000,
+            template_fuel: crate::template::engine::DEFAULT_TEMPLATE_FUEL,
             shutdown_timeout_secs: 30,
             log_format: LogFormat::Text,
         }

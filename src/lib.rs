@@ -8,6 +8,8 @@
 pub mod auth;
 pub mod commands;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod jwt;
 pub mod metrics;

@@ -174,6 +174,15 @@ async fn prepare(
     kind: ConnectorKind,
     request_id: &str,
 ) -> Result<RunInput, Envelope> {
+    // Connector calls are plain request/response: an `Upgrade` request would leave its body
+    // open-ended (the connection is handed over), so it is refused before the body is read.
+    if req.headers().contains_key(actix_web::http::header::UPGRADE) {
+        return Err(Envelope::request(
+            400,
+            "UPGRADE_NOT_SUPPORTED",
+            "connector calls cannot upgrade the connection",
+        ));
+    }
     let registry = state.registry.current().ok_or_else(|| {
         Envelope::request(
             503,

@@ -837,6 +837,16 @@ impl<'o> Builder<'o> {
                     ok = false;
                     continue;
                 }
+                let lower = item.key.to_ascii_lowercase();
+                if item.overridable && (lower.starts_with("x-forwarded-") || lower == "forwarded") {
+                    // Upstreams trust these for client addresses; a caller must never choose them.
+                    self.report.error(&site.at, format!("{list}[{j}].overridable"), format!(
+                        "'{}' cannot be overridable: callers may not set forwarding headers (a fixed value is allowed)",
+                        item.key
+                    ));
+                    ok = false;
+                    continue;
+                }
             }
             let duplicate = items[..j].iter().any(|other| match field {
                 Field::HeaderValue => other.key.eq_ignore_ascii_case(&item.key),

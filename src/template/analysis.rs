@@ -695,7 +695,9 @@ fn authority_end(after_scheme: &str) -> usize {
     let bytes = after_scheme.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
-        if after_scheme[i..].starts_with("{{") {
+        // Compared as bytes: `i` steps through a non-ASCII host one byte at a time, and slicing
+        // the `str` inside a character panicked (`https://é{{ ... }}`, found by fuzzing).
+        if bytes[i..].starts_with(b"{{") {
             match after_scheme[i..].find("}}") {
                 Some(close) => {
                     i += close + 2;

@@ -21,14 +21,31 @@ pub struct RenderLimits {
     pub max_output_bytes: usize,
 }
 
+/// Default fuel of one render (`--template-fuel`): about 1 s of the most expensive template
+/// work per unit of fuel, and far more than realistic templates use.
+///
+/// Measured in a release build on 2 vCPUs (`tests/hostile_input.rs` has the templates): the
+/// templates that do the most work per unit of fuel, a 100,000-pass loop re-parsing
+/// (`from_json`) or re-serializing (`tojson`) a 500 KB body, `wordwrap` on it, or
+/// `l = l + [i]`, take 0.6-0.7 s to exhaust 1,000,000 fuel (they took 10-12 s to exhaust the
+/// former default of 20,000,000), and no render grows past ~60 MB (string doubling reached
+/// 1.3 GB under 20,000,000: one fuel pays for 64 bytes). Realistic templates over 5,000
+/// objects need 16,000 (`tojson` of the list) to 142,000 fuel (`from_json`, then each object
+/// rebuilt field by field in a `{% for %}` with `tojson`); `from_json | tojson` of a 500 KB
+/// body needs 26,000, so even a 10 MiB body (the largest response read) fits.
+pub const DEFAULT_TEMPLATE_FUEL: u64 = 1_000_000;
+
 impl Default for RenderLimits {
     fn default() -> Self {
         RenderLimits {
-            fuel: 20_000_000,
+            fuel: DEFAULT_TEMPLATE_FUEL,
             max_output_bytes: 10 * 1024 * 1024,
         }
     }
 }
+
+/// Deepest nesting of frames (loops, macro calls, `with` blocks) a render may reach.
+pub const RECURSION_LIMIT: usize = 100;
 
 /// A compiled template, referred to by its unique internal name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -102,6 +119,12 @@ pub fn new_environment(
     });
     env.set_formatter(python_formatter);
     env.set_fuel(Some(limits.fuel));
+    // minijinja's default nesting limit (500 frames: loops, macro calls) lets a recursive macro
+    // need more than 1 MiB of stack in a debug build, and a worker thread has 2 MiB for
+    // everything: `{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}` overflowed it and
+    // aborted the whole server. 100 frames is far beyond nested loops in real templates and
+    // needs under 512 KiB in a debug build, under 128 KiB in a release build (measured).
+    env.set_recursion_limit(RECURSION_LIMIT);
     // Jinja2 keeps whitespace after blocks by default (no trim_blocks): so does this.
     filters::register(&mut env);
     // Jinja2's `sequence` test is "has a length and items": strings and dicts pass too.
@@ -129,9 +152,17 @@ const URL_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMER
 fn python_formatter(out: &mut Output, state: &mut State, value: &Value) -> Result<(), Error> {
     let url = matches!(state.auto_escape(), AutoEscape::Custom(_));
     if value.is_safe() {
-        return out
-            .write_str(value.as_str().unwrap_or_default())
-            .map_err(Error::from);
+        let text = value.as_str().unwrap_or_default();
+        // A "safe" value goes into a URL as it is: `urlencode` output (which keeps `/` and `.`,
+        // as Jinja2's does), `get_variable()` values, `| safe`. Request data piped through
+        // `urlencode` (a habit from Jinja2, where nothing is encoded for you) could otherwise
+        // add `.`/`..` segments, `../admin`, that move the call to another path upstream.
+        if url && has_dot_segment(text) {
+            return Err(filters::own_error(
+                "url: a value rendered into the URL has a '.' or '..' path segment, which would change the path",
+            ));
+        }
+        return out.write_str(text).map_err(Error::from);
     }
     let mut text = String::new();
     py_str(value, &mut text)?;
@@ -148,6 +179,13 @@ fn python_formatter(out: &mut Output, state: &mut State, value: &Value) -> Resul
     } else {
         out.write_str(&text).map_err(Error::from)
     }
+}
+
+/// Whether the path part of `text` (before any `?` or `#`) has a `.` or `..` segment.
+fn has_dot_segment(text: &str) -> bool {
+    let path = text.split(['?', '#']).next().unwrap_or_default();
+    path.split('/')
+        .any(|segment| segment == "." || segment == "..")
 }
 
 impl TemplateSet {
@@ -182,8 +220,7 @@ impl TemplateSet {
             message: format!("template is missing from the registry ({})", e.kind()),
             jwt_signing: false,
         })?;
-        let output = template
-            .render(ctx)
+        let output = python::with_text_limit(self.limits.max_output_bytes, || template.render(ctx))
             .map_err(|e| describe_error(&e, template.source()))?;
         if output.len() > self.limits.max_output_bytes {
             return Err(RenderError {

@@ -10,7 +10,7 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use minijinja::value::{Kwargs, Rest, Value, ValueKind};
-use minijinja::{Environment, Error, ErrorKind};
+use minijinja::{AutoEscape, Environment, Error, ErrorKind, State};
 
 use super::python::{py_json_dumps, py_pad, py_str, JsonStyle};
 
@@ -27,6 +27,7 @@ pub(crate) const OWN_ERROR_PREFIXES: &[&str] = &[
     "jwt_encode:",
     "url:",
     "now:",
+    "output:",
 ];
 
 pub(crate) fn own_error(detail: impl Into<String>) -> Error {
@@ -238,10 +239,16 @@ pub fn float(value: &Value, rest: Rest<Value>, kwargs: Kwargs) -> Result<Value, 
 
 /// MarkupSafe's `escape`: `&<>'"` become `&amp;`, `&lt;`, `&gt;`, `&#39;`, `&#34;` (minijinja
 /// also escapes `/` and spells `'` as `&#x27;`). Safe values pass through unchanged.
-pub fn escape(value: &Value) -> Result<Value, Error> {
+///
+/// In a URL the result is a plain string, not a "safe" one: a safe string is inserted into a
+/// URL unencoded, so `{{ request.query_parameters.id | e }}` would otherwise let request data
+/// add path segments, query parameters or a fragment (`../admin?role=admin`). There the
+/// HTML-escaped text is percent-encoded like any other value.
+pub fn escape(state: &State, value: &Value) -> Result<Value, Error> {
     if value.is_safe() {
         return Ok(value.clone());
     }
+    let in_url = matches!(state.auto_escape(), AutoEscape::Custom(_));
     let mut text = String::new();
     py_str(value, &mut text)?;
     let mut out = String::with_capacity(text.len());
@@ -255,7 +262,11 @@ pub fn escape(value: &Value) -> Result<Value, Error> {
             c => out.push(c),
         }
     }
-    Ok(Value::from_safe_string(out))
+    Ok(if in_url {
+        Value::from(out)
+    } else {
+        Value::from_safe_string(out)
+    })
 }
 
 fn text_of(value: &Value) -> Result<String, Error> {

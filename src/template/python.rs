@@ -9,6 +9,37 @@ use std::fmt::Write;
 use minijinja::value::{from_args, Tuple, Value, ValueKind};
 use minijinja::{Error, ErrorKind, State};
 
+thread_local! {
+    /// The largest text form built by [`py_repr`] and [`py_json_dumps`] on this thread: the
+    /// output cap of the render in progress ([`with_text_limit`]).
+    static TEXT_LIMIT: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+
+/// Runs `f` (a render) with the text forms of values bounded by `limit` bytes.
+///
+/// Fuel is charged for the text a value prints as only once it is written, so without this a
+/// small value that stands for a huge one (`[[range(1000) | list] * 1000] * 1000` is 2,000
+/// list slots and 10^9 numbers) is turned into gigabytes of text before anything can stop
+/// it. No text larger than the render's output cap can be sent anyway.
+pub fn with_text_limit<R>(limit: usize, f: impl FnOnce() -> R) -> R {
+    let previous = TEXT_LIMIT.with(|l| l.replace(limit));
+    let result = f();
+    TEXT_LIMIT.with(|l| l.set(previous));
+    result
+}
+
+/// Fails once `out` has grown past the text limit of the render in progress.
+fn check_text_limit(out: &str) -> Result<(), Error> {
+    let limit = TEXT_LIMIT.with(|l| l.get());
+    if out.len() > limit {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("output: a value's text form is larger than {limit} bytes, the output limit"),
+        ));
+    }
+    Ok(())
+}
+
 /// What Python's `str(value)` gives: the text `{{ value }}` renders to.
 ///
 /// An undefined value that reaches here is printed as Jinja2's `Undefined` is: empty. With
@@ -42,6 +73,7 @@ pub fn py_repr(value: &Value, out: &mut String) -> Result<(), Error> {
                     out.push_str(", ");
                 }
                 py_repr(&item, out)?;
+                check_text_limit(out)?;
                 count += 1;
             }
             out.push_str(match (tuple, count) {
@@ -59,6 +91,7 @@ pub fn py_repr(value: &Value, out: &mut String) -> Result<(), Error> {
                 py_repr(&key, out)?;
                 out.push_str(": ");
                 py_repr(&value.get_item(&key)?, out)?;
+                check_text_limit(out)?;
             }
             out.push('}');
         }
@@ -504,6 +537,7 @@ fn json_container(
             out.extend(std::iter::repeat_n(' ', n * (depth + 1)));
         }
         item(i, out)?;
+        check_text_limit(out)?;
     }
     if let Some(n) = style.indent {
         out.push('\n');
