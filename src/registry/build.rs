@@ -81,7 +81,8 @@ pub fn build_registry(text: &str, options: &BuildOptions) -> BuildResult {
                 options.limits,
             ),
             options.limits,
-        ),
+        )
+        .redacting(options.secrets.clone()),
         connectors: Vec::new(),
         permalinks: HashMap::new(),
     };

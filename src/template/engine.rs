@@ -92,6 +92,7 @@ pub struct RenderError {
 pub struct TemplateSet {
     env: Environment<'static>,
     limits: RenderLimits,
+    redactor: Option<Arc<SecretStore>>,
 }
 
 impl std::fmt::Debug for TemplateSet {
@@ -191,7 +192,19 @@ fn has_dot_segment(text: &str) -> bool {
 impl TemplateSet {
     /// Wraps an environment holding compiled templates.
     pub fn new(env: Environment<'static>, limits: RenderLimits) -> Self {
-        TemplateSet { env, limits }
+        TemplateSet {
+            env,
+            limits,
+            redactor: None,
+        }
+    }
+
+    /// Scrubs the values of `secrets` from every render error message. Messages are built
+    /// from fixed texts and registry template text, never from values; this catches a secret
+    /// that a registry author pasted into a template literally.
+    pub fn redacting(mut self, secrets: Arc<SecretStore>) -> Self {
+        self.redactor = Some(secrets);
+        self
     }
 
     /// Compiles `source` under a unique `location` for `field`; syntax errors come back
@@ -221,7 +234,13 @@ impl TemplateSet {
             jwt_signing: false,
         })?;
         let output = python::with_text_limit(self.limits.max_output_bytes, || template.render(ctx))
-            .map_err(|e| describe_error(&e, template.source()))?;
+            .map_err(|e| {
+                let mut error = describe_error(&e, template.source());
+                if let Some(secrets) = &self.redactor {
+                    error.message = secrets.redact(&error.message);
+                }
+                error
+            })?;
         if output.len() > self.limits.max_output_bytes {
             return Err(RenderError {
                 message: format!(
@@ -270,5 +289,28 @@ pub fn describe_error(err: &Error, source: &str) -> RenderError {
     RenderError {
         jwt_signing: detail.starts_with("jwt_encode:") && !detail.contains("not available"),
         message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_pasted_into_a_template_never_reaches_an_error_message() {
+        let mut secrets = SecretStore::new();
+        // The error quotes the failing expression from the template (`.nope_sk_live()`): a
+        // secret pasted there literally must still be scrubbed.
+        secrets.insert("api_key", "nope_sk_live");
+        let secrets = Arc::new(secrets);
+        let limits = RenderLimits::default();
+        let env = new_environment(secrets.clone(), Arc::new(Variables::new()), limits);
+        let mut set = TemplateSet::new(env, limits).redacting(secrets);
+        let id = set
+            .add("c/0/x", Field::RequestBody, "{{ 'x'.nope_sk_live() }}")
+            .unwrap();
+        let err = set.render(&id, &Value::from(())).unwrap_err();
+        assert!(!err.message.contains("nope_sk_live"), "{}", err.message);
+        assert!(err.message.contains("[REDACTED]"), "{}", err.message);
     }
 }
