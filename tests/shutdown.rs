@@ -286,3 +286,53 @@ async fn a_second_signal_or_sigquit_stops_at_once_with_exit_1() {
         eprintln!("{signals:?}: exit 1 {after:?} after the last signal");
     }
 }
+
+/// `GET /admin/registry` with the bearer token, raw: the JSON body.
+fn admin_status(port: u16, token: &str) -> Value {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /admin/registry HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or("");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"))
+}
+
+#[test]
+fn sighup_rereads_the_registry_without_stopping() {
+    let registry = json!({"connectors": [{"name": "x", "url": "http://127.0.0.1:9/x"}]});
+    let server = ServerProcess::start(&registry, &["--admin-token", "hup-token"]);
+    assert_eq!(
+        admin_status(server.port, "hup-token")["last_sync"]["reason"],
+        "startup"
+    );
+    server.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = admin_status(server.port, "hup-token");
+        if status["last_sync"]["reason"] == "signal" {
+            assert_eq!(status["state"], "ok");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not trigger a sync: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        get_status(server.port, "/readyz"),
+        Some(200),
+        "the server keeps serving"
+    );
+}
