@@ -22,7 +22,7 @@ Regenerate after editing the corpus (requires `pip install jinja2==3.1.*`):
 
     python3 scripts/jinja2_fixtures.py
 
-then run `cargo test --test template_compat`. `--check` (used by .ci/run) only verifies that
+then run `cargo test --test integration template_compat`. `--check` (used by .ci/run) only verifies that
 the committed expected.json is what Jinja2 renders.
 """
 

@@ -2,18 +2,16 @@
 //! oauth_client_credentials with its token cache (single flight, expiry, cache key, 401
 //! refresh-and-retry, token endpoint failure) and oauth_jwt_bearer.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::Bytes;
-use common::{
+use crate::common::{
     assert_envelope, echo_route, form_field, json_route, slow_route, spawn_app, spawn_app_with,
     upstream, AppOptions, Log, TestApp, Upstream,
 };
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
 use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
 use serde_json::{json, Value};
 

@@ -2,15 +2,15 @@
 //! a simple connector (no prefix) and inside a composite (`Composite step '<name>' (index
 //! <N>): ...`), plus the request errors (400/404/405/413) and `X-Request-ID` handling.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
-use actix_web::web;
-use common::{
+use crate::common::{
     assert_envelope, closed_port, is_generated_request_id, json_route, path_params_header,
     slow_route, spawn_app, spawn_app_with, typed_route, upstream, AppOptions, TestApp, Upstream,
 };
+use actix_web::web;
 use serde_json::{json, Value};
 
 /// Step timeout used by the timeout tests.

@@ -1,8 +1,6 @@
 //! The seed's auth-and-fetch chain and how steps feed each other.
 
-mod common;
-
-use common::{spawn_app, standard_upstream};
+use crate::common::{spawn_app, standard_upstream};
 use serde_json::json;
 
 fn auth_and_fetch(base: &str) -> serde_json::Value {

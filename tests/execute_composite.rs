@@ -2,13 +2,13 @@
 //! per-step OAuth), bracket access to hyphenated steps, `response_body` transforms feeding
 //! later steps, the `request.*` variables, and the composite timing headers.
 
-mod common;
+use crate::common;
 
-use actix_web::web;
-use common::{
+use crate::common::{
     assert_envelope, echo_route, is_one_decimal_ms, json_route, keys, parse_server_timing,
     spawn_app, spawn_app_with, standard_upstream, upstream, AppOptions,
 };
+use actix_web::web;
 use serde_json::{json, Value};
 
 /// The seed registry (tests/fixtures/seed_registry.json) pointed at `base`.

@@ -2,13 +2,11 @@
 //! the URL, `response_body` with `response.*`, Content-Type handling and the simple timing
 //! headers.
 
-mod common;
-
-use actix_web::web;
-use common::{
+use crate::common::{
     echo_route, is_one_decimal_ms, json_route, keys, parse_server_timing, path_params_header,
     spawn_app, typed_route, upstream,
 };
+use actix_web::web;
 use serde_json::{json, Value};
 
 #[actix_web::test]

@@ -2,18 +2,18 @@
 //! request data rendered into URLs, header injection, caller headers the upstream must never
 //! see, and templates that try to use unbounded time or memory.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::web;
-use common::{
+use crate::common::{
     assert_envelope, counting_listener, echo_route, path_params_header, spawn_app, spawn_app_with,
     upstream, AppOptions, Upstream,
 };
+use actix_web::web;
 use connector_runtime::registry::{build_registry, BuildOptions, LoadMode};
 use connector_runtime::template::{
     engine::DEFAULT_TEMPLATE_FUEL, new_environment, Field, RenderLimits, SecretStore, TemplateSet,

@@ -1,10 +1,8 @@
 //! `/metrics` moves with runs: histogram series and counters carry the right labels.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::{spawn_app, spawn_app_with, standard_upstream, AppOptions};
+use crate::common::{spawn_app, spawn_app_with, standard_upstream, AppOptions};
 use serde_json::json;
 
 /// One sample of the text exposition: name, labels, value.

@@ -9,11 +9,9 @@
 //!   off) has a documented status, Content-Type, body schema and headers. A generic
 //!   `ROUTE_NOT_FOUND` passes only where the document lists that code for the status.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 const DOCUMENT: &str = include_str!("../openapi/openapi.json");

@@ -2,10 +2,10 @@
 //! value, fixed ones cannot be changed, undeclared ones never reach the upstream; and the
 //! path parameter accept/reject lists of SPEC §3.
 
-mod common;
-
+use crate::common::{
+    assert_envelope, echo_route, path_params_header, spawn_app, upstream, Upstream,
+};
 use actix_web::web;
-use common::{assert_envelope, echo_route, path_params_header, spawn_app, upstream, Upstream};
 use serde_json::json;
 
 async fn echo_upstream() -> Upstream {

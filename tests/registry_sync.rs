@@ -1,14 +1,14 @@
 //! Registry sync: a watched git branch (poll and webhook), file watching, the operator API,
 //! all-or-nothing publishing, and swaps that never disturb runs in flight.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::common::{spawn_app_with, upstream, AppOptions, TestApp};
 use actix_web::{web, HttpRequest, HttpResponse};
-use common::{spawn_app_with, upstream, AppOptions, TestApp};
 use connector_runtime::http::hooks::sign;
 use serde_json::{json, Value};
 

@@ -1,12 +1,12 @@
 //! The response cache of GET/HEAD simple connectors (`cache_ttl_seconds`).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
+use crate::common::{spawn_app, upstream, Log};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
-use common::{spawn_app, upstream, Log};
 use connector_runtime::registry::{build_registry, BuildOptions};
 use serde_json::json;
 

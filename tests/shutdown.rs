@@ -4,17 +4,15 @@
 //! (its connection closes without an answer) and the process still exits 0. A second signal
 //! during the drain, or SIGQUIT, stops at once with exit status 1.
 
-mod common;
-
 use std::net::TcpListener;
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::process::{connection_refused, get_status, ServerProcess};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use bytes::Bytes;
-use common::process::{connection_refused, get_status, ServerProcess};
 use serde_json::{json, Value};
 
 /// An upstream whose `POST /slow` answers `{"echo": <the body's marker>}` after `delay`; it

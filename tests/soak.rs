@@ -9,14 +9,12 @@
 //! rounds (each after a settle period: the binary's mimalloc purges freed pages after 1 s);
 //! the second round must not grow it by more than a few MiB (a leak grows it every round).
 
-mod common;
-
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
+use crate::common::process::{metric_sum, ServerProcess};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use bytes::Bytes;
-use common::process::{metric_sum, ServerProcess};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 

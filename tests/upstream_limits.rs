@@ -2,13 +2,11 @@
 //! refused, and with the address policy on, hosts that resolve to private addresses are
 //! never connected to (SSRF).
 
-mod common;
-
-use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::Bytes;
-use common::{
+use crate::common::{
     assert_envelope, counting_listener, json_route, spawn_app_with, upstream, AppOptions, Log,
 };
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
 use serde_json::json;
 
 const MIB: usize = 1024 * 1024;

@@ -1,9 +1,7 @@
 //! The widget SDK and console are served by the runtime; CORS lets allowed origins call it
 //! and read its timing headers.
 
-mod common;
-
-use common::{spawn_app, spawn_app_with, standard_upstream, AppOptions};
+use crate::common::{spawn_app, spawn_app_with, standard_upstream, AppOptions};
 use serde_json::json;
 
 fn registry(base: &str) -> serde_json::Value {

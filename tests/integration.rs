@@ -1,0 +1,27 @@
+//! The integration suite in one binary: each module is one area of the contract, run against
+//! the real server on port 0 and real upstream servers on 127.0.0.1.
+
+mod common;
+
+mod auth;
+mod cli_demo;
+mod errors;
+mod examples;
+mod execute_chain;
+mod execute_composite;
+mod execute_simple;
+mod fuzz_corpus;
+mod hostile_input;
+mod metrics;
+mod openapi;
+mod overrides_and_params;
+mod properties;
+mod registry_rules;
+mod registry_sync;
+mod response_cache;
+mod shutdown;
+mod soak;
+mod template_compat;
+mod upstream_limits;
+mod validate_cli;
+mod web_assets;
