@@ -12,6 +12,7 @@ mod execute_composite;
 mod execute_simple;
 mod fuzz_corpus;
 mod hostile_input;
+mod jwt_algorithms;
 mod metrics;
 mod openapi;
 mod overrides_and_params;
