@@ -1,7 +1,7 @@
 //! Micro-benchmarks of the hot path: rendering a step's templates, orchestrating a run
-//! (actor spawn and messages) against an in-process no-op upstream, the timing headers and
-//! the metrics. `cargo bench --bench hot_path` measures; `cargo test --benches` runs each
-//! once (the CI smoke mode, so they cannot rot).
+//! (actor spawn and messages) against an in-process no-op upstream, `from_json` on a 10 KB
+//! payload, the timing headers and the metrics. `cargo bench --bench hot_path` measures;
+//! `cargo test --benches` runs each once (the CI smoke mode, so they cannot rot).
 
 use std::hint::black_box;
 use std::net::TcpListener;
@@ -86,6 +86,32 @@ fn render_step(c: &mut Criterion) {
             })
         },
     );
+}
+
+/// `from_json` on the scenario C payload (10 KB) reading one field and one length, against
+/// the same text fully built by minijinja's own deserializer (how `from_json` used to work):
+/// compare the two lines of the report.
+fn from_json(c: &mut Criterion) {
+    let payload = include_str!("../bench/c_payload.json");
+    let text = Value::from(payload);
+    let mut group = c.benchmark_group("from_json: 10 KB payload, one field and one length");
+    group.bench_function("read on demand (lazy_json)", |b| {
+        b.iter(|| {
+            let value = connector_runtime::template::lazy_json::parse(&text)
+                .unwrap()
+                .unwrap();
+            let lines = value.get_attr("lines").unwrap();
+            black_box((value.get_attr("clientId").unwrap(), lines.len()))
+        })
+    });
+    group.bench_function("baseline: fully built", |b| {
+        b.iter(|| {
+            let value: Value = serde_json::from_str(payload).unwrap();
+            let lines = value.get_attr("lines").unwrap();
+            black_box((value.get_attr("clientId").unwrap(), lines.len()))
+        })
+    });
+    group.finish();
 }
 
 /// A no-op upstream on loopback: a token and a small user, answered from memory.
@@ -240,6 +266,7 @@ fn metrics(c: &mut Criterion) {
 criterion_group!(
     benches,
     render_step,
+    from_json,
     orchestrate_run,
     timing_headers,
     metrics

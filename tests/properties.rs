@@ -169,3 +169,155 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// `from_json` builds values as templates read them (src/template/lazy_json.rs); whatever a
+// template does with them must give what the fully built value gives.
+// ---------------------------------------------------------------------------------------
+
+/// Arbitrary JSON documents: nested objects (with repeated keys now and then) and arrays of
+/// every scalar kind, including numbers at the edges of the integer and float ranges.
+fn json_text() -> impl Strategy<Value = String> {
+    let scalar = prop_oneof![
+        Just("null".to_string()),
+        any::<bool>().prop_map(|b| b.to_string()),
+        any::<i64>().prop_map(|i| i.to_string()),
+        any::<u64>().prop_map(|u| u.to_string()),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| serde_json::to_string(&f).unwrap()),
+        Just("-0".to_string()),
+        Just("1e308".to_string()),
+        Just("18446744073709551616".to_string()),
+        ".{0,12}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+        Just(r#""esc\"aped \\ \u00e9 \ud83d\ude00""#.to_string()),
+    ];
+    scalar.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6)
+                .prop_map(|items| format!("[{}]", items.join(", "))),
+            prop::collection::vec(("[a-c]{1,2}|items|values|\\\\u0061", inner), 0..16).prop_map(
+                |members| {
+                    let members: Vec<String> = members
+                        .into_iter()
+                        .map(|(k, v)| format!("\"{k}\" : {v}"))
+                        .collect();
+                    format!("{{ {} }}", members.join(","))
+                }
+            ),
+        ]
+    })
+}
+
+/// Renders the same template over the document, once as `from_json` reads it and once as
+/// the value fully built by minijinja's own deserializer (how `from_json` used to build it).
+fn lazy_and_eager(set: &mut TemplateSet, template: &str, text: &str) -> (String, String) {
+    let eager: Value = serde_json::from_str(text).unwrap();
+    let lazy = set
+        .add(
+            "lazy/0/request_body",
+            Field::RequestBody,
+            &format!("{{% set d = text | from_json %}}{template}"),
+        )
+        .unwrap();
+    let built = set
+        .add(
+            "eager/0/request_body",
+            Field::RequestBody,
+            &format!("{{% set d = eager %}}{template}"),
+        )
+        .unwrap();
+    let ctx = Value::from_pairs([("text", Value::from(text)), ("eager", eager)]);
+    let render = |set: &mut TemplateSet, id| match set.render(&id, &ctx) {
+        Ok(out) => out,
+        Err(e) => format!("error: {}", e.message),
+    };
+    (render(set, lazy), render(set, built))
+}
+
+const READINGS: &str = "{{ d }}|{{ d | tojson }}|{{ d | json_encode }}|{{ d == eager }}|\
+{{ d is mapping }}{{ d is sequence }}|{{ d | length if d is mapping or (d is sequence and d is not string) else '' }}|\
+{% if d is mapping %}{% for k, v in d | items %}{{ k }}={{ v }};{% endfor %}{{ d | list }}{{ d.get('a') }}{{ d['b'] if 'b' in d }}{{ d | dictsort }}{% endif %}|\
+{% if d is sequence and d is not string %}{{ d[-1] if d }}{{ d[1:] }}{{ d | reverse | list }}{{ d | first if d }}{{ 'x' in d }}{% endif %}|\
+{{ d | default('none') }}|{{ (d or 'falsy') }}";
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 600,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn from_json_values_read_as_the_fully_built_ones(text in json_text()) {
+        let mut set = template_set();
+        let (lazy, eager) = lazy_and_eager(&mut set, READINGS, &text);
+        prop_assert_eq!(lazy, eager, "{}", text);
+    }
+}
+
+fn template_set() -> TemplateSet {
+    let limits = RenderLimits::default();
+    TemplateSet::new(
+        new_environment(
+            Arc::new(SecretStore::new()),
+            Arc::new(Variables::new()),
+            limits,
+        ),
+        limits,
+    )
+}
+
+#[test]
+fn from_json_fails_on_the_texts_and_with_the_messages_it_always_did() {
+    let mut set = template_set();
+    for text in [
+        "",
+        " ",
+        "[1,]",
+        "{\"a\":1,}",
+        "1e400",
+        "[1e400]",
+        "[\"\\ud800\"]",
+        "\"\\ud83d\\u0041\"",
+        "\"a\u{1}b\"",
+        "{\"a\" 1}",
+        "[1] x",
+        "\"\\x\"",
+        "{\"a\":[1,{\"b\":nul}]}",
+    ] {
+        let id = set
+            .add(
+                "bad/0/request_body",
+                Field::RequestBody,
+                "{{ text | from_json }}",
+            )
+            .unwrap();
+        let ctx = Value::from_pairs([("text", Value::from(text))]);
+        let error = set.render(&id, &ctx).unwrap_err().message;
+        let eager = serde_json::from_str::<Value>(text).unwrap_err();
+        let expected = format!("line {} column {}", eager.line(), eager.column());
+        assert!(
+            error.contains("from_json: the input is not valid JSON"),
+            "{text:?}: {error}"
+        );
+        assert!(
+            error.contains(&expected),
+            "{text:?}: {error} (expected {expected})"
+        );
+    }
+    // Nesting deeper than serde_json's limit of 128 is refused, not built lazily.
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let id = set
+        .add(
+            "deep/0/request_body",
+            Field::RequestBody,
+            "{{ text | from_json }}",
+        )
+        .unwrap();
+    let error = set
+        .render(&id, &Value::from_pairs([("text", Value::from(deep))]))
+        .unwrap_err()
+        .message;
+    assert!(error.contains("not valid JSON"), "{error}");
+}

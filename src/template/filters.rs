@@ -515,7 +515,12 @@ fn parse_json(value: &Value) -> Result<Value, Error> {
             )))
         }
     };
-    match serde_json::from_slice::<Value>(text) {
+    // Text is read on demand (see `lazy_json`); bytes are rare and read at once.
+    let parsed = match super::lazy_json::parse(value) {
+        Some(parsed) => parsed,
+        None => serde_json::from_slice::<Value>(text),
+    };
+    match parsed {
         Ok(parsed) => Ok(parsed),
         Err(e) => Err(own_error(format!(
             "from_json: the input is not valid JSON ({} at line {} column {})",

@@ -8,6 +8,7 @@ pub mod field;
 pub mod filters;
 pub mod functions;
 pub mod json_cache;
+pub mod lazy_json;
 pub mod python;
 pub mod secrets;
 
