@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::{
-    assert_envelope, echo_route, form_field, json_route, slow_route, spawn_app, spawn_app_with,
-    upstream, AppOptions, Log, TestApp, Upstream,
+    assert_envelope, echo_route, echo_upstream, form_field, json_route, slow_route, spawn_app,
+    spawn_app_with, upstream, AppOptions, Log, Reply, TestApp, Upstream, NETWORK_SCOPE,
 };
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
-use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{decode, Algorithm, DecodingKey, TokenData, Validation};
 use serde_json::{json, Value};
 
 const HS_KEY: &str = "hs256-test-key-0123456789abcdef";
@@ -80,14 +80,7 @@ async fn token_upstream(
 
 /// Runs simple GET connector `permalink` and returns the status.
 async fn run(app: &TestApp, permalink: &str) -> u16 {
-    app.call(
-        "GET",
-        &format!("/connectors/{permalink}/execute"),
-        None,
-        &[],
-    )
-    .await
-    .status
+    app.execute(permalink).await.status
 }
 
 fn data_connector(base: &str, permalink: &str, client_id: &str) -> Value {
@@ -95,21 +88,81 @@ fn data_connector(base: &str, permalink: &str, client_id: &str) -> Value {
            "authentication": oauth_config(base, client_id)})
 }
 
+/// Connector `data` (client `cid`) and composite `permalink` whose step `fetch` calls `/data`
+/// with OAuth client `client_id`, after a step `first` calling `/data` without
+/// authentication when `plain_first`.
+fn data_and_composite(base: &str, permalink: &str, client_id: &str, plain_first: bool) -> Value {
+    let mut steps = Vec::new();
+    if plain_first {
+        steps.push(json!({"name": "first", "url": format!("{base}/data")}));
+    }
+    steps.push(json!({"name": "fetch", "url": format!("{base}/data"),
+                      "authentication": oauth_config(base, client_id)}));
+    json!({
+        "connectors": [data_connector(base, "data", "cid")],
+        "composite_connectors": [{"name": permalink, "permalink": permalink, "steps": steps}]
+    })
+}
+
+/// Starts the app (with the OAuth client secret) on connector `data` of `up`, client `cid`.
+async fn data_app(up: &Upstream) -> TestApp {
+    let registry = json!({"connectors": [data_connector(&up.base, "data", "cid")]});
+    spawn_app_with(registry, oauth_app_options()).await
+}
+
+/// Sends `GET path` `times` times, one after the other, checking each answer is a 200.
+async fn assert_runs_ok(app: &TestApp, path: &str, times: usize) {
+    for _ in 0..times {
+        let reply = app.get(path).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+}
+
+/// Checks that `reply` is a 502 `DOWNSTREAM_HTTP_ERROR` envelope with `scope`; returns its
+/// `errors`.
+#[track_caller]
+fn assert_http_error(reply: &Reply, scope: &str) -> Value {
+    assert_envelope(reply, 502, "DOWNSTREAM_HTTP_ERROR", Some(scope))
+}
+
+/// An upstream whose `POST /oauth/token` answers `token_status` with `token_body` and whose
+/// `GET /data` answers 200 `{"data": "yes"}`.
+async fn fixed_token_upstream(token_status: u16, token_body: Value) -> Upstream {
+    upstream(move |cfg| {
+        cfg.route(
+            "/oauth/token",
+            web::post().to(json_route(token_status, token_body.clone())),
+        )
+        .route(
+            "/data",
+            web::get().to(json_route(200, json!({"data": "yes"}))),
+        );
+    })
+    .await
+}
+
+/// Decodes `token` signed with [`HS_KEY`] (HS256) under `validation`, failing the test with
+/// `what` when it does not verify.
+#[track_caller]
+fn decode_hs256(token: &str, validation: &Validation, what: &str) -> TokenData<Value> {
+    decode::<Value>(
+        token,
+        &DecodingKey::from_secret(HS_KEY.as_bytes()),
+        validation,
+    )
+    .unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
 #[actix_web::test]
 async fn an_api_key_goes_in_the_configured_header() {
-    let up = upstream(|cfg| {
-        cfg.route("/echo", web::route().to(echo_route()));
-    })
-    .await;
+    let up = echo_upstream().await;
     let registry = json!({"connectors": [{
         "name": "Keyed", "permalink": "keyed", "url": format!("{}/echo", up.base),
         "authentication": {"type": "api_key", "config": {
             "key": "X-API-Key", "value": "{{ get_secret('api_key') }}", "in": "header"}}
     }]});
     let app = spawn_app_with(registry, AppOptions::default().secret("api_key", "k-123")).await;
-    let reply = app
-        .call("GET", "/connectors/keyed/execute", None, &[])
-        .await;
+    let reply = app.execute("keyed").await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let received = &up.log.to("/echo")[0];
     assert_eq!(received.header("x-api-key"), Some("k-123"));
@@ -118,10 +171,7 @@ async fn an_api_key_goes_in_the_configured_header() {
 
 #[actix_web::test]
 async fn an_api_key_goes_in_the_query_and_the_apikey_spelling_works() {
-    let up = upstream(|cfg| {
-        cfg.route("/echo", web::route().to(echo_route()));
-    })
-    .await;
+    let up = echo_upstream().await;
     let registry = json!({"connectors": [
         {"name": "In query", "permalink": "in-query", "url": format!("{}/echo?fixed=1", up.base),
          "authentication": {"type": "api_key", "config": {
@@ -131,18 +181,8 @@ async fn an_api_key_goes_in_the_query_and_the_apikey_spelling_works() {
              "key": "X-Key", "value": "{{ get_secret('api_key') }}"}}}
     ]});
     let app = spawn_app_with(registry, AppOptions::default().secret("api_key", "k 1&2")).await;
-    assert_eq!(
-        app.call("GET", "/connectors/in-query/execute", None, &[])
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        app.call("GET", "/connectors/old-spelling/execute", None, &[])
-            .await
-            .status,
-        200
-    );
+    assert_eq!(app.execute("in-query").await.status, 200);
+    assert_eq!(app.execute("old-spelling").await.status, 200);
     let calls = up.log.to("/echo");
     assert_eq!(
         calls[0].query_pairs(),
@@ -159,10 +199,7 @@ async fn an_api_key_goes_in_the_query_and_the_apikey_spelling_works() {
 
 #[actix_web::test]
 async fn jwt_auth_sends_a_bearer_token_that_verifies_and_has_integer_exp() {
-    let up = upstream(|cfg| {
-        cfg.route("/echo", web::route().to(echo_route()));
-    })
-    .await;
+    let up = echo_upstream().await;
     let registry = json!({"connectors": [{
         "name": "Jwt", "permalink": "jwt", "url": format!("{}/echo", up.base),
         "authentication": {"type": "jwt", "config": {
@@ -172,12 +209,7 @@ async fn jwt_auth_sends_a_bearer_token_that_verifies_and_has_integer_exp() {
             "jwt_headers": {"kid": "key-1"}}}
     }]});
     let app = spawn_app_with(registry, AppOptions::default().secret("hs_key", HS_KEY)).await;
-    for _ in 0..2 {
-        let reply = app
-            .call("GET", "/connectors/jwt/execute?user=u-9", None, &[])
-            .await;
-        assert_eq!(reply.status, 200, "{}", reply.text());
-    }
+    assert_runs_ok(&app, "/connectors/jwt/execute?user=u-9", 2).await;
     let calls = up.log.to("/echo");
     let token = calls[0]
         .header("authorization")
@@ -186,12 +218,7 @@ async fn jwt_auth_sends_a_bearer_token_that_verifies_and_has_integer_exp() {
         .to_string();
     let mut validation = Validation::new(Algorithm::HS256);
     validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-    let data = decode::<Value>(
-        &token,
-        &DecodingKey::from_secret(HS_KEY.as_bytes()),
-        &validation,
-    )
-    .expect("the token verifies with the HS256 key");
+    let data = decode_hs256(&token, &validation, "the token verifies with the HS256 key");
     assert_eq!(data.header.kid.as_deref(), Some("key-1"));
     assert_eq!(data.claims["iss"], "connector-runtime");
     assert_eq!(data.claims["sub"], "u-9");
@@ -247,12 +274,7 @@ async fn oauth_jwt_bearer_posts_a_signed_assertion_and_caches_the_token() {
             "additional_claims": {"tenant": "t1"}}}
     }]});
     let app = spawn_app_with(registry, AppOptions::default().secret("hs_key", HS_KEY)).await;
-    for _ in 0..3 {
-        let reply = app
-            .call("GET", "/connectors/jwt-bearer/execute", None, &[])
-            .await;
-        assert_eq!(reply.status, 200, "{}", reply.text());
-    }
+    assert_runs_ok(&app, "/connectors/jwt-bearer/execute", 3).await;
     let grants = up.log.to("/oauth/token");
     assert_eq!(grants.len(), 1, "the token must be cached");
     let grant = &grants[0];
@@ -275,12 +297,7 @@ async fn oauth_jwt_bearer_posts_a_signed_assertion_and_caches_the_token() {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.set_audience(&["https://auth.example.com/token"]);
     validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
-    let data = decode::<Value>(
-        &assertion,
-        &DecodingKey::from_secret(HS_KEY.as_bytes()),
-        &validation,
-    )
-    .expect("the assertion verifies");
+    let data = decode_hs256(&assertion, &validation, "the assertion verifies");
     assert_eq!(data.claims["iss"], "svc-client");
     assert_eq!(data.claims["sub"], "user@example.com");
     assert_eq!(data.claims["aud"], "https://auth.example.com/token");
@@ -298,8 +315,7 @@ async fn oauth_jwt_bearer_posts_a_signed_assertion_and_caches_the_token() {
 #[actix_web::test]
 async fn concurrent_runs_share_a_single_token_request() {
     let up = token_upstream(Duration::from_millis(100), 3600, &["tok-1"]).await;
-    let registry = json!({"connectors": [data_connector(&up.base, "data", "cid")]});
-    let app = spawn_app_with(registry, oauth_app_options()).await;
+    let app = data_app(&up).await;
     let runs = (0..20).map(|_| app.call("GET", "/connectors/data/execute", None, &[]));
     let replies = futures_util::future::join_all(runs).await;
     for reply in &replies {
@@ -324,16 +340,11 @@ async fn concurrent_runs_share_a_single_token_request() {
 async fn a_token_is_refreshed_once_it_expires() {
     // expires_in 61 → cached for 1 s.
     let up = token_upstream(Duration::ZERO, 61, &["tok-1", "tok-2"]).await;
-    let registry = json!({"connectors": [data_connector(&up.base, "data", "cid")]});
-    let app = spawn_app_with(registry, oauth_app_options()).await;
-    for _ in 0..2 {
-        let reply = app.call("GET", "/connectors/data/execute", None, &[]).await;
-        assert_eq!(reply.status, 200, "{}", reply.text());
-    }
+    let app = data_app(&up).await;
+    assert_runs_ok(&app, "/connectors/data/execute", 2).await;
     assert_eq!(up.log.count("/oauth/token"), 1, "reused while fresh");
     actix_rt::time::sleep(Duration::from_millis(1_200)).await;
-    let reply = app.call("GET", "/connectors/data/execute", None, &[]).await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_runs_ok(&app, "/connectors/data/execute", 1).await;
     assert_eq!(up.log.count("/oauth/token"), 2, "refetched after expiry");
     let data = up.log.to("/data");
     assert_eq!(data[1].header("authorization"), Some("Bearer tok-1"));
@@ -344,9 +355,8 @@ async fn a_token_is_refreshed_once_it_expires() {
 async fn an_upstream_401_refreshes_the_token_and_retries_once() {
     // The upstream rejects tok-1 (say, revoked early) and accepts tok-2.
     let up = token_upstream(Duration::ZERO, 3600, &["tok-2"]).await;
-    let registry = json!({"connectors": [data_connector(&up.base, "data", "cid")]});
-    let app = spawn_app_with(registry, oauth_app_options()).await;
-    let reply = app.call("GET", "/connectors/data/execute", None, &[]).await;
+    let app = data_app(&up).await;
+    let reply = app.execute("data").await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json(), json!({"data": "yes"}));
     assert_eq!(up.log.count("/oauth/token"), 2);
@@ -355,7 +365,7 @@ async fn an_upstream_401_refreshes_the_token_and_retries_once() {
     assert_eq!(data[0].header("authorization"), Some("Bearer tok-1"));
     assert_eq!(data[1].header("authorization"), Some("Bearer tok-2"));
     // The fresh token is the cached one now.
-    let again = app.call("GET", "/connectors/data/execute", None, &[]).await;
+    let again = app.execute("data").await;
     assert_eq!(again.status, 200);
     assert_eq!(up.log.count("/oauth/token"), 2);
 }
@@ -363,32 +373,19 @@ async fn an_upstream_401_refreshes_the_token_and_retries_once() {
 #[actix_web::test]
 async fn a_persistent_401_is_a_502_after_exactly_one_retry() {
     let up = token_upstream(Duration::ZERO, 3600, &[]).await;
-    let registry = json!({
-        "connectors": [data_connector(&up.base, "data", "cid")],
-        "composite_connectors": [{"name": "C data", "permalink": "c-data", "steps": [
-            {"name": "fetch", "url": format!("{}/data", up.base),
-             "authentication": oauth_config(&up.base, "cid-2")}
-        ]}]
-    });
+    let registry = data_and_composite(&up.base, "c-data", "cid-2", false);
     let app = spawn_app_with(registry, oauth_app_options()).await;
-    let reply = app.call("GET", "/connectors/data/execute", None, &[]).await;
-    let errors = assert_envelope(
-        &reply,
-        502,
-        "DOWNSTREAM_HTTP_ERROR",
-        Some("Downstream (HTTP error)"),
-    );
+    let reply = app.execute("data").await;
+    let errors = assert_http_error(&reply, "Downstream (HTTP error)");
     assert_eq!(errors["detail"], "the upstream answered HTTP 401");
     assert_eq!(up.log.count("/data"), 2, "one call and one retry");
     assert_eq!(up.log.count("/oauth/token"), 2);
     assert!(!reply.text().contains("invalid_token"));
 
     let reply = app.composite("c-data", "", "").await;
-    assert_envelope(
+    assert_http_error(
         &reply,
-        502,
-        "DOWNSTREAM_HTTP_ERROR",
-        Some("Composite step 'fetch' (index 0): Downstream (HTTP error)"),
+        "Composite step 'fetch' (index 0): Downstream (HTTP error)",
     );
     assert_eq!(up.log.count("/data"), 4);
     assert_eq!(up.log.count("/oauth/token"), 4);
@@ -402,57 +399,26 @@ async fn a_401_without_oauth_is_not_retried() {
         "headers": [{"key": "Authorization", "value": "Bearer static"}]
     }]});
     let app = spawn_app(registry).await;
-    let reply = app
-        .call("GET", "/connectors/plain/execute", None, &[])
-        .await;
-    assert_envelope(
-        &reply,
-        502,
-        "DOWNSTREAM_HTTP_ERROR",
-        Some("Downstream (HTTP error)"),
-    );
+    let reply = app.execute("plain").await;
+    assert_http_error(&reply, "Downstream (HTTP error)");
     assert_eq!(up.log.count("/data"), 1);
 }
 
 #[actix_web::test]
 async fn a_failing_token_endpoint_is_a_502_http_error_and_the_upstream_is_not_called() {
-    let up = upstream(|cfg| {
-        cfg.route(
-            "/oauth/token",
-            web::post().to(json_route(401, json!({"error": "invalid_client"}))),
-        )
-        .route(
-            "/data",
-            web::get().to(json_route(200, json!({"data": "yes"}))),
-        );
-    })
-    .await;
-    let registry = json!({
-        "connectors": [data_connector(&up.base, "data", "cid")],
-        "composite_connectors": [{"name": "C", "permalink": "c", "steps": [
-            {"name": "first", "url": format!("{}/data", up.base)},
-            {"name": "fetch", "url": format!("{}/data", up.base),
-             "authentication": oauth_config(&up.base, "cid")}
-        ]}]
-    });
+    let up = fixed_token_upstream(401, json!({"error": "invalid_client"})).await;
+    let registry = data_and_composite(&up.base, "c", "cid", true);
     let app = spawn_app_with(registry, oauth_app_options()).await;
-    let reply = app.call("GET", "/connectors/data/execute", None, &[]).await;
-    let errors = assert_envelope(
-        &reply,
-        502,
-        "DOWNSTREAM_HTTP_ERROR",
-        Some("Downstream (HTTP error)"),
-    );
+    let reply = app.execute("data").await;
+    let errors = assert_http_error(&reply, "Downstream (HTTP error)");
     assert_eq!(errors["detail"], "the token endpoint answered HTTP 401");
     assert!(!reply.text().contains("invalid_client"));
     assert_eq!(up.log.count("/data"), 0);
 
     let reply = app.composite("c", "", "").await;
-    assert_envelope(
+    assert_http_error(
         &reply,
-        502,
-        "DOWNSTREAM_HTTP_ERROR",
-        Some("Composite step 'fetch' (index 1): Downstream (HTTP error)"),
+        "Composite step 'fetch' (index 1): Downstream (HTTP error)",
     );
     assert_eq!(up.log.count("/data"), 1, "only the first step called");
     // Failures are not cached: each run asks again.
@@ -461,26 +427,10 @@ async fn a_failing_token_endpoint_is_a_502_http_error_and_the_upstream_is_not_ca
 
 #[actix_web::test]
 async fn a_token_endpoint_without_an_access_token_is_a_502() {
-    let up = upstream(|cfg| {
-        cfg.route(
-            "/oauth/token",
-            web::post().to(json_route(200, json!({"nope": 1}))),
-        )
-        .route(
-            "/data",
-            web::get().to(json_route(200, json!({"data": "yes"}))),
-        );
-    })
-    .await;
-    let registry = json!({"connectors": [data_connector(&up.base, "data", "cid")]});
-    let app = spawn_app_with(registry, oauth_app_options()).await;
-    let reply = app.call("GET", "/connectors/data/execute", None, &[]).await;
-    assert_envelope(
-        &reply,
-        502,
-        "DOWNSTREAM_NETWORK_ERROR",
-        Some("Downstream (network/external service)"),
-    );
+    let up = fixed_token_upstream(200, json!({"nope": 1})).await;
+    let app = data_app(&up).await;
+    let reply = app.execute("data").await;
+    assert_envelope(&reply, 502, "DOWNSTREAM_NETWORK_ERROR", Some(NETWORK_SCOPE));
     assert_eq!(up.log.count("/data"), 0);
 }
 
@@ -504,13 +454,8 @@ async fn a_slow_token_endpoint_times_out_with_a_504() {
     )
     .await;
     let started = std::time::Instant::now();
-    let reply = app.call("GET", "/connectors/data/execute", None, &[]).await;
-    assert_envelope(
-        &reply,
-        504,
-        "DOWNSTREAM_TIMEOUT",
-        Some("Downstream (network/external service)"),
-    );
+    let reply = app.execute("data").await;
+    assert_envelope(&reply, 504, "DOWNSTREAM_TIMEOUT", Some(NETWORK_SCOPE));
     assert!(started.elapsed() < Duration::from_millis(900));
 }
 
@@ -584,8 +529,7 @@ async fn tokens_are_cached_per_token_url() {
 async fn concurrent_runs_rejected_with_401_share_one_refresh() {
     // Every run first gets tok-1, which the upstream rejects; the refresh must happen once.
     let up = token_upstream(Duration::from_millis(100), 3600, &["tok-2"]).await;
-    let registry = json!({"connectors": [data_connector(&up.base, "data", "cid")]});
-    let app = spawn_app_with(registry, oauth_app_options()).await;
+    let app = data_app(&up).await;
     let runs = (0..10).map(|_| app.call("GET", "/connectors/data/execute", None, &[]));
     for reply in futures_util::future::join_all(runs).await {
         assert_eq!(reply.status, 200, "{}", reply.text());

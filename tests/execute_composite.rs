@@ -5,8 +5,9 @@
 use crate::common;
 
 use crate::common::{
-    assert_envelope, echo_route, is_one_decimal_ms, json_route, keys, parse_server_timing,
-    spawn_app, spawn_app_with, standard_upstream, upstream, AppOptions,
+    assert_envelope, assert_server_timing, echo_route, echo_upstream, json_route, keys,
+    ok_upstream, parse_server_timing, spawn_app, spawn_app_with, standard_upstream, upstream,
+    AppOptions,
 };
 use actix_web::web;
 use serde_json::{json, Value};
@@ -162,10 +163,7 @@ async fn a_response_body_transform_is_what_later_steps_and_the_caller_see() {
 
 #[actix_web::test]
 async fn request_body_query_and_content_type_reach_step_templates() {
-    let up = upstream(|cfg| {
-        cfg.route("/echo", web::route().to(echo_route()));
-    })
-    .await;
+    let up = echo_upstream().await;
     let registry = json!({"composite_connectors": [{
         "name": "Request vars", "permalink": "request-vars",
         "steps": [
@@ -191,10 +189,7 @@ async fn request_body_query_and_content_type_reach_step_templates() {
 
 #[actix_web::test]
 async fn an_empty_request_body_is_none_in_templates() {
-    let up = upstream(|cfg| {
-        cfg.route("/echo", web::route().to(echo_route()));
-    })
-    .await;
+    let up = echo_upstream().await;
     let registry = json!({"composite_connectors": [{
         "name": "Empty", "permalink": "empty",
         "steps": [
@@ -210,10 +205,7 @@ async fn an_empty_request_body_is_none_in_templates() {
 
 #[actix_web::test]
 async fn a_binary_request_body_is_none_as_text_but_available_as_bytes() {
-    let up = upstream(|cfg| {
-        cfg.route("/echo", web::route().to(echo_route()));
-    })
-    .await;
+    let up = echo_upstream().await;
     let registry = json!({"composite_connectors": [{
         "name": "Binary", "permalink": "binary",
         "steps": [
@@ -283,31 +275,21 @@ async fn composite_timing_headers_have_the_exact_seed_format() {
     assert_eq!(reply.status, 200, "{}", reply.text());
 
     // ^step\.auth;dur=\d+\.\d;desc="Step: auth", step\.fetch-user;dur=\d+\.\d;desc="Step: fetch-user", total;dur=\d+\.\d;desc="Total"$
-    let header = reply.header("server-timing").unwrap();
-    let entries = parse_server_timing(&header);
-    let shape: Vec<(&str, &str)> = entries
-        .iter()
-        .map(|e| (e.name.as_str(), e.desc.as_str()))
-        .collect();
-    assert_eq!(
-        shape,
-        vec![
+    let (header, entries) = assert_server_timing(
+        &reply,
+        &[
             ("step.auth", "Step: auth"),
             ("step.fetch-user", "Step: fetch-user"),
             ("total", "Total"),
         ],
-        "{header}"
     );
-    for e in &entries {
-        assert!(is_one_decimal_ms(&e.dur), "dur '{}' in {header}", e.dur);
-    }
     let rebuilt = format!(
         "step.auth;dur={};desc=\"Step: auth\", step.fetch-user;dur={};desc=\"Step: fetch-user\", total;dur={};desc=\"Total\"",
         entries[0].dur, entries[1].dur, entries[2].dur
     );
     assert_eq!(header, rebuilt);
 
-    let timing: Value = serde_json::from_str(&reply.header("x-connector-timing").unwrap()).unwrap();
+    let timing = reply.connector_timing();
     assert_eq!(keys(&timing), vec!["request_id", "steps", "total_ms"]);
     assert_eq!(timing["request_id"], "timing-req-1");
     assert!(timing["total_ms"].is_number());
@@ -354,7 +336,7 @@ async fn on_failure_the_timing_headers_list_only_the_steps_that_ran() {
         .map(|e| e.name)
         .collect();
     assert_eq!(names, vec!["step.first", "step.second", "total"]);
-    let timing: Value = serde_json::from_str(&reply.header("x-connector-timing").unwrap()).unwrap();
+    let timing = reply.connector_timing();
     let steps = timing["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 2, "{timing}");
     assert_eq!(steps[0]["status_code"], 200);
@@ -365,10 +347,7 @@ async fn on_failure_the_timing_headers_list_only_the_steps_that_ran() {
 
 #[actix_web::test]
 async fn a_step_that_fails_before_calling_has_a_null_status_code_in_the_timing() {
-    let up = upstream(|cfg| {
-        cfg.route("/ok", web::get().to(json_route(200, json!({"ok": true}))));
-    })
-    .await;
+    let up = ok_upstream().await;
     let registry = json!({"composite_connectors": [{
         "name": "Early", "permalink": "early",
         "steps": [
@@ -385,7 +364,7 @@ async fn a_step_that_fails_before_calling_has_a_null_status_code_in_the_timing()
         "TEMPLATE_RENDERING_ERROR",
         Some("Composite step 'second' (index 1): Configuration (template rendering)"),
     );
-    let timing: Value = serde_json::from_str(&reply.header("x-connector-timing").unwrap()).unwrap();
+    let timing = reply.connector_timing();
     let steps = timing["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 2);
     assert_eq!(steps[1]["status_code"], Value::Null);

@@ -3,18 +3,15 @@
 //! headers.
 
 use crate::common::{
-    echo_route, is_one_decimal_ms, json_route, keys, parse_server_timing, path_params_header,
-    spawn_app, typed_route, upstream,
+    assert_server_timing, echo_route, echo_upstream, json_route, keys, ok_upstream,
+    path_params_header, spawn_app, typed_route, upstream,
 };
 use actix_web::web;
-use serde_json::{json, Value};
+use serde_json::json;
 
 #[actix_web::test]
 async fn body_text_and_body_raw_fill_the_request_body() {
-    let up = upstream(|cfg| {
-        cfg.route("/echo", web::route().to(echo_route()));
-    })
-    .await;
+    let up = echo_upstream().await;
     let registry = json!({"connectors": [{
         "name": "Post it", "permalink": "post-it", "method": "POST",
         "url": format!("{}/echo", up.base),
@@ -42,10 +39,7 @@ async fn body_text_and_body_raw_fill_the_request_body() {
 
 #[actix_web::test]
 async fn a_connector_without_request_body_sends_no_body() {
-    let up = upstream(|cfg| {
-        cfg.route("/echo", web::route().to(echo_route()));
-    })
-    .await;
+    let up = echo_upstream().await;
     let registry = json!({"connectors": [{
         "name": "Bodiless", "permalink": "bodiless", "method": "POST",
         "url": format!("{}/echo", up.base)
@@ -76,23 +70,11 @@ async fn path_params_fill_the_url_and_defaults_apply_when_not_sent() {
     }]});
     let app = spawn_app(registry).await;
     let reply = app
-        .call(
-            "GET",
-            "/connectors/item/execute",
-            None,
-            &[("X-Path-Params", &path_params_header("id", "it-42"))],
-        )
+        .execute_with_path_params("item", &path_params_header("id", "it-42"))
         .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["path"], "/orgs/acme/items/it-42");
-    let reply = app
-        .call(
-            "GET",
-            "/connectors/item/execute",
-            None,
-            &[("X-Path-Params", "id=9&org=other")],
-        )
-        .await;
+    let reply = app.execute_with_path_params("item", "id=9&org=other").await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["path"], "/orgs/other/items/9");
 }
@@ -112,9 +94,7 @@ async fn response_body_sees_the_upstream_response() {
         "response_body": "{\"name\": {{ (response.body | from_json).name | tojson }}, \"status\": {{ response.status_code }}, \"ct\": {{ response.headers['content-type'] | tojson }}}"
     }]});
     let app = spawn_app(registry).await;
-    let reply = app
-        .call("GET", "/connectors/shaped/execute", None, &[])
-        .await;
+    let reply = app.execute("shaped").await;
     assert_eq!(reply.status, 201, "{}", reply.text());
     assert_eq!(
         reply.json(),
@@ -142,18 +122,14 @@ async fn response_content_type_overrides_the_upstream_content_type() {
          "response_content_type": "application/vnd.report"}
     ]});
     let app = spawn_app(registry).await;
-    let plain = app
-        .call("GET", "/connectors/passthrough/execute", None, &[])
-        .await;
+    let plain = app.execute("passthrough").await;
     assert_eq!(plain.status, 200);
     assert_eq!(
         plain.header("content-type").as_deref(),
         Some("text/csv; charset=utf-8")
     );
     assert_eq!(plain.text(), "a,b\n1,2\n");
-    let overridden = app
-        .call("GET", "/connectors/overridden/execute", None, &[])
-        .await;
+    let overridden = app.execute("overridden").await;
     assert_eq!(overridden.status, 200);
     assert_eq!(
         overridden.header("content-type").as_deref(),
@@ -164,10 +140,7 @@ async fn response_content_type_overrides_the_upstream_content_type() {
 
 #[actix_web::test]
 async fn the_connector_method_is_used_upstream() {
-    let up = upstream(|cfg| {
-        cfg.route("/echo", web::route().to(echo_route()));
-    })
-    .await;
+    let up = echo_upstream().await;
     let registry = json!({"connectors": [
         {"name": "Put", "permalink": "put", "method": "PUT", "url": format!("{}/echo", up.base),
          "request_body": "{{ body_text }}"},
@@ -193,10 +166,7 @@ async fn the_connector_method_is_used_upstream() {
 
 #[actix_web::test]
 async fn simple_timing_headers_have_the_documented_entries_and_keys() {
-    let up = upstream(|cfg| {
-        cfg.route("/ok", web::get().to(json_route(200, json!({"ok": true}))));
-    })
-    .await;
+    let up = ok_upstream().await;
     let registry = json!({"connectors": [
         {"name": "Timed", "permalink": "timed", "url": format!("{}/ok", up.base)}
     ]});
@@ -211,28 +181,18 @@ async fn simple_timing_headers_have_the_documented_entries_and_keys() {
         .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let host = format!("127.0.0.1:{}", up.port);
-    let header = reply.header("server-timing").unwrap();
-    let entries = parse_server_timing(&header);
-    let shape: Vec<(&str, &str)> = entries
-        .iter()
-        .map(|e| (e.name.as_str(), e.desc.as_str()))
-        .collect();
-    assert_eq!(
-        shape,
-        vec![
+    assert_server_timing(
+        &reply,
+        &[
             ("setup", "Setup"),
             ("transform", "Transform"),
             ("cache", "Cache Miss"),
             ("external", host.as_str()),
             ("total", "Total"),
         ],
-        "{header}"
     );
-    for e in &entries {
-        assert!(is_one_decimal_ms(&e.dur), "dur '{}' in {header}", e.dur);
-    }
 
-    let timing: Value = serde_json::from_str(&reply.header("x-connector-timing").unwrap()).unwrap();
+    let timing = reply.connector_timing();
     assert_eq!(
         keys(&timing),
         vec![
@@ -275,9 +235,9 @@ async fn a_failed_simple_run_names_the_error_in_its_timing() {
         {"name": "Gone", "permalink": "gone", "url": format!("{}/gone", up.base)}
     ]});
     let app = spawn_app(registry).await;
-    let reply = app.call("GET", "/connectors/gone/execute", None, &[]).await;
+    let reply = app.execute("gone").await;
     assert_eq!(reply.status, 502);
-    let timing: Value = serde_json::from_str(&reply.header("x-connector-timing").unwrap()).unwrap();
+    let timing = reply.connector_timing();
     assert_eq!(timing["error"], "DOWNSTREAM_HTTP_ERROR");
     assert!(timing.get("timeout").is_none(), "{timing}");
     assert_eq!(timing["request_id"], reply.json()["request_id"]);

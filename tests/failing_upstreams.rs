@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use actix_web::web;
 use common::{
-    assert_envelope, closed_port, json_route, slow_route, spawn_app_with, upstream, AppOptions,
-    Reply, TestApp, Upstream,
+    assert_envelope, closed_port, composite_scope, ok_upstream, resolver_flags, slow_route,
+    spawn_app_with, upstream, AppOptions, Reply, TestApp, NETWORK_SCOPE,
 };
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,7 +33,6 @@ const STEP_TIMEOUT_MS: u64 = 400;
 /// What a run may take beyond its step timeout.
 const MARGIN_MS: u64 = 700;
 const MIB: usize = 1024 * 1024;
-const NETWORK_SCOPE: &str = "Downstream (network/external service)";
 
 /// One test at a time: memory is measured for the whole process, and timings should not
 /// compete with a neighbour streaming 50 MiB.
@@ -85,6 +84,11 @@ impl BadUpstream {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The URL the connectors of these tests call on it.
+    fn url(&self) -> String {
+        format!("{}/x", self.base())
+    }
+
     fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
@@ -120,10 +124,19 @@ async fn read_head(stream: &mut TcpStream) {
     }
 }
 
+/// The head of a 200 with an octet-stream body framed by `len` (a `Content-Length` or
+/// `Transfer-Encoding` line).
+fn headers(len: &str) -> String {
+    format!("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n{len}\r\n\r\n")
+}
+
+/// Reads the request head, then writes [`headers`]`(len)`; false when the runtime has hung up.
+async fn answer_head(stream: &mut TcpStream, len: &str) -> bool {
+    read_head(stream).await;
+    stream.write_all(headers(len).as_bytes()).await.is_ok()
+}
+
 async fn behave(mut stream: TcpStream, bad: Bad) {
-    let headers = |len: &str| {
-        format!("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n{len}\r\n\r\n")
-    };
     match bad {
         Bad::ResetMidBody => {
             read_head(&mut stream).await;
@@ -142,12 +155,7 @@ async fn behave(mut stream: TcpStream, bad: Bad) {
                 .await;
         }
         Bad::Trickle => {
-            read_head(&mut stream).await;
-            if stream
-                .write_all(headers("Content-Length: 100").as_bytes())
-                .await
-                .is_err()
-            {
+            if !answer_head(&mut stream, "Content-Length: 100").await {
                 return;
             }
             for _ in 0..100 {
@@ -158,12 +166,7 @@ async fn behave(mut stream: TcpStream, bad: Bad) {
             }
         }
         Bad::Endless => {
-            read_head(&mut stream).await;
-            if stream
-                .write_all(headers("Transfer-Encoding: chunked").as_bytes())
-                .await
-                .is_err()
-            {
+            if !answer_head(&mut stream, "Transfer-Encoding: chunked").await {
                 return;
             }
             let chunk = chunk_frame(64 * 1024);
@@ -195,12 +198,7 @@ async fn behave(mut stream: TcpStream, bad: Bad) {
             }
         }
         Bad::Chunked(len) => {
-            read_head(&mut stream).await;
-            if stream
-                .write_all(headers("Transfer-Encoding: chunked").as_bytes())
-                .await
-                .is_err()
-            {
+            if !answer_head(&mut stream, "Transfer-Encoding: chunked").await {
                 return;
             }
             let chunk = chunk_frame(64 * 1024);
@@ -244,16 +242,8 @@ fn chunk_frame(len: usize) -> Vec<u8> {
 // Helpers.
 // ---------------------------------------------------------------------------------------
 
-/// A healthy upstream for the first step of the composites.
-async fn good_upstream() -> Upstream {
-    upstream(|cfg| {
-        cfg.route("/ok", web::route().to(json_route(200, json!({"ok": true}))));
-    })
-    .await
-}
-
 /// Simple connector `name` calling `url`, and composite `c-<name>` whose step `second`
-/// (index 1) calls it after a step that succeeds.
+/// (index 1) calls it after a step that succeeds (`GET {good}/ok`).
 fn case(name: &str, url: &str, good: &str) -> (Value, Value) {
     (
         json!({"name": name, "permalink": name, "url": url}),
@@ -298,9 +288,7 @@ async fn assert_failure(app: &TestApp, name: &str, status: u16, code: &str) -> [
         &composite,
         status,
         code,
-        Some(&format!(
-            "Composite step 'second' (index 1): {NETWORK_SCOPE}"
-        )),
+        Some(&composite_scope("second", 1, NETWORK_SCOPE)),
     );
     for (took, what) in [(simple_took, "simple"), (composite_took, "composite")] {
         assert!(took < limit, "{name} ({what}) took {took:?}");
@@ -369,9 +357,44 @@ async fn measured(
     (reply, took, sampler.peak().saturating_sub(before))
 }
 
+/// Runs `name` as a simple connector and as step `second` of `c-<name>`, each [`measured`],
+/// and checks that both are 502 `DOWNSTREAM_RESPONSE_TOO_LARGE` envelopes (no relayed
+/// body), that each took under 5 s and that RSS grew by less than twice `cap`.
+async fn assert_too_large_in_bounded_memory(app: &TestApp, name: &str, cap: usize) {
+    let (simple, simple_took, simple_grew) = measured(timed_simple(app, name)).await;
+    let (composite, composite_took, composite_grew) = measured(timed_composite(app, name)).await;
+    println!(
+        "{name}: simple {simple_took:?} (RSS +{} KiB), composite {composite_took:?} (RSS +{} KiB)",
+        simple_grew / 1024,
+        composite_grew / 1024
+    );
+    assert_envelope(
+        &simple,
+        502,
+        "DOWNSTREAM_RESPONSE_TOO_LARGE",
+        Some(NETWORK_SCOPE),
+    );
+    assert_envelope(
+        &composite,
+        502,
+        "DOWNSTREAM_RESPONSE_TOO_LARGE",
+        Some(&composite_scope("second", 1, NETWORK_SCOPE)),
+    );
+    assert!(simple.body.len() < 4096 && composite.body.len() < 4096);
+    for grew in [simple_grew, composite_grew] {
+        assert!(
+            grew < 2 * cap,
+            "{name}: RSS grew by {grew} bytes (cap {cap})"
+        );
+    }
+    for took in [simple_took, composite_took] {
+        assert!(took < Duration::from_secs(5), "{name} took {took:?}");
+    }
+}
+
 /// The value of the series `name{labels...}` in `/metrics` (0 when it does not exist yet).
 async fn metric(app: &TestApp, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let text = app.call("GET", "/metrics", None, &[]).await.text();
+    let text = app.get("/metrics").await.text();
     text.lines()
         .filter(|l| l.starts_with(&format!("{name}{{")))
         .find(|l| {
@@ -404,15 +427,15 @@ fn timeout_flags(f: &mut connector_runtime::config::ServeArgs) {
 #[actix_web::test]
 async fn network_failures_are_502s_that_name_the_step_and_end_quickly() {
     let _serial = serial();
-    let good = good_upstream().await;
+    let good = ok_upstream().await;
     let reset = bad_upstream(Bad::ResetMidBody).await;
     let not_http = bad_upstream(Bad::NotHttp).await;
     let refused = format!("http://127.0.0.1:{}", closed_port());
     let app = spawn_app_with(
         registry(vec![
             case("refused", &format!("{refused}/x"), &good.base),
-            case("reset", &format!("{}/x", reset.base()), &good.base),
-            case("not-http", &format!("{}/x", not_http.base()), &good.base),
+            case("reset", &reset.url(), &good.base),
+            case("not-http", &not_http.url(), &good.base),
         ]),
         AppOptions::default().flags(timeout_flags),
     )
@@ -428,13 +451,13 @@ async fn network_failures_are_502s_that_name_the_step_and_end_quickly() {
 #[actix_web::test]
 async fn slow_headers_and_a_trickled_body_are_504s_at_the_step_timeout() {
     let _serial = serial();
-    let good = good_upstream().await;
+    let good = ok_upstream().await;
     let slow = bad_upstream(Bad::SlowHeaders).await;
     let trickle = bad_upstream(Bad::Trickle).await;
     let app = spawn_app_with(
         registry(vec![
-            case("slow-headers", &format!("{}/x", slow.base()), &good.base),
-            case("trickle", &format!("{}/x", trickle.base()), &good.base),
+            case("slow-headers", &slow.url(), &good.base),
+            case("trickle", &trickle.url(), &good.base),
         ]),
         AppOptions::default().flags(timeout_flags),
     )
@@ -447,7 +470,7 @@ async fn slow_headers_and_a_trickled_body_are_504s_at_the_step_timeout() {
 #[actix_web::test]
 async fn a_tls_handshake_failure_is_a_502() {
     let _serial = serial();
-    let good = good_upstream().await;
+    let good = ok_upstream().await;
     let garbage = bad_upstream(Bad::TlsGarbage).await;
     let closes = bad_upstream(Bad::CloseAtOnce).await;
     // https:// upstreams with private addresses allowed: the address is fine, TLS is not.
@@ -465,14 +488,11 @@ async fn a_tls_handshake_failure_is_a_502() {
                 &good.base,
             ),
         ]),
-        AppOptions::default().flags(|f| {
-            timeout_flags(f);
-            f.allow_private_upstreams = true;
-            f.resolve = vec![
-                "garbage.test=127.0.0.1".into(),
-                "closed.test=127.0.0.1".into(),
-            ];
-        }),
+        AppOptions::default().flags(resolver_flags(
+            true,
+            ["garbage.test=127.0.0.1", "closed.test=127.0.0.1"],
+            STEP_TIMEOUT_MS,
+        )),
     )
     .await;
     for name in ["tls-garbage", "tls-closed"] {
@@ -488,17 +508,13 @@ async fn a_tls_handshake_failure_is_a_502() {
 #[actix_web::test]
 async fn a_50_mib_body_is_refused_at_the_default_10_mib_cap_with_bounded_memory() {
     let _serial = serial();
-    let good = good_upstream().await;
+    let good = ok_upstream().await;
     let sized = bad_upstream(Bad::Sized(50 * MIB)).await;
     let chunked = bad_upstream(Bad::Chunked(50 * MIB)).await;
     let app = spawn_app_with(
         registry(vec![
-            case("sized-50mib", &format!("{}/x", sized.base()), &good.base),
-            case(
-                "chunked-50mib",
-                &format!("{}/x", chunked.base()),
-                &good.base,
-            ),
+            case("sized-50mib", &sized.url(), &good.base),
+            case("chunked-50mib", &chunked.url(), &good.base),
         ]),
         // The default --max-response-bytes (10 MiB); a generous timeout, so the cap decides.
         AppOptions::default().flags(|f| f.step_timeout_ms = 10_000),
@@ -510,101 +526,35 @@ async fn a_50_mib_body_is_refused_at_the_default_10_mib_cap_with_bounded_memory(
         cap
     );
     for name in ["sized-50mib", "chunked-50mib"] {
-        let (simple, simple_took, simple_grew) = measured(timed_simple(&app, name)).await;
-        let (composite, composite_took, composite_grew) =
-            measured(timed_composite(&app, name)).await;
-        assert_envelope(
-            &simple,
-            502,
-            "DOWNSTREAM_RESPONSE_TOO_LARGE",
-            Some(NETWORK_SCOPE),
-        );
-        assert_envelope(
-            &composite,
-            502,
-            "DOWNSTREAM_RESPONSE_TOO_LARGE",
-            Some(&format!(
-                "Composite step 'second' (index 1): {NETWORK_SCOPE}"
-            )),
-        );
-        assert!(simple.body.len() < 4096 && composite.body.len() < 4096);
-        println!(
-            "{name}: simple {simple_took:?} (RSS +{} KiB), composite {composite_took:?} (RSS +{} KiB)",
-            simple_grew / 1024,
-            composite_grew / 1024
-        );
-        for grew in [simple_grew, composite_grew] {
-            assert!(
-                grew < 2 * cap,
-                "{name}: RSS grew by {grew} bytes (cap {cap})"
-            );
-        }
-        for took in [simple_took, composite_took] {
-            assert!(took < Duration::from_secs(5), "{name} took {took:?}");
-        }
+        assert_too_large_in_bounded_memory(&app, name, cap).await;
     }
 }
 
 #[actix_web::test]
 async fn a_never_ending_body_is_cut_at_the_size_cap_with_bounded_memory() {
     let _serial = serial();
-    let good = good_upstream().await;
+    let good = ok_upstream().await;
     let endless = bad_upstream(Bad::Endless).await;
     let cap = 8 * MIB;
     let app = spawn_app_with(
-        registry(vec![case(
-            "endless",
-            &format!("{}/x", endless.base()),
-            &good.base,
-        )]),
+        registry(vec![case("endless", &endless.url(), &good.base)]),
         AppOptions::default().flags(move |f| {
             f.step_timeout_ms = 10_000;
             f.max_response_bytes = cap;
         }),
     )
     .await;
-    let (simple, simple_took, simple_grew) = measured(timed_simple(&app, "endless")).await;
-    let (composite, composite_took, composite_grew) =
-        measured(timed_composite(&app, "endless")).await;
-    println!(
-        "endless: simple {simple_took:?} (RSS +{} KiB), composite {composite_took:?} (RSS +{} KiB)",
-        simple_grew / 1024,
-        composite_grew / 1024
-    );
-    assert_envelope(
-        &simple,
-        502,
-        "DOWNSTREAM_RESPONSE_TOO_LARGE",
-        Some(NETWORK_SCOPE),
-    );
-    assert_envelope(
-        &composite,
-        502,
-        "DOWNSTREAM_RESPONSE_TOO_LARGE",
-        Some(&format!(
-            "Composite step 'second' (index 1): {NETWORK_SCOPE}"
-        )),
-    );
-    for grew in [simple_grew, composite_grew] {
-        assert!(grew < 2 * cap, "RSS grew by {grew} bytes (cap {cap})");
-    }
-    for took in [simple_took, composite_took] {
-        assert!(took < Duration::from_secs(5), "took {took:?}");
-    }
+    assert_too_large_in_bounded_memory(&app, "endless", cap).await;
 }
 
 #[actix_web::test]
 async fn a_never_ending_body_under_the_cap_is_cut_by_the_step_timeout() {
     let _serial = serial();
-    let good = good_upstream().await;
+    let good = ok_upstream().await;
     let endless = bad_upstream(Bad::Endless).await;
     // A cap the run cannot reach within the step timeout: the timeout must stop it.
     let app = spawn_app_with(
-        registry(vec![case(
-            "endless",
-            &format!("{}/x", endless.base()),
-            &good.base,
-        )]),
+        registry(vec![case("endless", &endless.url(), &good.base)]),
         AppOptions::default().flags(|f| {
             timeout_flags(f);
             f.max_response_bytes = usize::MAX / 2;
@@ -639,18 +589,55 @@ fn retry_registry(port: u16) -> Value {
     ]})
 }
 
+/// Starts the app on [`retry_registry`] for `port` with a step timeout of `step_timeout_ms`,
+/// `retries` connection retries (the default when `None`) and a first backoff of
+/// `backoff_ms`.
+async fn retry_app(
+    port: u16,
+    step_timeout_ms: u64,
+    retries: Option<u32>,
+    backoff_ms: u64,
+) -> TestApp {
+    spawn_app_with(
+        retry_registry(port),
+        AppOptions::default().flags(move |f| {
+            f.step_timeout_ms = step_timeout_ms;
+            if let Some(retries) = retries {
+                f.upstream_retries = retries;
+            }
+            f.upstream_retry_backoff_ms = backoff_ms;
+        }),
+    )
+    .await
+}
+
+/// A well-behaved upstream ([`Bad::Ok`]) on 127.0.0.1:`port`.
+async fn ok_on(port: u16) -> BadUpstream {
+    serve_on(
+        TcpListener::bind(("127.0.0.1", port)).await.unwrap(),
+        Bad::Ok,
+    )
+}
+
+/// A well-behaved upstream that starts on 127.0.0.1:`port` 100 ms from now.
+fn ok_on_soon(port: u16) -> actix_rt::task::JoinHandle<BadUpstream> {
+    actix_rt::spawn(async move {
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+        ok_on(port).await
+    })
+}
+
+/// Checks that `reply` is a 502 `DOWNSTREAM_NETWORK_ERROR` envelope of a simple connector.
+#[track_caller]
+fn assert_network_error(reply: &Reply) {
+    assert_envelope(reply, 502, "DOWNSTREAM_NETWORK_ERROR", Some(NETWORK_SCOPE));
+}
+
 #[actix_web::test]
 async fn a_get_that_could_not_connect_is_retried_and_succeeds() {
     let _serial = serial();
     let port = closed_port();
-    let app = spawn_app_with(
-        retry_registry(port),
-        AppOptions::default().flags(|f| {
-            f.step_timeout_ms = 5_000;
-            f.upstream_retry_backoff_ms = 500;
-        }),
-    )
-    .await;
+    let app = retry_app(port, 5_000, None, 500).await;
     let started = Instant::now();
     // Nothing listens until the runtime has counted its retry (the first attempt was
     // refused); the upstream starts during the 500 ms backoff and takes the second attempt.
@@ -662,10 +649,7 @@ async fn a_get_that_could_not_connect_is_retried_and_succeeds() {
                 assert!(Instant::now() < deadline, "no retry was counted");
                 actix_rt::time::sleep(Duration::from_millis(10)).await;
             }
-            serve_on(
-                TcpListener::bind(("127.0.0.1", port)).await.unwrap(),
-                Bad::Ok,
-            )
+            ok_on(port).await
         }
     );
     let took = started.elapsed();
@@ -682,23 +666,9 @@ async fn a_get_that_could_not_connect_is_retried_and_succeeds() {
 async fn post_and_patch_are_never_retried() {
     let _serial = serial();
     let port = closed_port();
-    let app = spawn_app_with(
-        retry_registry(port),
-        AppOptions::default().flags(|f| {
-            f.step_timeout_ms = 5_000;
-            f.upstream_retries = 3;
-            f.upstream_retry_backoff_ms = 300;
-        }),
-    )
-    .await;
+    let app = retry_app(port, 5_000, Some(3), 300).await;
     // The upstream comes up 100 ms in: a retry after the 300 ms backoff would succeed.
-    let late = actix_rt::spawn(async move {
-        actix_rt::time::sleep(Duration::from_millis(100)).await;
-        serve_on(
-            TcpListener::bind(("127.0.0.1", port)).await.unwrap(),
-            Bad::Ok,
-        )
-    });
+    let late = ok_on_soon(port);
     for (method, name) in [("POST", "retry-post"), ("PATCH", "retry-patch")] {
         let started = Instant::now();
         let reply = app
@@ -711,7 +681,7 @@ async fn post_and_patch_are_never_retried() {
             .await;
         let took = started.elapsed();
         println!("{method} refused: {} in {took:?}", reply.status);
-        assert_envelope(&reply, 502, "DOWNSTREAM_NETWORK_ERROR", Some(NETWORK_SCOPE));
+        assert_network_error(&reply);
         assert!(took < Duration::from_millis(300), "{method} took {took:?}");
         assert_eq!(retries_of(&app, name).await, 0.0);
     }
@@ -724,18 +694,10 @@ async fn post_and_patch_are_never_retried() {
 async fn a_failure_after_the_request_was_sent_is_not_retried() {
     let _serial = serial();
     let reset = bad_upstream(Bad::ResetAfterRequest).await;
-    let app = spawn_app_with(
-        retry_registry(reset.port),
-        AppOptions::default().flags(|f| {
-            f.step_timeout_ms = 5_000;
-            f.upstream_retries = 3;
-            f.upstream_retry_backoff_ms = 10;
-        }),
-    )
-    .await;
+    let app = retry_app(reset.port, 5_000, Some(3), 10).await;
     let (reply, took) = timed_simple(&app, "retry-get").await;
     println!("reset after the request: {} in {took:?}", reply.status);
-    assert_envelope(&reply, 502, "DOWNSTREAM_NETWORK_ERROR", Some(NETWORK_SCOPE));
+    assert_network_error(&reply);
     actix_rt::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(reset.connections(), 1, "the GET was sent again");
     assert_eq!(retries_of(&app, "retry-get").await, 0.0);
@@ -745,24 +707,10 @@ async fn a_failure_after_the_request_was_sent_is_not_retried() {
 async fn with_upstream_retries_0_a_refused_get_is_not_retried() {
     let _serial = serial();
     let port = closed_port();
-    let app = spawn_app_with(
-        retry_registry(port),
-        AppOptions::default().flags(|f| {
-            f.step_timeout_ms = 5_000;
-            f.upstream_retries = 0;
-            f.upstream_retry_backoff_ms = 300;
-        }),
-    )
-    .await;
-    let late = actix_rt::spawn(async move {
-        actix_rt::time::sleep(Duration::from_millis(100)).await;
-        serve_on(
-            TcpListener::bind(("127.0.0.1", port)).await.unwrap(),
-            Bad::Ok,
-        )
-    });
+    let app = retry_app(port, 5_000, Some(0), 300).await;
+    let late = ok_on_soon(port);
     let (reply, took) = timed_simple(&app, "retry-get").await;
-    assert_envelope(&reply, 502, "DOWNSTREAM_NETWORK_ERROR", Some(NETWORK_SCOPE));
+    assert_network_error(&reply);
     assert!(took < Duration::from_millis(300), "took {took:?}");
     let upstream = late.await.unwrap();
     actix_rt::time::sleep(Duration::from_millis(400)).await;
@@ -773,15 +721,7 @@ async fn with_upstream_retries_0_a_refused_get_is_not_retried() {
 #[actix_web::test]
 async fn retries_stop_before_the_step_timeout_and_report_the_connection_failure() {
     let _serial = serial();
-    let app = spawn_app_with(
-        retry_registry(closed_port()),
-        AppOptions::default().flags(|f| {
-            f.step_timeout_ms = STEP_TIMEOUT_MS;
-            f.upstream_retries = 10;
-            f.upstream_retry_backoff_ms = 100;
-        }),
-    )
-    .await;
+    let app = retry_app(closed_port(), STEP_TIMEOUT_MS, Some(10), 100).await;
     // Waits of 100 and 200 ms fit in 400 ms; the next (400 ms) would not, so the run ends
     // with the refusal rather than waiting into a time-out.
     let (reply, took) = timed_simple(&app, "retry-get").await;
@@ -789,7 +729,7 @@ async fn retries_stop_before_the_step_timeout_and_report_the_connection_failure(
         "refused with 10 retries allowed: {} in {took:?}",
         reply.status
     );
-    assert_envelope(&reply, 502, "DOWNSTREAM_NETWORK_ERROR", Some(NETWORK_SCOPE));
+    assert_network_error(&reply);
     assert!(
         took >= Duration::from_millis(300) && took < Duration::from_millis(STEP_TIMEOUT_MS),
         "took {took:?}"

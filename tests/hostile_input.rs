@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    assert_envelope, counting_listener, echo_route, path_params_header, spawn_app, spawn_app_with,
-    upstream, AppOptions, Upstream,
+    assert_envelope, composite_scope, counting_listener, echo_route, path_params_header,
+    resolver_flags, spawn_app, spawn_app_with, upstream, AppOptions, Upstream, NETWORK_SCOPE,
 };
 use actix_web::web;
 use connector_runtime::registry::{build_registry, BuildOptions, LoadMode};
@@ -21,7 +21,6 @@ use connector_runtime::template::{
 };
 use serde_json::{json, Value};
 
-const NETWORK_SCOPE: &str = "Downstream (network/external service)";
 const TEMPLATE_SCOPE: &str = "Configuration (template rendering)";
 
 // ---------------------------------------------------------------------------------------
@@ -128,11 +127,7 @@ async fn every_non_public_answer_and_ip_spelling_is_refused_without_a_connection
     });
     let app = spawn_app_with(
         registry,
-        AppOptions::default().flags(move |f| {
-            f.allow_private_upstreams = false;
-            f.resolve = resolve;
-            f.step_timeout_ms = 5_000;
-        }),
+        AppOptions::default().flags(resolver_flags(false, resolve, 5_000)),
     )
     .await;
     let mut permalinks: Vec<String> = (0..FORBIDDEN_ANSWERS.len())
@@ -142,14 +137,7 @@ async fn every_non_public_answer_and_ip_spelling_is_refused_without_a_connection
     permalinks.extend(["mixed", "mixed6", "mapped-first"].map(String::from));
     for permalink in &permalinks {
         let started = Instant::now();
-        let reply = app
-            .call(
-                "GET",
-                &format!("/connectors/{permalink}/execute"),
-                None,
-                &[],
-            )
-            .await;
+        let reply = app.execute(permalink).await;
         let errors = assert_envelope(
             &reply,
             502,
@@ -175,9 +163,7 @@ async fn every_non_public_answer_and_ip_spelling_is_refused_without_a_connection
         &reply,
         502,
         "UPSTREAM_ADDRESS_FORBIDDEN",
-        Some(&format!(
-            "Composite step 'probe' (index 0): {NETWORK_SCOPE}"
-        )),
+        Some(&composite_scope("probe", 0, NETWORK_SCOPE)),
     );
     assert_eq!(v4.count(), 0, "a forbidden IPv4 address was connected to");
     if let Some(v6) = v6 {
@@ -196,16 +182,10 @@ async fn the_connection_goes_to_the_address_the_resolver_checked() {
     ]});
     let app = spawn_app_with(
         registry,
-        AppOptions::default().flags(|f| {
-            f.allow_private_upstreams = true;
-            f.resolve = vec!["pinned.evil.test=127.0.0.1".into()];
-            f.step_timeout_ms = 5_000;
-        }),
+        AppOptions::default().flags(resolver_flags(true, ["pinned.evil.test=127.0.0.1"], 5_000)),
     )
     .await;
-    let reply = app
-        .call("GET", "/connectors/pinned/execute", None, &[])
-        .await;
+    let reply = app.execute("pinned").await;
     assert_eq!(reply.status, 502, "{}", reply.text());
     assert_ne!(reply.errors()["code"], "UPSTREAM_ADDRESS_FORBIDDEN");
     assert!(
@@ -327,9 +307,7 @@ async fn request_data_in_a_url_path_or_query_stays_one_encoded_segment_or_value(
                 &reply,
                 422,
                 "TEMPLATE_RENDERING_ERROR",
-                Some(&format!(
-                    "Composite step 'fetch' (index 0): {TEMPLATE_SCOPE}"
-                )),
+                Some(&composite_scope("fetch", 0, TEMPLATE_SCOPE)),
             );
             assert!(errors["detail"].as_str().unwrap().contains("'.' or '..'"));
             assert_eq!(up.log.all().len(), before, "{value:?} was sent");
@@ -381,9 +359,7 @@ async fn urlencode_and_escape_in_a_url_cannot_add_dot_segments_parameters_or_fra
             &reply,
             422,
             "TEMPLATE_RENDERING_ERROR",
-            Some(&format!(
-                "Composite step 'fetch' (index 0): {TEMPLATE_SCOPE}"
-            )),
+            Some(&composite_scope("fetch", 0, TEMPLATE_SCOPE)),
         );
     }
     assert!(up.log.all().is_empty(), "{:?}", up.log.all());
@@ -425,12 +401,7 @@ async fn hostile_path_params_are_a_400_and_hostile_query_values_one_parameter() 
     let app = spawn_app(registry).await;
     for value in HOSTILE_VALUES.iter().filter(|v| **v != "...") {
         let reply = app
-            .call(
-                "GET",
-                "/connectors/item/execute",
-                None,
-                &[("X-Path-Params", &path_params_header("id", value))],
-            )
+            .execute_with_path_params("item", &path_params_header("id", value))
             .await;
         let errors = assert_envelope(&reply, 400, "INVALID_PATH_PARAMETERS", None);
         assert_eq!(errors["params"], json!(["id"]), "{value:?}");
@@ -488,37 +459,21 @@ async fn a_header_that_renders_a_line_break_or_nul_is_a_422_and_nothing_is_sent(
         "\r\n\r\nGET /admin HTTP/1.1",
     ] {
         let query = query_of(&[("h", value)]);
-        let reply = app
-            .call(
-                "GET",
-                &format!("/connectors/simple/execute{query}"),
-                None,
-                &[],
-            )
-            .await;
+        let reply = app.get(&format!("/connectors/simple/execute{query}")).await;
         assert_envelope(
             &reply,
             422,
             "TEMPLATE_RENDERING_ERROR",
             Some(TEMPLATE_SCOPE),
         );
-        let reply = app
-            .call(
-                "GET",
-                &format!("/connectors/keyed/execute{query}"),
-                None,
-                &[],
-            )
-            .await;
+        let reply = app.get(&format!("/connectors/keyed/execute{query}")).await;
         assert_eq!(reply.status, 422, "{value:?}: {}", reply.text());
         let reply = app.composite("chain", &query, "").await;
         assert_envelope(
             &reply,
             422,
             "TEMPLATE_RENDERING_ERROR",
-            Some(&format!(
-                "Composite step 'first' (index 0): {TEMPLATE_SCOPE}"
-            )),
+            Some(&composite_scope("first", 0, TEMPLATE_SCOPE)),
         );
         assert!(!reply.text().contains("X-Injected"), "{}", reply.text());
     }
@@ -819,9 +774,7 @@ async fn hostile_templates_end_as_422_in_bounded_time_and_the_server_keeps_servi
             &reply,
             422,
             "TEMPLATE_RENDERING_ERROR",
-            Some(&format!(
-                "Composite step 'render' (index 0): {TEMPLATE_SCOPE}"
-            )),
+            Some(&composite_scope("render", 0, TEMPLATE_SCOPE)),
         );
         assert!(
             elapsed < render_bound(),
@@ -830,9 +783,7 @@ async fn hostile_templates_end_as_422_in_bounded_time_and_the_server_keeps_servi
         );
     }
     let started = Instant::now();
-    let reply = app
-        .call("GET", "/connectors/transform/execute", None, &[])
-        .await;
+    let reply = app.execute("transform").await;
     assert_envelope(
         &reply,
         422,
@@ -890,9 +841,7 @@ async fn realistic_templates_over_thousands_of_items_pass_with_the_default_fuel(
         &reply,
         422,
         "TEMPLATE_RENDERING_ERROR",
-        Some(&format!(
-            "Composite step 'reshape' (index 1): {TEMPLATE_SCOPE}"
-        )),
+        Some(&composite_scope("reshape", 1, TEMPLATE_SCOPE)),
     );
     assert!(errors["detail"]
         .as_str()

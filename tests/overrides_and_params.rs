@@ -8,7 +8,8 @@ use crate::common::{
 use actix_web::web;
 use serde_json::json;
 
-async fn echo_upstream() -> Upstream {
+/// An upstream whose `ANY /echo` and `GET /items/{id}` answer with what they received.
+async fn echo_and_items_upstream() -> Upstream {
     upstream(|cfg| {
         cfg.route("/echo", web::route().to(echo_route()))
             .route("/items/{id}", web::get().to(echo_route()));
@@ -58,7 +59,7 @@ const CALLER_QUERY: &str = "?page=7&limit=999&extra=caller-extra";
 
 #[actix_web::test]
 async fn overridable_values_take_the_callers_and_fixed_or_undeclared_ones_do_not() {
-    let up = echo_upstream().await;
+    let up = echo_and_items_upstream().await;
     let app = spawn_app(registry(&up.base)).await;
     let simple = app
         .call(
@@ -117,11 +118,9 @@ async fn overridable_values_take_the_callers_and_fixed_or_undeclared_ones_do_not
 
 #[actix_web::test]
 async fn the_configured_values_are_sent_when_the_caller_sends_none() {
-    let up = echo_upstream().await;
+    let up = echo_and_items_upstream().await;
     let app = spawn_app(registry(&up.base)).await;
-    let simple = app
-        .call("GET", "/connectors/params/execute", None, &[])
-        .await;
+    let simple = app.execute("params").await;
     assert_eq!(simple.status, 200, "{}", simple.text());
     let composite = app.composite("c-params", "", "").await;
     assert_eq!(composite.status, 200, "{}", composite.text());
@@ -140,7 +139,7 @@ async fn the_configured_values_are_sent_when_the_caller_sends_none() {
 
 #[actix_web::test]
 async fn caller_header_names_match_overridable_ones_case_insensitively() {
-    let up = echo_upstream().await;
+    let up = echo_and_items_upstream().await;
     let app = spawn_app(registry(&up.base)).await;
     let reply = app
         .call(
@@ -170,18 +169,13 @@ fn item_registry(base: &str) -> serde_json::Value {
 
 #[actix_web::test]
 async fn path_param_values_on_the_accept_list_reach_the_upstream_path() {
-    let up = echo_upstream().await;
+    let up = echo_and_items_upstream().await;
     let app = spawn_app(item_registry(&up.base)).await;
     let long = "a".repeat(200);
     let accepted = ["abc", "A-Z_0.9~x", "a.b", "~", long.as_str()];
     for value in accepted {
         let reply = app
-            .call(
-                "GET",
-                "/connectors/item/execute",
-                None,
-                &[("X-Path-Params", &path_params_header("id", value))],
-            )
+            .execute_with_path_params("item", &path_params_header("id", value))
             .await;
         assert_eq!(reply.status, 200, "'{value}': {}", reply.text());
         assert_eq!(reply.json()["path"], format!("/items/{value}"), "'{value}'");
@@ -191,7 +185,7 @@ async fn path_param_values_on_the_accept_list_reach_the_upstream_path() {
 
 #[actix_web::test]
 async fn path_param_values_on_the_reject_list_are_a_400_and_never_sent() {
-    let up = echo_upstream().await;
+    let up = echo_and_items_upstream().await;
     let app = spawn_app(item_registry(&up.base)).await;
     let too_long = "a".repeat(201);
     let rejected = [
@@ -209,46 +203,20 @@ async fn path_param_values_on_the_reject_list_are_a_400_and_never_sent() {
     ];
     for value in rejected {
         let reply = app
-            .call(
-                "GET",
-                "/connectors/item/execute",
-                None,
-                &[("X-Path-Params", &path_params_header("id", value))],
-            )
+            .execute_with_path_params("item", &path_params_header("id", value))
             .await;
         let errors = assert_envelope(&reply, 400, "INVALID_PATH_PARAMETERS", None);
         assert_eq!(errors["params"], json!(["id"]), "'{value}'");
     }
     // `a%2Fb` sent without extra encoding decodes to `a/b`: rejected as well.
-    let reply = app
-        .call(
-            "GET",
-            "/connectors/item/execute",
-            None,
-            &[("X-Path-Params", "id=a%2Fb")],
-        )
-        .await;
+    let reply = app.execute_with_path_params("item", "id=a%2Fb").await;
     assert_envelope(&reply, 400, "INVALID_PATH_PARAMETERS", None);
     // Empty is missing.
-    let reply = app
-        .call(
-            "GET",
-            "/connectors/item/execute",
-            None,
-            &[("X-Path-Params", "id=")],
-        )
-        .await;
+    let reply = app.execute_with_path_params("item", "id=").await;
     let errors = assert_envelope(&reply, 400, "MISSING_PATH_PARAMETERS", None);
     assert_eq!(errors["params"], json!(["id"]));
     // Undeclared keys are ignored, so the declared one is still missing.
-    let reply = app
-        .call(
-            "GET",
-            "/connectors/item/execute",
-            None,
-            &[("X-Path-Params", "other=abc")],
-        )
-        .await;
+    let reply = app.execute_with_path_params("item", "other=abc").await;
     assert_envelope(&reply, 400, "MISSING_PATH_PARAMETERS", None);
     assert_eq!(
         up.log.all().len(),
@@ -259,7 +227,7 @@ async fn path_param_values_on_the_reject_list_are_a_400_and_never_sent() {
 
 #[actix_web::test]
 async fn in_a_composite_only_the_steps_that_declare_a_value_overridable_take_the_callers() {
-    let up = echo_upstream().await;
+    let up = echo_and_items_upstream().await;
     let registry = json!({"composite_connectors": [{
         "name": "Mixed", "permalink": "mixed", "steps": [
             {"name": "open", "url": format!("{}/echo", up.base),

@@ -54,7 +54,9 @@ fn echo_connector(permalink: &str, base: &str, version: &str) -> Value {
            "headers": [{"key": "X-Version", "value": version}]})
 }
 
-async fn echo_upstream() -> common::Upstream {
+/// An upstream whose `/echo` answers `{"version": <X-Version header>}`, after waiting the
+/// `delay=` milliseconds of its query.
+async fn version_upstream() -> common::Upstream {
     upstream(|cfg| {
         cfg.route(
             "/echo",
@@ -98,7 +100,7 @@ async fn git_app(repo: &Path, poll_secs: u64) -> TestApp {
 async fn wait_for_status(app: &TestApp, path: &str, status: u16) -> bool {
     let deadline = Instant::now() + Duration::from_secs(8);
     while Instant::now() < deadline {
-        if app.call("GET", path, None, &[]).await.status == status {
+        if app.get(path).await.status == status {
             return true;
         }
         actix_rt::time::sleep(Duration::from_millis(100)).await;
@@ -119,6 +121,38 @@ async fn admin_status(app: &TestApp) -> Value {
     reply.json()
 }
 
+/// `POST /admin/registry/sync` with the operator token.
+async fn admin_sync(app: &TestApp) -> common::Reply {
+    app.call(
+        "POST",
+        "/admin/registry/sync",
+        None,
+        &[("Authorization", &format!("Bearer {ADMIN}"))],
+    )
+    .await
+}
+
+/// A repository with connector `first` (version "1", on `up`) and the app following it
+/// with polling off.
+async fn first_in_git(up: &common::Upstream) -> (tempfile::TempDir, TestApp) {
+    let repo = repo(&json!({"connectors": [echo_connector("first", &up.base, "1")]}));
+    let app = git_app(repo.path(), 0).await;
+    (repo, app)
+}
+
+/// Starts the app on the registry file `registry` with polling off and the operator token
+/// set.
+async fn file_app(registry: Value) -> TestApp {
+    spawn_app_with(
+        registry,
+        AppOptions::default().flags(|f| {
+            f.registry_poll_secs = 0;
+            f.admin_token = Some(ADMIN.into());
+        }),
+    )
+    .await
+}
+
 async fn push_hook(app: &TestApp, body: &Value, signature: Option<String>) -> common::Reply {
     let body = body.to_string();
     let sig = signature.unwrap_or_else(|| sign(HOOK_SECRET.as_bytes(), body.as_bytes()));
@@ -133,15 +167,10 @@ async fn push_hook(app: &TestApp, body: &Value, signature: Option<String>) -> co
 
 #[actix_web::test]
 async fn a_valid_push_is_served_within_the_poll_interval() {
-    let up = echo_upstream().await;
+    let up = version_upstream().await;
     let repo = repo(&json!({"connectors": [echo_connector("first", &up.base, "1")]}));
     let app = git_app(repo.path(), 1).await;
-    assert_eq!(
-        app.call("GET", "/connectors/first/execute", None, &[])
-            .await
-            .status,
-        200
-    );
+    assert_eq!(app.execute("first").await.status, 200);
     commit(
         repo.path(),
         &json!({"connectors": [echo_connector("first", &up.base, "1"), echo_connector("second", &up.base, "1")]}),
@@ -169,9 +198,8 @@ async fn a_valid_push_is_served_within_the_poll_interval() {
 
 #[actix_web::test]
 async fn a_signed_push_webhook_triggers_a_sync_and_bad_signatures_do_not() {
-    let up = echo_upstream().await;
-    let repo = repo(&json!({"connectors": [echo_connector("first", &up.base, "1")]}));
-    let app = git_app(repo.path(), 0).await;
+    let up = version_upstream().await;
+    let (repo, app) = first_in_git(&up).await;
     commit(
         repo.path(),
         &json!({"connectors": [echo_connector("second", &up.base, "1")]}),
@@ -196,9 +224,7 @@ async fn a_signed_push_webhook_triggers_a_sync_and_bad_signatures_do_not() {
     assert_eq!(other_branch.json()["status"], "ignored");
     actix_rt::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        app.call("GET", "/connectors/second/execute", None, &[])
-            .await
-            .status,
+        app.execute("second").await.status,
         404,
         "an unsigned or foreign push synced"
     );
@@ -210,9 +236,7 @@ async fn a_signed_push_webhook_triggers_a_sync_and_bad_signatures_do_not() {
         "the webhook did not sync"
     );
     assert_eq!(
-        app.call("GET", "/connectors/first/execute", None, &[])
-            .await
-            .status,
+        app.execute("first").await.status,
         404,
         "a connector missing from the push is removed"
     );
@@ -224,21 +248,13 @@ async fn a_signed_push_webhook_triggers_a_sync_and_bad_signatures_do_not() {
 
 #[actix_web::test]
 async fn an_invalid_commit_is_rejected_with_the_field_named_and_the_old_registry_keeps_serving() {
-    let up = echo_upstream().await;
-    let repo = repo(&json!({"connectors": [echo_connector("first", &up.base, "1")]}));
-    let app = git_app(repo.path(), 0).await;
+    let up = version_upstream().await;
+    let (repo, app) = first_in_git(&up).await;
     let served = admin_status(&app).await["revision"].clone();
     let mut bad = echo_connector("first", &up.base, "{{ steps.nope.body }}");
     bad["headers"][0]["key"] = json!("Bad Header");
     commit(repo.path(), &json!({"connectors": [bad]}), "break it");
-    let reply = app
-        .call(
-            "POST",
-            "/admin/registry/sync",
-            None,
-            &[("Authorization", &format!("Bearer {ADMIN}"))],
-        )
-        .await;
+    let reply = admin_sync(&app).await;
     assert_eq!(reply.status, 422, "{}", reply.text());
     let body = reply.json();
     let errors = body["sync"]["errors"].as_array().unwrap().clone();
@@ -258,43 +274,27 @@ async fn an_invalid_commit_is_rejected_with_the_field_named_and_the_old_registry
         status["revision"], served,
         "the served revision must not change"
     );
-    let still = app
-        .call("GET", "/connectors/first/execute", None, &[])
-        .await;
+    let still = app.execute("first").await;
     assert_eq!(still.status, 200);
     assert_eq!(still.json()["version"], "1");
 }
 
 #[actix_web::test]
 async fn deleting_the_registry_file_removes_the_connectors() {
-    let up = echo_upstream().await;
-    let repo = repo(&json!({"connectors": [echo_connector("first", &up.base, "1")]}));
-    let app = git_app(repo.path(), 0).await;
+    let up = version_upstream().await;
+    let (repo, app) = first_in_git(&up).await;
     git(repo.path(), &["rm", "-q", "connectors_registry.json"]);
     git(repo.path(), &["commit", "-q", "-m", "remove the registry"]);
-    let reply = app
-        .call(
-            "POST",
-            "/admin/registry/sync",
-            None,
-            &[("Authorization", &format!("Bearer {ADMIN}"))],
-        )
-        .await;
+    let reply = admin_sync(&app).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["sync"]["changes"]["removed"], json!(["first"]));
-    assert_eq!(
-        app.call("GET", "/connectors/first/execute", None, &[])
-            .await
-            .status,
-        404
-    );
+    assert_eq!(app.execute("first").await.status, 404);
 }
 
 #[actix_web::test]
 async fn the_operator_api_needs_the_bearer_token() {
-    let up = echo_upstream().await;
-    let repo = repo(&json!({"connectors": [echo_connector("first", &up.base, "1")]}));
-    let app = git_app(repo.path(), 0).await;
+    let up = version_upstream().await;
+    let (_repo, app) = first_in_git(&up).await;
     assert_eq!(
         app.call("GET", "/admin/registry", None, &[]).await.status,
         401
@@ -328,7 +328,7 @@ async fn the_operator_api_needs_the_bearer_token() {
 
 #[actix_web::test]
 async fn without_a_token_or_secret_the_operator_api_and_webhook_are_off() {
-    let up = echo_upstream().await;
+    let up = version_upstream().await;
     let app = spawn_app_with(
         json!({"connectors": [echo_connector("first", &up.base, "1")]}),
         AppOptions::default(),
@@ -353,18 +353,13 @@ async fn without_a_token_or_secret_the_operator_api_and_webhook_are_off() {
 
 #[actix_web::test]
 async fn an_edited_registry_file_is_picked_up_by_the_watcher() {
-    let up = echo_upstream().await;
+    let up = version_upstream().await;
     let app = spawn_app_with(
         json!({"connectors": [echo_connector("first", &up.base, "1")]}),
         AppOptions::default().flags(|f| f.registry_poll_secs = 0),
     )
     .await;
-    assert_eq!(
-        app.call("GET", "/connectors/first/execute", None, &[])
-            .await
-            .json()["version"],
-        "1"
-    );
+    assert_eq!(app.execute("first").await.json()["version"], "1");
     // Editors write a temporary file and rename it over the original.
     let tmp = app.registry_path.with_extension("json.tmp");
     std::fs::write(
@@ -375,11 +370,7 @@ async fn an_edited_registry_file_is_picked_up_by_the_watcher() {
     std::fs::rename(&tmp, &app.registry_path).unwrap();
     let deadline = Instant::now() + Duration::from_secs(8);
     loop {
-        let version = app
-            .call("GET", "/connectors/first/execute", None, &[])
-            .await
-            .json()["version"]
-            .clone();
+        let version = app.execute("first").await.json()["version"].clone();
         if version == "2" {
             break;
         }
@@ -393,19 +384,12 @@ async fn an_edited_registry_file_is_picked_up_by_the_watcher() {
 
 #[actix_web::test]
 async fn a_run_in_flight_during_a_swap_completes_on_its_original_definition() {
-    let up = echo_upstream().await;
+    let up = version_upstream().await;
     let v = |version: &str| {
         json!({"connectors": [{"name": "slow", "url": format!("{}/echo?delay=600", up.base),
         "headers": [{"key": "X-Version", "value": version}]}]})
     };
-    let app = spawn_app_with(
-        v("1"),
-        AppOptions::default().flags(|f| {
-            f.registry_poll_secs = 0;
-            f.admin_token = Some(ADMIN.into());
-        }),
-    )
-    .await;
+    let app = file_app(v("1")).await;
     let in_flight = {
         let base = app.base.clone();
         actix_rt::spawn(async move {
@@ -420,24 +404,12 @@ async fn a_run_in_flight_during_a_swap_completes_on_its_original_definition() {
     };
     actix_rt::time::sleep(Duration::from_millis(150)).await;
     std::fs::write(&app.registry_path, v("2").to_string()).unwrap();
-    let sync = app
-        .call(
-            "POST",
-            "/admin/registry/sync",
-            None,
-            &[("Authorization", &format!("Bearer {ADMIN}"))],
-        )
-        .await;
+    let sync = admin_sync(&app).await;
     assert_eq!(sync.status, 200, "{}", sync.text());
     assert_eq!(sync.json()["sync"]["changes"]["updated"], json!(["slow"]));
     let (status, body) = in_flight.await.unwrap();
     assert_eq!((status, body["version"].as_str()), (200, Some("1")));
-    assert_eq!(
-        app.call("GET", "/connectors/slow/execute", None, &[])
-            .await
-            .json()["version"],
-        "2"
-    );
+    assert_eq!(app.execute("slow").await.json()["version"], "2");
 }
 
 /// A two-step composite whose both steps send the registry's version; the response shows
@@ -452,15 +424,8 @@ fn versioned(base: &str, version: u32) -> Value {
 
 #[actix_web::test]
 async fn concurrent_runs_see_zero_failures_and_no_mixed_versions_while_the_registry_swaps() {
-    let up = echo_upstream().await;
-    let app = spawn_app_with(
-        versioned(&up.base, 0),
-        AppOptions::default().flags(|f| {
-            f.registry_poll_secs = 0;
-            f.admin_token = Some(ADMIN.into());
-        }),
-    )
-    .await;
+    let up = version_upstream().await;
+    let app = file_app(versioned(&up.base, 0)).await;
     let mut callers = Vec::new();
     for _ in 0..16 {
         let base = app.base.clone();
@@ -485,14 +450,7 @@ async fn concurrent_runs_see_zero_failures_and_no_mixed_versions_while_the_regis
     let mut swaps = 0;
     for version in 1..=20u32 {
         std::fs::write(&app.registry_path, versioned(&up.base, version).to_string()).unwrap();
-        let sync = app
-            .call(
-                "POST",
-                "/admin/registry/sync",
-                None,
-                &[("Authorization", &format!("Bearer {ADMIN}"))],
-            )
-            .await;
+        let sync = admin_sync(&app).await;
         assert_eq!(sync.status, 200);
         swaps += 1;
         actix_rt::time::sleep(Duration::from_millis(15)).await;

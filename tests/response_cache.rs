@@ -49,22 +49,8 @@ fn cached(base: &str, ttl: u64) -> serde_json::Value {
 async fn a_repeated_request_is_served_from_the_cache_and_says_so() {
     let up = counting_upstream().await;
     let app = spawn_app(cached(&up.base, 60)).await;
-    let first = app
-        .call(
-            "GET",
-            "/connectors/item/execute",
-            None,
-            &[("X-Path-Params", "id=a1")],
-        )
-        .await;
-    let second = app
-        .call(
-            "GET",
-            "/connectors/item/execute",
-            None,
-            &[("X-Path-Params", "id=a1")],
-        )
-        .await;
+    let first = app.execute_with_path_params("item", "id=a1").await;
+    let second = app.execute_with_path_params("item", "id=a1").await;
     assert_eq!((first.status, second.status), (200, 200));
     assert_eq!(
         first.json(),
@@ -80,10 +66,9 @@ async fn a_repeated_request_is_served_from_the_cache_and_says_so() {
         .header("server-timing")
         .unwrap()
         .contains("desc=\"Cache Hit\""));
-    let timing: serde_json::Value =
-        serde_json::from_str(&second.header("x-connector-timing").unwrap()).unwrap();
+    let timing = second.connector_timing();
     assert_eq!(timing["cache_hit"], true);
-    let metrics = app.call("GET", "/metrics", None, &[]).await.text();
+    let metrics = app.get("/metrics").await.text();
     assert!(
         metrics.contains(
             "connector_response_cache_requests_total{connector=\"item\",result=\"hit\"} 1"
@@ -130,41 +115,18 @@ async fn only_successful_answers_are_cached_and_only_for_their_ttl() {
     let up = counting_upstream().await;
     let app = spawn_app(cached(&up.base, 1)).await;
     for _ in 0..2 {
-        assert_eq!(
-            app.call("GET", "/connectors/flaky/execute", None, &[])
-                .await
-                .status,
-            502
-        );
+        assert_eq!(app.execute("flaky").await.status, 502);
     }
     assert_eq!(
         up.log.count("/flaky"),
         2,
         "a 503 is never served from the cache"
     );
-    app.call(
-        "GET",
-        "/connectors/item/execute",
-        None,
-        &[("X-Path-Params", "id=t")],
-    )
-    .await;
-    app.call(
-        "GET",
-        "/connectors/item/execute",
-        None,
-        &[("X-Path-Params", "id=t")],
-    )
-    .await;
+    app.execute_with_path_params("item", "id=t").await;
+    app.execute_with_path_params("item", "id=t").await;
     assert_eq!(up.log.count("/items/t"), 1);
     actix_rt::time::sleep(Duration::from_millis(1200)).await;
-    app.call(
-        "GET",
-        "/connectors/item/execute",
-        None,
-        &[("X-Path-Params", "id=t")],
-    )
-    .await;
+    app.execute_with_path_params("item", "id=t").await;
     assert_eq!(
         up.log.count("/items/t"),
         2,
@@ -177,9 +139,7 @@ async fn connectors_without_a_ttl_are_not_cached() {
     let up = counting_upstream().await;
     let app = spawn_app(cached(&up.base, 60)).await;
     for _ in 0..3 {
-        let reply = app
-            .call("GET", "/connectors/plain/execute", None, &[])
-            .await;
+        let reply = app.execute("plain").await;
         assert!(reply
             .header("server-timing")
             .unwrap()

@@ -3,7 +3,8 @@
 //! never connected to (SSRF).
 
 use crate::common::{
-    assert_envelope, counting_listener, json_route, spawn_app_with, upstream, AppOptions, Log,
+    assert_envelope, composite_scope, counting_listener, json_route, resolver_flags,
+    spawn_app_with, upstream, AppOptions, Log, NETWORK_SCOPE,
 };
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
@@ -57,9 +58,7 @@ async fn redirects_are_not_followed_and_no_location_is_returned() {
         ]}]
     });
     let app = spawn_app_with(registry, AppOptions::default()).await;
-    let reply = app
-        .call("GET", "/connectors/redirect/execute", None, &[])
-        .await;
+    let reply = app.execute("redirect").await;
     assert_eq!(reply.status, 302, "{}", reply.text());
     assert_eq!(reply.header("location"), None);
     assert_eq!(reply.text(), "moved");
@@ -138,17 +137,14 @@ async fn an_upstream_body_over_max_response_bytes_is_a_502() {
         AppOptions::default().flags(|f| f.max_response_bytes = MIB),
     )
     .await;
-    let scope = "Downstream (network/external service)";
     for permalink in ["big", "big-chunked"] {
-        let reply = app
-            .call(
-                "GET",
-                &format!("/connectors/{permalink}/execute"),
-                None,
-                &[],
-            )
-            .await;
-        assert_envelope(&reply, 502, "DOWNSTREAM_RESPONSE_TOO_LARGE", Some(scope));
+        let reply = app.execute(permalink).await;
+        assert_envelope(
+            &reply,
+            502,
+            "DOWNSTREAM_RESPONSE_TOO_LARGE",
+            Some(NETWORK_SCOPE),
+        );
         assert!(
             reply.body.len() < 4096,
             "{permalink}: the body must not be relayed"
@@ -159,9 +155,9 @@ async fn an_upstream_body_over_max_response_bytes_is_a_502() {
         &reply,
         502,
         "DOWNSTREAM_RESPONSE_TOO_LARGE",
-        Some(&format!("Composite step 'second' (index 1): {scope}")),
+        Some(&composite_scope("second", 1, NETWORK_SCOPE)),
     );
-    let fits = app.call("GET", "/connectors/fits/execute", None, &[]).await;
+    let fits = app.execute("fits").await;
     assert_eq!(fits.status, 200);
     assert_eq!(fits.body.len(), MIB - 1024);
 }
@@ -200,14 +196,9 @@ async fn with_the_address_policy_on_private_upstreams_are_never_connected_to() {
     });
     let app = spawn_app_with(
         registry,
-        AppOptions::default().flags(|f| {
-            f.allow_private_upstreams = false;
-            f.resolve = vec!["internal.test=127.0.0.1".into()];
-            f.step_timeout_ms = 2_000;
-        }),
+        AppOptions::default().flags(resolver_flags(false, ["internal.test=127.0.0.1"], 2_000)),
     )
     .await;
-    let scope = "Downstream (network/external service)";
     for permalink in [
         "internal",
         "loopback-literal",
@@ -219,22 +210,20 @@ async fn with_the_address_policy_on_private_upstreams_are_never_connected_to() {
         "localhost",
         "internal-token",
     ] {
-        let reply = app
-            .call(
-                "GET",
-                &format!("/connectors/{permalink}/execute"),
-                None,
-                &[],
-            )
-            .await;
-        assert_envelope(&reply, 502, "UPSTREAM_ADDRESS_FORBIDDEN", Some(scope));
+        let reply = app.execute(permalink).await;
+        assert_envelope(
+            &reply,
+            502,
+            "UPSTREAM_ADDRESS_FORBIDDEN",
+            Some(NETWORK_SCOPE),
+        );
     }
     let reply = app.composite("c-internal", "", "").await;
     assert_envelope(
         &reply,
         502,
         "UPSTREAM_ADDRESS_FORBIDDEN",
-        Some(&format!("Composite step 'probe' (index 0): {scope}")),
+        Some(&composite_scope("probe", 0, NETWORK_SCOPE)),
     );
     assert_eq!(listener.count(), 0, "a forbidden address was connected to");
 }

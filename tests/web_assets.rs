@@ -1,8 +1,25 @@
 //! The widget SDK and console are served by the runtime; CORS lets allowed origins call it
 //! and read its timing headers.
 
-use crate::common::{spawn_app, spawn_app_with, standard_upstream, AppOptions};
+use crate::common::{spawn_app, spawn_app_with, standard_upstream, AppOptions, Reply, TestApp};
 use serde_json::json;
+
+/// Runs composite `pair` (`POST`, body `{}`) as a page on `origin` would.
+async fn run_pair_from(app: &TestApp, origin: &str) -> Reply {
+    app.call(
+        "POST",
+        "/connectors/composite/pair/execute",
+        Some("{}"),
+        &[("Origin", origin)],
+    )
+    .await
+}
+
+/// Checks that `reply` has header `name` with `value`.
+#[track_caller]
+fn assert_header(reply: &Reply, name: &str, value: &str) {
+    assert_eq!(reply.header(name).as_deref(), Some(value), "{name}");
+}
 
 fn registry(base: &str) -> serde_json::Value {
     json!({
@@ -24,7 +41,7 @@ async fn the_sdk_is_served_with_caching_headers_and_revalidates() {
         ("/sdk/connectors-sdk.mjs", "export"),
         ("/sdk/connectors-sdk.d.ts", "ConnectorBoundaryError"),
     ] {
-        let reply = app.call("GET", path, None, &[]).await;
+        let reply = app.get(path).await;
         assert_eq!(reply.status, 200, "{path}");
         assert!(reply.text().contains(marker), "{path} lacks {marker}");
         let etag = reply.header("etag").expect("an ETag");
@@ -35,41 +52,30 @@ async fn the_sdk_is_served_with_caching_headers_and_revalidates() {
         assert_eq!(again.status, 304, "{path} did not revalidate");
         assert!(again.body.is_empty());
     }
-    let js = app.call("GET", "/sdk/connectors-sdk.js", None, &[]).await;
-    assert_eq!(
-        js.header("content-type").as_deref(),
-        Some("text/javascript; charset=utf-8")
-    );
+    let js = app.get("/sdk/connectors-sdk.js").await;
+    assert_header(&js, "content-type", "text/javascript; charset=utf-8");
 }
 
 #[actix_web::test]
 async fn the_console_is_off_by_default_and_lists_connectors_when_on() {
     let up = standard_upstream().await;
     let off = spawn_app(registry(&up.base)).await;
-    assert_eq!(off.call("GET", "/console", None, &[]).await.status, 404);
-    assert_eq!(
-        off.call("GET", "/console/api/connectors", None, &[])
-            .await
-            .status,
-        404
-    );
+    assert_eq!(off.get("/console").await.status, 404);
+    assert_eq!(off.get("/console/api/connectors").await.status, 404);
 
     let on = spawn_app_with(
         registry(&up.base),
         AppOptions::default().flags(|f| f.console = true),
     )
     .await;
-    let page = on.call("GET", "/console", None, &[]).await;
+    let page = on.get("/console").await;
     assert_eq!(page.status, 200);
     assert!(page
         .header("content-type")
         .unwrap()
         .starts_with("text/html"));
     assert!(page.text().contains("/sdk/connectors-sdk.js"));
-    let list = on
-        .call("GET", "/console/api/connectors", None, &[])
-        .await
-        .json();
+    let list = on.get("/console/api/connectors").await.json();
     assert_eq!(
         list["connectors"],
         json!([
@@ -103,24 +109,15 @@ async fn allowed_origins_get_cors_and_may_read_timing_headers() {
         )
         .await;
     assert_eq!(preflight.status, 200, "{}", preflight.text());
-    assert_eq!(
-        preflight.header("access-control-allow-origin").as_deref(),
-        Some("http://widget.test")
+    assert_header(
+        &preflight,
+        "access-control-allow-origin",
+        "http://widget.test",
     );
 
-    let run = app
-        .call(
-            "POST",
-            "/connectors/composite/pair/execute",
-            Some("{}"),
-            &[("Origin", "http://widget.test")],
-        )
-        .await;
+    let run = run_pair_from(&app, "http://widget.test").await;
     assert_eq!(run.status, 200);
-    assert_eq!(
-        run.header("access-control-allow-origin").as_deref(),
-        Some("http://widget.test")
-    );
+    assert_header(&run, "access-control-allow-origin", "http://widget.test");
     let exposed = run
         .header("access-control-expose-headers")
         .unwrap()
@@ -128,19 +125,9 @@ async fn allowed_origins_get_cors_and_may_read_timing_headers() {
     for h in ["server-timing", "x-connector-timing", "x-request-id"] {
         assert!(exposed.contains(h), "{h} is not exposed: {exposed}");
     }
-    assert_eq!(
-        run.header("timing-allow-origin").as_deref(),
-        Some("http://widget.test")
-    );
+    assert_header(&run, "timing-allow-origin", "http://widget.test");
 
-    let stranger = app
-        .call(
-            "POST",
-            "/connectors/composite/pair/execute",
-            Some("{}"),
-            &[("Origin", "http://evil.test")],
-        )
-        .await;
+    let stranger = run_pair_from(&app, "http://evil.test").await;
     assert!(stranger.header("access-control-allow-origin").is_none());
     assert!(stranger.header("timing-allow-origin").is_none());
 }
@@ -149,14 +136,7 @@ async fn allowed_origins_get_cors_and_may_read_timing_headers() {
 async fn without_allowed_origins_no_cors_headers_are_sent() {
     let up = standard_upstream().await;
     let app = spawn_app(registry(&up.base)).await;
-    let run = app
-        .call(
-            "POST",
-            "/connectors/composite/pair/execute",
-            Some("{}"),
-            &[("Origin", "http://widget.test")],
-        )
-        .await;
+    let run = run_pair_from(&app, "http://widget.test").await;
     assert_eq!(run.status, 200);
     assert!(run.header("access-control-allow-origin").is_none());
 }

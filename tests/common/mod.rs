@@ -139,6 +139,15 @@ impl Reply {
             .map(str::to_string)
     }
 
+    /// The `X-Connector-Timing` header, parsed as JSON.
+    #[track_caller]
+    pub fn connector_timing(&self) -> Value {
+        let header = self
+            .header("x-connector-timing")
+            .unwrap_or_else(|| panic!("no X-Connector-Timing header: {}", self.text()));
+        serde_json::from_str(&header).unwrap()
+    }
+
     /// The error envelope's `errors` object.
     pub fn errors(&self) -> Value {
         let body = self.json();
@@ -152,6 +161,31 @@ impl Reply {
 }
 
 impl TestApp {
+    /// A request for `method path` with `headers`, on a client with a 60 s timeout.
+    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> awc::ClientRequest {
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .finish();
+        let mut req = client.request(method.parse().unwrap(), format!("{}{}", self.base, path));
+        for (k, v) in headers {
+            req = req.insert_header((*k, *v));
+        }
+        req
+    }
+
+    /// Waits for the answer to `sent` (a request to `path`) and reads it, body and all.
+    async fn reply(path: &str, sent: awc::SendClientRequest) -> Reply {
+        let mut res = sent
+            .await
+            .unwrap_or_else(|e| panic!("request to {path} failed: {e}"));
+        let body = res.body().limit(64 * 1024 * 1024).await.unwrap();
+        Reply {
+            status: res.status().as_u16(),
+            headers: res.headers().clone(),
+            body,
+        }
+    }
+
     /// Sends `method path` with optional body and headers.
     pub async fn call(
         &self,
@@ -160,24 +194,12 @@ impl TestApp {
         body: Option<&str>,
         headers: &[(&str, &str)],
     ) -> Reply {
-        let client = awc::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .finish();
-        let mut req = client.request(method.parse().unwrap(), format!("{}{}", self.base, path));
-        for (k, v) in headers {
-            req = req.insert_header((*k, *v));
-        }
-        let mut res = match body {
-            Some(b) => req.send_body(b.to_string()).await,
-            None => req.send().await,
-        }
-        .unwrap_or_else(|e| panic!("request to {path} failed: {e}"));
-        let body = res.body().limit(64 * 1024 * 1024).await.unwrap();
-        Reply {
-            status: res.status().as_u16(),
-            headers: res.headers().clone(),
-            body,
-        }
+        let req = self.request(method, path, headers);
+        let sent = match body {
+            Some(b) => req.send_body(b.to_string()),
+            None => req.send(),
+        };
+        Self::reply(path, sent).await
     }
 
     /// Sends `method path` with a body of `chunks` (chunked transfer encoding, no
@@ -189,24 +211,30 @@ impl TestApp {
         chunks: Vec<Bytes>,
         headers: &[(&str, &str)],
     ) -> Reply {
-        let client = awc::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .finish();
-        let mut req = client.request(method.parse().unwrap(), format!("{}{}", self.base, path));
-        for (k, v) in headers {
-            req = req.insert_header((*k, *v));
-        }
         let stream = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>));
-        let mut res = req
-            .send_stream(stream)
-            .await
-            .unwrap_or_else(|e| panic!("request to {path} failed: {e}"));
-        let body = res.body().limit(64 * 1024 * 1024).await.unwrap();
-        Reply {
-            status: res.status().as_u16(),
-            headers: res.headers().clone(),
-            body,
-        }
+        let sent = self.request(method, path, headers).send_stream(stream);
+        Self::reply(path, sent).await
+    }
+
+    /// `GET path` without a body or headers.
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call("GET", path, None, &[]).await
+    }
+
+    /// `GET /connectors/{permalink}/execute` (a simple connector run) without a body or headers.
+    pub async fn execute(&self, permalink: &str) -> Reply {
+        self.get(&format!("/connectors/{permalink}/execute")).await
+    }
+
+    /// `GET /connectors/{permalink}/execute` with `X-Path-Params: {path_params}`.
+    pub async fn execute_with_path_params(&self, permalink: &str, path_params: &str) -> Reply {
+        self.call(
+            "GET",
+            &format!("/connectors/{permalink}/execute"),
+            None,
+            &[("X-Path-Params", path_params)],
+        )
+        .await
     }
 
     /// `POST /connectors/composite/{permalink}/execute{query}` with `body`.
@@ -393,6 +421,25 @@ pub async fn standard_upstream() -> Upstream {
     .await
 }
 
+/// An upstream whose `ANY /echo` answers with everything it received (see [`echo_route`]).
+pub async fn echo_upstream() -> Upstream {
+    upstream(|cfg| {
+        cfg.route("/echo", web::route().to(echo_route()));
+    })
+    .await
+}
+
+/// An upstream whose `GET /ok` answers 200 `{"ok": true}`.
+pub async fn ok_upstream() -> Upstream {
+    upstream(|cfg| {
+        cfg.route(
+            "/ok",
+            web::get().to(json_route(200, serde_json::json!({"ok": true}))),
+        );
+    })
+    .await
+}
+
 // ---------------------------------------------------------------------------------------
 // Helpers shared by the execution-engine suites.
 // ---------------------------------------------------------------------------------------
@@ -501,6 +548,31 @@ pub fn closed_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
+/// Server flags for the address-policy tests: private upstreams allowed or not, the test
+/// resolver answering `resolve` (`host=ip[,ip...]` entries) and a step timeout of
+/// `step_timeout_ms`.
+pub fn resolver_flags(
+    allow_private_upstreams: bool,
+    resolve: impl IntoIterator<Item = impl Into<String>>,
+    step_timeout_ms: u64,
+) -> impl FnOnce(&mut ServeArgs) + 'static {
+    let resolve: Vec<String> = resolve.into_iter().map(Into::into).collect();
+    move |f| {
+        f.allow_private_upstreams = allow_private_upstreams;
+        f.resolve = resolve;
+        f.step_timeout_ms = step_timeout_ms;
+    }
+}
+
+/// The error scope of a network failure (refused, reset, timed out, forbidden address, ...).
+pub const NETWORK_SCOPE: &str = "Downstream (network/external service)";
+
+/// The error scope of a failure in step `step` (at `index`) of a composite: `scope` with the
+/// composite prefix.
+pub fn composite_scope(step: &str, index: usize, scope: &str) -> String {
+    format!("Composite step '{step}' (index {index}): {scope}")
+}
+
 /// Checks that `reply` is the error envelope with `status`, `code` and `scope` (`None`:
 /// JSON null), that `success` is false and that `request_id` equals the `X-Request-ID`
 /// header. Returns the `errors` object.
@@ -570,6 +642,29 @@ pub fn parse_server_timing(header: &str) -> Vec<TimingEntry> {
             }
         })
         .collect()
+}
+
+/// Checks that `reply` has a `Server-Timing` header whose entries are, in order, the
+/// `(name, desc)` pairs of `expected`, each with a `dur` of one decimal. Returns the header
+/// and its entries.
+#[track_caller]
+pub fn assert_server_timing(
+    reply: &Reply,
+    expected: &[(&str, &str)],
+) -> (String, Vec<TimingEntry>) {
+    let header = reply
+        .header("server-timing")
+        .unwrap_or_else(|| panic!("no Server-Timing header: {}", reply.text()));
+    let entries = parse_server_timing(&header);
+    let shape: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| (e.name.as_str(), e.desc.as_str()))
+        .collect();
+    assert_eq!(shape, expected, "{header}");
+    for e in &entries {
+        assert!(is_one_decimal_ms(&e.dur), "dur '{}' in {header}", e.dur);
+    }
+    (header, entries)
 }
 
 /// Whether `s` is `\d+\.\d` (milliseconds with exactly one decimal).
