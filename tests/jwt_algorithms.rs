@@ -2,13 +2,12 @@
 //! `jwt_encode()` sign with a key from the secrets, and the upstream verifies the token with
 //! the public key only (ES512 with RustCrypto's P-521 verifier, the rest with jsonwebtoken).
 
-use actix_web::web;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
 use serde_json::{json, Value};
 
-use crate::common::{echo_route, spawn_app_with, upstream, AppOptions};
+use crate::common::{echo_upstream, spawn_app_with, AppOptions};
 
 /// Algorithm, secret name, and the test-only key pair (tests/fixtures/keys/, made with openssl).
 const ALGORITHMS: &[(&str, &str, &str, &str)] = &[
@@ -88,10 +87,7 @@ fn verify(token: &str, algorithm: &str, public_pem: &str) -> Value {
 
 #[actix_web::test]
 async fn jwt_auth_and_jwt_encode_sign_with_every_algorithm() {
-    let up = upstream(|cfg| {
-        cfg.route("/echo", web::route().to(echo_route()));
-    })
-    .await;
+    let up = echo_upstream().await;
     let mut connectors = Vec::new();
     for (algorithm, secret, _, _) in ALGORITHMS {
         let slug = algorithm.to_lowercase();
@@ -147,10 +143,7 @@ async fn jwt_auth_and_jwt_encode_sign_with_every_algorithm() {
 
 #[actix_web::test]
 async fn a_key_that_does_not_fit_its_algorithm_is_a_422_that_names_the_algorithm_not_the_key() {
-    let up = upstream(|cfg| {
-        cfg.route("/echo", web::route().to(echo_route()));
-    })
-    .await;
+    let up = echo_upstream().await;
     let registry = json!({"connectors": [{
         "name": "Mismatch", "permalink": "mismatch", "url": format!("{}/echo", up.base),
         "authentication": {"type": "jwt", "config": {

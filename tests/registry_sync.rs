@@ -383,6 +383,31 @@ async fn an_edited_registry_file_is_picked_up_by_the_watcher() {
 }
 
 #[actix_web::test]
+async fn a_registry_file_emptied_in_place_is_refused_and_the_connectors_keep_serving() {
+    // `>` redirection and plain writes truncate the file first: whoever reads it at that
+    // moment sees nothing. That must not remove every connector.
+    let up = version_upstream().await;
+    let app = file_app(json!({"connectors": [echo_connector("first", &up.base, "1")]})).await;
+    std::fs::write(&app.registry_path, "").unwrap();
+    let reply = admin_sync(&app).await;
+    assert_eq!(reply.status, 422, "{}", reply.text());
+    assert!(
+        reply.text().contains("the registry is empty"),
+        "{}",
+        reply.text()
+    );
+    let status = admin_status(&app).await;
+    assert_eq!(status["state"], "failed", "{status}");
+    assert_eq!(app.execute("first").await.json()["version"], "1");
+    // `{}` is how a registry with no connectors is written.
+    std::fs::write(&app.registry_path, "{}").unwrap();
+    let reply = admin_sync(&app).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["sync"]["changes"]["removed"], json!(["first"]));
+    assert_eq!(app.execute("first").await.status, 404);
+}
+
+#[actix_web::test]
 async fn a_run_in_flight_during_a_swap_completes_on_its_original_definition() {
     let up = version_upstream().await;
     let v = |version: &str| {

@@ -70,7 +70,7 @@ impl Source for FileSource {
             }),
             // A deleted registry file removes the connectors, as the platform documents.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Snapshot {
-                text: String::new(),
+                text: super::NO_CONNECTORS.to_string(),
                 revision: None,
             }),
             Err(e) => Err(SourceError(format!(
