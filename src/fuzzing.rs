@@ -19,6 +19,9 @@
 //!   that decodes back to itself, or the render is refused (`.` and `..`); the URL keeps its
 //!   origin and gains no `/`, `?`, `&`, `#` or dot segment. The path-parameter rule is
 //!   checked on the same value.
+//! - [`from_json`]: the bytes are JSON text (lossily UTF-8). `from_json`'s lazily built
+//!   value and the value minijinja's own deserializer builds in full either both fail, at the
+//!   same line and column, or print, serialize and compare the same.
 
 use std::sync::Arc;
 
@@ -535,5 +538,40 @@ fn variable_or(name: &str, default: Option<String>) -> Option<String> {
         Some(serde_json::Value::String(s)) => Some(s.clone()),
         Some(_) => None,
         None => default,
+    }
+}
+
+/// See the module documentation: lazy `from_json` against the fully built value.
+pub fn from_json(data: &[u8]) {
+    use crate::template::python::{py_json_dumps, py_repr, JsonStyle};
+    let text = String::from_utf8_lossy(data).into_owned();
+    let eager = serde_json::from_str::<Value>(&text);
+    let lazy = crate::template::lazy_json::parse(&Value::from(text.as_str()))
+        .expect("a string value is parsed");
+    match (lazy, eager) {
+        (Err(l), Err(e)) => {
+            assert_eq!(
+                (l.classify(), l.line(), l.column()),
+                (e.classify(), e.line(), e.column()),
+                "{l} / {e}"
+            );
+        }
+        (Ok(lazy), Ok(eager)) => {
+            let print = |v: &Value| {
+                let mut repr = String::new();
+                let repr = py_repr(v, &mut repr)
+                    .map(|_| repr)
+                    .map_err(|e| e.to_string());
+                let style = JsonStyle {
+                    sort_keys: true,
+                    ..JsonStyle::default()
+                };
+                let json = py_json_dumps(v, style).map_err(|e| e.to_string());
+                (repr, json, v.len(), v.is_true())
+            };
+            assert_eq!(print(&lazy), print(&eager), "{text:?}");
+            assert!(lazy == eager, "{text:?}");
+        }
+        (l, e) => panic!("lazy {:?} but eager {:?} for {text:?}", l.err(), e.err()),
     }
 }

@@ -67,6 +67,11 @@ fn the_template_render_corpus_replays_cleanly() {
 }
 
 #[test]
+fn the_from_json_corpus_replays_cleanly() {
+    replay("from_json", fuzzing::from_json);
+}
+
+#[test]
 fn the_url_build_corpus_replays_cleanly() {
     replay("url_build", fuzzing::url_build);
 }
