@@ -15,10 +15,7 @@ use crate::common::{
 };
 use actix_web::web;
 use connector_runtime::registry::{build_registry, BuildOptions, LoadMode};
-use connector_runtime::template::{
-    engine::DEFAULT_TEMPLATE_FUEL, new_environment, Field, RenderLimits, SecretStore, TemplateSet,
-    Variables,
-};
+use connector_runtime::template::{engine::DEFAULT_TEMPLATE_FUEL, Field, RenderLimits};
 use serde_json::{json, Value};
 
 const TEMPLATE_SCOPE: &str = "Configuration (template rendering)";
@@ -849,17 +846,6 @@ async fn realistic_templates_over_thousands_of_items_pass_with_the_default_fuel(
         .contains("fuel limit reached"));
 }
 
-fn template_set(limits: RenderLimits) -> TemplateSet {
-    TemplateSet::new(
-        new_environment(
-            Arc::new(SecretStore::new()),
-            Arc::new(Variables::new()),
-            limits,
-        ),
-        limits,
-    )
-}
-
 /// `{users: [...count objects...], body: <the same list as JSON text>}`.
 fn users_context(count: usize) -> minijinja::Value {
     let users: Vec<Value> = (0..count)
@@ -885,7 +871,7 @@ fn realistic_templates_need_a_fraction_of_the_default_fuel() {
         "{% for u in users %}{% if u.active %}{{ loop.index }}:{{ u.email | lower }},{{ u.score * 2 }};{% endif %}{% endfor %}",
         "{{ body | from_json | tojson }}",
     ] {
-        let mut set = template_set(quarter);
+        let mut set = common::template_set(quarter);
         let id = set.add("t/0/request_body", Field::RequestBody, template).unwrap();
         let output = set
             .render(&id, &ctx)
@@ -905,7 +891,7 @@ fn the_costliest_work_per_unit_of_fuel_stops_within_the_bound_at_the_default() {
         "{% for i in range(100000) %}{% set x = body | wordwrap(10) %}{% endfor %}",
         "{% set ns = namespace(l=[]) %}{% for i in range(100000) %}{% set ns.l = ns.l + [i] %}{% endfor %}{{ ns.l | length }}",
     ] {
-        let mut set = template_set(RenderLimits::default());
+        let mut set = common::template_set(RenderLimits::default());
         let id = set.add("t/0/request_body", Field::RequestBody, template).unwrap();
         let started = Instant::now();
         let error = set.render(&id, &ctx).unwrap_err();

@@ -3,13 +3,9 @@
 //! rendered into a URL path segment or query value through the real template engine comes
 //! back as itself, in one segment or value, or is refused when it is `.` or `..`.
 
-use std::sync::Arc;
-
 use connector_runtime::registry::build::is_valid_path_param_value;
 use connector_runtime::run::step::check_origin;
-use connector_runtime::template::{
-    new_environment, Field, RenderLimits, SecretStore, TemplateId, TemplateSet, Variables,
-};
+use connector_runtime::template::{Field, RenderLimits, TemplateId, TemplateSet};
 use minijinja::Value;
 use proptest::prelude::*;
 
@@ -44,15 +40,7 @@ struct Urls {
 }
 
 fn urls() -> Urls {
-    let limits = RenderLimits::default();
-    let mut set = TemplateSet::new(
-        new_environment(
-            Arc::new(SecretStore::new()),
-            Arc::new(Variables::new()),
-            limits,
-        ),
-        limits,
-    );
+    let mut set = template_set();
     let path = set
         .add(
             "p/0/url",
@@ -257,15 +245,7 @@ proptest! {
 }
 
 fn template_set() -> TemplateSet {
-    let limits = RenderLimits::default();
-    TemplateSet::new(
-        new_environment(
-            Arc::new(SecretStore::new()),
-            Arc::new(Variables::new()),
-            limits,
-        ),
-        limits,
-    )
+    crate::common::template_set(RenderLimits::default())
 }
 
 #[test]

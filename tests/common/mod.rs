@@ -13,7 +13,9 @@ use bytes::Bytes;
 use connector_runtime::config::ServeArgs;
 use connector_runtime::registry::RegistryHandle;
 use connector_runtime::server::{build_options, Application};
-use connector_runtime::template::{SecretStore, Variables};
+use connector_runtime::template::{
+    new_environment, RenderLimits, SecretStore, TemplateSet, Variables,
+};
 use serde_json::Value;
 
 /// A running connector-runtime.
@@ -709,4 +711,17 @@ pub fn form_field(body: &str, name: &str) -> Option<String> {
         .into_iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v)
+}
+
+/// A template set over the real environment (no secrets, no variables) with `limits`, for
+/// tests that compile and render templates without a registry.
+pub fn template_set(limits: RenderLimits) -> TemplateSet {
+    TemplateSet::new(
+        new_environment(
+            Arc::new(SecretStore::new()),
+            Arc::new(Variables::new()),
+            limits,
+        ),
+        limits,
+    )
 }
