@@ -906,3 +906,67 @@ fn the_costliest_work_per_unit_of_fuel_stops_within_the_bound_at_the_default() {
         assert!(elapsed < bound, "{template}: took {elapsed:?}");
     }
 }
+
+/// Templates that build a value nested `DEPTH` levels deep and then compare, print,
+/// stringify or just free it: minijinja does each recursively, one stack frame per level.
+fn deep_value_templates() -> Vec<(&'static str, String)> {
+    const DEPTH: usize = 20_000;
+    let build = format!(
+        "{{% set ns = namespace(d={{}}, e={{}}) %}}{{% for i in range({DEPTH}) %}}{{% set ns.d = {{'a': ns.d}} %}}{{% set ns.e = {{'a': ns.e}} %}}{{% endfor %}}"
+    );
+    vec![
+        ("deep-compare", format!("{build}{{{{ ns.d == ns.e }}}}")),
+        ("deep-string", format!("{build}{{{{ ns.d | string | length }}}}")),
+        ("deep-print", format!("{build}{{{{ ns.d | length }}}}{{{{ ns.d }}}}")),
+        ("deep-free", format!("{build}freed")),
+        // Past the fuel: the render stops mid-loop and the deep value is freed.
+        (
+            "deep-out-of-fuel",
+            "{% set ns = namespace(d={}) %}{% for i in range(100000) %}{% for j in range(100) %}{% set ns.d = {'a': ns.d} %}{% endfor %}{% endfor %}".to_string(),
+        ),
+    ]
+}
+
+#[actix_web::test]
+async fn values_nested_as_deep_as_the_fuel_allows_do_not_overflow_the_server_stack() {
+    // The real binary: its threads get a stack sized from the fuel (`render_stack_bytes`).
+    // With the standard 2 MiB worker stack each of these aborted the whole process.
+    let up = common::echo_upstream().await;
+    let connectors: Vec<Value> = deep_value_templates()
+        .into_iter()
+        .map(|(name, template)| {
+            json!({"name": name, "permalink": name, "method": "POST",
+                   "url": format!("{}/echo", up.base), "request_body": template})
+        })
+        .collect();
+    let server = common::process::ServerProcess::start(&json!({ "connectors": connectors }), &[]);
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .finish();
+    for (name, _) in deep_value_templates() {
+        let mut res = client
+            .post(format!("{}/connectors/{name}/execute", server.base))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{name}: no answer ({e}); log: {}", server.log_tail(20)));
+        let body = res.body().limit(1 << 26).await.unwrap();
+        let text = String::from_utf8_lossy(&body);
+        if name == "deep-out-of-fuel" {
+            assert_eq!(res.status(), 422, "{name}: {text}");
+            assert!(text.contains("fuel limit reached"), "{name}: {text}");
+        } else {
+            assert_eq!(
+                res.status(),
+                200,
+                "{name}: {}",
+                &text[..text.len().min(300)]
+            );
+        }
+    }
+    assert_eq!(
+        common::process::get_status(server.port, "/healthz"),
+        Some(200),
+        "{}",
+        server.log_tail(20)
+    );
+}

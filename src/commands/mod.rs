@@ -35,6 +35,17 @@ pub enum Command {
     MockUpstream(mock_upstream::MockUpstreamArgs),
 }
 
+impl Cli {
+    /// The template fuel the command renders with (the default for commands that do not).
+    pub fn template_fuel(&self) -> u64 {
+        match &self.command {
+            Command::Serve(args) => args.template_fuel,
+            Command::Run(args) => args.serve.template_fuel,
+            _ => crate::template::engine::DEFAULT_TEMPLATE_FUEL,
+        }
+    }
+}
+
 /// Runs the parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> i32 {
     match cli.command {

@@ -35,6 +35,23 @@ pub struct RenderLimits {
 /// body needs 26,000, so even a 10 MiB body (the largest response read) fits.
 pub const DEFAULT_TEMPLATE_FUEL: u64 = 1_000_000;
 
+/// Stack for each thread that renders templates, per unit of fuel: the templates may build
+/// values nested as deep as their fuel allows (~10 fuel per level in a `{% for %}` with a
+/// `{% set ns.x = [ns.x] %}`), and minijinja walks such a value recursively when it compares,
+/// prints or frees it, at up to ~500 bytes of stack per level (measured: 100,000 levels of
+/// `==`, `| string`, printing and freeing all fit in 64 MiB). Without it, a 2 MiB worker stack
+/// overflowed at ~15,000 levels and aborted the process.
+pub const RENDER_STACK_BYTES_PER_FUEL: u64 = 64;
+
+/// The stack a rendering thread needs for `fuel` (see [`RENDER_STACK_BYTES_PER_FUEL`]):
+/// 64 MiB for the default fuel, at most 1 GiB. Only the pages a render touches are used.
+pub fn render_stack_bytes(fuel: u64) -> usize {
+    const MIN: u64 = 64 * 1024 * 1024;
+    const MAX: u64 = 1024 * 1024 * 1024;
+    fuel.saturating_mul(RENDER_STACK_BYTES_PER_FUEL)
+        .clamp(MIN, MAX) as usize
+}
+
 impl Default for RenderLimits {
     fn default() -> Self {
         RenderLimits {
