@@ -60,28 +60,16 @@ impl Source {
 /// The text was checked in full before any lazy value was made, so a member cannot fail to
 /// parse; should it ever, the template sees an error value instead of a wrong one.
 fn unreachable_error(e: &serde_json::Error) -> Value {
+    let category = match e.classify() {
+        serde_json::error::Category::Io => "io",
+        serde_json::error::Category::Syntax => "syntax",
+        serde_json::error::Category::Data => "data",
+        serde_json::error::Category::Eof => "end of input",
+    };
     Value::from(minijinja::Error::new(
         minijinja::ErrorKind::InvalidOperation,
-        format!(
-            "from_json: the input could not be read back ({})",
-            e.classify_name()
-        ),
+        format!("from_json: the input could not be read back ({category})"),
     ))
-}
-
-trait ClassifyName {
-    fn classify_name(&self) -> &'static str;
-}
-
-impl ClassifyName for serde_json::Error {
-    fn classify_name(&self) -> &'static str {
-        match self.classify() {
-            serde_json::error::Category::Io => "io",
-            serde_json::error::Category::Syntax => "syntax",
-            serde_json::error::Category::Data => "data",
-            serde_json::error::Category::Eof => "end of input",
-        }
-    }
 }
 
 /// A member whose value is built on first read.
