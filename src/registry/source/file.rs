@@ -12,6 +12,9 @@ use super::{Snapshot, Source, SourceError};
 /// How long a burst of file events must be quiet before one reload happens.
 pub const DEBOUNCE: Duration = Duration::from_millis(200);
 
+/// How long an empty registry file is given to get its content before it counts as empty.
+pub const EMPTY_FILE_SETTLE: Duration = Duration::from_millis(250);
+
 /// A registry file on disk.
 #[derive(Debug, Clone)]
 pub struct FileSource {
@@ -61,23 +64,35 @@ impl FileSource {
     }
 }
 
-impl Source for FileSource {
-    fn read(&self) -> Result<Snapshot, SourceError> {
+impl FileSource {
+    fn read_text(&self) -> Result<String, SourceError> {
         match std::fs::read_to_string(&self.path) {
-            Ok(text) => Ok(Snapshot {
-                text,
-                revision: None,
-            }),
+            Ok(text) => Ok(text),
             // A deleted registry file removes the connectors, as the platform documents.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Snapshot {
-                text: super::NO_CONNECTORS.to_string(),
-                revision: None,
-            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
             Err(e) => Err(SourceError(format!(
                 "cannot read {}: {e}",
                 self.path.display()
             ))),
         }
+    }
+}
+
+impl Source for FileSource {
+    /// An empty file removes every connector, as the platform documents, but it is also what
+    /// a reader sees while a writer rewrites the file in place (truncate, then write): so an
+    /// empty file is read again after [`EMPTY_FILE_SETTLE`], and only counts if it is still
+    /// empty. (Reads run off the actor's thread; the wait blocks nothing else.)
+    fn read(&self) -> Result<Snapshot, SourceError> {
+        let mut text = self.read_text()?;
+        if text.trim().is_empty() && self.path.exists() {
+            std::thread::sleep(EMPTY_FILE_SETTLE);
+            text = self.read_text()?;
+        }
+        Ok(Snapshot {
+            text,
+            revision: None,
+        })
     }
 
     fn describe(&self) -> String {

@@ -10,10 +10,6 @@ use std::fmt;
 pub use file::FileSource;
 pub use git::GitSource;
 
-/// The registry a deleted file stands for: no connectors (an empty *file* is refused instead,
-/// see `build_registry`).
-pub const NO_CONNECTORS: &str = "{}";
-
 /// The registry text at one revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
