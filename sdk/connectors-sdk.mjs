@@ -259,19 +259,17 @@ function serializePayload(payload) {
 }
 
 /**
- * Parses a `Server-Timing` header into `[{name, dur, desc}]` (`dur` in ms or null, `desc` or null).
+ * Splits `text` on `separator` where it is not inside double quotes (`\"` does not end a
+ * quoted part).
  */
-function parseServerTiming(header) {
-  if (typeof header !== 'string' || header.trim() === '') return [];
-  const entries = [];
-  // Split on commas outside double quotes.
+function splitOutsideQuotes(text, separator) {
   const parts = [];
   let current = '';
   let quoted = false;
-  for (let i = 0; i < header.length; i++) {
-    const c = header[i];
-    if (c === '"' && header[i - 1] !== '\\') quoted = !quoted;
-    if (c === ',' && !quoted) {
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"' && text[i - 1] !== '\\') quoted = !quoted;
+    if (c === separator && !quoted) {
       parts.push(current);
       current = '';
     } else {
@@ -279,21 +277,17 @@ function parseServerTiming(header) {
     }
   }
   parts.push(current);
-  for (const part of parts) {
-    const params = [];
-    let cur = '';
-    let q = false;
-    for (let i = 0; i < part.length; i++) {
-      const c = part[i];
-      if (c === '"' && part[i - 1] !== '\\') q = !q;
-      if (c === ';' && !q) {
-        params.push(cur);
-        cur = '';
-      } else {
-        cur += c;
-      }
-    }
-    params.push(cur);
+  return parts;
+}
+
+/**
+ * Parses a `Server-Timing` header into `[{name, dur, desc}]` (`dur` in ms or null, `desc` or null).
+ */
+function parseServerTiming(header) {
+  if (typeof header !== 'string' || header.trim() === '') return [];
+  const entries = [];
+  for (const part of splitOutsideQuotes(header, ',')) {
+    const params = splitOutsideQuotes(part, ';');
     const name = params.shift().trim();
     if (!name) continue;
     const entry = { name, dur: null, desc: null };
