@@ -51,17 +51,23 @@ fn request() -> RequestView {
     )
 }
 
-fn render_step(c: &mut Criterion) {
-    let registry = Arc::new(registry("http://127.0.0.1:9"));
+/// The input of one run of the bench composite, as the HTTP layer would build it.
+fn run_input(registry: &Arc<Registry>) -> RunInput {
     let connector = registry.get("auth-and-fetch-user").unwrap().clone();
-    let input = RunInput::new(
+    RunInput::new(
         registry.clone(),
-        connector.clone(),
+        connector,
         "bench".into(),
         request(),
         Vec::new(),
         CallerOverrides::default(),
-    );
+    )
+}
+
+fn render_step(c: &mut Criterion) {
+    let registry = Arc::new(registry("http://127.0.0.1:9"));
+    let connector = registry.get("auth-and-fetch-user").unwrap().clone();
+    let input = run_input(&registry);
     let auth_body =
         Value::from(r#"{"access_token":"tok-4f2a9c","token_type":"Bearer","expires_in":3600}"#);
     let steps = Value::from_pairs([(
@@ -153,7 +159,6 @@ fn start_upstream() -> u16 {
 fn orchestrate_run(c: &mut Criterion) {
     let port = start_upstream();
     let registry = Arc::new(registry(&format!("http://127.0.0.1:{port}")));
-    let connector = registry.get("auth-and-fetch-user").unwrap().clone();
     let system = actix_rt::System::new();
     let step_actor = system.block_on(async {
         let client = build_client(&ClientSettings {
@@ -177,14 +182,7 @@ fn orchestrate_run(c: &mut Criterion) {
                 system.block_on(async {
                     let started = Instant::now();
                     for _ in 0..iterations {
-                        let input = Arc::new(RunInput::new(
-                            registry.clone(),
-                            connector.clone(),
-                            "bench".into(),
-                            request(),
-                            Vec::new(),
-                            CallerOverrides::default(),
-                        ));
+                        let input = Arc::new(run_input(&registry));
                         let outcome = execute(input, step_actor.clone()).await;
                         assert!(outcome.result.is_ok(), "{:?}", outcome.result.err());
                     }

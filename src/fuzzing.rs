@@ -237,17 +237,7 @@ pub fn template_render(data: &[u8]) {
     let earlier = ["auth".to_string()];
     let later = ["fetch".to_string()];
     let path_params = ["id".to_string()];
-    for (i, field) in [
-        Field::Url,
-        Field::HeaderValue,
-        Field::QueryValue,
-        Field::AuthConfig,
-        Field::RequestBody,
-        Field::ResponseBody,
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (i, field) in Field::ALL.into_iter().enumerate() {
         for kind in [ConnectorKind::Composite, ConnectorKind::Simple] {
             let scope = Scope {
                 field,

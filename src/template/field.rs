@@ -22,6 +22,16 @@ pub enum Field {
 const NAME_SEPARATOR: char = '\u{1f}';
 
 impl Field {
+    /// Every field, in the order a connector lists them.
+    pub const ALL: [Field; 6] = [
+        Field::Url,
+        Field::HeaderValue,
+        Field::QueryValue,
+        Field::AuthConfig,
+        Field::RequestBody,
+        Field::ResponseBody,
+    ];
+
     /// Whether `get_secret()` may be called here (SPEC §2: header and query values and
     /// authentication config only).
     pub fn allows_secrets(self) -> bool {
@@ -77,14 +87,7 @@ mod tests {
 
     #[test]
     fn template_names_round_trip_their_field() {
-        for f in [
-            Field::Url,
-            Field::HeaderValue,
-            Field::QueryValue,
-            Field::AuthConfig,
-            Field::RequestBody,
-            Field::ResponseBody,
-        ] {
+        for f in Field::ALL {
             assert_eq!(Field::of_template(&f.template_name("c/0/x")), Some(f));
         }
         assert_eq!(Field::of_template("plain"), None);
