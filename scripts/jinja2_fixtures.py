@@ -3,7 +3,7 @@
 
 Registry authors write connector templates against Python's Jinja2 3.1 (the platform
 renders with it); this runtime renders them with minijinja plus its own layer in
-src/template/. `tests/template_compat.rs` compares the two: it renders every case of
+src/template/. `tests/integration/template_compat.rs` compares the two: it renders every case of
 `tests/fixtures/jinja2/cases.json` through our environment and checks the text against the
 Jinja2 output recorded here.
 
@@ -36,7 +36,7 @@ import jinja2
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "jinja2"
 
-# The values `get_variable('name')` returns. tests/template_compat.rs builds its
+# The values `get_variable('name')` returns. tests/integration/template_compat.rs builds its
 # `Variables` from the same dict (`VARIABLES` there); keep the two identical. The
 # `variables_*` cases print these, so a drift shows up as a test failure.
 VARIABLES = {

@@ -1,5 +1,5 @@
 //! The bodies of the cargo-fuzz targets in `fuzz/fuzz_targets/`, shared with
-//! `tests/fuzz_corpus.rs`, which replays every committed input in `fuzz/corpus/<target>/`
+//! `tests/integration/fuzz_corpus.rs`, which replays every committed input in `fuzz/corpus/<target>/`
 //! through the same functions as a normal `cargo test` (no fuzzer, no nightly).
 //!
 //! Each function takes arbitrary bytes and panics when an invariant breaks; returning

@@ -1,5 +1,5 @@
 //! `GET /openapi.json`: the OpenAPI 3.1 description of this HTTP API, embedded in the binary.
-//! `tests/openapi.rs` checks it against the routes that [`super::configure`] mounts.
+//! `tests/integration/openapi.rs` checks it against the routes that [`super::configure`] mounts.
 
 use actix_web::HttpResponse;
 

@@ -24,7 +24,7 @@ pub struct RenderLimits {
 /// Default fuel of one render (`--template-fuel`): about 1 s of the most expensive template
 /// work per unit of fuel, and far more than realistic templates use.
 ///
-/// Measured in a release build on 2 vCPUs (`tests/hostile_input.rs` has the templates): the
+/// Measured in a release build on 2 vCPUs (`tests/integration/hostile_input.rs` has the templates): the
 /// templates that do the most work per unit of fuel, a 100,000-pass loop re-parsing
 /// (`from_json`) or re-serializing (`tojson`) a 500 KB body, `wordwrap` on it, or
 /// `l = l + [i]`, take 0.6-0.7 s to exhaust 1,000,000 fuel (they took 10-12 s to exhaust the

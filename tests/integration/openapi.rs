@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::common::*;
 use serde_json::{json, Value};
 
-const DOCUMENT: &str = include_str!("../openapi/openapi.json");
+const DOCUMENT: &str = include_str!("../../openapi/openapi.json");
 const ADMIN_TOKEN: &str = "adm1n-t0ken";
 const WEBHOOK_SECRET: &str = "h00k-secret";
 const REQUEST_ID: &str = "openapi-check.1";
@@ -352,7 +352,7 @@ fn mounted_routes() -> Vec<(String, Option<String>)> {
     ] {
         assert!(
             !body.contains(unsupported),
-            "configure uses `{unsupported}`: teach tests/openapi.rs to read it"
+            "configure uses `{unsupported}`: teach tests/integration/openapi.rs to read it"
         );
     }
     // Scoped services first, then the plain routes outside them.
@@ -409,7 +409,7 @@ fn mounted_routes() -> Vec<(String, Option<String>)> {
 fn the_documented_paths_are_exactly_the_mounted_routes() {
     let mut mounted = mounted_routes();
     // /metrics is mounted in server.rs (unless --metrics-listen moves it).
-    let server = include_str!("../src/server.rs");
+    let server = include_str!("../../src/server.rs");
     assert!(
         server.contains(r#".route("/metrics", web::get()"#),
         "src/server.rs no longer mounts GET /metrics: update this test and the document"

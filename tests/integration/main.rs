@@ -1,6 +1,7 @@
 //! The integration suite in one binary: each module is one area of the contract, run against
 //! the real server on port 0 and real upstream servers on 127.0.0.1.
 
+#[path = "../common/mod.rs"]
 mod common;
 
 mod auth;

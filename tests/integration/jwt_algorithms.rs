@@ -28,24 +28,24 @@ const ALGORITHMS: &[(&str, &str, &str, &str)] = &[
 
 const HS_KEY: &str = "an-hmac-key-of-reasonable-length-0123456789";
 const RSA: (&str, &str) = (
-    include_str!("fixtures/keys/rsa.pem"),
-    include_str!("fixtures/keys/rsa.pub.pem"),
+    include_str!("../fixtures/keys/rsa.pem"),
+    include_str!("../fixtures/keys/rsa.pub.pem"),
 );
 const P256: (&str, &str) = (
-    include_str!("fixtures/keys/p256.pem"),
-    include_str!("fixtures/keys/p256.pub.pem"),
+    include_str!("../fixtures/keys/p256.pem"),
+    include_str!("../fixtures/keys/p256.pub.pem"),
 );
 const P384: (&str, &str) = (
-    include_str!("fixtures/keys/p384.pem"),
-    include_str!("fixtures/keys/p384.pub.pem"),
+    include_str!("../fixtures/keys/p384.pem"),
+    include_str!("../fixtures/keys/p384.pub.pem"),
 );
 const P521: (&str, &str) = (
-    include_str!("fixtures/keys/p521.pem"),
-    include_str!("fixtures/keys/p521.pub.pem"),
+    include_str!("../fixtures/keys/p521.pem"),
+    include_str!("../fixtures/keys/p521.pub.pem"),
 );
 const ED25519: (&str, &str) = (
-    include_str!("fixtures/keys/ed25519.pem"),
-    include_str!("fixtures/keys/ed25519.pub.pem"),
+    include_str!("../fixtures/keys/ed25519.pem"),
+    include_str!("../fixtures/keys/ed25519.pub.pem"),
 );
 
 /// Verifies `token` with the public key and returns its claims; panics if it does not verify.
