@@ -11,13 +11,16 @@ use std::time::{Duration, Instant};
 use actix::Actor;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use bytes::Bytes;
+use connector_runtime::events::{RunFinished, StepFinished};
 use connector_runtime::metrics::Metrics;
 use connector_runtime::registry::{build_registry, BuildOptions, Registry};
 use connector_runtime::run::step::StepActor;
 use connector_runtime::run::timing::{
     composite_connector_timing, composite_server_timing, StepTiming,
 };
-use connector_runtime::run::{execute, CallerOverrides, RunInput, RunSettings, SharedRunState};
+use connector_runtime::run::{
+    CallerOverrides, CompositeRunActor, RunInput, RunSettings, SharedRunState,
+};
 use connector_runtime::template::context::{RequestView, TemplateContext};
 use connector_runtime::upstream::client::ClientSettings;
 use connector_runtime::upstream::{build_client, AddressPolicy};
@@ -160,6 +163,7 @@ fn orchestrate_run(c: &mut Criterion) {
     let port = start_upstream();
     let registry = Arc::new(registry(&format!("http://127.0.0.1:{port}")));
     let system = actix_rt::System::new();
+    let metrics = Metrics::new();
     let step_actor = system.block_on(async {
         let client = build_client(&ClientSettings {
             policy: AddressPolicy {
@@ -171,7 +175,7 @@ fn orchestrate_run(c: &mut Criterion) {
         });
         StepActor::new(
             client,
-            SharedRunState::new(RunSettings::default(), Metrics::new()),
+            SharedRunState::new(RunSettings::default(), metrics.clone()),
         )
         .start()
     });
@@ -183,7 +187,10 @@ fn orchestrate_run(c: &mut Criterion) {
                     let started = Instant::now();
                     for _ in 0..iterations {
                         let input = Arc::new(run_input(&registry));
-                        let outcome = execute(input, step_actor.clone()).await;
+                        let outcome =
+                            CompositeRunActor::new(input, step_actor.clone(), metrics.clone())
+                                .run()
+                                .await;
                         assert!(outcome.result.is_ok(), "{:?}", outcome.result.err());
                     }
                     started.elapsed()
@@ -234,29 +241,29 @@ fn metrics(c: &mut Criterion) {
         status_code: Some(200),
         ..Default::default()
     };
-    let ok = Ok(connector_runtime::run::messages::StepResult {
-        status: 200,
-        content_type: None,
-        body: Bytes::new(),
-        value: Value::UNDEFINED,
-    });
     c.bench_function("metrics: one step and one run recorded", |b| {
         b.iter(|| {
-            connector_runtime::observe::step_finished(
-                &metrics,
-                "bench",
-                &connector.permalink,
-                &connector.steps[0],
-                &timing,
-                &ok,
-            );
-            connector_runtime::observe::run_finished(
-                &metrics,
-                connector,
-                "composite",
-                "ok",
-                Duration::from_millis(5),
-            );
+            StepFinished {
+                request_id: "bench",
+                connector: &connector.permalink,
+                step: &timing.name,
+                index: 0,
+                status: timing.status_code,
+                duration: timing.total,
+                upstream: timing.external,
+                failure: None,
+                hot: &connector.steps[0].hot_metrics,
+            }
+            .emit(&metrics);
+            RunFinished {
+                request_id: "bench",
+                connector: &connector.permalink,
+                kind: "composite",
+                duration: Duration::from_millis(5),
+                failure: None,
+                hot: &connector.hot_metrics,
+            }
+            .emit(&metrics);
         })
     });
 }

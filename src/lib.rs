@@ -8,13 +8,14 @@
 pub mod auth;
 pub mod commands;
 pub mod config;
+pub mod error;
+pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
 pub mod jwt;
 pub mod metrics;
 pub mod mock_upstream;
-pub mod observe;
 pub mod registry;
 pub mod run;
 pub mod server;

@@ -58,20 +58,21 @@ fn describe_sync_error(error: &SyncError) -> String {
     }
 }
 
-/// The parts every worker needs to build its engine.
+/// Starts the step actor of each worker: the upstream client settings (each worker builds
+/// its own client) and the state every step shares.
 #[derive(Clone)]
-pub struct Engine {
+pub struct StepActors {
     /// Upstream client settings.
     pub client: ClientSettings,
     /// Shared run state (limits, token cache).
     pub shared: Arc<SharedRunState>,
 }
 
-impl Engine {
-    /// Builds the engine described by `args`, recording into `metrics`.
+impl StepActors {
+    /// The step actors described by `args`, recording into `metrics`.
     pub fn from_args(args: &ServeArgs, metrics: Arc<Metrics>) -> Result<Self, StartError> {
         let overrides = parse_overrides(&args.resolve).map_err(StartError::Config)?;
-        Ok(Engine {
+        Ok(StepActors {
             client: ClientSettings {
                 policy: AddressPolicy {
                     allow_private: args.allow_private_upstreams,
@@ -97,7 +98,7 @@ impl Engine {
     }
 
     /// Starts a step actor for the current worker thread.
-    pub fn start_step_actor(&self) -> Addr<StepActor> {
+    pub fn start(&self) -> Addr<StepActor> {
         StepActor::new(build_client(&self.client), self.shared.clone()).start()
     }
 }
@@ -146,7 +147,7 @@ impl Application {
         source: RegistrySource,
     ) -> Result<Self, StartError> {
         let metrics = Metrics::new();
-        let engine = Engine::from_args(&args, metrics.clone())?;
+        let step_actors = StepActors::from_args(&args, metrics.clone())?;
         let registry = RegistryHandle::new();
         let watch = matches!(source, RegistrySource::File(_));
         let branch = source.branch().map(str::to_string);
@@ -185,7 +186,7 @@ impl Application {
         let mut server = HttpServer::new(move || {
             let state = AppState {
                 registry: state_registry.clone(),
-                step_actor: engine.start_step_actor(),
+                step_actor: step_actors.start(),
                 max_request_bytes,
                 metrics: app_metrics.clone(),
                 operator: operator.clone(),
@@ -205,6 +206,10 @@ impl Application {
                 ))
         })
         .shutdown_timeout(args.shutdown_timeout_secs)
+        // A caller that closes its connection cancels its run: actix-web then drops the
+        // request's future, and with it the run (run/composite.rs). HTTP/1 callers do not
+        // half-close a connection while they wait for the answer.
+        .h1_allow_half_closed(false)
         // The commands handle signals (commands/serve.rs: SIGINT drains like SIGTERM).
         .disable_signals();
         if let Some(workers) = args.workers {
@@ -218,7 +223,10 @@ impl Application {
             })?
             .run();
         let metrics_port = match args.metrics_listen {
-            Some(addr) => Some(http::metrics::serve_separately(addr, metrics.clone())?),
+            Some(addr) => Some(
+                http::metrics::serve_separately(addr, metrics.clone())
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            ),
             None => None,
         };
         Ok(Application {

@@ -11,8 +11,9 @@ use awc::http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use minijinja::Value;
 use serde_json::Map;
 
+use crate::error::{Code, StepFailure};
+use crate::events::TokenLookedUp;
 use crate::registry::compiled::{ApiKeyPlacement, Auth, ConfigValue};
-use crate::run::error::{FailureKind, StepFailure};
 use crate::template::{TemplateId, TemplateSet};
 use tokens::{TokenCache, TokenOrigin};
 
@@ -59,13 +60,18 @@ impl AuthEnv<'_> {
     pub fn render(&self, id: &TemplateId) -> Result<String, StepFailure> {
         self.templates
             .render(id, self.ctx)
-            .map_err(|e| crate::run::step::template_failure(id, &e))
+            .map_err(|e| StepFailure::from_render(id, &e))
     }
 
     /// Renders a token URL and checks it stays on the origin fixed at load.
     fn token_url(&self, id: &TemplateId, origin: &str) -> Result<String, StepFailure> {
         let url = self.render(id)?;
-        crate::run::step::check_origin(&url, origin, "authentication.config.token_url")?;
+        if !crate::upstream::url_stays_on_origin(&url, origin) {
+            return Err(StepFailure::new(
+                Code::TemplateRenderingError,
+                "authentication.config.token_url: the rendered URL does not start with its configured scheme and host",
+            ));
+        }
         Ok(url)
     }
 
@@ -116,11 +122,10 @@ fn oauth_applied(
 }
 
 fn count_token(env: &AuthEnv<'_>, origin: TokenOrigin) {
-    let result = match origin {
-        TokenOrigin::Cached => "hit",
-        TokenOrigin::Fetched => "miss",
-    };
-    env.metrics.token_cache.with_label_values(&[result]).inc();
+    TokenLookedUp {
+        hit: origin == TokenOrigin::Cached,
+    }
+    .emit(env.metrics);
 }
 
 fn bearer(token: &str) -> Result<Credential, StepFailure> {
@@ -128,14 +133,14 @@ fn bearer(token: &str) -> Result<Credential, StepFailure> {
         .map(|v| Credential::Header(AUTHORIZATION, v))
         .map_err(|_| {
             StepFailure::new(
-                FailureKind::DownstreamNetwork,
+                Code::DownstreamNetworkError,
                 "the token endpoint returned a token that is not a valid header value",
             )
         })
 }
 
 fn sign_failure(e: crate::jwt::JwtError) -> StepFailure {
-    StepFailure::new(FailureKind::JwtSigning, format!("JWT signing failed: {e}"))
+    StepFailure::new(Code::JwtSigningError, format!("JWT signing failed: {e}"))
 }
 
 /// Produces the credential for `auth`.
@@ -152,13 +157,13 @@ pub async fn apply(auth: &Auth, env: &AuthEnv<'_>) -> Result<Applied, StepFailur
                 ApiKeyPlacement::Header => {
                     let name = HeaderName::from_bytes(key.as_bytes()).map_err(|_| {
                         StepFailure::new(
-                            FailureKind::TemplateRendering,
+                            Code::TemplateRenderingError,
                             "the api_key header name is invalid",
                         )
                     })?;
                     let value = HeaderValue::from_str(&value).map_err(|_| {
                         StepFailure::new(
-                            FailureKind::TemplateRendering,
+                            Code::TemplateRenderingError,
                             "authentication.config.value renders to a value with a line break or control character",
                         )
                     })?;
@@ -242,8 +247,22 @@ pub async fn apply(auth: &Auth, env: &AuthEnv<'_>) -> Result<Applied, StepFailur
             let audience = env.render(audience)?;
             let extra = env.render_map(additional_claims.as_ref())?;
             let headers = env.render_map(jwt_headers.as_ref())?;
-            let key = format!("jb\0{client_id}\0{token_url}\0{subject}\0{audience}\0{private_key}");
-            let ttl = Duration::from_secs(token_ttl.saturating_sub(60));
+            // Every input of the assertion is part of the key: connectors that differ in a
+            // claim (a scope), a header or the algorithm must never share a token.
+            let key = serde_json::json!([
+                "jwt-bearer",
+                client_id,
+                token_url,
+                subject,
+                audience,
+                private_key,
+                algorithm,
+                extra,
+                headers,
+                token_ttl,
+            ])
+            .to_string();
+            let max_lifetime = Duration::from_secs(*token_ttl);
             let (token, origin) = env
                 .tokens
                 .get(&key, || async {
@@ -268,7 +287,7 @@ pub async fn apply(auth: &Auth, env: &AuthEnv<'_>) -> Result<Applied, StepFailur
                         ),
                         ("assertion", assertion),
                     ];
-                    token_request::request_token(env, &token_url, form, Some(ttl)).await
+                    token_request::request_token(env, &token_url, form, Some(max_lifetime)).await
                 })
                 .await?;
             oauth_applied(env, key, &token, origin)

@@ -9,24 +9,32 @@ use bytes::Bytes;
 
 use super::tokens::FetchedToken;
 use super::AuthEnv;
-use crate::run::error::{FailureKind, StepFailure};
+use crate::error::{Code, StepFailure};
+use crate::events::TokenFetchFailed;
 use crate::upstream::{send, OutboundRequest};
 
 /// Tokens are reused until this long before they expire.
 pub const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 
-/// POSTs `form` to `token_url` and reads the token. `fixed_ttl` overrides the endpoint's
-/// `expires_in` (for `oauth_jwt_bearer`'s `token_ttl`).
+/// How long a token whose endpoint states no `expires_in` is taken to live.
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// POSTs `form` to `token_url` and reads the token. It is cached until [`EXPIRY_MARGIN`]
+/// before the end of its lifetime: the endpoint's `expires_in`, capped by `max_lifetime`
+/// when given (`oauth_jwt_bearer`'s `token_ttl`).
 pub async fn request_token(
     env: &AuthEnv<'_>,
     token_url: &str,
     form: Vec<(&'static str, String)>,
-    fixed_ttl: Option<Duration>,
+    max_lifetime: Option<Duration>,
 ) -> Result<FetchedToken, StepFailure> {
-    let result = fetch(env, token_url, form, fixed_ttl).await;
+    let result = fetch(env, token_url, form, max_lifetime).await;
     if let Err(failure) = &result {
-        env.metrics.token_fetch_errors.inc();
-        tracing::info!(code = failure.kind.code(), detail = %failure.detail, "token request failed");
+        TokenFetchFailed {
+            code: failure.code,
+            detail: &failure.detail,
+        }
+        .emit(env.metrics);
     }
     result
 }
@@ -35,13 +43,10 @@ async fn fetch(
     env: &AuthEnv<'_>,
     token_url: &str,
     form: Vec<(&'static str, String)>,
-    fixed_ttl: Option<Duration>,
+    max_lifetime: Option<Duration>,
 ) -> Result<FetchedToken, StepFailure> {
     let body = serde_urlencoded::to_string(&form).map_err(|_| {
-        StepFailure::new(
-            FailureKind::Unexpected,
-            "could not encode the token request",
-        )
+        StepFailure::new(Code::UnexpectedError, "could not encode the token request")
     })?;
     let request = OutboundRequest {
         method: Method::POST,
@@ -73,19 +78,15 @@ async fn fetch(
     let (access_token, expires_in) =
         parse_token(&response.body, response.headers.get(CONTENT_TYPE)).ok_or_else(|| {
             StepFailure::new(
-                FailureKind::DownstreamNetwork,
+                Code::DownstreamNetworkError,
                 "the token endpoint's answer has no access_token",
             )
         })?;
-    let cache_for = match fixed_ttl {
-        Some(ttl) => Some(ttl),
-        None => Some(
-            expires_in
-                .map(Duration::from_secs)
-                .unwrap_or(Duration::from_secs(3600))
-                .saturating_sub(EXPIRY_MARGIN),
-        ),
-    };
+    let lifetime = expires_in
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_LIFETIME);
+    let lifetime = max_lifetime.map_or(lifetime, |max| lifetime.min(max));
+    let cache_for = Some(lifetime.saturating_sub(EXPIRY_MARGIN));
     Ok(FetchedToken {
         access_token,
         cache_for,

@@ -8,12 +8,12 @@ use bytes::Bytes;
 use clap::Args;
 
 use crate::config::ServeArgs;
+use crate::error::Code;
 use crate::registry::build_registry;
-use crate::run::input::{path_parameters, PathParamError};
+use crate::run::input::RunRequest;
 use crate::run::timing::ms;
-use crate::run::{execute, CallerOverrides, RunInput};
-use crate::server::{build_options, Engine};
-use crate::template::context::RequestView;
+use crate::run::CompositeRunActor;
+use crate::server::{build_options, StepActors};
 
 /// Executes one connector once and prints status, body and step timings.
 #[derive(Debug, Clone, Args)]
@@ -74,58 +74,57 @@ pub fn run(args: RunArgs) -> i32 {
                 return 2;
             }
         };
-        let Some(connector) = registry.get(&args.permalink).cloned() else {
-            eprintln!("error: no connector with permalink '{}'", args.permalink);
-            return 2;
+        let request = RunRequest {
+            kind: None,
+            permalink: &args.permalink,
+            method: None,
+            query: pairs(&args.query, '='),
+            path_params: pairs(&args.path_params, '='),
         };
-        let path_params = match path_parameters(&connector, &pairs(&args.path_params, '=')) {
-            Ok(p) => p,
-            Err(PathParamError::Missing(keys)) => {
-                eprintln!(
-                    "error: missing path parameters: {} (use --path-param key=value)",
-                    keys.join(", ")
-                );
+        let resolved = match request.resolve(Some(registry)) {
+            Ok(resolved) => resolved,
+            Err(refused) => {
+                let keys = refused.params.join(", ");
+                match refused.code {
+                    Code::MissingPathParameters => eprintln!(
+                        "error: missing path parameters: {keys} (use --path-param key=value)"
+                    ),
+                    Code::InvalidPathParameters => {
+                        eprintln!("error: invalid path parameter values: {keys}")
+                    }
+                    _ => eprintln!("error: {refused}"),
+                }
                 return 2;
             }
-            Err(PathParamError::Invalid(keys)) => {
-                eprintln!("error: invalid path parameter values: {}", keys.join(", "));
-                return 2;
-            }
         };
-        let query = pairs(&args.query, '=');
         let headers = pairs(&args.headers, ':');
-        let overrides = CallerOverrides::collect(
-            &connector,
-            |name| {
-                headers
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                    .and_then(|(_, v)| HeaderValue::from_str(v).ok())
-            },
-            &query,
-        );
-        let body = Bytes::from(args.payload.clone().unwrap_or_default());
         let content_type = args
             .payload
             .as_ref()
             .map(|_| "application/json".to_string());
-        let request = RequestView::new(body, content_type, query);
-        let engine = match Engine::from_args(&args.serve, crate::metrics::Metrics::new()) {
+        let body = Bytes::from(args.payload.clone().unwrap_or_default());
+        let step_actors = match StepActors::from_args(&args.serve, crate::metrics::Metrics::new()) {
             Ok(e) => e,
             Err(e) => {
                 eprintln!("error: {e}");
                 return 2;
             }
         };
-        let input = Arc::new(RunInput::new(
-            registry,
-            connector,
+        let input = Arc::new(resolved.into_input(
             crate::http::request_id::generate().into(),
-            request,
-            path_params,
-            overrides,
+            body,
+            content_type,
+            |name| {
+                headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .and_then(|(_, v)| HeaderValue::from_str(v).ok())
+            },
         ));
-        let outcome = execute(input, engine.start_step_actor()).await;
+        let metrics = step_actors.shared.metrics.clone();
+        let outcome = CompositeRunActor::new(input, step_actors.start(), metrics)
+            .run()
+            .await;
         let code = match &outcome.result {
             Ok(success) => {
                 println!("status: {}", success.status);
@@ -138,8 +137,8 @@ pub fn run(args: RunArgs) -> i32 {
             Err(error) => {
                 println!(
                     "failed: HTTP {} {}",
-                    error.failure.kind.status(),
-                    error.failure.kind.code()
+                    error.failure.code.status(),
+                    error.failure.code
                 );
                 println!("scope:  {}", error.scope());
                 println!("detail: {}\n", error.failure.detail);

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::envelope::Envelope;
 use super::{request_id, AppState};
+use crate::error::Code;
 use crate::registry::actor::GetStatus;
 use crate::registry::{Sync, SyncReason};
 
@@ -21,16 +22,8 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The refusal to send, unless the request carries the admin bearer token.
 fn denied(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
-    let id = request_id::of(req);
     let Some(token) = &state.operator.admin_token else {
-        return Some(
-            Envelope::request(
-                404,
-                "ROUTE_NOT_FOUND",
-                "the operator API is off (start with --admin-token)",
-            )
-            .response(&id),
-        );
+        return Some(super::feature_off(req, "operator API", "--admin-token"));
     };
     let presented = req
         .headers()
@@ -41,12 +34,9 @@ fn denied(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
     if constant_time_eq(presented.as_bytes(), token.as_bytes()) {
         None
     } else {
-        let mut response = Envelope::request(
-            401,
-            "UNAUTHORIZED",
-            "a valid admin bearer token is required",
-        )
-        .response(&id);
+        let mut response =
+            Envelope::new(Code::Unauthorized, "a valid admin bearer token is required")
+                .response(&request_id::of(req));
         response.headers_mut().insert(
             actix_web::http::header::WWW_AUTHENTICATE,
             actix_web::http::header::HeaderValue::from_static("Bearer"),
@@ -62,7 +52,7 @@ pub async fn status(req: HttpRequest, state: web::Data<AppState>) -> HttpRespons
     }
     match state.operator.registry_actor.send(GetStatus).await {
         Ok(status) => HttpResponse::Ok().json(status),
-        Err(_) => Envelope::request(500, "UNEXPECTED_ERROR", "the registry actor is not running")
+        Err(_) => Envelope::new(Code::UnexpectedError, "the registry actor is not running")
             .response(&request_id::of(&req)),
     }
 }
@@ -81,7 +71,7 @@ pub async fn sync(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
             "sync": {"result": "failed", "error": error.to_string(), "errors": error.problems()},
             "status": status,
         })),
-        Err(_) => Envelope::request(500, "UNEXPECTED_ERROR", "the registry actor is not running")
+        Err(_) => Envelope::new(Code::UnexpectedError, "the registry actor is not running")
             .response(&request_id::of(&req)),
     }
 }

@@ -7,8 +7,7 @@ use actix_web::http::header::{CACHE_CONTROL, ETAG, IF_NONE_MATCH};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use super::envelope::Envelope;
-use super::{request_id, AppState};
+use super::AppState;
 use crate::registry::actor::ConnectorSummary;
 
 /// One embedded file.
@@ -87,12 +86,7 @@ pub async fn sdk_types(req: HttpRequest) -> HttpResponse {
 }
 
 fn console_off(req: &HttpRequest) -> HttpResponse {
-    Envelope::request(
-        404,
-        "ROUTE_NOT_FOUND",
-        "the connector console is off (start with --console)",
-    )
-    .response(&request_id::of(req))
+    super::feature_off(req, "connector console", "--console")
 }
 
 /// `GET /console`: the connector console (only with `--console`).

@@ -1,19 +1,24 @@
-//! The contract's error envelope (SPEC §6):
-//! `{"success": false, "errors": {code, detail, scope, params}, "request_id": "..."}`.
+//! The contract's error envelope (docs/spec.md §6):
+//! `{"success": false, "errors": {code, detail, scope, params}, "request_id": "..."}`, and
+//! [`ErrorResponse`], the error type handlers return so that they can use `?`.
 
+use std::fmt;
+
+use actix_web::http::header::{HeaderValue, RETRY_AFTER};
 use actix_web::http::StatusCode;
-use actix_web::HttpResponse;
+use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
+use super::overload::RETRY_AFTER_SECS;
+use crate::error::Code;
+use crate::run::input::RequestError;
 use crate::run::RunError;
 
 /// One error answer.
 #[derive(Debug, Clone)]
 pub struct Envelope {
-    /// HTTP status.
-    pub status: u16,
-    /// Machine-readable code.
-    pub code: &'static str,
+    /// Which error; gives the HTTP status.
+    pub code: Code,
     /// What happened, safe to show.
     pub detail: String,
     /// Where it failed (`None` for request errors such as 400/404).
@@ -23,13 +28,12 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    /// A request error without scope.
-    pub fn request(status: u16, code: &'static str, detail: impl Into<String>) -> Self {
+    /// An error with `code`'s own scope (none for request errors).
+    pub fn new(code: Code, detail: impl Into<String>) -> Self {
         Envelope {
-            status,
             code,
             detail: detail.into(),
-            scope: None,
+            scope: code.scope().map(str::to_string),
             params: Vec::new(),
         }
     }
@@ -43,12 +47,16 @@ impl Envelope {
     /// The envelope of a failed run.
     pub fn from_run(error: &RunError) -> Self {
         Envelope {
-            status: error.failure.kind.status(),
-            code: error.failure.kind.code(),
+            code: error.failure.code,
             detail: error.failure.detail.clone(),
             scope: Some(error.scope()),
             params: Vec::new(),
         }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        self.code.status()
     }
 
     /// The JSON body.
@@ -56,7 +64,7 @@ impl Envelope {
         json!({
             "success": false,
             "errors": {
-                "code": self.code,
+                "code": self.code.as_str(),
                 "detail": self.detail,
                 "scope": self.scope,
                 "params": self.params,
@@ -66,13 +74,57 @@ impl Envelope {
         .to_string()
     }
 
-    /// An HTTP response carrying the envelope and the request id.
+    /// An HTTP response carrying the envelope and the request id; an `OVERLOADED` answer
+    /// also says when to retry (`Retry-After`).
     pub fn response(&self, request_id: &str) -> HttpResponse {
-        HttpResponse::build(
-            StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        )
-        .content_type("application/json")
-        .insert_header((super::request_id::HEADER, request_id))
-        .body(self.body(request_id))
+        let mut builder = HttpResponse::build(
+            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        );
+        builder
+            .content_type("application/json")
+            .insert_header((super::request_id::HEADER, request_id));
+        if self.code == Code::Overloaded {
+            builder.insert_header((RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS)));
+        }
+        builder.body(self.body(request_id))
+    }
+
+    /// This envelope as the error answer to request `request_id`.
+    pub fn at(self, request_id: &str) -> ErrorResponse {
+        ErrorResponse {
+            envelope: self,
+            request_id: request_id.to_string(),
+        }
+    }
+}
+
+impl From<RequestError> for Envelope {
+    fn from(e: RequestError) -> Self {
+        Envelope::new(e.code, e.detail).with_params(e.params)
+    }
+}
+
+/// An envelope answered for one request: the error type of handlers, so they use `?`.
+#[derive(Debug)]
+pub struct ErrorResponse {
+    /// The answer.
+    pub envelope: Envelope,
+    /// The request's id (`X-Request-ID` and `request_id`).
+    pub request_id: String,
+}
+
+impl fmt::Display for ErrorResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.envelope.code, self.envelope.detail)
+    }
+}
+
+impl ResponseError for ErrorResponse {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.envelope.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        self.envelope.response(&self.request_id)
     }
 }

@@ -1,9 +1,11 @@
-//! The execution routes (SPEC §5): `<METHOD> /connectors/{permalink}/execute` for simple
-//! connectors and `POST /connectors/composite/{permalink}/execute` for composites.
+//! The execution routes (docs/spec.md §5): `<METHOD> /connectors/{permalink}/execute` for
+//! simple connectors and `POST /connectors/composite/{permalink}/execute` for composites.
+//! The handler reads the HTTP request into a [`RunRequest`], resolves it, reads the body,
+//! takes a run slot, and runs a [`CompositeRunActor`] that it owns until the answer is built.
 
 use std::sync::Arc;
 
-use actix_web::http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, ORIGIN};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
@@ -12,22 +14,36 @@ use tracing::Instrument;
 
 use super::envelope::Envelope;
 use super::{overload, request_id, AppState};
+use crate::error::Code;
+use crate::events::{InFlight, RequestRejected};
 use crate::metrics::UNKNOWN_CONNECTOR;
-use crate::observe::{self, InFlight};
-use crate::registry::Connector;
-use crate::run::input::{self, PathParamError};
+use crate::run::input::{RequestError, RunRequest};
 use crate::run::timing;
-use crate::run::{execute, CallerOverrides, RunInput, RunOutcome};
-use crate::template::context::RequestView;
+use crate::run::{kind_label, CompositeRunActor, RunInput, RunOutcome};
 use crate::template::ConnectorKind;
 
 /// The header that carries a simple connector's path parameters (`k=v&k2=v2`).
 pub const PATH_PARAMS_HEADER: &str = "X-Path-Params";
 
-/// The route of simple connectors, as documented (matched by [`dispatch`]).
+/// The route of simple connectors, as documented (matched by [`route`]; the OpenAPI test
+/// reads it).
 pub const SIMPLE_ROUTE: &str = "/connectors/{permalink}/execute";
-/// The route of composite connectors, as documented (matched by [`dispatch`]).
+/// The route of composite connectors, as documented (matched by [`route`]; the OpenAPI test
+/// reads it).
 pub const COMPOSITE_ROUTE: &str = "/connectors/composite/{permalink}/execute";
+
+/// Upstream content is served from the runtime's origin: it must never be sniffed into
+/// something executable, nor run script with the runtime's origin if it is HTML.
+const SECURITY_HEADERS: [(HeaderName, HeaderValue); 2] = [
+    (
+        HeaderName::from_static("x-content-type-options"),
+        HeaderValue::from_static("nosniff"),
+    ),
+    (
+        HeaderName::from_static("content-security-policy"),
+        HeaderValue::from_static("sandbox"),
+    ),
+];
 
 /// Which connector a `/connectors/...` path names: `(kind, permalink)`.
 pub fn route(path: &str) -> Option<(ConnectorKind, &str)> {
@@ -74,227 +90,126 @@ async fn handle(
     // measurable); the info-level failure events carry the request id and connector.
     let span = tracing::debug_span!("run", request_id = %request_id, connector = %permalink);
     async move {
-        // Load shedding comes first, before the body is read: over `--max-in-flight` the
-        // caller gets 503 at once rather than a place in an unbounded queue. The slot is held
-        // until the response is built, and freed by its drop guard however the run ends.
-        let Some(_slot) = state.run_slots.try_acquire() else {
-            return shed(&permalink, &state, kind, &request_id);
-        };
-        match prepare(&req, &permalink, payload, &state, kind, &request_id).await {
-            Ok(input) => {
-                let input = Arc::new(input);
-                let outcome = {
-                    let _in_flight = InFlight::start(&state.metrics);
-                    execute(input.clone(), state.step_actor.clone()).await
-                };
-                let outcome_label = match &outcome.result {
-                    Ok(_) => "ok",
-                    Err(e) => e.failure.kind.outcome_label(),
-                };
-                let timing_origin = super::timing_allow_origin(
-                    &state.allow_origins,
-                    req.headers()
-                        .get(actix_web::http::header::ORIGIN)
-                        .and_then(|v| v.to_str().ok()),
-                );
-                observe::run_finished(
-                    &state.metrics,
-                    &input.connector,
-                    kind_label(kind),
-                    outcome_label,
-                    outcome.total,
-                );
-                let mut response = respond(&input, outcome);
-                if let Some(origin) = timing_origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
-                    // Lets pages on allowed origins read Server-Timing (Resource Timing API).
-                    response.headers_mut().insert(
-                        actix_web::http::header::HeaderName::from_static("timing-allow-origin"),
-                        origin,
-                    );
+        let mut response = match run(&req, &permalink, payload, &state, kind, &request_id).await {
+            Ok(response) => response,
+            Err(refused) => {
+                // Only a permalink the registry knows becomes a label value (labels stay
+                // bounded).
+                let known = state
+                    .registry
+                    .current()
+                    .is_some_and(|r| r.get(&permalink).is_some());
+                RequestRejected {
+                    request_id: &request_id,
+                    connector: if known { &permalink } else { UNKNOWN_CONNECTOR },
+                    kind: kind_label(kind),
+                    code: refused.code,
                 }
-                response
+                .emit(&state.metrics);
+                Envelope::from(refused).response(&request_id)
             }
-            Err(envelope) => {
-                let label = if envelope.code == "CONNECTOR_NOT_FOUND" {
-                    UNKNOWN_CONNECTOR
-                } else {
-                    permalink.as_str()
-                };
-                observe::request_rejected(
-                    &state.metrics,
-                    &request_id,
-                    label,
-                    kind_label(kind),
-                    envelope.status,
-                    envelope.code,
-                );
-                envelope.response(&request_id)
-            }
+        };
+        let headers = response.headers_mut();
+        for (name, value) in SECURITY_HEADERS {
+            headers.insert(name, value);
         }
+        let origin = req.headers().get(ORIGIN).and_then(|v| v.to_str().ok());
+        if let Some(origin) = super::timing_allow_origin(&state.allow_origins, origin)
+            .and_then(|o| HeaderValue::from_str(&o).ok())
+        {
+            // Lets pages on allowed origins read Server-Timing (Resource Timing API).
+            headers.insert(HeaderName::from_static("timing-allow-origin"), origin);
+        }
+        response
     }
     .instrument(span)
     .await
 }
 
-/// The 503 `OVERLOADED` answer, with `Retry-After`, counted as outcome `overloaded`.
-fn shed(permalink: &str, state: &AppState, kind: ConnectorKind, request_id: &str) -> HttpResponse {
-    let envelope = overload::overloaded(state.run_slots.cap());
-    // Only a permalink the registry knows becomes a label value (labels stay bounded).
-    let known = state
-        .registry
-        .current()
-        .is_some_and(|r| r.get(permalink).is_some());
-    observe::request_rejected(
-        &state.metrics,
-        request_id,
-        if known { permalink } else { UNKNOWN_CONNECTOR },
-        kind_label(kind),
-        envelope.status,
-        envelope.code,
-    );
-    let mut response = envelope.response(request_id);
-    response
-        .headers_mut()
-        .insert(RETRY_AFTER, HeaderValue::from(overload::RETRY_AFTER_SECS));
-    response
-}
-
-fn kind_label(kind: ConnectorKind) -> &'static str {
-    match kind {
-        ConnectorKind::Simple => "simple",
-        ConnectorKind::Composite => "composite",
-    }
-}
-
-async fn prepare(
+/// One run, from the HTTP request to the answer; a refusal before any step runs is an `Err`.
+async fn run(
     req: &HttpRequest,
     permalink: &str,
     payload: web::Payload,
     state: &AppState,
     kind: ConnectorKind,
     request_id: &str,
-) -> Result<RunInput, Envelope> {
+) -> Result<HttpResponse, RequestError> {
     // Connector calls are plain request/response: an `Upgrade` request would leave its body
     // open-ended (the connection is handed over), so it is refused before the body is read.
     if req.headers().contains_key(actix_web::http::header::UPGRADE) {
-        return Err(Envelope::request(
-            400,
-            "UPGRADE_NOT_SUPPORTED",
+        return Err(RequestError::new(
+            Code::UpgradeNotSupported,
             "connector calls cannot upgrade the connection",
         ));
     }
-    let registry = state.registry.current().ok_or_else(|| {
-        Envelope::request(
-            503,
-            "REGISTRY_NOT_LOADED",
-            "no connector registry is loaded yet",
-        )
-    })?;
-    let connector = registry.get(permalink).cloned().ok_or_else(|| {
-        Envelope::request(
-            404,
-            "CONNECTOR_NOT_FOUND",
-            format!("no connector with permalink '{permalink}'"),
-        )
-    })?;
-    if connector.kind != kind {
-        let (what, route) = match connector.kind {
-            ConnectorKind::Simple => (
-                "a simple connector",
-                format!(
-                    "{} /connectors/{permalink}/execute",
-                    connector.caller_method().as_str()
-                ),
-            ),
-            ConnectorKind::Composite => (
-                "a composite connector",
-                format!("POST /connectors/composite/{permalink}/execute"),
-            ),
-        };
-        return Err(Envelope::request(
-            400,
-            "CONNECTOR_KIND_MISMATCH",
-            format!("'{permalink}' is {what}; call {route}"),
-        ));
-    }
-    let expected = connector.caller_method();
-    if req.method().as_str() != expected.as_str() {
-        let mut envelope = Envelope::request(
-            405,
-            "METHOD_NOT_ALLOWED",
-            format!(
-                "'{permalink}' must be called with {}, not {}",
-                expected.as_str(),
-                req.method()
-            ),
-        );
-        envelope.params = vec![expected.as_str().to_string()];
-        return Err(envelope);
-    }
-    let path_params = match kind {
-        ConnectorKind::Simple => path_parameters(req, &connector)?,
-        ConnectorKind::Composite => Vec::new(),
+    let request = RunRequest {
+        kind: Some(kind),
+        permalink,
+        method: Some(req.method().as_str()),
+        query: query_parameters(req)?,
+        path_params: match kind {
+            ConnectorKind::Simple => sent_path_parameters(req)?,
+            ConnectorKind::Composite => Vec::new(),
+        },
     };
-    let query: Vec<(String, String)> =
-        serde_urlencoded::from_str(req.query_string()).map_err(|_| {
-            Envelope::request(
-                400,
-                "INVALID_QUERY_STRING",
-                "the query string is not valid URL encoding",
-            )
-        })?;
+    let resolved = request.resolve(state.registry.current())?;
     let body = read_body(req, payload, state.max_request_bytes).await?;
+    // The run slot is taken once the body is in: a slow sender holds a socket, never a slot.
+    // Over `--max-in-flight` the caller gets 503 at once rather than a place in a queue; the
+    // slot is freed by its drop guard however the run ends.
+    let _slot = state
+        .run_slots
+        .try_acquire()
+        .ok_or_else(|| overload::overloaded(state.run_slots.cap()))?;
     let content_type = req
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let overrides =
-        CallerOverrides::collect(&connector, |name| req.headers().get(name).cloned(), &query);
-    let request = RequestView::new(body, content_type, query);
-    Ok(RunInput::new(
-        registry,
-        connector,
-        request_id.into(),
-        request,
-        path_params,
-        overrides,
-    ))
+    let input = Arc::new(
+        resolved.into_input(request_id.into(), body, content_type, |name| {
+            req.headers().get(name).cloned()
+        }),
+    );
+    let outcome = {
+        let _in_flight = InFlight::start(&state.metrics);
+        CompositeRunActor::new(
+            input.clone(),
+            state.step_actor.clone(),
+            state.metrics.clone(),
+        )
+        .run()
+        .await
+    };
+    Ok(respond(&input, outcome))
 }
 
-/// Path parameters from `X-Path-Params`, with declared defaults; missing wins over invalid.
-fn path_parameters(
-    req: &HttpRequest,
-    connector: &Connector,
-) -> Result<Vec<(String, String)>, Envelope> {
-    let sent: Vec<(String, String)> = match req.headers().get(PATH_PARAMS_HEADER) {
-        None => Vec::new(),
+/// The caller's query parameters.
+fn query_parameters(req: &HttpRequest) -> Result<Vec<(String, String)>, RequestError> {
+    serde_urlencoded::from_str(req.query_string()).map_err(|_| {
+        RequestError::new(
+            Code::InvalidQueryString,
+            "the query string is not valid URL encoding",
+        )
+    })
+}
+
+/// The path parameters the caller sent in `X-Path-Params`.
+fn sent_path_parameters(req: &HttpRequest) -> Result<Vec<(String, String)>, RequestError> {
+    match req.headers().get(PATH_PARAMS_HEADER) {
+        None => Ok(Vec::new()),
         Some(v) => v
             .to_str()
             .ok()
             .and_then(|s| serde_urlencoded::from_str(s).ok())
             .ok_or_else(|| {
-                Envelope::request(
-                    400,
-                    "INVALID_PATH_PARAMETERS",
+                RequestError::new(
+                    Code::InvalidPathParameters,
                     "X-Path-Params is not URL-encoded key=value pairs",
                 )
-            })?,
-    };
-    input::path_parameters(connector, &sent).map_err(|e| match e {
-        PathParamError::Missing(keys) => Envelope::request(
-            400,
-            "MISSING_PATH_PARAMETERS",
-            "required path parameters are missing (send them in X-Path-Params)",
-        )
-        .with_params(keys),
-        PathParamError::Invalid(keys) => Envelope::request(
-            400,
-            "INVALID_PATH_PARAMETERS",
-            "path parameter values must be 1-200 characters of A-Z a-z 0-9 . _ ~ - and must not contain '..'",
-        )
-        .with_params(keys),
-    })
+            }),
+    }
 }
 
 /// Reads a request body, refusing more than `limit` bytes with 413.
@@ -302,11 +217,10 @@ pub(crate) async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
-) -> Result<Bytes, Envelope> {
+) -> Result<Bytes, RequestError> {
     let too_large = || {
-        Envelope::request(
-            413,
-            "PAYLOAD_TOO_LARGE",
+        RequestError::new(
+            Code::PayloadTooLarge,
             format!("the request body is larger than {limit} bytes"),
         )
     };
@@ -318,12 +232,11 @@ pub(crate) async fn read_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    let mut body = BytesMut::with_capacity(declared.unwrap_or(0));
+    let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|_| {
-            Envelope::request(
-                400,
-                "INVALID_REQUEST_BODY",
+            RequestError::new(
+                Code::InvalidRequestBody,
                 "the request body could not be read",
             )
         })?;
@@ -340,11 +253,6 @@ fn respond(input: &RunInput, outcome: RunOutcome) -> HttpResponse {
     let (server_timing, connector_timing) = timing_headers(input, &outcome);
     let mut response = match &outcome.result {
         Ok(success) => {
-            tracing::debug!(
-                status = success.status,
-                total_ms = timing::ms(outcome.total),
-                "run succeeded"
-            );
             let status = StatusCode::from_u16(success.status).unwrap_or(StatusCode::OK);
             let mut builder = HttpResponse::build(status);
             if let Some(ct) = &success.content_type {
@@ -355,30 +263,14 @@ fn respond(input: &RunInput, outcome: RunOutcome) -> HttpResponse {
             builder.insert_header((request_id::HEADER, request_id));
             builder.body(success.body.clone())
         }
-        Err(error) => {
-            tracing::info!(
-                request_id,
-                connector = %input.connector.permalink,
-                code = error.failure.kind.code(),
-                scope = %error.scope(),
-                detail = %error.failure.detail,
-                "run failed"
-            );
-            Envelope::from_run(error).response(request_id)
-        }
+        Err(error) => Envelope::from_run(error).response(request_id),
     };
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&server_timing) {
-        headers.insert(
-            actix_web::http::header::HeaderName::from_static("server-timing"),
-            v,
-        );
+        headers.insert(HeaderName::from_static("server-timing"), v);
     }
     if let Ok(v) = HeaderValue::from_str(&connector_timing) {
-        headers.insert(
-            actix_web::http::header::HeaderName::from_static("x-connector-timing"),
-            v,
-        );
+        headers.insert(HeaderName::from_static("x-connector-timing"), v);
     }
     response
 }
@@ -391,7 +283,7 @@ fn timing_headers(input: &RunInput, outcome: &RunOutcome) -> (String, String) {
         )
     } else {
         let step = outcome.timings.first().cloned().unwrap_or_default();
-        let error = outcome.result.as_ref().err().map(|e| e.failure.kind.code());
+        let error = outcome.result.as_ref().err().map(|e| e.failure.code);
         (
             timing::simple_server_timing(&step, outcome.total),
             timing::simple_connector_timing(&input.request_id, &step, outcome.total, error),

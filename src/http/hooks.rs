@@ -9,6 +9,7 @@ use sha2::Sha256;
 
 use super::envelope::Envelope;
 use super::{request_id, AppState};
+use crate::error::Code;
 use crate::registry::{Sync, SyncReason};
 
 /// Largest webhook body accepted (GitHub caps payloads at 25 MB; pushes are far smaller).
@@ -61,16 +62,11 @@ pub async fn git_push(
 ) -> HttpResponse {
     let id = request_id::of(&req);
     let Some(secret) = &state.operator.webhook_secret else {
-        return Envelope::request(
-            404,
-            "ROUTE_NOT_FOUND",
-            "the push webhook is off (start with --webhook-secret)",
-        )
-        .response(&id);
+        return super::feature_off(&req, "push webhook", "--webhook-secret");
     };
     let body = match super::execute::read_body(&req, payload, MAX_WEBHOOK_BYTES).await {
         Ok(body) => body,
-        Err(envelope) => return envelope.response(&id),
+        Err(refused) => return Envelope::from(refused).response(&id),
     };
     let signature = req
         .headers()
@@ -79,9 +75,8 @@ pub async fn git_push(
         .unwrap_or("");
     if !signature_is_valid(secret.as_bytes(), &body, signature) {
         tracing::warn!("push webhook with a missing or wrong signature ignored");
-        return Envelope::request(
-            401,
-            "INVALID_SIGNATURE",
+        return Envelope::new(
+            Code::InvalidSignature,
             "X-Hub-Signature-256 is missing or does not match the webhook secret",
         )
         .response(&id);

@@ -8,7 +8,6 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 
 use super::AppState;
 use crate::metrics::Metrics;
-use crate::server::StartError;
 
 /// Content type of the text exposition format.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -27,8 +26,8 @@ async fn metrics_only(metrics: web::Data<Arc<Metrics>>) -> HttpResponse {
 }
 
 /// Serves `/metrics` alone on `addr`; returns the bound port.
-pub fn serve_separately(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<u16, StartError> {
-    let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+pub fn serve_separately(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<u16> {
+    let listener = TcpListener::bind(addr)?;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let server = HttpServer::new(move || {
         App::new()
@@ -37,8 +36,7 @@ pub fn serve_separately(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<u16, 
     })
     .workers(1)
     .disable_signals()
-    .listen(listener)
-    .map_err(|source| StartError::Bind { addr, source })?
+    .listen(listener)?
     .run();
     actix_rt::spawn(server);
     Ok(port)

@@ -16,6 +16,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use std::sync::Arc;
 
+use crate::error::Code;
 use crate::registry::{RegistryActor, RegistryHandle};
 use crate::run::step::StepActor;
 use envelope::Envelope;
@@ -116,10 +117,18 @@ pub fn timing_allow_origin(origins: &[String], req_origin: Option<&str>) -> Opti
 /// Any other path: 404 in the envelope.
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
     let id = request_id::of(&req);
-    Envelope::request(
-        404,
-        "ROUTE_NOT_FOUND",
+    Envelope::new(
+        Code::RouteNotFound,
         format!("no route for {} {}", req.method(), req.path()),
     )
     .response(&id)
+}
+
+/// The 404 of a route whose feature is off: `what` is off, start with `flag`.
+pub fn feature_off(req: &HttpRequest, what: &str, flag: &str) -> HttpResponse {
+    Envelope::new(
+        Code::RouteNotFound,
+        format!("the {what} is off (start with {flag})"),
+    )
+    .response(&request_id::of(req))
 }

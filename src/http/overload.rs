@@ -5,7 +5,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::envelope::Envelope;
+use crate::error::Code;
+use crate::run::input::RequestError;
 
 /// Seconds a shed caller is told to wait (`Retry-After` and `params`).
 pub const RETRY_AFTER_SECS: u32 = 1;
@@ -61,12 +62,11 @@ impl RunSlots {
     }
 }
 
-/// The answer to a run over the cap: 503 `OVERLOADED`, `params: ["retry_after=1"]` (the
-/// caller adds the `Retry-After` header).
-pub fn overloaded(cap: usize) -> Envelope {
-    Envelope::request(
-        503,
-        "OVERLOADED",
+/// The refusal of a run over the cap: 503 `OVERLOADED`, `params: ["retry_after=1"]` (the
+/// envelope adds the `Retry-After` header).
+pub fn overloaded(cap: usize) -> RequestError {
+    RequestError::new(
+        Code::Overloaded,
         format!("the runtime is running its maximum of {cap} connector runs; retry shortly"),
     )
     .with_params(vec![format!("retry_after={RETRY_AFTER_SECS}")])

@@ -1,22 +1,28 @@
-//! The [`CompositeRunActor`]: one per execution. It sends [`ExecuteStep`] for each step in
-//! turn, keeps each result for the steps after it, stops at the first failure and replies
-//! with the last step's response and every step's timing.
+//! The [`CompositeRunActor`]: one per execution, owned by the request that started it. It
+//! sends [`ExecuteStep`] to the worker's [`StepActor`] for each step in turn, keeps each
+//! result for the steps after it, stops at the first failure and answers with the last
+//! step's response and every step's timing. A simple connector is a run of one step.
+//!
+//! Because the request owns the run, cancellation follows the caller: when the caller goes
+//! away, actix-web drops the request's future and with it the run, which cancels the step in
+//! flight (its upstream call is dropped), starts no further step, and is counted once as
+//! `cancelled`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{
-    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, MailboxError, WrapFuture,
-};
+use actix::Addr;
 use bytes::Bytes;
 use minijinja::Value;
-use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
-use super::error::{FailureKind, RunError, StepFailure};
+use super::error::{Code, RunError, StepFailure};
 use super::input::RunInput;
 use super::messages::{ExecuteStep, StepOutcome};
 use super::step::StepActor;
 use super::timing::StepTiming;
+use crate::events::{RunCancelled, RunFinished};
+use crate::metrics::Metrics;
 
 /// A successful run: what goes back to the widget.
 #[derive(Debug, Clone)]
@@ -40,79 +46,87 @@ pub struct RunOutcome {
     pub total: Duration,
 }
 
-/// Drives one run.
+/// Drives one run: step after step, in the order the connector lists them.
 pub struct CompositeRunActor {
     input: Arc<RunInput>,
     step_actor: Addr<StepActor>,
+    metrics: Arc<Metrics>,
+    /// `steps.<name>` of the steps that succeeded so far.
     results: Vec<(String, Value)>,
     timings: Vec<StepTiming>,
-    reply: Option<oneshot::Sender<RunOutcome>>,
     started: Instant,
-}
-
-impl Actor for CompositeRunActor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        self.send_step(0, ctx);
-    }
+    /// Reaches every step in flight; cancelled when the run is dropped unfinished.
+    cancel: CancellationToken,
+    finished: bool,
 }
 
 impl CompositeRunActor {
-    fn send_step(&mut self, index: usize, ctx: &mut Context<Self>) {
-        let msg = ExecuteStep {
-            run: self.input.clone(),
-            index,
-            steps: Value::from_pairs(self.results.iter().cloned()),
-        };
-        let next = self
-            .step_actor
-            .send(msg)
-            .into_actor(self)
-            .map(move |outcome, act, ctx| act.on_outcome(index, outcome, ctx));
-        ctx.wait(next);
+    /// A run of `input`'s connector whose steps execute on `step_actor` (this worker's).
+    pub fn new(input: Arc<RunInput>, step_actor: Addr<StepActor>, metrics: Arc<Metrics>) -> Self {
+        let steps = input.connector.steps.len();
+        CompositeRunActor {
+            input,
+            step_actor,
+            metrics,
+            results: Vec::with_capacity(steps),
+            timings: Vec::with_capacity(steps),
+            started: Instant::now(),
+            cancel: CancellationToken::new(),
+            finished: false,
+        }
     }
 
-    fn on_outcome(
-        &mut self,
-        index: usize,
-        outcome: Result<StepOutcome, MailboxError>,
-        ctx: &mut Context<Self>,
-    ) {
-        let connector = &self.input.connector;
-        let step = &connector.steps[index];
-        let outcome = match outcome {
-            Ok(outcome) => outcome,
-            Err(_) => {
-                let failure = StepFailure::new(
-                    FailureKind::Unexpected,
-                    "the step executor stopped unexpectedly",
-                );
-                return self.finish(Err(self.run_error(failure, index)), ctx);
-            }
-        };
-        self.timings.push(outcome.timing);
-        match outcome.result {
-            Ok(result) if index + 1 < connector.steps.len() => {
-                self.results.push((step.name.clone(), result.value));
-                self.send_step(index + 1, ctx);
-            }
-            Ok(result) => {
-                let content_type = step.response_content_type.clone().or(result.content_type);
-                self.finish(
-                    Ok(RunSuccess {
+    /// Runs every step in order and returns the outcome; the run is counted and, when it
+    /// failed, logged once.
+    pub async fn run(mut self) -> RunOutcome {
+        let input = self.input.clone();
+        let steps = &input.connector.steps;
+        for (index, step) in steps.iter().enumerate() {
+            let outcome = self.dispatch(index).await;
+            self.timings.push(outcome.timing);
+            match outcome.result {
+                Ok(result) if index + 1 < steps.len() => {
+                    self.results.push((step.name.clone(), result.value));
+                }
+                Ok(result) => {
+                    let content_type = step.response_content_type.clone().or(result.content_type);
+                    return self.finish(Ok(RunSuccess {
                         status: result.status,
                         content_type,
                         body: result.body,
-                    }),
-                    ctx,
-                );
-            }
-            Err(failure) => {
-                let error = self.run_error(failure, index);
-                self.finish(Err(error), ctx);
+                    }));
+                }
+                Err(failure) => {
+                    let error = self.run_error(failure, index);
+                    return self.finish(Err(error));
+                }
             }
         }
+        let failure = StepFailure::new(Code::UnexpectedError, "the connector has no steps");
+        self.finish(Err(RunError {
+            failure,
+            step: None,
+        }))
+    }
+
+    /// Sends step `index` to the step actor, with the results so far, and waits for it.
+    async fn dispatch(&self, index: usize) -> StepOutcome {
+        let message = ExecuteStep {
+            run: self.input.clone(),
+            index,
+            steps: Value::from_pairs(self.results.iter().cloned()),
+            cancel: self.cancel.clone(),
+        };
+        self.step_actor
+            .send(message)
+            .await
+            .unwrap_or_else(|_| StepOutcome {
+                result: Err(StepFailure::new(
+                    Code::UnexpectedError,
+                    "the step executor stopped unexpectedly",
+                )),
+                timing: StepTiming::default(),
+            })
     }
 
     fn run_error(&self, failure: StepFailure, index: usize) -> RunError {
@@ -123,41 +137,48 @@ impl CompositeRunActor {
         RunError { failure, step }
     }
 
-    fn finish(&mut self, result: Result<RunSuccess, RunError>, ctx: &mut Context<Self>) {
-        if let Some(reply) = self.reply.take() {
-            let _ = reply.send(RunOutcome {
-                result,
-                timings: std::mem::take(&mut self.timings),
-                total: self.started.elapsed(),
-            });
+    fn finish(mut self, result: Result<RunSuccess, RunError>) -> RunOutcome {
+        self.finished = true;
+        let total = self.started.elapsed();
+        let connector = &self.input.connector;
+        let scope = result.as_ref().err().map(RunError::scope);
+        RunFinished {
+            request_id: &self.input.request_id,
+            connector: &connector.permalink,
+            kind: super::kind_label(connector.kind),
+            duration: total,
+            failure: result.as_ref().err().map(|e| {
+                (
+                    e.failure.code,
+                    scope.as_deref().unwrap_or_default(),
+                    e.failure.detail.as_str(),
+                )
+            }),
+            hot: &connector.hot_metrics,
         }
-        ctx.stop();
+        .emit(&self.metrics);
+        RunOutcome {
+            result,
+            timings: std::mem::take(&mut self.timings),
+            total,
+        }
     }
 }
 
-/// Runs `input` to its end on the current worker and returns the outcome.
-pub async fn execute(input: Arc<RunInput>, step_actor: Addr<StepActor>) -> RunOutcome {
-    let started = Instant::now();
-    let steps = input.connector.steps.len();
-    let (reply, outcome) = oneshot::channel();
-    CompositeRunActor {
-        input,
-        step_actor,
-        results: Vec::with_capacity(steps),
-        timings: Vec::with_capacity(steps),
-        reply: Some(reply),
-        started,
+impl Drop for CompositeRunActor {
+    /// A run dropped before it finished was abandoned by its caller.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.cancel.cancel();
+        RunCancelled {
+            request_id: &self.input.request_id,
+            connector: &self.input.connector.permalink,
+            kind: super::kind_label(self.input.connector.kind),
+            steps_finished: self.timings.len(),
+            duration: self.started.elapsed(),
+        }
+        .emit(&self.metrics);
     }
-    .start();
-    outcome.await.unwrap_or_else(|_| RunOutcome {
-        result: Err(RunError {
-            failure: StepFailure::new(
-                FailureKind::Unexpected,
-                "the run stopped before it finished",
-            ),
-            step: None,
-        }),
-        timings: Vec::new(),
-        total: started.elapsed(),
-    })
 }

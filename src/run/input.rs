@@ -6,6 +6,9 @@ use std::sync::Arc;
 use awc::http::header::HeaderValue;
 use minijinja::Value;
 
+use bytes::Bytes;
+
+use super::error::Code;
 use crate::registry::build::is_valid_path_param_value;
 use crate::registry::{Connector, Registry};
 use crate::template::context::RequestView;
@@ -102,6 +105,165 @@ pub fn path_parameters(
         return Err(PathParamError::Invalid(invalid));
     }
     Ok(values)
+}
+
+/// A request refused before any step ran: its code, a caller-safe detail and the keys it is
+/// about (`params` of the envelope).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{detail}")]
+pub struct RequestError {
+    /// Which refusal (one of the request-error rows of [`Code`]).
+    pub code: Code,
+    /// What is wrong, and how to call instead.
+    pub detail: String,
+    /// The keys the error is about (missing or invalid path parameters, the method).
+    pub params: Vec<String>,
+}
+
+impl RequestError {
+    /// A refusal with `code` and `detail`.
+    pub fn new(code: Code, detail: impl Into<String>) -> Self {
+        RequestError {
+            code,
+            detail: detail.into(),
+            params: Vec::new(),
+        }
+    }
+
+    /// With `params`.
+    pub fn with_params(mut self, params: Vec<String>) -> Self {
+        self.params = params;
+        self
+    }
+}
+
+impl From<PathParamError> for RequestError {
+    fn from(e: PathParamError) -> Self {
+        match e {
+            PathParamError::Missing(keys) => RequestError::new(
+                Code::MissingPathParameters,
+                "required path parameters are missing (send them in X-Path-Params)",
+            )
+            .with_params(keys),
+            PathParamError::Invalid(keys) => RequestError::new(
+                Code::InvalidPathParameters,
+                "path parameter values must be 1-200 characters of A-Z a-z 0-9 . _ ~ - and must not contain '..'",
+            )
+            .with_params(keys),
+        }
+    }
+}
+
+/// A caller's request to run a connector, as the execute routes and the `run` command
+/// receive it: everything but the body, which is read only once the request is known to
+/// name a connector it may call. [`RunRequest::resolve`] is the one place that checks it.
+#[derive(Debug, Clone)]
+pub struct RunRequest<'a> {
+    /// The kind of connector the route runs; `None` (the `run` command) runs either.
+    pub kind: Option<ConnectorKind>,
+    /// The permalink named.
+    pub permalink: &'a str,
+    /// The caller's method; `None` (the `run` command) uses the connector's own.
+    pub method: Option<&'a str>,
+    /// The caller's query parameters, in order.
+    pub query: Vec<(String, String)>,
+    /// The path parameters the caller sent (simple connectors).
+    pub path_params: Vec<(String, String)>,
+}
+
+impl RunRequest<'_> {
+    /// Checks the request against `registry` (the current snapshot, `None` before the first
+    /// load): the connector exists, is of the route's kind, is called with its method and
+    /// gets valid path parameters.
+    pub fn resolve(self, registry: Option<Arc<Registry>>) -> Result<ResolvedRun, RequestError> {
+        let permalink = self.permalink;
+        let registry = registry.ok_or_else(|| {
+            RequestError::new(
+                Code::RegistryNotLoaded,
+                "no connector registry is loaded yet",
+            )
+        })?;
+        let connector = registry.get(permalink).cloned().ok_or_else(|| {
+            RequestError::new(
+                Code::ConnectorNotFound,
+                format!("no connector with permalink '{permalink}'"),
+            )
+        })?;
+        if self.kind.is_some_and(|kind| kind != connector.kind) {
+            let (what, route) = match connector.kind {
+                ConnectorKind::Simple => (
+                    "a simple connector",
+                    format!(
+                        "{} /connectors/{permalink}/execute",
+                        connector.caller_method().as_str()
+                    ),
+                ),
+                ConnectorKind::Composite => (
+                    "a composite connector",
+                    format!("POST /connectors/composite/{permalink}/execute"),
+                ),
+            };
+            return Err(RequestError::new(
+                Code::ConnectorKindMismatch,
+                format!("'{permalink}' is {what}; call {route}"),
+            ));
+        }
+        let expected = connector.caller_method().as_str();
+        if let Some(method) = self.method.filter(|m| *m != expected) {
+            return Err(RequestError::new(
+                Code::MethodNotAllowed,
+                format!("'{permalink}' must be called with {expected}, not {method}"),
+            )
+            .with_params(vec![expected.to_string()]));
+        }
+        let path_params = match connector.kind {
+            ConnectorKind::Simple => path_parameters(&connector, &self.path_params)?,
+            ConnectorKind::Composite => Vec::new(),
+        };
+        Ok(ResolvedRun {
+            registry,
+            connector,
+            path_params,
+            query: self.query,
+        })
+    }
+}
+
+/// A request that named a connector it may call, waiting for its body.
+#[derive(Debug)]
+pub struct ResolvedRun {
+    registry: Arc<Registry>,
+    connector: Arc<Connector>,
+    path_params: Vec<(String, String)>,
+    query: Vec<(String, String)>,
+}
+
+impl ResolvedRun {
+    /// The connector to run.
+    pub fn connector(&self) -> &Arc<Connector> {
+        &self.connector
+    }
+
+    /// The run's input, with the caller's `body` (and its `content_type`); `header` looks up
+    /// the caller's headers by name, for the connector's overridable ones.
+    pub fn into_input(
+        self,
+        request_id: Arc<str>,
+        body: Bytes,
+        content_type: Option<String>,
+        header: impl Fn(&str) -> Option<HeaderValue>,
+    ) -> RunInput {
+        let overrides = CallerOverrides::collect(&self.connector, header, &self.query);
+        let request = RequestView::new(body, content_type, self.query);
+        RunInput::new(
+            self.registry,
+            self.connector,
+            request_id,
+            request,
+            self.path_params,
+            overrides,
+        )
+    }
 }
 
 /// Everything a run needs; shared by its messages, never copied.

@@ -1,12 +1,13 @@
-//! Messages between the run actors.
+//! The message between the run actor and the step actors, and the step's answer.
 
 use std::sync::Arc;
 
 use actix::Message;
 use bytes::Bytes;
 use minijinja::Value;
+use tokio_util::sync::CancellationToken;
 
-use super::error::StepFailure;
+use super::error::{Code, StepFailure};
 use super::input::RunInput;
 use super::timing::StepTiming;
 
@@ -20,6 +21,8 @@ pub struct ExecuteStep {
     pub index: usize,
     /// `steps` as templates see it: a dict of earlier step results.
     pub steps: Value,
+    /// Cancelled when the run's caller goes away: the step stops where it is.
+    pub cancel: CancellationToken,
 }
 
 /// A step's result or failure, with its timing either way.
@@ -29,6 +32,20 @@ pub struct StepOutcome {
     pub result: Result<StepResult, StepFailure>,
     /// Where the time went.
     pub timing: StepTiming,
+}
+
+impl StepOutcome {
+    /// The outcome of a step stopped because its run was cancelled (nobody reads it: the
+    /// run that asked is gone).
+    pub fn cancelled() -> Self {
+        StepOutcome {
+            result: Err(StepFailure::new(
+                Code::UnexpectedError,
+                "the run was cancelled",
+            )),
+            timing: StepTiming::default(),
+        }
+    }
 }
 
 /// A successful step.

@@ -1,6 +1,7 @@
-//! Running connectors: a [`composite::CompositeRunActor`] per execution sends
-//! [`messages::ExecuteStep`] to the worker's [`step::StepActor`] one step at a time, stops at
-//! the first failure and assembles the response. A simple connector is a run of one step.
+//! Running connectors: a [`composite::CompositeRunActor`] per execution, owned by its
+//! request, sends [`messages::ExecuteStep`] to the worker's [`step::StepActor`] one step at a
+//! time, stops at the first failure and assembles the response. A simple connector is a run
+//! of one step.
 
 pub mod cache;
 pub mod composite;
@@ -15,10 +16,11 @@ use std::time::Duration;
 
 use crate::auth::tokens::TokenCache;
 use crate::metrics::Metrics;
+use crate::template::ConnectorKind;
 use crate::upstream::RetryPolicy;
 
-pub use composite::{execute, RunOutcome, RunSuccess};
-pub use error::{FailureKind, RunError, StepFailure};
+pub use composite::{CompositeRunActor, RunOutcome, RunSuccess};
+pub use error::{Code, RunError, StepFailure};
 pub use input::{CallerOverrides, RunInput};
 
 /// Limits that apply to every step.
@@ -71,5 +73,13 @@ impl SharedRunState {
             tokens: TokenCache::new(),
             metrics,
         })
+    }
+}
+
+/// The `kind` label of metrics and logs: `simple` or `composite`.
+pub fn kind_label(kind: ConnectorKind) -> &'static str {
+    match kind {
+        ConnectorKind::Simple => "simple",
+        ConnectorKind::Composite => "composite",
     }
 }

@@ -12,16 +12,17 @@ use minijinja::Value;
 use tracing::Instrument;
 
 use super::cache::ResponseCache;
-use super::error::{FailureKind, StepFailure};
+use super::error::{Code, StepFailure};
 use super::messages::{ExecuteStep, StepOutcome, StepResult};
 use super::timing::StepTiming;
 use super::SharedRunState;
 use crate::auth::{self, Applied, AuthEnv, Credential};
+use crate::events::{CacheLookedUp, StepFinished, UpstreamRetried};
 use crate::registry::model::HttpMethod;
 use crate::registry::Step;
 use crate::template::context::{body_value, headers_value, response_value, TemplateContext};
-use crate::template::{RenderError, TemplateId};
-use crate::upstream::{send_with_retry, OutboundRequest, UpstreamResponse};
+use crate::template::TemplateId;
+use crate::upstream::{send_with_retry, url_stays_on_origin, OutboundRequest, UpstreamResponse};
 
 /// Executes steps for the runs of one worker thread, with that thread's upstream client.
 pub struct StepActor {
@@ -43,7 +44,9 @@ impl Actor for StepActor {
 impl Handler<ExecuteStep> for StepActor {
     type Result = ResponseFuture<StepOutcome>;
 
-    /// Each step runs as its own future, so a slow upstream never holds up other runs.
+    /// Each step runs as its own future, so a slow upstream never holds up other runs. It
+    /// ends early when the run is cancelled (its caller went away): the upstream call in
+    /// flight is dropped with it.
     fn handle(&mut self, msg: ExecuteStep, _ctx: &mut Self::Context) -> Self::Result {
         let client = self.client.clone();
         let shared = self.shared.clone();
@@ -55,42 +58,27 @@ impl Handler<ExecuteStep> for StepActor {
             connector = %msg.run.connector.permalink,
             step = %msg.run.connector.steps[msg.index].name,
         );
-        Box::pin(async move { execute_step(&client, &shared, msg).await }.instrument(span))
+        let cancel = msg.cancel.clone();
+        Box::pin(
+            async move {
+                tokio::select! {
+                    biased;
+                    outcome = execute_step(&client, &shared, msg) => outcome,
+                    () = cancel.cancelled() => StepOutcome::cancelled(),
+                }
+            }
+            .instrument(span),
+        )
     }
-}
-
-/// The field a template fills, from its internal name (`permalink/index/field`).
-pub fn template_field(id: &TemplateId) -> &str {
-    let location = id.name().rsplit('\u{1f}').nth(1).unwrap_or(id.name());
-    location.splitn(3, '/').nth(2).unwrap_or(location)
-}
-
-/// A render error as a step failure that names the field.
-pub fn template_failure(id: &TemplateId, e: &RenderError) -> StepFailure {
-    let kind = if e.jwt_signing {
-        FailureKind::JwtSigning
-    } else {
-        FailureKind::TemplateRendering
-    };
-    StepFailure::new(kind, format!("{}: {}", template_field(id), e.message))
 }
 
 /// Checks that a rendered URL stays on the origin fixed when the registry loaded.
-pub fn check_origin(url: &str, origin: &str, field: &str) -> Result<(), StepFailure> {
-    if origin.is_empty() {
-        return Ok(());
-    }
-    let matches = url.len() >= origin.len()
-        && url.as_bytes()[..origin.len()].eq_ignore_ascii_case(origin.as_bytes())
-        && matches!(
-            url.as_bytes().get(origin.len()),
-            None | Some(b'/' | b'?' | b'#')
-        );
-    if matches {
+fn check_origin(url: &str, origin: &str, field: &str) -> Result<(), StepFailure> {
+    if url_stays_on_origin(url, origin) {
         Ok(())
     } else {
         Err(StepFailure::new(
-            FailureKind::TemplateRendering,
+            Code::TemplateRenderingError,
             format!("{field}: the rendered URL does not start with its configured scheme and host"),
         ))
     }
@@ -102,13 +90,13 @@ fn render(step_ctx: &StepContext<'_>, id: &TemplateId) -> Result<String, StepFai
         .registry
         .templates
         .render(id, &step_ctx.ctx)
-        .map_err(|e| template_failure(id, &e))
+        .map_err(|e| StepFailure::from_render(id, &e))
 }
 
 fn header_value(field: &str, value: &str) -> Result<HeaderValue, StepFailure> {
     HeaderValue::from_bytes(value.as_bytes()).map_err(|_| {
         StepFailure::new(
-            FailureKind::TemplateRendering,
+            Code::TemplateRenderingError,
             format!("{field}: renders to a value with a line break, NUL or other control character, which cannot be sent as a header"),
         )
     })
@@ -153,7 +141,7 @@ fn prepare(sc: &StepContext<'_>) -> Result<Prepared, StepFailure> {
     for param in &step.headers {
         let Some((name, literal)) = &param.header else {
             return Err(StepFailure::new(
-                FailureKind::Unexpected,
+                Code::UnexpectedError,
                 "invalid header name",
             ));
         };
@@ -166,7 +154,7 @@ fn prepare(sc: &StepContext<'_>) -> Result<Prepared, StepFailure> {
         ) {
             (Some(v), _) => v.clone(),
             (None, Some(literal)) => literal.clone(),
-            (None, None) => header_value(template_field(&param.value), &render(sc, &param.value)?)?,
+            (None, None) => header_value(param.value.field_path(), &render(sc, &param.value)?)?,
         };
         headers.push((name.clone(), value));
     }
@@ -274,14 +262,18 @@ async fn execute_step(
     };
     let result = run_step(client, shared, &sc, &steps, &mut timing, started).await;
     timing.total = started.elapsed();
-    crate::observe::step_finished(
-        &shared.metrics,
-        &run.request_id,
-        &run.connector.permalink,
-        step,
-        &timing,
-        &result,
-    );
+    StepFinished {
+        request_id: &run.request_id,
+        connector: &run.connector.permalink,
+        step: &step.name,
+        index: msg.index,
+        status: timing.status_code,
+        duration: timing.total,
+        upstream: timing.external,
+        failure: result.as_ref().err().map(|f| (f.code, f.detail.as_str())),
+        hot: &step.hot_metrics,
+    }
+    .emit(&shared.metrics);
     StepOutcome { result, timing }
 }
 
@@ -323,19 +315,14 @@ async fn call(
         shared.settings.max_response_bytes,
         shared.settings.retry,
         |retry, error| {
-            shared
-                .metrics
-                .upstream_retries
-                .with_label_values(&[connector, step])
-                .inc();
-            tracing::info!(
-                request_id = %sc.run.request_id,
+            UpstreamRetried {
+                request_id: &sc.run.request_id,
                 connector,
                 step,
                 retry,
-                detail = %error,
-                "connecting upstream failed; retrying"
-            );
+                detail: &error.to_string(),
+            }
+            .emit(&shared.metrics);
         },
     )
     .await
@@ -365,12 +352,11 @@ async fn run_step(
         .as_ref()
         .and_then(|key| shared.response_cache.get(key));
     if step.cache_ttl.is_some() {
-        let result = if cached.is_some() { "hit" } else { "miss" };
-        shared
-            .metrics
-            .response_cache
-            .with_label_values(&[&sc.run.connector.permalink, result])
-            .inc();
+        CacheLookedUp {
+            connector: &sc.run.connector.permalink,
+            hit: cached.is_some(),
+        }
+        .emit(&shared.metrics);
     }
     timing.cache_hit = cached.is_some();
     let upstream_started = Instant::now();
@@ -417,9 +403,9 @@ async fn run_step(
                 step_vars(sc.run, steps, Some(response_ctx)),
             );
             let rendered = sc.run.registry.templates.render(id, &ctx).map_err(|e| {
-                let mut failure = template_failure(id, &e);
-                if !sc.run.is_composite() && failure.kind == FailureKind::TemplateRendering {
-                    failure.kind = FailureKind::ResponseTemplateRendering;
+                let mut failure = StepFailure::from_render(id, &e);
+                if !sc.run.is_composite() && failure.code == Code::TemplateRenderingError {
+                    failure.code = Code::ResponseTemplateRenderingError;
                 }
                 failure
             })?;

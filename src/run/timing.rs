@@ -1,4 +1,6 @@
-//! Per-step timings and the `Server-Timing` / `X-Connector-Timing` headers (SPEC §6).
+//! Per-step timings and the `Server-Timing` / `X-Connector-Timing` headers (docs/spec.md §6).
+
+use crate::error::Code;
 
 use std::fmt::Write;
 use std::time::Duration;
@@ -137,7 +139,7 @@ pub fn simple_connector_timing(
     request_id: &str,
     step: &StepTiming,
     total: Duration,
-    error: Option<&str>,
+    error: Option<Code>,
 ) -> String {
     let external = Ms::of(step.external);
     let total_ms = Ms::of(total);
@@ -155,8 +157,8 @@ pub fn simple_connector_timing(
     json_str(&mut out, &step.host);
     if let Some(error) = error {
         out.push_str(",\"error\":");
-        json_str(&mut out, error);
-        if error == "DOWNSTREAM_TIMEOUT" {
+        json_str(&mut out, error.as_str());
+        if error == Code::DownstreamTimeout {
             out.push_str(",\"timeout\":true");
         }
     }
@@ -196,7 +198,7 @@ mod tests {
             "r-2",
             &simple,
             Duration::from_millis(7),
-            Some("DOWNSTREAM_TIMEOUT"),
+            Some(Code::DownstreamTimeout),
         ))
         .unwrap();
         assert_eq!(doc["internal_ms"], serde_json::json!(2.0));

@@ -82,6 +82,13 @@ impl TemplateId {
     pub fn literal(&self) -> Option<&str> {
         self.literal.as_deref()
     }
+
+    /// The registry field this template fills, as errors name it (`headers[0].value`):
+    /// the part of its location after `permalink/index/`.
+    pub fn field_path(&self) -> &str {
+        let location = self.name.rsplit('\u{1f}').nth(1).unwrap_or(&self.name);
+        location.splitn(3, '/').nth(2).unwrap_or(location)
+    }
 }
 
 /// The output of `source` if it is plain text: no `{{`, `{%` or `{#`, and no trailing

@@ -5,6 +5,7 @@
 mod common;
 
 mod auth;
+mod cancellation;
 mod cli_demo;
 mod errors;
 mod examples;

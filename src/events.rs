@@ -1,0 +1,327 @@
+//! Internal events, as vector's instrumentation spec has them: each observable event is one
+//! struct whose `emit` writes its log line and its metrics together, so logs and metrics
+//! cannot disagree and nothing else in the crate bumps a counter or logs an outcome. Log
+//! lines carry ids, names, codes and timings — never a secret, a body or a rendered value.
+//! Events take plain values (names, codes, durations), so every layer can emit them
+//! without this module knowing the layers.
+
+use std::time::Duration;
+
+use crate::error::Code;
+use crate::metrics::{status_class, HotHandles, Metrics};
+
+/// Milliseconds with one decimal, for log fields.
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 10_000.0).round() / 10.0
+}
+
+/// The `kind` label of a connector (`simple` or `composite`).
+pub type KindLabel = &'static str;
+
+/// One step ended, successfully (`failure: None`) or not.
+#[derive(Debug)]
+pub struct StepFinished<'a> {
+    /// The run's request id.
+    pub request_id: &'a str,
+    /// Connector permalink.
+    pub connector: &'a str,
+    /// Step name.
+    pub step: &'a str,
+    /// Step position from 0.
+    pub index: usize,
+    /// The upstream's status, when it answered.
+    pub status: Option<u16>,
+    /// The step's whole duration.
+    pub duration: Duration,
+    /// The part spent waiting for the upstream.
+    pub upstream: Duration,
+    /// Why it failed, if it did: the code and its caller-safe detail.
+    pub failure: Option<(Code, &'a str)>,
+    /// The step's cached metric handles for the common case (ok, 2xx).
+    pub hot: &'a HotHandles,
+}
+
+impl StepFinished<'_> {
+    /// Records the step's duration and upstream status class; logs failures at info.
+    pub fn emit(&self, metrics: &Metrics) {
+        let outcome = self.failure.map_or("ok", |(code, _)| code.outcome_label());
+        let class = self.status.map(status_class);
+        if outcome == "ok" && class == Some("2xx") {
+            let (duration, responses) = self.hot.get(|| {
+                (
+                    metrics
+                        .step_duration
+                        .with_label_values(&[self.connector, self.step, "ok"]),
+                    metrics.upstream_responses.with_label_values(&[
+                        self.connector,
+                        self.step,
+                        "2xx",
+                    ]),
+                )
+            });
+            duration.observe(self.duration.as_secs_f64());
+            responses.inc();
+        } else {
+            metrics
+                .step_duration
+                .with_label_values(&[self.connector, self.step, outcome])
+                .observe(self.duration.as_secs_f64());
+            if let Some(class) = class {
+                metrics
+                    .upstream_responses
+                    .with_label_values(&[self.connector, self.step, class])
+                    .inc();
+            }
+        }
+        match self.failure {
+            None => tracing::debug!(
+                step = self.step,
+                index = self.index,
+                status = self.status,
+                duration_ms = ms(self.duration),
+                upstream_ms = ms(self.upstream),
+                "step finished"
+            ),
+            Some((code, detail)) => tracing::info!(
+                request_id = self.request_id,
+                connector = self.connector,
+                step = self.step,
+                index = self.index,
+                status = self.status,
+                code = code.as_str(),
+                detail,
+                duration_ms = ms(self.duration),
+                "step failed"
+            ),
+        }
+    }
+}
+
+/// A run ended with an answer: success, or the failure of one step.
+#[derive(Debug)]
+pub struct RunFinished<'a> {
+    /// The run's request id.
+    pub request_id: &'a str,
+    /// Connector permalink.
+    pub connector: &'a str,
+    /// `simple` or `composite`.
+    pub kind: KindLabel,
+    /// The whole run.
+    pub duration: Duration,
+    /// `None` on success; else the code, the envelope's scope and its detail.
+    pub failure: Option<(Code, &'a str, &'a str)>,
+    /// The connector's cached metric handles for successful runs.
+    pub hot: &'a HotHandles,
+}
+
+impl RunFinished<'_> {
+    /// Counts the run and its duration by outcome; logs a failed run once, at info.
+    pub fn emit(&self, metrics: &Metrics) {
+        let Some((code, scope, detail)) = self.failure else {
+            let (duration, runs) = self.hot.get(|| {
+                let labels = [self.connector, self.kind, "ok"];
+                (
+                    metrics.run_duration.with_label_values(&labels),
+                    metrics.runs.with_label_values(&labels),
+                )
+            });
+            runs.inc();
+            duration.observe(self.duration.as_secs_f64());
+            tracing::debug!(total_ms = ms(self.duration), "run succeeded");
+            return;
+        };
+        let labels = [self.connector, self.kind, code.outcome_label()];
+        metrics.runs.with_label_values(&labels).inc();
+        metrics
+            .run_duration
+            .with_label_values(&labels)
+            .observe(self.duration.as_secs_f64());
+        tracing::info!(
+            request_id = self.request_id,
+            connector = self.connector,
+            code = code.as_str(),
+            scope,
+            detail,
+            "run failed"
+        );
+    }
+}
+
+/// The caller went away before its run ended: no further step starts and the steps in
+/// flight are dropped. Counted as outcome `cancelled`, logged once.
+#[derive(Debug)]
+pub struct RunCancelled<'a> {
+    /// The run's request id.
+    pub request_id: &'a str,
+    /// Connector permalink.
+    pub connector: &'a str,
+    /// `simple` or `composite`.
+    pub kind: KindLabel,
+    /// Steps that had finished.
+    pub steps_finished: usize,
+    /// Time from the run's start to the cancellation.
+    pub duration: Duration,
+}
+
+impl RunCancelled<'_> {
+    /// Counts the run as `cancelled` and logs it.
+    pub fn emit(&self, metrics: &Metrics) {
+        let labels = [self.connector, self.kind, "cancelled"];
+        metrics.runs.with_label_values(&labels).inc();
+        metrics
+            .run_duration
+            .with_label_values(&labels)
+            .observe(self.duration.as_secs_f64());
+        tracing::info!(
+            request_id = self.request_id,
+            connector = self.connector,
+            steps_finished = self.steps_finished,
+            duration_ms = ms(self.duration),
+            "run cancelled: the caller went away"
+        );
+    }
+}
+
+/// A request was refused before any step ran (400/404/405/408/413, and 503 — outcome
+/// `overloaded` when `--max-in-flight` shed it).
+#[derive(Debug)]
+pub struct RequestRejected<'a> {
+    /// The request id.
+    pub request_id: &'a str,
+    /// Connector permalink, or [`crate::metrics::UNKNOWN_CONNECTOR`] when the registry does
+    /// not know it (labels stay bounded).
+    pub connector: &'a str,
+    /// The route's kind.
+    pub kind: KindLabel,
+    /// Why.
+    pub code: Code,
+}
+
+impl RequestRejected<'_> {
+    /// Counts the refusal; logs it at info (shed requests at debug: under overload a line
+    /// per shed request would add to the load).
+    pub fn emit(&self, metrics: &Metrics) {
+        let outcome = self.code.outcome_label();
+        metrics
+            .runs
+            .with_label_values(&[self.connector, self.kind, outcome])
+            .inc();
+        let (request_id, connector, status, code) = (
+            self.request_id,
+            self.connector,
+            self.code.status(),
+            self.code.as_str(),
+        );
+        if self.code == Code::Overloaded {
+            tracing::debug!(request_id, connector, status, code, "request shed");
+        } else {
+            tracing::info!(request_id, connector, status, code, "request rejected");
+        }
+    }
+}
+
+/// An upstream call is made again after a connection failure (`--upstream-retries`).
+#[derive(Debug)]
+pub struct UpstreamRetried<'a> {
+    /// The run's request id.
+    pub request_id: &'a str,
+    /// Connector permalink.
+    pub connector: &'a str,
+    /// Step name.
+    pub step: &'a str,
+    /// Which retry (from 1).
+    pub retry: u32,
+    /// The failure that is retried (caller-safe).
+    pub detail: &'a str,
+}
+
+impl UpstreamRetried<'_> {
+    /// Counts the retry and logs it.
+    pub fn emit(&self, metrics: &Metrics) {
+        metrics
+            .upstream_retries
+            .with_label_values(&[self.connector, self.step])
+            .inc();
+        tracing::info!(
+            request_id = self.request_id,
+            connector = self.connector,
+            step = self.step,
+            retry = self.retry,
+            detail = self.detail,
+            "connecting upstream failed; retrying"
+        );
+    }
+}
+
+/// A cacheable step looked its answer up in the response cache.
+#[derive(Debug)]
+pub struct CacheLookedUp<'a> {
+    /// Connector permalink.
+    pub connector: &'a str,
+    /// Whether a stored answer was used.
+    pub hit: bool,
+}
+
+impl CacheLookedUp<'_> {
+    /// Counts the look-up by result (`hit` or `miss`).
+    pub fn emit(&self, metrics: &Metrics) {
+        let result = if self.hit { "hit" } else { "miss" };
+        metrics
+            .response_cache
+            .with_label_values(&[self.connector, result])
+            .inc();
+    }
+}
+
+/// An OAuth grant's token was taken from the token cache (`hit`) or fetched (`miss`).
+#[derive(Debug)]
+pub struct TokenLookedUp {
+    /// Whether the cached token was used.
+    pub hit: bool,
+}
+
+impl TokenLookedUp {
+    /// Counts the look-up by result.
+    pub fn emit(&self, metrics: &Metrics) {
+        let result = if self.hit { "hit" } else { "miss" };
+        metrics.token_cache.with_label_values(&[result]).inc();
+    }
+}
+
+/// A token request failed.
+#[derive(Debug)]
+pub struct TokenFetchFailed<'a> {
+    /// Why (the code the step fails with).
+    pub code: Code,
+    /// Caller-safe detail.
+    pub detail: &'a str,
+}
+
+impl TokenFetchFailed<'_> {
+    /// Counts the failure and logs it.
+    pub fn emit(&self, metrics: &Metrics) {
+        metrics.token_fetch_errors.inc();
+        tracing::info!(
+            code = self.code.as_str(),
+            detail = self.detail,
+            "token request failed"
+        );
+    }
+}
+
+/// Counts a run as in flight until dropped.
+pub struct InFlight<'a>(&'a Metrics);
+
+impl<'a> InFlight<'a> {
+    /// Marks a run as started.
+    pub fn start(metrics: &'a Metrics) -> Self {
+        metrics.in_flight.inc();
+        InFlight(metrics)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.dec();
+    }
+}
