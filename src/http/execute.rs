@@ -185,9 +185,20 @@ async fn run(
     Ok(respond(&input, outcome))
 }
 
+/// Most query parameters one call may send: no widget needs more, and each is a template
+/// value and an override candidate.
+pub const MAX_QUERY_PARAMETERS: usize = 1000;
+
 /// The caller's query parameters.
 fn query_parameters(req: &HttpRequest) -> Result<Vec<(String, String)>, RequestError> {
-    serde_urlencoded::from_str(req.query_string()).map_err(|_| {
+    let query = req.query_string();
+    if query.split('&').count() > MAX_QUERY_PARAMETERS {
+        return Err(RequestError::new(
+            Code::InvalidQueryString,
+            format!("the query string has more than {MAX_QUERY_PARAMETERS} parameters"),
+        ));
+    }
+    serde_urlencoded::from_str(query).map_err(|_| {
         RequestError::new(
             Code::InvalidQueryString,
             "the query string is not valid URL encoding",

@@ -13,6 +13,7 @@ mod execute_chain;
 mod execute_composite;
 mod execute_simple;
 mod fuzz_corpus;
+mod hardening;
 mod hostile_input;
 mod jwt_algorithms;
 mod metrics;
