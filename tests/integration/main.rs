@@ -17,6 +17,7 @@ mod hardening;
 mod hostile_input;
 mod jwt_algorithms;
 mod metrics;
+mod module_graph;
 mod openapi;
 mod overrides_and_params;
 mod properties;
