@@ -28,13 +28,11 @@ pub enum Credential {
 
 /// A credential and, for OAuth, the cache entry it came from (so a 401 can drop it).
 #[derive(Debug, Clone)]
-pub struct Applied {
+pub struct AppliedAuth {
     /// What to add to the request.
     pub credential: Credential,
     /// `(cache key, token)` for OAuth grants.
     pub token: Option<(String, String)>,
-    /// Whether the token came from the cache.
-    pub origin: Option<TokenOrigin>,
 }
 
 /// What authentication needs from the run.
@@ -112,12 +110,11 @@ fn oauth_applied(
     key: String,
     token: &str,
     origin: TokenOrigin,
-) -> Result<Applied, StepFailure> {
+) -> Result<AppliedAuth, StepFailure> {
     count_token(env, origin);
-    Ok(Applied {
+    Ok(AppliedAuth {
         credential: bearer(token)?,
         token: Some((key, token.to_string())),
-        origin: Some(origin),
     })
 }
 
@@ -144,7 +141,7 @@ fn sign_failure(e: crate::jwt::JwtError) -> StepFailure {
 }
 
 /// Produces the credential for `auth`.
-pub async fn apply(auth: &Auth, env: &AuthEnv<'_>) -> Result<Applied, StepFailure> {
+pub async fn apply(auth: &Auth, env: &AuthEnv<'_>) -> Result<AppliedAuth, StepFailure> {
     match auth {
         Auth::ApiKey {
             key,
@@ -170,10 +167,9 @@ pub async fn apply(auth: &Auth, env: &AuthEnv<'_>) -> Result<Applied, StepFailur
                     Credential::Header(name, value)
                 }
             };
-            Ok(Applied {
+            Ok(AppliedAuth {
                 credential,
                 token: None,
-                origin: None,
             })
         }
         Auth::OAuthClientCredentials {
@@ -222,10 +218,9 @@ pub async fn apply(auth: &Auth, env: &AuthEnv<'_>) -> Result<Applied, StepFailur
             let headers = env.render_map(jwt_headers.as_ref())?;
             let token = crate::jwt::sign(&claims, &key, algorithm, headers.as_ref())
                 .map_err(sign_failure)?;
-            Ok(Applied {
+            Ok(AppliedAuth {
                 credential: bearer(&token)?,
                 token: None,
-                origin: None,
             })
         }
         Auth::OAuthJwtBearer {

@@ -16,7 +16,7 @@ use super::error::{Code, StepFailure};
 use super::messages::{ExecuteStep, StepOutcome, StepResult};
 use super::timing::StepTiming;
 use super::SharedRunState;
-use crate::auth::{self, Applied, AuthEnv, Credential};
+use crate::auth::{self, AppliedAuth, AuthEnv, Credential};
 use crate::events::{CacheLookedUp, StepFinished, UpstreamRetried};
 use crate::registry::model::HttpMethod;
 use crate::registry::Step;
@@ -84,12 +84,12 @@ fn check_origin(url: &str, origin: &str, field: &str) -> Result<(), StepFailure>
     }
 }
 
-fn render(step_ctx: &StepContext<'_>, id: &TemplateId) -> Result<String, StepFailure> {
-    step_ctx
+fn render(env: &StepEnv<'_>, id: &TemplateId) -> Result<String, StepFailure> {
+    env
         .run
         .registry
         .templates
-        .render(id, &step_ctx.ctx)
+        .render(id, &env.template_ctx)
         .map_err(|e| StepFailure::from_render(id, &e))
 }
 
@@ -102,38 +102,40 @@ fn header_value(field: &str, value: &str) -> Result<HeaderValue, StepFailure> {
     })
 }
 
-struct StepContext<'a> {
+/// What rendering one step needs: its run, its definition and its template context.
+struct StepEnv<'a> {
     run: &'a super::RunInput,
     step: &'a Step,
-    ctx: Value,
+    /// The template context of the step's request templates.
+    template_ctx: Value,
 }
 
 /// The request before authentication is added.
 #[derive(Clone)]
-struct Prepared {
+struct RenderedRequest {
     url: String,
     query: Vec<(String, String)>,
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Option<Bytes>,
 }
 
-fn prepare(sc: &StepContext<'_>) -> Result<Prepared, StepFailure> {
-    let step = sc.step;
-    let mut url = render(sc, &step.url)?;
+fn render_request(env: &StepEnv<'_>) -> Result<RenderedRequest, StepFailure> {
+    let step = env.step;
+    let mut url = render(env, &step.url)?;
     check_origin(&url, &step.origin, "url")?;
     if let Some(hash) = url.find('#') {
         url.truncate(hash);
     }
     let mut query = Vec::with_capacity(step.query.len());
     for param in &step.query {
-        let value = match sc
+        let value = match env
             .run
             .overrides
             .query(&param.key)
             .filter(|_| param.overridable)
         {
             Some(v) => v.to_string(),
-            None => render(sc, &param.value)?,
+            None => render(env, &param.value)?,
         };
         query.push((param.key.clone(), value));
     }
@@ -146,7 +148,7 @@ fn prepare(sc: &StepContext<'_>) -> Result<Prepared, StepFailure> {
             ));
         };
         let value = match (
-            sc.run
+            env.run
                 .overrides
                 .header(&param.key)
                 .filter(|_| param.overridable),
@@ -154,16 +156,16 @@ fn prepare(sc: &StepContext<'_>) -> Result<Prepared, StepFailure> {
         ) {
             (Some(v), _) => v.clone(),
             (None, Some(literal)) => literal.clone(),
-            (None, None) => header_value(param.value.field_path(), &render(sc, &param.value)?)?,
+            (None, None) => header_value(param.value.field_path(), &render(env, &param.value)?)?,
         };
         headers.push((name.clone(), value));
     }
     let body = step
         .request_body
         .as_ref()
-        .map(|id| render(sc, id).map(Bytes::from))
+        .map(|id| render(env, id).map(Bytes::from))
         .transpose()?;
-    Ok(Prepared {
+    Ok(RenderedRequest {
         url,
         query,
         headers,
@@ -183,14 +185,14 @@ fn method(m: HttpMethod) -> Method {
     }
 }
 
-/// The request to send: the prepared parts (moved, not copied) plus the credential.
-fn outbound(step: &Step, prepared: Prepared, credential: Option<&Credential>) -> OutboundRequest {
-    let Prepared {
+/// The request to send: the rendered parts (moved, not copied) plus the credential.
+fn outbound(step: &Step, rendered: RenderedRequest, credential: Option<&Credential>) -> OutboundRequest {
+    let RenderedRequest {
         mut url,
         query,
         mut headers,
         body,
-    } = prepared;
+    } = rendered;
     let mut query: Vec<(&str, &str)> = query
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -255,12 +257,12 @@ async fn execute_step(
         ..StepTiming::default()
     };
     let steps = msg.steps;
-    let sc = StepContext {
+    let env = StepEnv {
         run,
         step,
-        ctx: TemplateContext::value(run.vars.clone(), step_vars(run, &steps, None)),
+        template_ctx: TemplateContext::value(run.vars.clone(), step_vars(run, &steps, None)),
     };
-    let result = run_step(client, shared, &sc, &steps, &mut timing, started).await;
+    let result = run_step(client, shared, &env, &steps, &mut timing, started).await;
     timing.total = started.elapsed();
     StepFinished {
         request_id: &run.request_id,
@@ -280,14 +282,14 @@ async fn execute_step(
 async fn authenticate(
     client: &awc::Client,
     shared: &SharedRunState,
-    sc: &StepContext<'_>,
-) -> Result<Option<Applied>, StepFailure> {
-    let Some(auth) = &sc.step.auth else {
+    env: &StepEnv<'_>,
+) -> Result<Option<AppliedAuth>, StepFailure> {
+    let Some(auth) = &env.step.auth else {
         return Ok(None);
     };
     let env = AuthEnv {
-        templates: &sc.run.registry.templates,
-        ctx: &sc.ctx,
+        templates: &env.run.registry.templates,
+        ctx: &env.template_ctx,
         client,
         tokens: &shared.tokens,
         token_timeout: shared.settings.token_timeout,
@@ -300,14 +302,14 @@ async fn authenticate(
 /// One upstream call under the step's time limit and size cap. Connection failures of
 /// idempotent requests are retried within that same time limit (`--upstream-retries`); each
 /// retry is logged and counted in `connector_upstream_retries_total`.
-async fn call(
+async fn call_upstream(
     client: &awc::Client,
     shared: &SharedRunState,
-    sc: &StepContext<'_>,
+    env: &StepEnv<'_>,
     request: &OutboundRequest,
 ) -> Result<UpstreamResponse, StepFailure> {
-    let connector = sc.run.connector.permalink.as_str();
-    let step = sc.step.name.as_str();
+    let connector = env.run.connector.permalink.as_str();
+    let step = env.step.name.as_str();
     send_with_retry(
         client,
         request,
@@ -316,7 +318,7 @@ async fn call(
         shared.settings.retry,
         |retry, error| {
             UpstreamRetried {
-                request_id: &sc.run.request_id,
+                request_id: &env.run.request_id,
                 connector,
                 step,
                 retry,
@@ -332,20 +334,20 @@ async fn call(
 async fn run_step(
     client: &awc::Client,
     shared: &SharedRunState,
-    sc: &StepContext<'_>,
+    env: &StepEnv<'_>,
     steps: &Value,
     timing: &mut StepTiming,
     started: Instant,
 ) -> Result<StepResult, StepFailure> {
-    let step = sc.step;
-    let prepared = prepare(sc)?;
-    let applied = authenticate(client, shared, sc).await?;
+    let step = env.step;
+    let rendered = render_request(env)?;
+    let applied = authenticate(client, shared, env).await?;
     // Only an OAuth token can be refreshed and retried; only then is a copy kept.
     let retry_source = applied
         .as_ref()
         .filter(|a| a.token.is_some())
-        .map(|_| prepared.clone());
-    let request = outbound(step, prepared, applied.as_ref().map(|a| &a.credential));
+        .map(|_| rendered.clone());
+    let request = outbound(step, rendered, applied.as_ref().map(|a| &a.credential));
     timing.setup = started.elapsed();
     let cache_key = step.cache_ttl.map(|_| ResponseCache::key(&request));
     let cached = cache_key
@@ -353,7 +355,7 @@ async fn run_step(
         .and_then(|key| shared.response_cache.get(key));
     if step.cache_ttl.is_some() {
         CacheLookedUp {
-            connector: &sc.run.connector.permalink,
+            connector: &env.run.connector.permalink,
             hit: cached.is_some(),
         }
         .emit(&shared.metrics);
@@ -364,15 +366,15 @@ async fn run_step(
         if let Some(response) = cached {
             return Ok(response);
         }
-        let mut response = call(client, shared, sc, &request).await?;
+        let mut response = call_upstream(client, shared, env, &request).await?;
         if response.status == 401 {
             // A rejected OAuth token is dropped and the step retried once with a fresh one.
             let token = applied.as_ref().and_then(|a| a.token.clone());
-            if let (Some((key, token)), Some(prepared)) = (token, retry_source) {
+            if let (Some((key, token)), Some(rendered)) = (token, retry_source) {
                 shared.tokens.invalidate(&key, &token);
-                let fresh = authenticate(client, shared, sc).await?;
-                let retry = outbound(step, prepared, fresh.as_ref().map(|a| &a.credential));
-                response = call(client, shared, sc, &retry).await?;
+                let fresh = authenticate(client, shared, env).await?;
+                let retry = outbound(step, rendered, fresh.as_ref().map(|a| &a.credential));
+                response = call_upstream(client, shared, env, &retry).await?;
             }
         }
         Ok::<_, StepFailure>(response)
@@ -394,17 +396,17 @@ async fn run_step(
     let status = response.status;
     let headers = headers_value(response.headers);
     // Later steps read `steps.<name>`; the last step's result is never read, so it is not built.
-    let read_later = sc.step.index + 1 < sc.run.connector.steps.len();
+    let read_later = env.step.index + 1 < env.run.connector.steps.len();
     let (body, value) = match &step.response_body {
         Some(id) => {
             let response_ctx = response_value(body_value(&response.body), status, headers.clone());
             let ctx = TemplateContext::value(
-                sc.run.vars.clone(),
-                step_vars(sc.run, steps, Some(response_ctx)),
+                env.run.vars.clone(),
+                step_vars(env.run, steps, Some(response_ctx)),
             );
-            let rendered = sc.run.registry.templates.render(id, &ctx).map_err(|e| {
+            let rendered = env.run.registry.templates.render(id, &ctx).map_err(|e| {
                 let mut failure = StepFailure::from_render(id, &e);
-                if !sc.run.is_composite() && failure.code == Code::TemplateRenderingError {
+                if !env.run.is_composite() && failure.code == Code::TemplateRenderingError {
                     failure.code = Code::ResponseTemplateRenderingError;
                 }
                 failure
