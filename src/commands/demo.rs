@@ -1,6 +1,7 @@
 //! `connector-runtime demo`: the mock upstream and the server with the bundled example
 //! registry, wired together, with curl lines to try. No setup, no files.
 
+use super::Failure;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,64 +63,38 @@ fn curl_lines(base: &str) -> String {
 }
 
 /// Runs the demo; returns the exit code.
-pub fn run(args: DemoArgs) -> i32 {
+pub fn run(args: DemoArgs) -> Result<i32, Failure> {
     crate::telemetry::init(crate::config::LogFormat::Text);
     actix_rt::System::new().block_on(async move {
-        let listener = match TcpListener::bind(args.upstream_listen) {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!(
-                    "error: cannot listen on {} for the mock upstream: {e}",
+        let listener = TcpListener::bind(args.upstream_listen).map_err(|e| {
+            Failure::new(
+                1,
+                format!(
+                    "cannot listen on {} for the mock upstream: {e}",
                     args.upstream_listen
-                );
-                return 1;
-            }
-        };
+                ),
+            )
+        })?;
         let upstream_addr = listener.local_addr().unwrap_or(args.upstream_listen);
-        let mock = match crate::mock_upstream::start(
-            listener,
-            Duration::from_millis(args.latency_ms),
-            1,
-        ) {
-            Ok(server) => server,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return 1;
-            }
-        };
+        let mock = crate::mock_upstream::start(listener, Duration::from_millis(args.latency_ms), 1)
+            .map_err(|e| Failure::new(1, e))?;
         actix_rt::spawn(mock);
         let mut serve = ServeArgs::for_registry("examples/connectors_registry.json");
         serve.listen = args.listen;
         serve.allow_private_upstreams = true;
         serve.console = true;
-        let mut options = match build_options(&serve) {
-            Ok(o) => o,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return 1;
-            }
-        };
+        let mut options = build_options(&serve).map_err(|e| Failure::new(1, e))?;
         options.secrets = Arc::new(demo_secrets());
         options.variables = Arc::new(demo_variables(upstream_addr));
         let drain_timeout_secs = serve.shutdown_timeout_secs;
-        let signals = match super::serve::StopSignals::install() {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: cannot install the signal handlers: {e}");
-                return 1;
-            }
-        };
-        let app = match Application::build_from(
+        let signals = super::serve::StopSignals::install()
+            .map_err(|e| Failure::new(1, format!("cannot install the signal handlers: {e}")))?;
+        let app = Application::build_from(
             serve,
             options,
             RegistrySource::Inline(EXAMPLE_REGISTRY.to_string()),
-        ) {
-            Ok(app) => app,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return 1;
-            }
-        };
+        )
+        .map_err(|e| Failure::new(1, e))?;
         let base = format!("http://{}:{}", args.listen.ip(), app.port());
         println!("connector-runtime demo");
         println!("  server:        {base}   (example registry: examples/connectors_registry.json)");

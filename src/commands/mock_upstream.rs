@@ -1,5 +1,6 @@
 //! `connector-runtime mock-upstream`: serves the fake API of [`crate::mock_upstream`].
 
+use super::Failure;
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
@@ -21,29 +22,20 @@ pub struct MockUpstreamArgs {
 }
 
 /// Runs the mock; returns the exit code.
-pub fn run(args: MockUpstreamArgs) -> i32 {
+pub fn run(args: MockUpstreamArgs) -> Result<i32, Failure> {
     actix_rt::System::new().block_on(async move {
-        let listener = match TcpListener::bind(args.listen) {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("error: cannot listen on {}: {e}", args.listen);
-                return 1;
-            }
-        };
+        let listener = TcpListener::bind(args.listen)
+            .map_err(|e| Failure::new(1, format!("cannot listen on {}: {e}", args.listen)))?;
         eprintln!(
             "mock-upstream listening on http://{} (latency {} ms)",
             args.listen, args.latency_ms
         );
-        match crate::mock_upstream::start(
+        let server = crate::mock_upstream::start(
             listener,
             Duration::from_millis(args.latency_ms),
             args.workers,
-        ) {
-            Ok(server) => server.await.map(|_| 0).unwrap_or(1),
-            Err(e) => {
-                eprintln!("error: {e}");
-                1
-            }
-        }
+        )
+        .map_err(|e| Failure::new(1, e))?;
+        server.await.map(|()| 0).map_err(|e| Failure::new(1, e))
     })
 }

@@ -6,6 +6,8 @@ pub mod run_once;
 pub mod serve;
 pub mod validate;
 
+use std::fmt::Display;
+
 use clap::{Parser, Subcommand};
 
 /// connector-runtime: runs templated HTTP connectors and composite connector chains for
@@ -46,14 +48,40 @@ impl Cli {
     }
 }
 
+/// Why a command could not do its work: printed as `error: <message>`, exiting `code`
+/// (2 for a usage or input error, 1 for a failure while running).
+#[derive(Debug)]
+pub struct Failure {
+    code: i32,
+    message: String,
+}
+
+impl Failure {
+    /// A failure that exits `code`.
+    pub fn new(code: i32, message: impl Display) -> Self {
+        Failure {
+            code,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// The exit code of a command's result, printing the failure.
+fn exit_code(result: Result<i32, Failure>) -> i32 {
+    result.unwrap_or_else(|failure| {
+        eprintln!("error: {}", failure.message);
+        failure.code
+    })
+}
+
 /// Runs the parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
-        Command::Validate(args) => validate::run(&args),
-        Command::Serve(args) => serve::run(args),
-        Command::MockUpstream(args) => mock_upstream::run(args),
-        Command::Run(args) => run_once::run(*Box::new(args)),
-        Command::Demo(args) => demo::run(args),
+        Command::Validate(args) => exit_code(validate::run(&args)),
+        Command::Serve(args) => exit_code(serve::run(args)),
+        Command::MockUpstream(args) => exit_code(mock_upstream::run(args)),
+        Command::Run(args) => exit_code(run_once::run(args)),
+        Command::Demo(args) => exit_code(demo::run(args)),
         Command::Schema => {
             let schema = crate::registry::model::json_schema();
             println!(

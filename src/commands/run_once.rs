@@ -1,6 +1,7 @@
 //! `connector-runtime run PERMALINK`: executes one connector once, in process, and prints
 //! the status, the body and a per-step timing table (the operator's "test connection").
 
+use super::Failure;
 use std::sync::Arc;
 
 use actix_web::http::header::HeaderValue;
@@ -48,32 +49,23 @@ fn pairs(items: &[String], sep: char) -> Vec<(String, String)> {
 }
 
 /// Runs the command; returns the exit code (0 when the connector succeeded).
-pub fn run(args: RunArgs) -> i32 {
+pub fn run(args: RunArgs) -> Result<i32, Failure> {
     actix_rt::System::new().block_on(async move {
-        let options = match build_options(&args.serve) {
-            Ok(o) => o,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return 2;
-            }
-        };
-        let text = match args.serve.registry_source().read() {
-            Ok(snapshot) => snapshot.text,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return 2;
-            }
-        };
-        let registry = match build_registry(&text, &options) {
-            Ok(r) => Arc::new(r),
-            Err(rejected) => {
-                eprint!(
-                    "error: the registry is invalid:\n{}",
-                    rejected.report.to_text()
-                );
-                return 2;
-            }
-        };
+        let options = build_options(&args.serve).map_err(|e| Failure::new(2, e))?;
+        let text = args
+            .serve
+            .registry_source()
+            .read()
+            .map_err(|e| Failure::new(2, e))?
+            .text;
+        let registry = build_registry(&text, &options).map_err(|rejected| {
+            let report = rejected.report.to_text();
+            Failure::new(
+                2,
+                format!("the registry is invalid:\n{}", report.trim_end()),
+            )
+        })?;
+        let registry = Arc::new(registry);
         let request = RunRequest {
             kind: None,
             permalink: &args.permalink,
@@ -85,16 +77,18 @@ pub fn run(args: RunArgs) -> i32 {
             Ok(resolved) => resolved,
             Err(refused) => {
                 let keys = refused.params.join(", ");
-                match refused.code {
-                    Code::MissingPathParameters => eprintln!(
-                        "error: missing path parameters: {keys} (use --path-param key=value)"
-                    ),
-                    Code::InvalidPathParameters => {
-                        eprintln!("error: invalid path parameter values: {keys}")
-                    }
-                    _ => eprintln!("error: {refused}"),
-                }
-                return 2;
+                return Err(Failure::new(
+                    2,
+                    match refused.code {
+                        Code::MissingPathParameters => {
+                            format!("missing path parameters: {keys} (use --path-param key=value)")
+                        }
+                        Code::InvalidPathParameters => {
+                            format!("invalid path parameter values: {keys}")
+                        }
+                        _ => refused.to_string(),
+                    },
+                ));
             }
         };
         let headers = pairs(&args.headers, ':');
@@ -103,13 +97,8 @@ pub fn run(args: RunArgs) -> i32 {
             .as_ref()
             .map(|_| "application/json".to_string());
         let body = Bytes::from(args.payload.clone().unwrap_or_default());
-        let step_actors = match StepActors::from_args(&args.serve, crate::metrics::Metrics::new()) {
-            Ok(e) => e,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return 2;
-            }
-        };
+        let step_actors = StepActors::from_args(&args.serve, crate::metrics::Metrics::new())
+            .map_err(|e| Failure::new(2, e))?;
         let input = Arc::new(resolved.into_input(
             crate::http::request_id::generate().into(),
             body,
@@ -164,6 +153,6 @@ pub fn run(args: RunArgs) -> i32 {
             );
         }
         println!("total: {:.1} ms", ms(outcome.total));
-        code
+        Ok(code)
     })
 }

@@ -10,30 +10,20 @@
 use actix_web::dev::ServerHandle;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+use super::Failure;
 use crate::config::ServeArgs;
 use crate::server::Application;
 
 /// Runs the server; returns the exit code.
-pub fn run(args: ServeArgs) -> i32 {
+pub fn run(args: ServeArgs) -> Result<i32, Failure> {
     crate::telemetry::init(args.log_format);
     let system = actix_rt::System::new();
     system.block_on(async move {
         // Installed before the registry loads, so a signal during start-up is not lost (it
         // stops the server as soon as it runs) and never kills the process half-way.
-        let signals = match StopSignals::install() {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: cannot install the signal handlers: {e}");
-                return 1;
-            }
-        };
-        let app = match Application::build(args.clone()) {
-            Ok(app) => app,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return 1;
-            }
-        };
+        let signals = StopSignals::install()
+            .map_err(|e| Failure::new(1, format!("cannot install the signal handlers: {e}")))?;
+        let app = Application::build(args.clone()).map_err(|e| Failure::new(1, e))?;
         app.reload_on_sighup();
         tracing::info!(listen = %args.listen, port = app.port(), "connector-runtime serving");
         serve_until_signalled(app, signals, args.shutdown_timeout_secs).await
@@ -72,7 +62,7 @@ pub(crate) async fn serve_until_signalled(
     app: Application,
     mut signals: StopSignals,
     drain_timeout_secs: u64,
-) -> i32 {
+) -> Result<i32, Failure> {
     let handle: ServerHandle = app.handle();
     // Resolves only when the operator wants to stop at once.
     let stop_now = async move {
@@ -93,17 +83,14 @@ pub(crate) async fn serve_until_signalled(
         result = app.run_until_stopped() => match result {
             Ok(()) => {
                 tracing::info!("connector-runtime stopped");
-                0
+                Ok(0)
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                1
-            }
+            Err(e) => Err(Failure::new(1, e)),
         },
         signal = stop_now => {
             // Dropping the running server closes its listener and stops the workers at once.
             tracing::warn!(signal, "stopping at once: runs in flight are cut off");
-            1
+            Ok(1)
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `connector-runtime validate PATH`: every problem of a registry, for its repository's CI.
 
+use super::Failure;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -102,33 +103,13 @@ pub fn render(validation: &Validation, format: Format) -> String {
 }
 
 /// Runs the command; returns the process exit code.
-pub fn run(args: &ValidateArgs) -> i32 {
-    let text = match std::fs::read_to_string(&args.path) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: cannot read {}: {e}", args.path.display());
-            return 2;
-        }
-    };
-    let secrets = match SecretStore::load(args.secrets_dir.as_deref()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
-        }
-    };
-    let variables = match Variables::load(args.variables_file.as_deref()) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
-        }
-    };
+pub fn run(args: &ValidateArgs) -> Result<i32, Failure> {
+    let text = std::fs::read_to_string(&args.path)
+        .map_err(|e| Failure::new(2, format!("cannot read {}: {e}", args.path.display())))?;
+    let secrets = SecretStore::load(args.secrets_dir.as_deref()).map_err(|e| Failure::new(2, e))?;
+    let variables =
+        Variables::load(args.variables_file.as_deref()).map_err(|e| Failure::new(2, e))?;
     let validation = validate_text(&text, secrets, variables);
     print!("{}", render(&validation, args.format));
-    if validation.report.has_errors() {
-        1
-    } else {
-        0
-    }
+    Ok(if validation.report.has_errors() { 1 } else { 0 })
 }

@@ -85,8 +85,7 @@ fn check_origin(url: &str, origin: &str, field: &str) -> Result<(), StepFailure>
 }
 
 fn render(env: &StepEnv<'_>, id: &TemplateId) -> Result<String, StepFailure> {
-    env
-        .run
+    env.run
         .registry
         .templates
         .render(id, &env.template_ctx)
@@ -186,7 +185,11 @@ fn method(m: HttpMethod) -> Method {
 }
 
 /// The request to send: the rendered parts (moved, not copied) plus the credential.
-fn outbound(step: &Step, rendered: RenderedRequest, credential: Option<&Credential>) -> OutboundRequest {
+fn outbound(
+    step: &Step,
+    rendered: RenderedRequest,
+    credential: Option<&Credential>,
+) -> OutboundRequest {
     let RenderedRequest {
         mut url,
         query,
