@@ -15,8 +15,7 @@ use std::time::Duration;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use common::{
-    closed_port, slow_route, spawn_app_with, typed_route, upstream, AppOptions, Log, Reply,
-    TestApp, Upstream,
+    slow_route, spawn_app_with, typed_route, upstream, AppOptions, Log, Reply, TestApp, Upstream,
 };
 use serde_json::{json, Value};
 use tracing_subscriber::EnvFilter;
@@ -132,7 +131,7 @@ fn earlier_header() -> Value {
 
 /// Failing calls, by name: each uses the canary.
 fn failing_calls(base: &str) -> Vec<(&'static str, Value)> {
-    let refused = format!("http://127.0.0.1:{}", closed_port());
+    let refused = common::refused_base();
     let jwt_rs = json!({"type": "jwt", "config": {
         "private_key": "{{ get_secret('canary') }}", "algorithm": "RS256",
         "claims": {"sub": "{{ get_secret('canary') }}"}}});

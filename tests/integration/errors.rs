@@ -7,7 +7,7 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    assert_envelope, closed_port, is_generated_request_id, json_route, path_params_header,
+    assert_envelope, is_generated_request_id, json_route, path_params_header, refused_base,
     slow_route, spawn_app, spawn_app_with, typed_route, upstream, AppOptions, TestApp, Upstream,
 };
 use actix_web::web;
@@ -66,7 +66,7 @@ fn case(name: &str, def: Value, composite_overrides: Value) -> (Value, Value) {
 
 /// The registry: simple connector `<name>` and composite `c-<name>` per case.
 fn registry(base: &str) -> Value {
-    let refused = format!("http://127.0.0.1:{}", closed_port());
+    let refused = refused_base();
     let cases = vec![
         case(
             "http-404",
