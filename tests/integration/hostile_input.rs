@@ -300,10 +300,11 @@ async fn every_refused_family_is_refused_through_the_server_before_connecting() 
 }
 
 #[actix_web::test]
-async fn the_connection_goes_to_the_address_the_resolver_checked() {
-    // Control for the test above: with the policy off, the same listener does count, and
-    // the call reaches it through the test resolver's answer (`.test` is not in DNS): the
-    // connection is made to the checked address, not to a second lookup.
+async fn with_the_policy_off_the_test_resolver_answer_is_connected_to() {
+    // Control for the tests above: with the policy off, the same kind of listener does
+    // count, reached through the test resolver's answer (`.test` is not in DNS), so their
+    // zero counts mean something. (DNS pinning itself, with answers that change between
+    // lookups, is tested in dns_pinning.rs.)
     let listener = counting_listener().await;
     let registry = json!({"connectors": [
         {"name": "pinned", "url": format!("http://pinned.evil.test:{}/x", listener.port)}

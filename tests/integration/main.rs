@@ -6,6 +6,7 @@ mod common;
 
 mod auth;
 mod cli_demo;
+mod dns_pinning;
 mod errors;
 mod examples;
 mod execute_chain;
