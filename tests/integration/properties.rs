@@ -73,11 +73,19 @@ fn is_dot(v: &str) -> bool {
     v == "." || v == ".."
 }
 
+/// Where failing cases are kept: `tests/integration/properties.proptest-regressions`.
+fn regressions() -> Option<Box<dyn proptest::test_runner::FailurePersistence>> {
+    Some(Box::new(
+        proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+    ))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 2_000,
-        // Failures are reported with their minimal input; nothing is written to the tree.
-        failure_persistence: None,
+        // A failure's seed is written next to this file (properties.proptest-regressions)
+        // and re-run first on every later run, so it reproduces: commit the file.
+        failure_persistence: regressions(),
         ..ProptestConfig::default()
     })]
 
@@ -232,7 +240,7 @@ const READINGS: &str = "{{ d }}|{{ d | tojson }}|{{ d | json_encode }}|{{ d == e
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 600,
-        failure_persistence: None,
+        failure_persistence: regressions(),
         ..ProptestConfig::default()
     })]
 
