@@ -141,9 +141,10 @@ async fn every_non_public_answer_and_ip_spelling_is_refused_without_a_connection
             "UPSTREAM_ADDRESS_FORBIDDEN",
             Some(NETWORK_SCOPE),
         );
-        // Refused before connecting: no connect timeout, no network error.
+        // Refused before connecting: no connect timeout (the step timeout is 5 s), no
+        // network error.
         assert!(
-            started.elapsed() < Duration::from_secs(2),
+            started.elapsed() < Duration::from_secs(4),
             "{permalink}: took {:?}",
             started.elapsed()
         );
@@ -849,14 +850,16 @@ const HOSTILE_TEMPLATES: &[(&str, &str)] = &[
     ("list-repeat", "{{ [[range(1000) | list] * 1000] * 1000 }}"),
 ];
 
-/// A hostile template must stop this fast (the whole call, upstream included): these stop
-/// in well under 100 ms in a release build; the debug build `cargo test` runs is several
-/// times slower.
+/// A hostile template must stop this fast (the whole call, upstream included, in wall
+/// time): these stop in well under 100 ms in a release build, and the debug build that
+/// `cargo test` runs is several times slower. The bound is wide because the rendering runs on
+/// the server's workers while the rest of this binary (soak, proptests) competes for two
+/// shared cores; without the fuel limit these templates run for minutes or exhaust memory.
 fn render_bound() -> Duration {
     if cfg!(debug_assertions) {
-        Duration::from_secs(2)
+        Duration::from_secs(10)
     } else {
-        Duration::from_secs(1)
+        Duration::from_secs(3)
     }
 }
 
@@ -1025,9 +1028,11 @@ fn the_costliest_work_per_unit_of_fuel_stops_within_the_bound_at_the_default() {
     ] {
         let mut set = common::template_set(RenderLimits::default());
         let id = set.add("t/0/request_body", Field::RequestBody, template).unwrap();
-        let started = Instant::now();
+        // CPU time of this thread (the render runs on it), not wall time: other tests of
+        // this binary and other users of the machine do not stretch it.
+        let started = common::thread_cpu_time();
         let error = set.render(&id, &ctx).unwrap_err();
-        let elapsed = started.elapsed();
+        let elapsed = common::thread_cpu_time() - started;
         assert!(error.message.contains("fuel limit reached"), "{template}: {}", error.message);
         // Debug builds are up to ~10x slower than release for this work.
         let bound = if cfg!(debug_assertions) {
@@ -1035,7 +1040,7 @@ fn the_costliest_work_per_unit_of_fuel_stops_within_the_bound_at_the_default() {
         } else {
             Duration::from_millis(1500)
         };
-        assert!(elapsed < bound, "{template}: took {elapsed:?}");
+        assert!(elapsed < bound, "{template}: took {elapsed:?} of CPU");
     }
 }
 
