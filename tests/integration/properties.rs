@@ -150,7 +150,13 @@ proptest! {
                 "https://api.example.com/files/{{ v | urlencode }}?q={{ v | urlencode }}",
             )
             .unwrap();
-        if let Ok(url) = set.render(&id, &ctx(&v)) {
+        // Only a value with a `.` or `..` segment (urlencode keeps `/`) may be refused;
+        // every other one renders and is checked, so the property cannot pass vacuously.
+        let rendered = set.render(&id, &ctx(&v));
+        if let Err(e) = &rendered {
+            prop_assert!(v.split('/').any(is_dot), "{:?} was refused: {}", v, e.message);
+        }
+        if let Ok(url) = rendered {
             let (path, query) = url.split_once('?').expect("one query string");
             // `urlencode` keeps `/` (as Jinja2's does), which a query value may hold.
             prop_assert!(!query.contains(['?', '#', '&']), "{}", url);
