@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use actix_web::web;
 use common::{
     assert_envelope, closed_port, composite_scope, ok_upstream, resolver_flags, slow_route,
-    spawn_app_with, upstream, AppOptions, Reply, TestApp, NETWORK_SCOPE,
+    spawn_app_with, upstream, AppOptions, ClosedPort, Reply, TestApp, NETWORK_SCOPE,
 };
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -430,7 +430,8 @@ async fn network_failures_are_502s_that_name_the_step_and_end_quickly() {
     let good = ok_upstream().await;
     let reset = bad_upstream(Bad::ResetMidBody).await;
     let not_http = bad_upstream(Bad::NotHttp).await;
-    let refused = format!("http://127.0.0.1:{}", closed_port());
+    let closed = closed_port();
+    let refused = closed.base();
     let app = spawn_app_with(
         registry(vec![
             case("refused", &format!("{refused}/x"), &good.base),
@@ -611,21 +612,16 @@ async fn retry_app(
     .await
 }
 
-/// A well-behaved upstream ([`Bad::Ok`]) on 127.0.0.1:`port`.
-async fn ok_on(port: u16) -> BadUpstream {
-    serve_on(
-        TcpListener::bind(("127.0.0.1", port)).await.unwrap(),
-        Bad::Ok,
-    )
+/// A well-behaved upstream ([`Bad::Ok`]) on the reserved `port`, which it opens (the port
+/// was never released, so no other test's server can be on it).
+fn ok_on(port: ClosedPort) -> BadUpstream {
+    serve_on(port.listen(), Bad::Ok)
 }
 
-/// A well-behaved upstream that starts on 127.0.0.1:`port` 100 ms from now.
-fn ok_on_soon(port: u16) -> actix_rt::task::JoinHandle<BadUpstream> {
-    actix_rt::spawn(async move {
-        actix_rt::time::sleep(Duration::from_millis(100)).await;
-        ok_on(port).await
-    })
-}
+/// The longest wait before a retry (`MAX_RETRY_BACKOFF`, src/upstream/send.rs): the backoff
+/// of the tests that check a refused call was *not* retried. A retry is counted before its
+/// wait (`on_retry`), so a reply in less than this, with no retry counted, had none planned.
+const CAPPED_BACKOFF_MS: u64 = 1_000;
 
 /// Checks that `reply` is a 502 `DOWNSTREAM_NETWORK_ERROR` envelope of a simple connector.
 #[track_caller]
@@ -637,7 +633,7 @@ fn assert_network_error(reply: &Reply) {
 async fn a_get_that_could_not_connect_is_retried_and_succeeds() {
     let _serial = serial();
     let port = closed_port();
-    let app = retry_app(port, 5_000, None, 500).await;
+    let app = retry_app(port.port, 5_000, None, 500).await;
     let started = Instant::now();
     // Nothing listens until the runtime has counted its retry (the first attempt was
     // refused); the upstream starts during the 500 ms backoff and takes the second attempt.
@@ -649,7 +645,7 @@ async fn a_get_that_could_not_connect_is_retried_and_succeeds() {
                 assert!(Instant::now() < deadline, "no retry was counted");
                 actix_rt::time::sleep(Duration::from_millis(10)).await;
             }
-            ok_on(port).await
+            ok_on(port)
         }
     );
     let took = started.elapsed();
@@ -665,10 +661,10 @@ async fn a_get_that_could_not_connect_is_retried_and_succeeds() {
 #[actix_web::test]
 async fn post_and_patch_are_never_retried() {
     let _serial = serial();
+    // Nothing ever listens: the first attempt is refused. A retry would be counted and then
+    // wait a whole second (the backoff, at its cap) within the 5 s step timeout.
     let port = closed_port();
-    let app = retry_app(port, 5_000, Some(3), 300).await;
-    // The upstream comes up 100 ms in: a retry after the 300 ms backoff would succeed.
-    let late = ok_on_soon(port);
+    let app = retry_app(port.port, 5_000, Some(3), CAPPED_BACKOFF_MS).await;
     for (method, name) in [("POST", "retry-post"), ("PATCH", "retry-patch")] {
         let started = Instant::now();
         let reply = app
@@ -682,12 +678,20 @@ async fn post_and_patch_are_never_retried() {
         let took = started.elapsed();
         println!("{method} refused: {} in {took:?}", reply.status);
         assert_network_error(&reply);
-        assert!(took < Duration::from_millis(300), "{method} took {took:?}");
-        assert_eq!(retries_of(&app, name).await, 0.0);
+        assert!(
+            took < Duration::from_millis(CAPPED_BACKOFF_MS),
+            "{method} took {took:?}: it waited for a retry"
+        );
+        assert_eq!(retries_of(&app, name).await, 0.0, "{method} was retried");
     }
-    let upstream = late.await.unwrap();
-    actix_rt::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(upstream.connections(), 0, "a POST/PATCH was sent again");
+    // Control: with the same flags a GET is retried (and counted) on the same refusal.
+    let (reply, took) = timed_simple(&app, "retry-get").await;
+    assert_network_error(&reply);
+    assert_eq!(retries_of(&app, "retry-get").await, 3.0);
+    assert!(
+        took >= Duration::from_millis(3 * CAPPED_BACKOFF_MS),
+        "{took:?}"
+    );
 }
 
 #[actix_web::test]
@@ -698,7 +702,9 @@ async fn a_failure_after_the_request_was_sent_is_not_retried() {
     let (reply, took) = timed_simple(&app, "retry-get").await;
     println!("reset after the request: {} in {took:?}", reply.status);
     assert_network_error(&reply);
-    actix_rt::time::sleep(Duration::from_millis(100)).await;
+    // A retry happens inside the run, before its reply, and the upstream counts a
+    // connection when it accepts it (before it reads the request it then resets): the
+    // count is final now.
     assert_eq!(reset.connections(), 1, "the GET was sent again");
     assert_eq!(retries_of(&app, "retry-get").await, 0.0);
 }
@@ -707,23 +713,25 @@ async fn a_failure_after_the_request_was_sent_is_not_retried() {
 async fn with_upstream_retries_0_a_refused_get_is_not_retried() {
     let _serial = serial();
     let port = closed_port();
-    let app = retry_app(port, 5_000, Some(0), 300).await;
-    let late = ok_on_soon(port);
+    let app = retry_app(port.port, 5_000, Some(0), CAPPED_BACKOFF_MS).await;
     let (reply, took) = timed_simple(&app, "retry-get").await;
     assert_network_error(&reply);
-    assert!(took < Duration::from_millis(300), "took {took:?}");
-    let upstream = late.await.unwrap();
-    actix_rt::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(upstream.connections(), 0);
+    assert!(
+        took < Duration::from_millis(CAPPED_BACKOFF_MS),
+        "took {took:?}: it waited for a retry"
+    );
     assert_eq!(retries_of(&app, "retry-get").await, 0.0);
 }
 
 #[actix_web::test]
 async fn retries_stop_before_the_step_timeout_and_report_the_connection_failure() {
     let _serial = serial();
-    let app = retry_app(closed_port(), STEP_TIMEOUT_MS, Some(10), 100).await;
-    // Waits of 100 and 200 ms fit in 400 ms; the next (400 ms) would not, so the run ends
-    // with the refusal rather than waiting into a time-out.
+    // Waits of 200 and 400 ms fit in the 1 s step timeout; the next (800 ms) would not, so
+    // the run ends with the refusal at about 600 ms rather than waiting into a time-out.
+    // (400 ms of slack for three refused connects on a loaded machine.)
+    const STEP_MS: u64 = 1_000;
+    let port = closed_port();
+    let app = retry_app(port.port, STEP_MS, Some(10), 200).await;
     let (reply, took) = timed_simple(&app, "retry-get").await;
     println!(
         "refused with 10 retries allowed: {} in {took:?}",
@@ -731,7 +739,7 @@ async fn retries_stop_before_the_step_timeout_and_report_the_connection_failure(
     );
     assert_network_error(&reply);
     assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_millis(STEP_TIMEOUT_MS),
+        took >= Duration::from_millis(600) && took < Duration::from_millis(STEP_MS),
         "took {took:?}"
     );
     assert_eq!(retries_of(&app, "retry-get").await, 2.0);
@@ -768,14 +776,15 @@ async fn an_upstream_the_address_policy_refuses_is_never_retried() {
 #[actix_web::test]
 async fn runs_over_max_in_flight_get_503_overloaded_at_once() {
     let _serial = serial();
+    // A slot is held for the whole of a run; these runs hold theirs for 1.5 s. A shed run
+    // must be answered well before a slot could free up ("at once"), with 1 s to spare
+    // for a loaded machine.
+    const SLOW: Duration = Duration::from_millis(1_500);
+    const AT_ONCE: Duration = Duration::from_millis(1_000);
     let slow = upstream(|cfg| {
         cfg.route(
             "/slow",
-            web::get().to(slow_route(
-                Duration::from_millis(500),
-                200,
-                json!({"slow": true}),
-            )),
+            web::get().to(slow_route(SLOW, 200, json!({"slow": true}))),
         );
     })
     .await;
@@ -811,10 +820,10 @@ async fn runs_over_max_in_flight_get_503_overloaded_at_once() {
         assert_eq!(errors["params"], json!(["retry_after=1"]), "{errors}");
         assert_eq!(reply.header("retry-after").as_deref(), Some("1"));
         println!("shed in {took:?}");
-        assert!(*took < Duration::from_millis(250), "shed after {took:?}");
+        assert!(*took < AT_ONCE, "shed after {took:?}");
     }
     for (_, took) in &ok {
-        assert!(*took >= Duration::from_millis(500), "{took:?}");
+        assert!(*took >= SLOW, "{took:?}");
     }
     assert_eq!(
         metric(
@@ -827,10 +836,20 @@ async fn runs_over_max_in_flight_get_503_overloaded_at_once() {
     );
 
     // The slots were given back: runs succeed again, and the composite route is capped too.
+    // The composite goes once both runs hold their slot: the upstream has their requests
+    // (a run takes its slot before it calls the upstream and keeps it until it answers).
+    let reached = slow.log.count("/slow");
     let (two_slow, composite) = tokio::join!(
         futures_util::future::join_all((0..2).map(|_| timed("/connectors/slow/execute"))),
         async {
-            actix_rt::time::sleep(Duration::from_millis(150)).await;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while slow.log.count("/slow") < reached + 2 {
+                assert!(
+                    Instant::now() < deadline,
+                    "the two runs never reached the upstream"
+                );
+                actix_rt::time::sleep(Duration::from_millis(5)).await;
+            }
             timed("/connectors/composite/c-slow/execute").await
         }
     );

@@ -1,44 +1,74 @@
 //! No secret and no earlier-step data in any error body or log line. A canary secret is
-//! used in headers, query and every authentication type; each failure kind is triggered
-//! for a simple connector and inside a composite; every response body and every captured
-//! log line (at debug level) is searched for the canary.
+//! used in headers, query and every authentication type, and a second one is pasted into a
+//! template literally; each failure kind is triggered for a simple connector and inside a
+//! composite (UPSTREAM_ADDRESS_FORBIDDEN on an app with the address policy on); every
+//! response body and every captured log line (at debug level, in the text format and in
+//! the JSON format production uses) is searched for them.
 //!
-//! This file installs a global `tracing` subscriber that captures into a buffer, so it is
-//! its own test binary.
+//! This file installs a global `tracing` subscriber that captures into buffers, so it is
+//! its own test binary. Its tests share those buffers: each test's runs carry request ids
+//! of their own prefix, and a test looks for its own runs' lines by those ids.
 
 mod common;
 
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use common::{
-    closed_port, slow_route, spawn_app_with, typed_route, upstream, AppOptions, Log, Reply,
-    TestApp, Upstream,
+    counting_listener, spawn_app_with, typed_route, upstream, AppOptions, CountingListener, Log,
+    Reply, TestApp, Upstream,
 };
 use serde_json::{json, Value};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 const CANARY: &str = "canary-5ecr3t-XYZ";
 const EARLIER: &str = "EARLIER-STEP-PAYLOAD-7781";
+/// A secret whose value a registry author pasted into a template literally (an identifier,
+/// so the template compiles and its error quotes it: `{{ 'x'.VALUE() }}`).
+const PASTED: &str = "pasted_5ecr3t_Q9";
+/// What must never appear in an answer or a log line.
+const LEAKS: [&str; 3] = [CANARY, EARLIER, PASTED];
 
-/// The log buffer; the subscriber is installed on first use.
-fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+/// The captured log, in the text format and in the JSON format of `--log-format json`.
+struct Logs {
+    text: Arc<Mutex<Vec<u8>>>,
+    json: Arc<Mutex<Vec<u8>>>,
+}
+
+/// The log buffers; the subscriber is installed on first use. The JSON layer is set up as
+/// src/telemetry.rs sets up production's (`json().flatten_event(true).with_current_span(true)`).
+fn captured_logs() -> &'static Logs {
+    static LOGS: OnceLock<Logs> = OnceLock::new();
     LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let sink = buffer.clone();
-        tracing_subscriber::fmt()
-            .with_env_filter(EnvFilter::new("debug"))
-            .with_ansi(false)
-            .with_writer(move || CaptureWriter(sink.clone()))
+        let logs = Logs {
+            text: Arc::new(Mutex::new(Vec::new())),
+            json: Arc::new(Mutex::new(Vec::new())),
+        };
+        let (text, json) = (logs.text.clone(), logs.json.clone());
+        tracing_subscriber::registry()
+            .with(EnvFilter::new("debug"))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(move || CaptureWriter(text.clone())),
+            )
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_writer(move || CaptureWriter(json.clone())),
+            )
             .try_init()
             .expect("no other subscriber in this test binary");
-        buffer
+        logs
     })
-    .clone()
 }
 
 struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
@@ -54,13 +84,62 @@ impl Write for CaptureWriter {
     }
 }
 
-fn log_text() -> String {
-    String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned()
+fn text_log() -> String {
+    String::from_utf8_lossy(&captured_logs().text.lock().unwrap()).into_owned()
+}
+
+fn json_log() -> String {
+    String::from_utf8_lossy(&captured_logs().json.lock().unwrap()).into_owned()
+}
+
+/// Waits (up to 10 s) until both logs have a line containing every one of `needles`.
+async fn wait_for_line(needles: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let has = |log: String| log.lines().any(|l| needles.iter().all(|n| l.contains(n)));
+        if has(text_log()) && has(json_log()) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line with {needles:?}:\n{}",
+            text_log()
+        );
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// How many requests the `/slow` route has received, and how many it has answered.
+#[derive(Clone, Default)]
+struct SlowCounts {
+    received: Arc<AtomicUsize>,
+    answered: Arc<AtomicUsize>,
+}
+
+type BoxedReply = futures_util::future::LocalBoxFuture<'static, HttpResponse>;
+
+/// The `/slow` route: answers the canary after 1 s (past the step timeout, so its caller
+/// has long had a 504), counting what it received and what it has answered.
+fn slow_canary_route(
+    counts: SlowCounts,
+) -> impl Fn(HttpRequest, Bytes, web::Data<Log>) -> BoxedReply + Clone {
+    move |req: HttpRequest, bytes: Bytes, log: web::Data<Log>| {
+        log.record(&req, &bytes);
+        counts.received.fetch_add(1, Ordering::SeqCst);
+        let answered = counts.answered.clone();
+        Box::pin(async move {
+            actix_rt::time::sleep(Duration::from_millis(1_000)).await;
+            answered.fetch_add(1, Ordering::SeqCst);
+            HttpResponse::Ok().json(json!({"x": CANARY}))
+        })
+    }
 }
 
 /// An upstream whose answers echo what they received (so any secret they were sent would
 /// be in their body) and carry the canary themselves.
-async fn leaky_upstream() -> Upstream {
+async fn leaky_upstream() -> (Upstream, SlowCounts) {
+    let counts = SlowCounts::default();
+    let slow = counts.clone();
     fn echo_with(
         status: u16,
     ) -> impl Fn(HttpRequest, Bytes, web::Data<Log>) -> std::future::Ready<HttpResponse> + Clone
@@ -84,7 +163,7 @@ async fn leaky_upstream() -> Upstream {
             )
         }
     }
-    upstream(|cfg| {
+    let up = upstream(move |cfg| {
         cfg.route(
             "/first",
             web::get().to(common::json_route(200, json!({"earlier": EARLIER, "n": 1}))),
@@ -100,14 +179,7 @@ async fn leaky_upstream() -> Upstream {
                 json!({"access_token": format!("{CANARY}-token"), "expires_in": 3600}),
             )),
         )
-        .route(
-            "/slow",
-            web::get().to(slow_route(
-                Duration::from_millis(1_000),
-                200,
-                json!({"x": CANARY}),
-            )),
-        )
+        .route("/slow", web::get().to(slow_canary_route(slow.clone())))
         .route(
             "/text",
             web::get().to(typed_route(200, "text/plain", format!("not json {CANARY}"))),
@@ -117,7 +189,8 @@ async fn leaky_upstream() -> Upstream {
             web::get().to(typed_route(200, "text/plain", CANARY.repeat(10_000))),
         );
     })
-    .await
+    .await;
+    (up, counts)
 }
 
 /// Header that carries the canary on every failing call.
@@ -132,7 +205,7 @@ fn earlier_header() -> Value {
 
 /// Failing calls, by name: each uses the canary.
 fn failing_calls(base: &str) -> Vec<(&'static str, Value)> {
-    let refused = format!("http://127.0.0.1:{}", closed_port());
+    let refused = common::refused_base();
     let jwt_rs = json!({"type": "jwt", "config": {
         "private_key": "{{ get_secret('canary') }}", "algorithm": "RS256",
         "claims": {"sub": "{{ get_secret('canary') }}"}}});
@@ -198,6 +271,11 @@ fn failing_calls(base: &str) -> Vec<(&'static str, Value)> {
             "too-large",
             json!({"url": format!("{base}/big"), "headers": [secret_header()]}),
         ),
+        (
+            "pasted",
+            json!({"url": format!("{base}/first"), "headers": [secret_header(),
+                {"key": "X-Bad", "value": format!("{{{{ 'x'.{PASTED}() }}}}")}]}),
+        ),
     ]
 }
 
@@ -233,36 +311,82 @@ fn registry(base: &str) -> Value {
 async fn app_for(up: &Upstream) -> TestApp {
     spawn_app_with(
         registry(&up.base),
-        AppOptions::default().secret("canary", CANARY).flags(|f| {
-            f.step_timeout_ms = 300;
-            f.token_timeout_ms = 300;
-            f.max_response_bytes = 64 * 1024;
-        }),
+        AppOptions::default()
+            .secret("canary", CANARY)
+            .secret("pasted", PASTED)
+            .flags(|f| {
+                f.step_timeout_ms = 300;
+                f.token_timeout_ms = 300;
+                f.max_response_bytes = 64 * 1024;
+            }),
     )
     .await
 }
 
-/// Runs every failing connector, simple and composite; returns (name, reply).
-async fn trigger_every_failure(app: &TestApp, up: &Upstream) -> Vec<(String, Reply)> {
+/// An app with the address policy on whose only upstream host resolves to loopback, with
+/// the canary in a query parameter (so in the URL it would connect to) and in a header:
+/// every run there is
+/// UPSTREAM_ADDRESS_FORBIDDEN, and the listener on that port must never see a connection.
+async fn forbidden_app() -> (TestApp, CountingListener) {
+    let listener = counting_listener().await;
+    let call = json!({
+        "url": format!("https://internal.leak.test:{}/x?fixed=1", listener.port),
+        "headers": [secret_header()],
+        "query_parameters": [{"key": "q", "value": "{{ get_secret('canary') }}"}]
+    });
+    let mut simple = call.clone();
+    simple["name"] = json!("forbidden");
+    simple["permalink"] = json!("forbidden");
+    let mut step = call;
+    step["name"] = json!("only");
+    let app = spawn_app_with(
+        json!({"connectors": [simple], "composite_connectors": [
+            {"name": "c-forbidden", "permalink": "c-forbidden", "steps": [step]}]}),
+        AppOptions::default().secret("canary", CANARY).flags(|f| {
+            f.allow_private_upstreams = false;
+            f.resolve = vec!["internal.leak.test=127.0.0.1".to_string()];
+        }),
+    )
+    .await;
+    (app, listener)
+}
+
+/// The connectors every test runs: those of [`failing_calls`], and `forbidden`.
+fn all_names(base: &str) -> Vec<&'static str> {
+    let mut names: Vec<&str> = failing_calls(base).into_iter().map(|(n, _)| n).collect();
+    names.push("forbidden");
+    names
+}
+
+/// Runs every failing connector, simple and composite (`forbidden` on `forbidden`, the
+/// rest on `app`), with request ids `{prefix}-{name}` and `{prefix}-c-{name}`; returns
+/// (name, reply).
+async fn trigger_every_failure(
+    app: &TestApp,
+    forbidden: &TestApp,
+    up: &Upstream,
+    prefix: &str,
+) -> Vec<(String, Reply)> {
     let mut out = Vec::new();
-    for (name, _) in failing_calls(&up.base) {
-        let simple = app
+    for name in all_names(&up.base) {
+        let on = if name == "forbidden" { forbidden } else { app };
+        let simple = on
             .call(
                 "GET",
                 &format!("/connectors/{name}/execute"),
                 None,
-                &[("X-Request-ID", &format!("leak-{name}"))],
+                &[("X-Request-ID", &format!("{prefix}-{name}"))],
             )
             .await;
         out.push((name.to_string(), simple));
-        let composite = app
+        let composite = on
             .call(
                 "POST",
                 &format!("/connectors/composite/c-{name}/execute"),
                 Some(r#"{"caller": 1}"#),
                 &[
                     ("Content-Type", "application/json"),
-                    ("X-Request-ID", &format!("leak-c-{name}")),
+                    ("X-Request-ID", &format!("{prefix}-c-{name}")),
                 ],
             )
             .await;
@@ -271,12 +395,25 @@ async fn trigger_every_failure(app: &TestApp, up: &Upstream) -> Vec<(String, Rep
     out
 }
 
+/// The failure codes the runs must have produced (so the absence of leaks means something).
+const CODES: &[&str] = &[
+    "DOWNSTREAM_HTTP_ERROR",
+    "DOWNSTREAM_NETWORK_ERROR",
+    "DOWNSTREAM_TIMEOUT",
+    "TEMPLATE_RENDERING_ERROR",
+    "RESPONSE_TEMPLATE_RENDERING_ERROR",
+    "JWT_SIGNING_ERROR",
+    "DOWNSTREAM_RESPONSE_TOO_LARGE",
+    "UPSTREAM_ADDRESS_FORBIDDEN",
+];
+
 #[actix_web::test]
 async fn no_error_body_or_header_contains_the_secret_or_earlier_step_data() {
     captured_logs();
-    let up = leaky_upstream().await;
+    let (up, _) = leaky_upstream().await;
     let app = app_for(&up).await;
-    let replies = trigger_every_failure(&app, &up).await;
+    let (forbidden, listener) = forbidden_app().await;
+    let replies = trigger_every_failure(&app, &forbidden, &up, "leak").await;
     let mut codes = Vec::new();
     for (name, reply) in &replies {
         assert!(reply.status >= 400, "{name} did not fail: {}", reply.text());
@@ -284,36 +421,34 @@ async fn no_error_body_or_header_contains_the_secret_or_earlier_step_data() {
         assert_eq!(body["success"], false, "{name}");
         codes.push(body["errors"]["code"].as_str().unwrap().to_string());
         let text = reply.text();
-        for leak in [CANARY, EARLIER] {
+        for leak in LEAKS {
             assert!(!text.contains(leak), "{name}: '{leak}' in the body {text}");
         }
         for (header, value) in reply.headers.iter() {
             let value = String::from_utf8_lossy(value.as_bytes());
-            assert!(
-                !value.contains(CANARY),
-                "{name}: canary in {header}: {value}"
-            );
-            assert!(
-                !value.contains(EARLIER),
-                "{name}: earlier data in {header}: {value}"
-            );
+            for leak in LEAKS {
+                assert!(
+                    !value.contains(leak),
+                    "{name}: '{leak}' in {header}: {value}"
+                );
+            }
         }
     }
-    // Every failure kind was really exercised.
-    for code in [
-        "DOWNSTREAM_HTTP_ERROR",
-        "DOWNSTREAM_NETWORK_ERROR",
-        "DOWNSTREAM_TIMEOUT",
-        "TEMPLATE_RENDERING_ERROR",
-        "RESPONSE_TEMPLATE_RENDERING_ERROR",
-        "JWT_SIGNING_ERROR",
-        "DOWNSTREAM_RESPONSE_TOO_LARGE",
-    ] {
+    for code in CODES {
         assert!(
             codes.iter().any(|c| c == code),
             "{code} not triggered: {codes:?}"
         );
     }
+    // The pasted secret's template error really was produced, with the value scrubbed.
+    let pasted = &replies.iter().find(|(n, _)| n == "pasted").unwrap().1;
+    let errors = pasted.errors();
+    assert_eq!(errors["code"], "TEMPLATE_RENDERING_ERROR", "{errors}");
+    assert!(
+        errors["detail"].as_str().unwrap().contains("[REDACTED]"),
+        "{errors}"
+    );
+    assert_eq!(listener.count(), 0, "a forbidden upstream was connected to");
     // The canary really was sent upstream (so the absence above means something).
     let sent = up.log.all();
     assert!(sent.iter().any(|r| r.header("x-secret") == Some(CANARY)));
@@ -326,45 +461,59 @@ async fn no_error_body_or_header_contains_the_secret_or_earlier_step_data() {
 
 #[actix_web::test]
 async fn no_log_line_contains_the_secret_while_step_failures_are_logged() {
-    let logs = captured_logs();
-    let up = leaky_upstream().await;
+    captured_logs();
+    let (up, slow) = leaky_upstream().await;
     let app = app_for(&up).await;
-    let replies = trigger_every_failure(&app, &up).await;
+    let (forbidden, _listener) = forbidden_app().await;
+    let replies = trigger_every_failure(&app, &forbidden, &up, "log").await;
     assert!(replies.iter().all(|(_, r)| r.status >= 400));
-    // Let in-flight log lines (e.g. from the timed-out exchanges) land.
-    actix_rt::time::sleep(Duration::from_millis(50)).await;
-    let text = log_text();
-    assert!(!logs.lock().unwrap().is_empty());
-    for (i, line) in text.lines().enumerate() {
-        assert!(!line.contains(CANARY), "line {i} has the canary: {line}");
+    // Signals instead of a pause: every run's last line ("run failed", logged as its answer
+    // is built) is in both logs, and the slow upstream has sent its canary to every caller
+    // that had long had its 504 (a line the runtime logged in reaction would come from that
+    // late answer, and is then checked as well).
+    for name in all_names(&up.base) {
+        for id in [format!("log-{name}"), format!("log-c-{name}")] {
+            wait_for_line(&["run failed", &format!("\"{id}\"")]).await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while slow.answered.load(Ordering::SeqCst) < slow.received.load(Ordering::SeqCst) {
         assert!(
-            !line.contains(EARLIER),
-            "line {i} has earlier-step data: {line}"
+            Instant::now() < deadline,
+            "the slow upstream never answered"
         );
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
     }
-    assert!(
-        text.contains("step failed"),
-        "no step failure was logged:\n{text}"
-    );
-    assert!(
-        text.contains("run failed"),
-        "no run failure was logged:\n{text}"
-    );
-    for (name, _) in failing_calls(&up.base) {
+    assert!(slow.received.load(Ordering::SeqCst) >= 2);
+    let text = text_log();
+    let json = json_log();
+    assert!(!text.is_empty() && !json.is_empty());
+    for (format, log) in [("json", &json), ("text", &text)] {
+        for (i, line) in log.lines().enumerate() {
+            for leak in LEAKS {
+                assert!(
+                    !line.contains(leak),
+                    "{format} line {i} has '{leak}': {line}"
+                );
+            }
+        }
+    }
+    for (i, line) in json.lines().enumerate() {
+        serde_json::from_str::<Value>(line)
+            .unwrap_or_else(|e| panic!("json line {i} is not JSON ({e}): {line}"));
+    }
+    for log in [&text, &json] {
         assert!(
-            text.contains(&format!("leak-c-{name}")),
-            "no log line for composite run {name}"
+            log.contains("step failed"),
+            "no step failure was logged:\n{log}"
         );
+        assert!(log.contains("token request failed"));
+        for code in CODES {
+            assert!(
+                log.lines()
+                    .any(|l| l.contains(code) && l.contains("\"log-")),
+                "{code} was not logged for this test's runs"
+            );
+        }
     }
-    for code in [
-        "DOWNSTREAM_HTTP_ERROR",
-        "DOWNSTREAM_NETWORK_ERROR",
-        "DOWNSTREAM_TIMEOUT",
-        "TEMPLATE_RENDERING_ERROR",
-        "JWT_SIGNING_ERROR",
-        "DOWNSTREAM_RESPONSE_TOO_LARGE",
-    ] {
-        assert!(text.contains(code), "{code} was not logged");
-    }
-    assert!(text.contains("token request failed"));
 }

@@ -17,6 +17,8 @@ use serde_json::Value;
 pub struct TestApp {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
+    /// `http://127.0.0.1:PORT` of the separate metrics listener (`--metrics-listen`).
+    pub metrics_base: Option<String>,
     /// The published registry.
     pub registry: RegistryHandle,
     /// Stops the server.
@@ -93,11 +95,15 @@ pub async fn spawn_app_with(registry: Value, options: AppOptions) -> TestApp {
     let app = Application::build_with_options(args, build)
         .unwrap_or_else(|e| panic!("app did not start: {e}"));
     let base = format!("http://127.0.0.1:{}", app.port());
+    let metrics_base = app
+        .metrics_port()
+        .map(|port| format!("http://127.0.0.1:{port}"));
     let registry = app.registry();
     let handle = app.handle();
     actix_rt::spawn(app.run_until_stopped());
     TestApp {
         base,
+        metrics_base,
         registry,
         handle,
         registry_path: path,
@@ -155,6 +161,26 @@ impl Reply {
         );
         body["errors"].clone()
     }
+}
+
+/// `GET url` (any server), read whole.
+pub async fn get_url(url: &str) -> Reply {
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .finish();
+    TestApp::reply(url, client.get(url).send()).await
+}
+
+/// `POST url` with a JSON `body` (any server), read whole.
+pub async fn post_url(url: &str, body: &str) -> Reply {
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .finish();
+    let sent = client
+        .post(url)
+        .insert_header(("Content-Type", "application/json"))
+        .send_body(body.to_string());
+    TestApp::reply(url, sent).await
 }
 
 impl TestApp {

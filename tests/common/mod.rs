@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod assert;
+pub mod dns;
 pub mod process;
 pub mod upstreams;
 

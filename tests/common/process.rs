@@ -20,29 +20,80 @@ pub struct ServerProcess {
     _dir: tempfile::TempDir,
 }
 
+/// How [`ServerProcess::start_with`] launches the binary.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// Pass `--allow-private-upstreams` (the address policy off).
+    pub allow_private_upstreams: bool,
+    /// Run it in a private mount namespace whose `/etc/resolv.conf` has this text, so its
+    /// DNS lookups go where the test says (`unshare --mount` and a bind mount: needs root,
+    /// which every machine of this project and CI runs as).
+    pub resolv_conf: Option<String>,
+}
+
+impl Default for Launch {
+    fn default() -> Self {
+        Launch {
+            allow_private_upstreams: true,
+            resolv_conf: None,
+        }
+    }
+}
+
 impl ServerProcess {
     /// Writes `registry` to a temporary file and starts `serve` on it on a port of its own
     /// choosing (`127.0.0.1:0`, read back from the log), with private upstreams allowed,
     /// polling off and `extra` flags; returns once `/readyz` answers 200.
     pub fn start(registry: &Value, extra: &[&str]) -> ServerProcess {
+        Self::start_with(registry, extra, Launch::default())
+    }
+
+    /// Like [`ServerProcess::start`], launched as `launch` says.
+    pub fn start_with(registry: &Value, extra: &[&str], launch: Launch) -> ServerProcess {
         let dir = tempfile::tempdir().unwrap();
         let registry_path = dir.path().join("connectors_registry.json");
         std::fs::write(&registry_path, serde_json::to_vec_pretty(registry).unwrap()).unwrap();
         let log_path = dir.path().join("server.log");
         let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_connector-runtime"))
+        let binary = env!("CARGO_BIN_EXE_connector-runtime");
+        let mut command = match &launch.resolv_conf {
+            None => Command::new(binary),
+            Some(text) => {
+                let resolv = dir.path().join("resolv.conf");
+                std::fs::write(&resolv, text).unwrap();
+                let usable = Command::new("unshare")
+                    .args(["--mount", "true"])
+                    .status()
+                    .is_ok_and(|s| s.success());
+                assert!(
+                    usable,
+                    "this test needs `unshare --mount` (root): it gives the server its own \
+                     /etc/resolv.conf"
+                );
+                // unshare and sh exec in place: the child's pid is the server's.
+                let mut command = Command::new("unshare");
+                command.args(["--mount", "--propagation", "private", "sh", "-c"]);
+                command.arg(r#"mount --bind "$0" /etc/resolv.conf && exec "$@""#);
+                command.arg(&resolv).arg(binary);
+                command
+            }
+        };
+        command
             .arg("serve")
             .arg("--registry")
             .arg(&registry_path)
             .args([
                 "--listen",
                 "127.0.0.1:0",
-                "--allow-private-upstreams",
                 "--registry-poll-secs",
                 "0",
                 "--log-format",
                 "json",
-            ])
+            ]);
+        if launch.allow_private_upstreams {
+            command.arg("--allow-private-upstreams");
+        }
+        let child = command
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

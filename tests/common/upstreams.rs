@@ -303,10 +303,47 @@ pub async fn counting_listener() -> CountingListener {
     CountingListener { port, connections }
 }
 
-/// A loopback port with nothing listening on it (bound once, then released).
-pub fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+/// A loopback port that refuses connections for as long as this value lives: a socket is
+/// bound to it but never listens. The port is never released, so no other test can take it
+/// (the bind has no `SO_REUSEADDR`, so even a bind that sets it fails, and the kernel never
+/// hands out a bound port for port 0 or as a source port): "refused" cannot turn into a
+/// connection to another test's server. [`ClosedPort::listen`] opens it later, still
+/// without releasing it.
+pub struct ClosedPort {
+    /// The port (on 127.0.0.1).
+    pub port: u16,
+    socket: tokio::net::TcpSocket,
+}
+
+impl ClosedPort {
+    /// `http://127.0.0.1:PORT`.
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts listening on the port: connections from now on are accepted. Must be called
+    /// on a runtime.
+    pub fn listen(self) -> tokio::net::TcpListener {
+        self.socket.listen(128).expect("the reserved port listens")
+    }
+}
+
+/// A [`ClosedPort`] for the caller to keep for the test's lifetime.
+pub fn closed_port() -> ClosedPort {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket.set_reuseaddr(false).unwrap();
+    socket
+        .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("a loopback port");
+    let port = socket.local_addr().unwrap().port();
+    ClosedPort { port, socket }
+}
+
+/// One [`ClosedPort`] kept for the whole test process, for registries built by helpers that
+/// outlive no single test: `http://127.0.0.1:PORT`.
+pub fn refused_base() -> String {
+    static PORT: std::sync::OnceLock<ClosedPort> = std::sync::OnceLock::new();
+    PORT.get_or_init(closed_port).base()
 }
 
 /// Server flags for the address-policy tests: private upstreams allowed or not, the test

@@ -244,12 +244,81 @@ async fn jwt_auth_sends_a_bearer_token_that_verifies_and_has_integer_exp() {
     );
     // A wrong key does not verify it.
     assert!(decode::<Value>(&token, &DecodingKey::from_secret(b"other"), &validation).is_err());
-    // Not cached: every call has its own Authorization header (same claims may repeat
-    // within a second, so only presence is checked).
+    // Every call has its own Authorization header (that each is signed anew is
+    // jwt_auth_signs_every_call_with_that_calls_claims).
     assert!(calls[1]
         .header("authorization")
         .unwrap()
         .starts_with("Bearer "));
+}
+
+/// The bearer token of `received` (an upstream request), decoded with the HS256 key.
+fn hs256_claims(received: &crate::common::Received) -> (String, Value) {
+    let token = received
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .expect("a bearer token")
+        .to_string();
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_required_spec_claims(&["exp", "sub"]);
+    let claims = decode_hs256(&token, &validation, "the token verifies").claims;
+    (token, claims)
+}
+
+#[actix_web::test]
+async fn jwt_auth_signs_every_call_with_that_calls_claims() {
+    // HS256 over the same claims gives the same token, so "signed on every call" shows in
+    // what differs between calls: a claim from the call's own request data, and the time.
+    // A token kept from an earlier call would carry that call's `sub` and `iat`.
+    let up = echo_upstream().await;
+    let registry = json!({"connectors": [{
+        "name": "Jwt", "permalink": "jwt", "url": format!("{}/echo", up.base),
+        "authentication": {"type": "jwt", "config": {
+            "private_key": "{{ get_secret('hs_key') }}", "algorithm": "HS256",
+            "claims": {"sub": "{{ request.query_parameters.user }}",
+                       "iat": "{{ now() }}", "exp": "{{ now() + 300 }}"}}}
+    }]});
+    let app = spawn_app_with(registry, AppOptions::default().secret("hs_key", HS_KEY)).await;
+    for user in ["u-1", "u-2"] {
+        let reply = app
+            .get(&format!("/connectors/jwt/execute?user={user}"))
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let calls = up.log.to("/echo");
+    let (first, first_claims) = hs256_claims(&calls[0]);
+    let (second, second_claims) = hs256_claims(&calls[1]);
+    assert_eq!(first_claims["sub"], "u-1");
+    assert_eq!(
+        second_claims["sub"], "u-2",
+        "the second call got the first call's token"
+    );
+    assert_ne!(first, second);
+    // The same request data once the clock has moved past the first token's second (waited
+    // for on the clock, not for a fixed time): a new token with a later `iat`.
+    let first_iat = first_claims["iat"].as_i64().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64)
+        <= first_iat
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clock did not move"
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reply = app.get("/connectors/jwt/execute?user=u-1").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let (third, third_claims) = hs256_claims(&up.log.to("/echo")[2]);
+    assert_eq!(third_claims["sub"], "u-1");
+    assert!(
+        third_claims["iat"].as_i64().unwrap() > first_iat,
+        "{third_claims} was signed no later than {first_claims}"
+    );
+    assert_ne!(third, first);
 }
 
 #[actix_web::test]
@@ -440,7 +509,7 @@ async fn a_slow_token_endpoint_times_out_with_a_504() {
         cfg.route(
             "/oauth/token",
             web::post().to(slow_route(
-                Duration::from_millis(1_000),
+                Duration::from_millis(5_000),
                 200,
                 json!({"access_token": "late"}),
             )),
@@ -456,7 +525,12 @@ async fn a_slow_token_endpoint_times_out_with_a_504() {
     let started = std::time::Instant::now();
     let reply = app.execute("data").await;
     assert_envelope(&reply, 504, "DOWNSTREAM_TIMEOUT", Some(NETWORK_SCOPE));
-    assert!(started.elapsed() < Duration::from_millis(900));
+    // The token timeout (200 ms), not the token endpoint (5 s), ended it; slack for load.
+    assert!(
+        started.elapsed() < Duration::from_millis(3_000),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[actix_web::test]

@@ -7,7 +7,7 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    assert_envelope, closed_port, is_generated_request_id, json_route, path_params_header,
+    assert_envelope, is_generated_request_id, json_route, path_params_header, refused_base,
     slow_route, spawn_app, spawn_app_with, typed_route, upstream, AppOptions, TestApp, Upstream,
 };
 use actix_web::web;
@@ -33,8 +33,9 @@ async fn failing_upstream() -> Upstream {
         )
         .route(
             "/slow",
+            // Far past the step timeout, so the bounds below can be wide.
             web::get().to(slow_route(
-                Duration::from_millis(1_000),
+                Duration::from_millis(5_000),
                 200,
                 json!({"late": true}),
             )),
@@ -66,7 +67,7 @@ fn case(name: &str, def: Value, composite_overrides: Value) -> (Value, Value) {
 
 /// The registry: simple connector `<name>` and composite `c-<name>` per case.
 fn registry(base: &str) -> Value {
-    let refused = format!("http://127.0.0.1:{}", closed_port());
+    let refused = refused_base();
     let cases = vec![
         case(
             "http-404",
@@ -243,8 +244,10 @@ async fn a_stopped_upstream_is_a_502_network_error() {
 async fn a_slow_upstream_is_a_504_within_the_step_timeout_and_a_margin() {
     let up = failing_upstream().await;
     let app = app_for(&up).await;
+    // Not before the step timeout, and well before the upstream would answer (5 s): 2.7 s of
+    // slack for a loaded machine.
     let window =
-        Duration::from_millis(STEP_TIMEOUT_MS)..Duration::from_millis(STEP_TIMEOUT_MS + 700);
+        Duration::from_millis(STEP_TIMEOUT_MS)..Duration::from_millis(STEP_TIMEOUT_MS + 2_700);
 
     let started = Instant::now();
     let simple = run_simple(&app, "slow", None).await;
@@ -655,4 +658,130 @@ async fn an_invalid_caller_request_id_is_replaced() {
             &route.header("x-request-id").unwrap()
         ));
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// No registry loaded.
+// ---------------------------------------------------------------------------------------
+
+/// A registry that does not load (a connector without a URL).
+fn invalid_registry() -> Value {
+    json!({"connectors": [{"name": "broken", "permalink": "broken"}]})
+}
+
+#[actix_web::test]
+async fn an_invalid_registry_at_start_stops_the_server_from_starting() {
+    // So the real server is never up without a registry (src/server.rs: `load_now(Startup)?`
+    // before the listener is bound): REGISTRY_NOT_LOADED and /readyz 503 cannot be reached
+    // through it. The next test reaches them with the server's own routes instead.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("connectors_registry.json");
+    std::fs::write(&path, invalid_registry().to_string()).unwrap();
+    let mut args = connector_runtime::config::ServeArgs::for_registry(&path);
+    args.listen = "127.0.0.1:0".parse().unwrap();
+    match connector_runtime::server::Application::build(args) {
+        Ok(_) => panic!("the server started on an invalid registry"),
+        Err(e) => assert!(
+            matches!(e, connector_runtime::server::StartError::Registry { .. }),
+            "{e}"
+        ),
+    }
+}
+
+#[actix_web::test]
+async fn before_a_registry_is_loaded_readyz_is_503_and_runs_are_registry_not_loaded() {
+    use actix_web::{App, HttpServer};
+    use connector_runtime::http::{self, AppState, OperatorAccess};
+    use connector_runtime::registry::{RegistryActor, RegistryHandle, Sync, SyncReason};
+    use connector_runtime::server::{build_options, Engine};
+
+    // The server's routes and state (as src/server.rs mounts them) over a registry actor
+    // that has not loaded yet: the file is invalid, as if it were at start.
+    let up = upstream(|cfg| {
+        cfg.route("/ok", web::get().to(json_route(200, json!({"ok": true}))));
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("connectors_registry.json");
+    std::fs::write(&path, invalid_registry().to_string()).unwrap();
+    let mut args = connector_runtime::config::ServeArgs::for_registry(&path);
+    args.allow_private_upstreams = true;
+    let options = build_options(&args).unwrap();
+    let metrics = connector_runtime::metrics::Metrics::new();
+    let engine = Engine::from_args(&args, metrics.clone()).unwrap();
+    let registry = RegistryHandle::new();
+    let actor = actix::Actor::start(RegistryActor::new(
+        args.registry_source(),
+        options,
+        registry.clone(),
+        metrics.clone(),
+    ));
+    let operator = OperatorAccess {
+        registry_actor: actor.clone(),
+        admin_token: None,
+        webhook_secret: None,
+        branch: None,
+    };
+    let slots = http::overload::RunSlots::new(args.max_in_flight);
+    let state_registry = registry.clone();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(AppState {
+                registry: state_registry.clone(),
+                step_actor: engine.start_step_actor(),
+                max_request_bytes: 1024 * 1024,
+                metrics: metrics.clone(),
+                operator: operator.clone(),
+                console: false,
+                allow_origins: Vec::new().into(),
+                run_slots: slots.clone(),
+            }))
+            .configure(http::configure)
+            .default_service(web::to(http::not_found))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    let base = format!("http://127.0.0.1:{port}");
+    let get = |path: &str| {
+        let url = format!("{base}{path}");
+        async move { common::get_url(&url).await }
+    };
+
+    // The invalid file is read and rejected: still nothing loaded.
+    let rejected = actor.send(Sync(SyncReason::Signal)).await.unwrap();
+    assert!(rejected.is_err(), "{rejected:?}");
+    assert!(registry.current().is_none());
+    let ready = get("/readyz").await;
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert_eq!(ready.json(), json!({"status": "no registry loaded"}));
+    assert_eq!(get("/healthz").await.status, 200);
+    let reply = get("/connectors/anything/execute").await;
+    assert_envelope(&reply, 503, "REGISTRY_NOT_LOADED", None);
+    let composite = common::post_url(
+        &format!("{base}/connectors/composite/anything/execute"),
+        "{}",
+    )
+    .await;
+    assert_envelope(&composite, 503, "REGISTRY_NOT_LOADED", None);
+
+    // Once a valid registry loads, the same routes are ready and run it.
+    std::fs::write(
+        &path,
+        json!({"connectors": [{"name": "ok", "permalink": "ok", "url": format!("{}/ok", up.base)}]})
+            .to_string(),
+    )
+    .unwrap();
+    let published = actor.send(Sync(SyncReason::Signal)).await.unwrap();
+    assert!(published.is_ok(), "{published:?}");
+    assert_eq!(get("/readyz").await.status, 200);
+    let reply = get("/connectors/ok/execute").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    handle.stop(false).await;
 }

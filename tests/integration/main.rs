@@ -7,6 +7,7 @@ mod common;
 mod auth;
 mod cancellation;
 mod cli_demo;
+mod dns_pinning;
 mod errors;
 mod examples;
 mod execute_chain;

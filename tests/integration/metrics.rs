@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::common::{spawn_app, spawn_app_with, standard_upstream, AppOptions};
+use crate::common::{get_url, spawn_app, spawn_app_with, standard_upstream, AppOptions};
 use serde_json::json;
 
 /// One sample of the text exposition: name, labels, value.
@@ -211,5 +211,39 @@ async fn metrics_can_be_served_on_a_separate_listener() {
         AppOptions::default().flags(|f| f.metrics_listen = Some("127.0.0.1:0".parse().unwrap())),
     )
     .await;
+    let metrics_base = app
+        .metrics_base
+        .clone()
+        .expect("--metrics-listen gives the app a metrics port");
+    assert_ne!(metrics_base, app.base);
+    assert_eq!(app.execute("missing").await.status, 502);
+    // The separate listener serves this server's metrics, the run just made included ...
+    let reply = get_url(&format!("{metrics_base}/metrics")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.header("content-type").as_deref(),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let all = samples(&reply.text());
+    assert_eq!(
+        value(
+            &all,
+            "connector_runs_total",
+            &[
+                ("connector", "missing"),
+                ("outcome", "downstream_http_error")
+            ]
+        ),
+        Some(1.0),
+        "{}",
+        reply.text()
+    );
+    // ... and only them; the main port has no /metrics.
+    assert_eq!(
+        get_url(&format!("{metrics_base}/connectors/missing/execute"))
+            .await
+            .status,
+        404
+    );
     assert_eq!(app.call("GET", "/metrics", None, &[]).await.status, 404);
 }

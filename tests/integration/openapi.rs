@@ -650,7 +650,7 @@ async fn registry() -> (Upstream, Value) {
     connectors.push(json!({"name": "Item", "permalink": "item", "method": "GET",
         "url": format!("{echo}?item={{{{ pathParams.item_id }}}}"), "path_parameters": [{"key": "item_id"}]}));
     connectors.push(json!({"name": "Down", "permalink": "down", "method": "GET",
-        "url": format!("http://127.0.0.1:{}/", closed_port())}));
+        "url": format!("{}/", refused_base())}));
     let registry = json!({
         "connectors": connectors,
         "composite_connectors": [{
@@ -885,8 +885,9 @@ async fn a_run_shed_by_max_in_flight_answers_as_documented() {
     let up = upstream(|cfg| {
         cfg.route(
             "/slow",
+            // Long enough for the three probes to be shed on a loaded machine.
             actix_web::web::route().to(slow_route(
-                std::time::Duration::from_millis(600),
+                std::time::Duration::from_millis(2_000),
                 200,
                 json!({}),
             )),
@@ -913,11 +914,20 @@ async fn a_run_shed_by_max_in_flight_answers_as_documented() {
         Probe::new(simple, "head", "/connectors/slow-head/execute"),
         Probe::new(composite, "post", "/connectors/composite/c-slow/execute"),
     ];
-    // One run holds the only slot while the probes are shed.
+    // One run holds the only slot while the probes are shed: they go once its request has
+    // reached the upstream (a run takes its slot before it calls the upstream and keeps it
+    // until it answers).
     let (held, problems) = tokio::join!(
         app.call("GET", "/connectors/slow/execute", None, &[]),
         async {
-            actix_rt::time::sleep(std::time::Duration::from_millis(150)).await;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while up.log.count("/slow") == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the run never reached the upstream"
+                );
+                actix_rt::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
             let mut problems = Vec::new();
             for probe in &probes {
                 let reply = probe.send(&app).await;
@@ -935,6 +945,7 @@ async fn a_run_shed_by_max_in_flight_answers_as_documented() {
         }
     );
     assert_eq!(held.status, 200, "{}", held.text());
+    assert_eq!(up.log.count("/slow"), 1, "a probe was not shed");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 

@@ -52,7 +52,11 @@ const CALLER_HEADERS: &[(&str, &str)] = &[
     ("X-Undeclared", "caller-undeclared"),
     ("Authorization", "Bearer caller-token"),
     ("Cookie", "session=caller"),
+    ("X-Request-ID", CALLER_REQUEST_ID),
 ];
+
+/// The request id the caller sends: echoed on the answer, never sent upstream.
+const CALLER_REQUEST_ID: &str = "caller-request-id-77";
 
 /// Query the caller sends: an override, an attempt on a fixed one, and an undeclared one.
 const CALLER_QUERY: &str = "?page=7&limit=999&extra=caller-extra";
@@ -70,6 +74,11 @@ async fn overridable_values_take_the_callers_and_fixed_or_undeclared_ones_do_not
         )
         .await;
     assert_eq!(simple.status, 200, "{}", simple.text());
+    // The caller's id was taken (it is the run's id) ...
+    assert_eq!(
+        simple.header("x-request-id").as_deref(),
+        Some(CALLER_REQUEST_ID)
+    );
     let mut composite_headers = CALLER_HEADERS.to_vec();
     composite_headers.push(("Content-Type", "application/json"));
     let composite = app
@@ -103,6 +112,13 @@ async fn overridable_values_take_the_callers_and_fixed_or_undeclared_ones_do_not
             ]
         );
         assert!(!received.query.contains("extra"));
+        // ... and is in no header the upstream got, under any name.
+        for (name, value) in &received.headers {
+            assert!(
+                !value.contains(CALLER_REQUEST_ID),
+                "the caller's request id reached the upstream as {name}: {value}"
+            );
+        }
         assert!(!received.query.contains("999"));
         // Nothing the caller sent is duplicated next to the configured value.
         let overridable = received

@@ -73,11 +73,19 @@ fn is_dot(v: &str) -> bool {
     v == "." || v == ".."
 }
 
+/// Where failing cases are kept: `tests/integration/properties.proptest-regressions`.
+fn regressions() -> Option<Box<dyn proptest::test_runner::FailurePersistence>> {
+    Some(Box::new(
+        proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+    ))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 2_000,
-        // Failures are reported with their minimal input; nothing is written to the tree.
-        failure_persistence: None,
+        // A failure's seed is written next to this file (properties.proptest-regressions)
+        // and re-run first on every later run, so it reproduces: commit the file.
+        failure_persistence: regressions(),
         ..ProptestConfig::default()
     })]
 
@@ -142,7 +150,13 @@ proptest! {
                 "https://api.example.com/files/{{ v | urlencode }}?q={{ v | urlencode }}",
             )
             .unwrap();
-        if let Ok(url) = set.render(&id, &ctx(&v)) {
+        // Only a value with a `.` or `..` segment (urlencode keeps `/`) may be refused;
+        // every other one renders and is checked, so the property cannot pass vacuously.
+        let rendered = set.render(&id, &ctx(&v));
+        if let Err(e) = &rendered {
+            prop_assert!(v.split('/').any(is_dot), "{:?} was refused: {}", v, e.message);
+        }
+        if let Ok(url) = rendered {
             let (path, query) = url.split_once('?').expect("one query string");
             // `urlencode` keeps `/` (as Jinja2's does), which a query value may hold.
             prop_assert!(!query.contains(['?', '#', '&']), "{}", url);
@@ -232,7 +246,7 @@ const READINGS: &str = "{{ d }}|{{ d | tojson }}|{{ d | json_encode }}|{{ d == e
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 600,
-        failure_persistence: None,
+        failure_persistence: regressions(),
         ..ProptestConfig::default()
     })]
 
