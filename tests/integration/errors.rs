@@ -693,7 +693,7 @@ async fn before_a_registry_is_loaded_readyz_is_503_and_runs_are_registry_not_loa
     use actix_web::{App, HttpServer};
     use connector_runtime::http::{self, AppState, OperatorAccess};
     use connector_runtime::registry::{RegistryActor, RegistryHandle, Sync, SyncReason};
-    use connector_runtime::server::{build_options, Engine};
+    use connector_runtime::server::{build_options, StepActors};
 
     // The server's routes and state (as src/server.rs mounts them) over a registry actor
     // that has not loaded yet: the file is invalid, as if it were at start.
@@ -708,7 +708,7 @@ async fn before_a_registry_is_loaded_readyz_is_503_and_runs_are_registry_not_loa
     args.allow_private_upstreams = true;
     let options = build_options(&args).unwrap();
     let metrics = connector_runtime::metrics::Metrics::new();
-    let engine = Engine::from_args(&args, metrics.clone()).unwrap();
+    let step_actors = StepActors::from_args(&args, metrics.clone()).unwrap();
     let registry = RegistryHandle::new();
     let actor = actix::Actor::start(RegistryActor::new(
         args.registry_source(),
@@ -730,7 +730,7 @@ async fn before_a_registry_is_loaded_readyz_is_503_and_runs_are_registry_not_loa
         App::new()
             .app_data(web::Data::new(AppState {
                 registry: state_registry.clone(),
-                step_actor: engine.start_step_actor(),
+                step_actor: step_actors.start(),
                 max_request_bytes: 1024 * 1024,
                 metrics: metrics.clone(),
                 operator: operator.clone(),
