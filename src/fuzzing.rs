@@ -28,12 +28,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use minijinja::Value;
 
-use crate::registry::build::{build_registry, is_valid_path_param_value, BuildOptions, LoadMode};
+use crate::registry::build::{build_registry, BuildOptions, LoadMode};
+use crate::registry::rules::is_valid_path_param_value;
 use crate::run::step::check_origin;
 use crate::template::context::RequestView;
 use crate::template::{
-    analyze, new_environment, url_origin, ConnectorKind, Field, RenderLimits, Scope, SecretStore,
-    TemplateSet, UrlOrigin, Variables,
+    analyze, new_environment, url_origin, ContextKind as ConnectorKind, Field, RenderLimits, Scope,
+    SecretStore, TemplateSet, UrlOrigin, Variables,
 };
 
 /// Fuel of the fuzzed renders: a tenth of the default, so a hostile input costs well under
@@ -134,7 +135,7 @@ pub fn registry_build(data: &[u8]) {
         let mut seen = std::collections::HashSet::new();
         for connector in registry.connectors() {
             assert!(
-                crate::registry::build::is_slug(&connector.permalink),
+                crate::registry::rules::is_slug(&connector.permalink),
                 "permalink {:?} is not a slug",
                 connector.permalink
             );

@@ -14,12 +14,11 @@ use super::envelope::Envelope;
 use super::{overload, request_id, AppState};
 use crate::metrics::UNKNOWN_CONNECTOR;
 use crate::observe::{self, InFlight};
-use crate::registry::Connector;
+use crate::registry::{Connector, ConnectorKind};
 use crate::run::input::{self, PathParamError};
 use crate::run::timing;
 use crate::run::{execute, CallerOverrides, RunInput, RunOutcome};
 use crate::template::context::RequestView;
-use crate::template::ConnectorKind;
 
 /// The header that carries a simple connector's path parameters (`k=v&k2=v2`).
 pub const PATH_PARAMS_HEADER: &str = "X-Path-Params";

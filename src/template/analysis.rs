@@ -13,12 +13,13 @@ use minijinja::Environment;
 
 use super::field::Field;
 
-/// What kind of connector a template belongs to; it decides the top-level variables.
+/// Which top-level variables a template's context has (SPEC §2): those of a simple
+/// connector or those of a composite step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectorKind {
-    /// A simple connector: `pathParams`, `body_text`, `body_raw`, `request`.
+pub enum ContextKind {
+    /// A simple connector's: `pathParams`, `body_text`, `body_raw`, `request`.
     Simple,
-    /// A composite step: `steps`, `request`.
+    /// A composite step's: `steps`, `request`.
     Composite,
 }
 
@@ -28,7 +29,7 @@ pub struct Scope<'a> {
     /// The field the template fills.
     pub field: Field,
     /// Simple connector or composite step.
-    pub kind: ConnectorKind,
+    pub kind: ContextKind,
     /// Names of the steps that run before this one (composites).
     pub earlier_steps: &'a [String],
     /// This step and the steps after it (composites).
@@ -364,8 +365,8 @@ impl<'s, 'e> Walker<'s, 'e> {
         let s = self.scope;
         match name {
             "request" => true,
-            "steps" => s.kind == ConnectorKind::Composite,
-            "pathParams" | "body_text" | "body_raw" => s.kind == ConnectorKind::Simple,
+            "steps" => s.kind == ContextKind::Composite,
+            "pathParams" | "body_text" | "body_raw" => s.kind == ContextKind::Simple,
             "response" => s.field == Field::ResponseBody,
             _ => false,
         }

@@ -3,7 +3,7 @@
 //! rendered into a URL path segment or query value through the real template engine comes
 //! back as itself, in one segment or value, or is refused when it is `.` or `..`.
 
-use connector_runtime::registry::build::is_valid_path_param_value;
+use connector_runtime::registry::rules::is_valid_path_param_value;
 use connector_runtime::run::step::check_origin;
 use connector_runtime::template::{Field, RenderLimits, TemplateId, TemplateSet};
 use minijinja::Value;
