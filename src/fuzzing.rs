@@ -33,9 +33,10 @@ use crate::registry::rules::is_valid_path_param_value;
 use crate::run::step::check_origin;
 use crate::template::context::RequestView;
 use crate::template::{
-    analyze, new_environment, url_origin, ContextKind as ConnectorKind, Field, RenderLimits, Scope,
-    SecretStore, TemplateSet, UrlOrigin, Variables,
+    analyze, new_environment, ContextKind as ConnectorKind, Field, RenderLimits, Scope,
+    SecretStore, TemplateSet, Variables,
 };
+use crate::upstream::origin::{url_origin, UrlOrigin};
 
 /// Fuel of the fuzzed renders: a tenth of the default, so a hostile input costs well under
 /// a second even with the fuzzer's instrumentation, yet plenty for the realistic seeds.

@@ -1,7 +1,9 @@
-//! Calling upstreams: the address policy (SSRF protection), the policy-enforcing resolver,
-//! the per-worker HTTP client, and sending one request with time and size limits.
+//! Calling upstreams: the URL origin rule, the address policy (SSRF protection), the
+//! policy-enforcing resolver, the per-worker HTTP client, and sending one request with time
+//! and size limits.
 
 pub mod client;
+pub mod origin;
 pub mod policy;
 pub mod resolver;
 pub mod send;

@@ -1,11 +1,10 @@
 //! Templated fields: the static checks' findings reported at the field, templates compiled,
 //! and a URL's origin (scheme and host) fixed when the registry loads.
 
-use serde_json::Value;
-
 use super::{Builder, CallSite, Checked, LoadMode, Reported};
 use crate::registry::rules::MAX_URL_LEN;
-use crate::template::{analyze, url_origin, Field, Scope, TemplateId, UrlOrigin};
+use crate::template::{analyze, Field, Scope, TemplateId};
+use crate::upstream::origin::{self, url_origin, ResolveError, UrlOrigin};
 
 impl<'o> Builder<'o> {
     /// Checks and compiles one template.
@@ -98,65 +97,34 @@ impl<'o> Builder<'o> {
 
     /// Resolves the origin a URL must have, from its literal text or a variable. An unset
     /// variable (without a default) leaves it empty when validating, and is an error when
-    /// serving.
+    /// serving; so is plain `http://` without `--allow-private-upstreams`.
     fn origin(
         &mut self,
         site: &CallSite<'_>,
         field_path: &str,
         origin: UrlOrigin,
     ) -> Checked<String> {
-        let variable_value = |name: &str, default: &Option<String>| -> Option<String> {
-            match self.options.variables.get(name) {
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(_) => None,
-                None => default.clone(),
+        let variables = &self.options.variables;
+        let resolved = match origin::resolve(&origin, |name| variables.get(name)) {
+            Ok(resolved) => resolved,
+            Err(ResolveError::Unset { variable }) => {
+                let message = format!(
+                    "the URL's host comes from variable '{variable}', which is not set (add it to --variables-file or use | default('host'))"
+                );
+                if self.options.mode == LoadMode::Serve {
+                    self.report.error(&site.at, field_path, message);
+                    return Err(Reported);
+                }
+                self.report.warning(&site.at, field_path, message);
+                return Ok(String::new());
             }
-        };
-        let (resolved, variable) = match &origin {
-            UrlOrigin::Literal(o) => (Some(o.clone()), None),
-            UrlOrigin::VariableHost {
-                scheme,
-                variable,
-                default,
-                port,
-            } => (
-                variable_value(variable, default)
-                    .map(|host| format!("{scheme}://{}{port}", host.to_ascii_lowercase())),
-                Some(variable.clone()),
-            ),
-            UrlOrigin::VariableOrigin { variable, default } => (
-                variable_value(variable, default)
-                    .map(|o| o.trim_end_matches('/').to_ascii_lowercase()),
-                Some(variable.clone()),
-            ),
-        };
-        let Some(resolved) = resolved else {
-            let variable = variable.unwrap_or_default();
-            let message = format!(
-                "the URL's host comes from variable '{variable}', which is not set (add it to --variables-file or use | default('host'))"
-            );
-            if self.options.mode == LoadMode::Serve {
-                self.report.error(&site.at, field_path, message);
+            Err(ResolveError::NotAnOrigin { resolved }) => {
+                self.report.error(&site.at, field_path, format!(
+                    "the URL's scheme and host resolve to '{resolved}', which is not of the form https://host[:port]"
+                ));
                 return Err(Reported);
             }
-            self.report.warning(&site.at, field_path, message);
-            return Ok(String::new());
         };
-        let valid = resolved
-            .split_once("://")
-            .filter(|(scheme, _)| matches!(*scheme, "http" | "https"))
-            .is_some_and(|(_, host)| {
-                !host.is_empty()
-                    && host.bytes().all(|b| {
-                        b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
-                    })
-            });
-        if !valid {
-            self.report.error(&site.at, field_path, format!(
-                "the URL's scheme and host resolve to '{resolved}', which is not of the form https://host[:port]"
-            ));
-            return Err(Reported);
-        }
         if resolved.starts_with("http://") && !self.options.allow_http {
             let message = "upstreams must use https:// (plain http is allowed only with --allow-private-upstreams, for local development)";
             if self.options.mode == LoadMode::Serve {
