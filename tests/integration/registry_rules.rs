@@ -1565,7 +1565,7 @@ fn json_output_lists_every_problem_with_its_location() {
         "severity": "warning",
         "connector": "thing",
         "field": "colour",
-        "message": "unknown field 'colour' is ignored (known fields: name, permalink, url, method, headers, query_parameters, path_parameters, authentication, request_body, response_body, response_content_type)"
+        "message": "unknown field 'colour' is ignored (known fields: name, permalink, url, method, headers, query_parameters, path_parameters, authentication, request_body, response_body, response_content_type, cache_ttl_seconds)"
     })));
     let method = problems
         .iter()

@@ -37,7 +37,7 @@ impl<'o> Builder<'o> {
             step: None,
         };
         if let Value::Object(obj) = item {
-            self.unknown_fields(&at, "", obj, known_fields::SIMPLE);
+            self.unknown_fields(&at, "", obj, &known_fields::SIMPLE);
             self.key_value_unknown_fields(&at, "", obj);
         }
         let Ok(def) = self.typed::<SimpleConnectorDef>(&at, "", item) else {
@@ -136,7 +136,7 @@ impl<'o> Builder<'o> {
         let mut shallow = item.clone();
         let raw_steps = match &mut shallow {
             Value::Object(obj) => {
-                self.unknown_fields(&at, "", obj, known_fields::COMPOSITE);
+                self.unknown_fields(&at, "", obj, &known_fields::COMPOSITE);
                 // Steps are typed one by one below, each with its own location.
                 obj.insert("steps".into(), Value::Array(Vec::new()))
             }
@@ -181,7 +181,7 @@ impl<'o> Builder<'o> {
                 step: Some(labels[j].clone()),
             };
             if let Value::Object(obj) = raw {
-                self.unknown_fields(&step_at, "", obj, known_fields::STEP);
+                self.unknown_fields(&step_at, "", obj, &known_fields::STEP);
                 self.key_value_unknown_fields(&step_at, "", obj);
             }
             let Ok(step_def) = self.typed::<StepDef>(&step_at, "", raw) else {

@@ -179,7 +179,7 @@ impl<'o> Builder<'o> {
             );
             return;
         };
-        self.unknown_fields(&file_at, "", &root, known_fields::FILE);
+        self.unknown_fields(&file_at, "", &root, &known_fields::FILE);
         for (key, kind) in [
             ("connectors", ConnectorKind::Simple),
             ("composite_connectors", ConnectorKind::Composite),
@@ -204,10 +204,10 @@ impl<'o> Builder<'o> {
         at: &Location,
         prefix: &str,
         object: &Map<String, Value>,
-        known: &[&str],
+        known: &[String],
     ) {
         for key in object.keys() {
-            if !known.contains(&key.as_str()) {
+            if !known.contains(key) {
                 let field = if prefix.is_empty() {
                     key.clone()
                 } else {
@@ -227,9 +227,9 @@ impl<'o> Builder<'o> {
 
     fn key_value_unknown_fields(&mut self, at: &Location, prefix: &str, item: &Map<String, Value>) {
         for (list, known) in [
-            ("headers", known_fields::KEY_VALUE),
-            ("query_parameters", known_fields::KEY_VALUE),
-            ("path_parameters", known_fields::PATH_PARAMETER),
+            ("headers", &*known_fields::KEY_VALUE),
+            ("query_parameters", &*known_fields::KEY_VALUE),
+            ("path_parameters", &*known_fields::PATH_PARAMETER),
         ] {
             if let Some(Value::Array(entries)) = item.get(list) {
                 for (j, entry) in entries.iter().enumerate() {
@@ -244,7 +244,7 @@ impl<'o> Builder<'o> {
                 at,
                 &format!("{prefix}authentication"),
                 auth,
-                known_fields::AUTHENTICATION,
+                &known_fields::AUTHENTICATION,
             );
         }
     }
