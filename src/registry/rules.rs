@@ -12,7 +12,10 @@ pub const MAX_CACHE_TTL_SECS: u64 = 86_400;
 /// Longest path parameter value (SPEC §3).
 pub const MAX_PATH_PARAM_VALUE_LEN: usize = 200;
 
-/// Headers the runtime sets itself; a registry may not configure them.
+/// Headers the runtime sets or controls itself; a registry may not configure them, neither
+/// in `headers` nor as the header an `api_key` goes in. `Expect` is one: with
+/// `Expect: 100-continue` the client holds the body back for an interim answer, and the step
+/// stalls until it times out.
 pub const RUNTIME_HEADERS: &[&str] = &[
     "host",
     "content-length",
@@ -23,6 +26,7 @@ pub const RUNTIME_HEADERS: &[&str] = &[
     "trailer",
     "keep-alive",
     "proxy-connection",
+    "expect",
 ];
 
 /// Whether `s` matches `^[a-z0-9]+(?:-[a-z0-9]+)*$` (permalinks and step names).
@@ -100,7 +104,7 @@ mod tests {
 
     #[test]
     fn runtime_headers_match_in_any_case() {
-        for name in ["Host", "upgrade", "Content-Length"] {
+        for name in ["Host", "upgrade", "Content-Length", "EXPECT"] {
             assert!(is_runtime_header(name), "{name}");
         }
         for name in ["Authorization", "X-API-Key", "Accept"] {

@@ -539,6 +539,11 @@ fn methods_headers_query_and_path_parameters_follow_every_rule() {
         )
         .error("thing", E, "headers[0].key", "set by the runtime"),
         case(
+            "the Expect header is set by the runtime",
+            simple(json!({"headers": [{"key": "Expect", "value": "100-continue", "overridable": true}]})),
+        )
+        .error("thing", E, "headers[0].key", "'Expect' is set by the runtime"),
+        case(
             "duplicate headers differ only in case",
             simple(json!({"headers": kv(&[("X-Trace", "a"), ("x-trace", "b")])})),
         )
@@ -751,6 +756,63 @@ fn authentication_follows_every_rule() {
             "authentication.config.in",
             "'cookie' is not a place",
         ),
+        case(
+            "an api key cannot go in the Host header",
+            with_auth(
+                "api_key",
+                json!({"key": "Host", "value": "internal.admin.example"}),
+            ),
+        )
+        .error(
+            "thing",
+            E,
+            "authentication.config.key",
+            "'Host' is set by the runtime and cannot be configured",
+        ),
+        case(
+            "an api key cannot go in the Upgrade header, in any case",
+            with_auth(
+                "api_key",
+                json!({"key": "upgrade", "value": "websocket", "in": "header"}),
+            ),
+        )
+        .error(
+            "thing",
+            E,
+            "authentication.config.key",
+            "'upgrade' is set by the runtime",
+        ),
+        case(
+            "an api key cannot go in the Expect header",
+            with_auth("apikey", json!({"key": "Expect", "value": "100-continue"})),
+        )
+        .error(
+            "thing",
+            E,
+            "authentication.config.key",
+            "'Expect' is set by the runtime",
+        ),
+        case(
+            "an api key of a step names the step",
+            flow(vec![step(
+                "a",
+                json!({"authentication": {"type": "api_key", "config": {"key": "Transfer-Encoding", "value": "chunked"}}}),
+            )]),
+        )
+        .error(
+            "flow",
+            Some("a"),
+            "authentication.config.key",
+            "'Transfer-Encoding' is set by the runtime",
+        ),
+        case(
+            "an api key query parameter may be called host",
+            with_auth(
+                "api_key",
+                json!({"key": "host", "value": "k", "in": "query"}),
+            ),
+        )
+        .loads(),
         case(
             "an api key name must be literal",
             with_auth(

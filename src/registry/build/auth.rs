@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 use super::{checked, Builder, CallSite, Checked, Reported};
 use crate::registry::compiled::{ApiKeyPlacement, Auth, ConfigValue};
 use crate::registry::model::AuthenticationDef;
-use crate::registry::rules::is_header_name;
+use crate::registry::rules::{is_header_name, is_runtime_header};
 use crate::template::{Field, TemplateId};
 
 /// The authentication types a registry can name in `authentication.type`.
@@ -155,31 +155,43 @@ impl<'o> Builder<'o> {
     }
 
     fn api_key(&mut self, site: &CallSite<'_>, config: &Map<String, Value>) -> Checked<Auth> {
-        let key = match config.get("key") {
-            Some(Value::String(k)) if is_header_name(k) && !k.contains("{{") => k.clone(),
-            _ => {
-                self.report.error(&site.at, "authentication.config.key",
-                    "must be the literal name of the header or query parameter that carries the key");
-                return Err(Reported);
-            }
-        };
         let placement = match config.get("in").and_then(Value::as_str).unwrap_or("header") {
-            "header" => ApiKeyPlacement::Header,
-            "query" => ApiKeyPlacement::Query,
+            "header" => Ok(ApiKeyPlacement::Header),
+            "query" => Ok(ApiKeyPlacement::Query),
             other => {
                 self.report.error(
                     &site.at,
                     "authentication.config.in",
                     format!("'{other}' is not a place for an API key; use \"header\" or \"query\""),
                 );
-                return Err(Reported);
+                Err(Reported)
             }
         };
+        let key = match config.get("key") {
+            Some(Value::String(k)) if is_header_name(k) && !k.contains("{{") => Ok(k.clone()),
+            _ => {
+                self.report.error(&site.at, "authentication.config.key",
+                    "must be the literal name of the header or query parameter that carries the key");
+                Err(Reported)
+            }
+        };
+        // The header an API key goes in follows the rules of configured headers: `Host`,
+        // `Upgrade`, `Expect` and the rest are the runtime's.
+        if let (Ok(key), Ok(ApiKeyPlacement::Header)) = (&key, placement) {
+            if is_runtime_header(key) {
+                self.report.error(
+                    &site.at,
+                    "authentication.config.key",
+                    format!("'{key}' is set by the runtime and cannot be configured"),
+                );
+                return Err(Reported);
+            }
+        }
         let value = self.config_template(site, config, "value")?;
         Ok(Auth::ApiKey {
-            key,
+            key: key?,
             value,
-            placement,
+            placement: placement?,
         })
     }
 
