@@ -6,12 +6,13 @@
 
 use std::collections::HashSet;
 
-use minijinja::machinery::ast::{CallArg, Expr, Stmt};
+use minijinja::machinery::ast::{Call, CallArg, Expr, Stmt};
 use minijinja::machinery::parse;
 use minijinja::syntax::SyntaxConfig;
 use minijinja::Environment;
 
 use super::field::Field;
+use super::secrets::is_secret_name;
 
 /// Which top-level variables a template's context has (SPEC §2): those of a simple
 /// connector or those of a composite step.
@@ -64,6 +65,9 @@ const STEP_ATTRIBUTES: &[&str] = &["body", "status_code", "headers"];
 const REQUEST_ATTRIBUTES: &[&str] = &["body_text", "body_raw", "query_parameters", "headers"];
 const LOCAL_NAMES: &[&str] = &["loop", "self", "caller", "varargs", "kwargs", "super"];
 
+/// Why `get_secret` may only appear as a direct call with a literal name.
+const SECRET_CALL_ONLY: &str = "get_secret can only be called directly with a literal name, e.g. get_secret('api_key'); it cannot be assigned, passed, stored or used as a value";
+
 /// Checks one template; a syntax error is reported as the only finding.
 pub fn analyze(source: &str, scope: &Scope<'_>, env: &Environment<'_>) -> Analysis {
     let ast = match parse(source, "<template>", SyntaxConfig::default()) {
@@ -88,6 +92,12 @@ pub fn analyze(source: &str, scope: &Scope<'_>, env: &Environment<'_>) -> Analys
         out: Analysis::default(),
     };
     collect_assigned(&ast, &mut walker.assigned);
+    if walker.assigned.contains("get_secret") {
+        walker.out.errors.push(Finding {
+            message: SECRET_CALL_ONLY.into(),
+            line: None,
+        });
+    }
     walker.stmt(&ast);
     walker.out
 }
@@ -209,13 +219,10 @@ impl<'s, 'e> Walker<'s, 'e> {
                 self.stmts(&m.body);
             }
             Stmt::CallBlock(c) => {
-                self.call_args(&c.call.args);
+                self.call(&c.call, false, c.span().start_line as usize);
                 self.stmts(&c.macro_decl.body);
             }
-            Stmt::Do(d) => {
-                self.expr(&d.call.expr, false);
-                self.call_args(&d.call.args);
-            }
+            Stmt::Do(d) => self.call(&d.call, false, d.span().start_line as usize),
             Stmt::Block(s) => self.not_inline(s.span().start_line as usize),
             Stmt::Extends(s) => self.not_inline(s.span().start_line as usize),
             Stmt::Include(s) => self.not_inline(s.span().start_line as usize),
@@ -289,18 +296,7 @@ impl<'s, 'e> Walker<'s, 'e> {
                 self.expr(&t.expr, matches!(t.name, "defined" | "undefined"));
                 self.call_args(&t.args);
             }
-            Expr::Call(c) => {
-                match &c.expr {
-                    Expr::Var(v) if !self.assigned.contains(v.id) => {
-                        self.function_call(v.id, &c.args, guarded, expr.span().start_line as usize)
-                    }
-                    callee @ (Expr::GetAttr(_) | Expr::GetItem(_)) => {
-                        self.chain(callee, guarded, true)
-                    }
-                    callee => self.expr(callee, false),
-                }
-                self.call_args(&c.args);
-            }
+            Expr::Call(c) => self.call(c, guarded, expr.span().start_line as usize),
             Expr::List(l) => l.items.iter().for_each(|e| self.expr(e, false)),
             Expr::Tuple(t) => t.items.iter().for_each(|e| self.expr(e, false)),
             Expr::Map(m) => {
@@ -308,6 +304,19 @@ impl<'s, 'e> Walker<'s, 'e> {
                 m.values.iter().for_each(|e| self.expr(e, false));
             }
         }
+    }
+
+    /// Visits a call (`f(...)`, `{% do f(...) %}`, `{% call f(...) %}`): a function called
+    /// by name is checked as that function, anything else as an expression.
+    fn call<'a>(&mut self, call: &Call<'a>, guarded: bool, line: usize) {
+        match &call.expr {
+            Expr::Var(v) if !self.assigned.contains(v.id) => {
+                self.function_call(v.id, &call.args, guarded, line)
+            }
+            callee @ (Expr::GetAttr(_) | Expr::GetItem(_)) => self.chain(callee, guarded, true),
+            callee => self.expr(callee, false),
+        }
+        self.call_args(&call.args);
     }
 
     /// Checks an attribute/item chain that starts at a variable: `steps.auth.body`,
@@ -373,6 +382,12 @@ impl<'s, 'e> Walker<'s, 'e> {
     }
 
     fn variable(&mut self, root: &str, path: &[Option<&str>], guarded: bool, line: usize) {
+        if root == "get_secret" {
+            // Used as a value, it could be called later with any name (`{% set gs = get_secret
+            // %}{{ gs(request.query_parameters.n) }}`), so the literal-name rule would not hold.
+            self.error(line, SECRET_CALL_ONLY.into());
+            return;
+        }
         if self.assigned.contains(root) || LOCAL_NAMES.contains(&root) {
             return;
         }
@@ -531,6 +546,9 @@ impl<'s, 'e> Walker<'s, 'e> {
                     ));
                 }
                 match literal(args) {
+                    Some(secret) if !is_secret_name(&secret) => self.error(line, format!(
+                        "'{secret}' is not a valid secret name: secret names are letters, digits and '_' (e.g. get_secret('api_key'))"
+                    )),
                     Some(secret) => {
                         if !self.out.secrets.contains(&secret) {
                             self.out.secrets.push(secret);

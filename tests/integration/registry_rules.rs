@@ -1210,6 +1210,83 @@ fn templates_pass_every_static_check() {
         )
         .error("thing", E, "headers[0].value", "secret's name as a literal string"),
         case(
+            "get_secret cannot be aliased with set",
+            header("{% set gs = get_secret %}{{ gs(request.query_parameters.n) }}"),
+        )
+        .secret("k")
+        .error("thing", E, "headers[0].value", "get_secret can only be called directly with a literal name"),
+        case(
+            "get_secret cannot be passed to a macro",
+            header("{% macro m(f) %}{{ f(request.query_parameters.n) }}{% endmacro %}{{ m(get_secret) }}"),
+        )
+        .error("thing", E, "headers[0].value", "get_secret can only be called directly"),
+        case(
+            "get_secret cannot be a macro default",
+            query("{% macro m(f=get_secret) %}{{ f(request.query_parameters.n) }}{% endmacro %}{{ m() }}"),
+        )
+        .error("thing", E, "query_parameters[0].value", "get_secret can only be called directly"),
+        case(
+            "get_secret cannot be stored in a dict",
+            header("{{ {'f': get_secret}['f'](request.query_parameters.n) }}"),
+        )
+        .error("thing", E, "headers[0].value", "get_secret can only be called directly"),
+        case(
+            "get_secret cannot be stored in a list",
+            header("{{ [get_secret][0](request.query_parameters.n) }}"),
+        )
+        .error("thing", E, "headers[0].value", "get_secret can only be called directly"),
+        case(
+            "get_secret cannot be bound by with",
+            with_auth("api_key", json!({"key": "X-API-Key", "value": "{% with f = get_secret %}{{ f(request.query_parameters.n) }}{% endwith %}"})),
+        )
+        .error("thing", E, "authentication.config.value", "get_secret can only be called directly"),
+        case(
+            "get_secret cannot be kept in a namespace",
+            header("{% set ns = namespace(f=get_secret) %}{{ ns.f(request.query_parameters.n) }}"),
+        )
+        .error("thing", E, "headers[0].value", "get_secret can only be called directly"),
+        case(
+            "get_secret cannot be redefined",
+            header("{% set get_secret = get_variable %}{{ get_secret('k') }}"),
+        )
+        .error("thing", E, "headers[0].value", "get_secret can only be called directly"),
+        case(
+            "an aliased get_secret in a composite step names the step and field",
+            chain(json!({"headers": [{"key": "X-A", "value": "{% set gs = get_secret %}{{ gs(steps.auth.body) }}"}]})),
+        )
+        .error("flow", u, "headers[0].value", "get_secret can only be called directly"),
+        case(
+            "get_secret is not a value in a request body either",
+            body("{% set gs = get_secret %}{{ gs(body_text) }}"),
+        )
+        .error("thing", E, "request_body", "get_secret can only be called directly"),
+        case(
+            "get_secret in a do statement still needs a literal name",
+            header("{% do get_secret(request.query_parameters.n) %}x"),
+        )
+        .error("thing", E, "headers[0].value", "secret's name as a literal string"),
+        case(
+            "a secret name with a hyphen is rejected",
+            header("{{ get_secret('api-key') }}"),
+        )
+        .error("thing", E, "headers[0].value", "'api-key' is not a valid secret name: secret names are letters, digits and '_'"),
+        case(
+            "a secret name with a dot is rejected in authentication config",
+            with_auth("api_key", json!({"key": "X-API-Key", "value": "{{ get_secret('../api_key') }}"})),
+        )
+        .error("thing", E, "authentication.config.value", "'../api_key' is not a valid secret name"),
+        case(
+            "an empty secret name is rejected",
+            query("{{ get_secret('') }}"),
+        )
+        .error("thing", E, "query_parameters[0].value", "'' is not a valid secret name"),
+        case(
+            "a secret name of letters, digits and underscores loads",
+            header("{{ get_secret('Api_Key_2') }}"),
+        )
+        .secret("Api_Key_2")
+        .loads(),
+        case(
             "a secret that is not configured is a warning",
             header("{{ get_secret('missing_key') }}"),
         )
