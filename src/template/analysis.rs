@@ -209,7 +209,12 @@ impl<'s, 'e> Walker<'s, 'e> {
                 }
                 self.stmts(&s.body);
             }
-            Stmt::AutoEscape(a) => self.stmts(&a.body),
+            Stmt::AutoEscape(a) => {
+                if self.scope.field == Field::Url {
+                    self.error(a.span().start_line as usize, "{% autoescape %} is not available in the url: values interpolated into a URL are always percent-encoded".into());
+                }
+                self.stmts(&a.body)
+            }
             Stmt::FilterBlock(f) => {
                 self.expr(&f.filter, false);
                 self.stmts(&f.body);
@@ -282,6 +287,11 @@ impl<'s, 'e> Walker<'s, 'e> {
                 let line = expr.span().start_line as usize;
                 if !filter_exists(self.env, f.name) {
                     self.error(line, format!("unknown filter '{}'", f.name));
+                }
+                if f.name == "safe" && self.scope.field == Field::Url {
+                    // A safe value is inserted unencoded: request data could add path
+                    // segments (`%2e%2e`, `..;`, `a\..\admin`), a query or a fragment.
+                    self.error(line, "the safe filter is not available in the url: it would insert the value unencoded, so request data could change the path, add a query or cut it with '#'; values are percent-encoded without it (use urlencode to keep '/')".into());
                 }
                 if let Some(inner) = &f.expr {
                     self.expr(inner, matches!(f.name, "default" | "d"));

@@ -480,6 +480,34 @@ fn urls_follow_every_rule() {
         .allow_http()
         .loads(),
         case(
+            "safe is refused in the url",
+            simple(json!({"url": "https://api.example.com/echo/{{ request.query_parameters.v | safe }}/tail"})),
+        )
+        .error("thing", E, "url", "the safe filter is not available in the url: it would insert the value unencoded"),
+        case(
+            "safe is refused in the query part of a step url",
+            flow(vec![step("a", json!({"url": "https://api.example.com/x?q={{ steps | length | string | safe }}"}))]),
+        )
+        .error("flow", Some("a"), "url", "the safe filter is not available in the url"),
+        case(
+            "a safe filter block is refused in the url",
+            simple(json!({"url": "https://api.example.com/{% filter safe %}{{ request.body_text }}{% endfilter %}"})),
+        )
+        .error("thing", E, "url", "the safe filter is not available in the url"),
+        case(
+            "autoescape is refused in the url",
+            simple(json!({"url": "https://api.example.com/{% autoescape false %}{{ request.body_text }}{% endautoescape %}"})),
+        )
+        .error("thing", E, "url", "{% autoescape %} is not available in the url"),
+        case(
+            "safe is allowed outside the url",
+            simple(json!({
+                "headers": [{"key": "X-Raw", "value": "{{ request.query_parameters.v | safe }}"}],
+                "request_body": "{{ body_text | safe }}"
+            })),
+        )
+        .loads(),
+        case(
             "https with a literal port loads",
             simple(json!({"url": "https://api.example.com:8443/x?page={{ request.query_parameters.page }}"})),
         )

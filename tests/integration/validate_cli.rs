@@ -233,3 +233,15 @@ fn an_unknown_field_still_warns_and_lists_the_known_ones() {
     assert!(line.contains("cache_ttl_seconds"), "{line}");
     assert!(out.ends_with("ok: 1 connector(s), 1 warning(s)\n"), "{out}");
 }
+
+#[test]
+fn safe_in_a_url_is_refused() {
+    let (output, out) = validate_registry(&json!({"connectors": [{
+        "name": "Raw", "url": "https://api.example.com/echo/{{ request.query_parameters.v | safe }}/tail"
+    }]}));
+    assert_eq!(output.status.code(), Some(1), "{out}");
+    assert!(
+        out.starts_with("error: raw › url: the safe filter is not available in the url"),
+        "{out}"
+    );
+}
