@@ -6,6 +6,8 @@
 //! `{{ get_variable('name') }}`, optionally `| default('literal')`. The origin is fixed when the
 //! registry loads, and every rendered URL must start with it.
 
+use std::ops::Range;
+
 use minijinja::machinery::ast::{CallArg, Expr};
 use minijinja::machinery::parse_expr;
 
@@ -101,6 +103,29 @@ pub fn url_origin(source: &str) -> Result<UrlOrigin, String> {
         "{scheme}://{}",
         authority.to_ascii_lowercase()
     )))
+}
+
+/// The byte range in `source` of the `{{ ... }}` tag that gives a URL template's host or whole
+/// origin (`{{ get_variable('x') }}`, optionally `| default('literal')`), when its origin is
+/// valid and comes from a variable. Its output is operator configuration or a literal of the
+/// registry, resolved and checked when the registry loads, so it is printed as it is rather
+/// than percent-encoded like request data.
+pub fn origin_expression(source: &str) -> Option<Range<usize>> {
+    if !matches!(
+        url_origin(source),
+        Ok(UrlOrigin::VariableHost { .. } | UrlOrigin::VariableOrigin { .. })
+    ) {
+        return None;
+    }
+    let start = source.len() - source.trim_start().len();
+    let rest = &source[start..];
+    let open = if rest.starts_with("{{") {
+        start
+    } else {
+        start + rest.find("://")? + 3
+    };
+    let close = open + source[open..].find("}}")? + 2;
+    Some(open..close)
 }
 
 /// Whether `host` (with an optional `:port`) uses only the characters a host may have
@@ -270,6 +295,27 @@ mod tests {
             assert!(!rendered_url_matches(url, origin), "{url}");
         }
         assert!(rendered_url_matches("https://anything", ""));
+    }
+
+    #[test]
+    fn the_origin_expression_is_found_only_where_a_variable_gives_the_origin() {
+        fn span(url: &str) -> Option<&str> {
+            origin_expression(url).map(|r| &url[r])
+        }
+        assert_eq!(
+            span("  {{ get_variable('base') | default('https://a.example.com') }}/x/{{ y }}"),
+            Some("{{ get_variable('base') | default('https://a.example.com') }}")
+        );
+        assert_eq!(
+            span("https://{{- get_variable('host') -}}:8443/{{ y }}"),
+            Some("{{- get_variable('host') -}}")
+        );
+        assert_eq!(
+            span("https://api.example.com/{{ get_variable('p') }}"),
+            None
+        );
+        assert_eq!(span("{{ request.body_text }}/x"), None);
+        assert_eq!(span("https://{{ get_variable('h') }}.evil.com/x"), None);
     }
 
     #[test]
