@@ -3,8 +3,8 @@
 //!
 //! This module holds the entry point, the file's shape (top-level arrays, unknown fields,
 //! type errors) and each connector's identity (name, permalink). The calls themselves are
-//! checked in [`connector`], their templated fields in [`templates`], their authentication
-//! in [`auth`]; the limits and name rules live in [`super::rules`].
+//! checked in `connector`, their templated fields in `templates`, their authentication in
+//! `auth`; the limits and name rules live in [`super::rules`].
 
 mod auth;
 mod connector;
