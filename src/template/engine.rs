@@ -173,7 +173,8 @@ fn python_formatter(out: &mut Output, state: &mut State, value: &Value) -> Resul
     if value.is_safe() {
         let text = value.as_str().unwrap_or_default();
         // A "safe" value goes into a URL as it is: `urlencode` output (which keeps `/` and `.`,
-        // as Jinja2's does), `get_variable()` values, `| safe`. Request data piped through
+        // as Jinja2's does), `get_variable()` values (`| safe` is refused in a URL when the
+        // registry loads). Request data piped through
         // `urlencode` (a habit from Jinja2, where nothing is encoded for you) could otherwise
         // add `.`/`..` segments, `../admin`, that move the call to another path upstream.
         if url && has_dot_segment(text) {
