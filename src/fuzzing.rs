@@ -28,13 +28,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use minijinja::Value;
 
-use crate::registry::build::{build_registry, is_valid_path_param_value, BuildOptions, LoadMode};
+use crate::registry::build::{build_registry, BuildOptions, LoadMode};
+use crate::registry::rules::is_valid_path_param_value;
 use crate::template::context::RequestView;
 use crate::template::{
-    analyze, new_environment, url_origin, ConnectorKind, Field, RenderLimits, Scope, SecretStore,
-    TemplateSet, UrlOrigin, Variables,
+    analyze, new_environment, ContextKind as ConnectorKind, Field, RenderLimits, Scope,
+    SecretStore, TemplateSet, Variables,
 };
-use crate::upstream::url_stays_on_origin;
+use crate::upstream::origin::{rendered_url_matches, url_origin, UrlOrigin};
 
 /// Fuel of the fuzzed renders: a tenth of the default, so a hostile input costs well under
 /// a second even with the fuzzer's instrumentation, yet plenty for the realistic seeds.
@@ -94,10 +95,10 @@ fn client_origin(url: &str) -> Option<String> {
     Some(format!("{}://{}", uri.scheme_str()?, uri.authority()?).to_ascii_lowercase())
 }
 
-/// The URL invariant of the runtime: a rendered URL that passes [`url_stays_on_origin`] (and has its
+/// The URL invariant of the runtime: a rendered URL that passes [`rendered_url_matches`] (and has its
 /// fragment dropped, as a step does) is sent to the origin's host and nowhere else.
 fn assert_stays_on_origin(url: &str, origin: &str) {
-    if origin.is_empty() || !url_stays_on_origin(url, origin) {
+    if origin.is_empty() || !rendered_url_matches(url, origin) {
         return;
     }
     let sent = url.split('#').next().unwrap_or_default();
@@ -134,7 +135,7 @@ pub fn registry_build(data: &[u8]) {
         let mut seen = std::collections::HashSet::new();
         for connector in registry.connectors() {
             assert!(
-                crate::registry::build::is_slug(&connector.permalink),
+                crate::registry::rules::is_slug(&connector.permalink),
                 "permalink {:?} is not a slug",
                 connector.permalink
             );
@@ -451,7 +452,7 @@ pub fn url_build(data: &[u8]) {
             case.template
         );
         assert!(
-            url_stays_on_origin(&url, case.origin),
+            rendered_url_matches(&url, case.origin),
             "{url:?} left its origin"
         );
         assert_stays_on_origin(&url, case.origin);

@@ -64,7 +64,7 @@ impl AuthEnv<'_> {
     /// Renders a token URL and checks it stays on the origin fixed at load.
     fn token_url(&self, id: &TemplateId, origin: &str) -> Result<String, StepFailure> {
         let url = self.render(id)?;
-        if !crate::upstream::url_stays_on_origin(&url, origin) {
+        if !crate::upstream::origin::rendered_url_matches(&url, origin) {
             return Err(StepFailure::new(
                 Code::TemplateRenderingError,
                 "authentication.config.token_url: the rendered URL does not start with its configured scheme and host",

@@ -17,10 +17,10 @@ use super::{overload, request_id, AppState};
 use crate::error::Code;
 use crate::events::{InFlight, RequestRejected};
 use crate::metrics::UNKNOWN_CONNECTOR;
+use crate::registry::ConnectorKind;
 use crate::run::input::{RequestError, RunRequest};
 use crate::run::timing;
-use crate::run::{kind_label, CompositeRunActor, RunInput, RunOutcome};
-use crate::template::ConnectorKind;
+use crate::run::{CompositeRunActor, RunInput, RunOutcome};
 
 /// The header that carries a simple connector's path parameters (`k=v&k2=v2`).
 pub const PATH_PARAMS_HEADER: &str = "X-Path-Params";
@@ -102,7 +102,7 @@ async fn handle(
                 RequestRejected {
                     request_id: &request_id,
                     connector: if known { &permalink } else { UNKNOWN_CONNECTOR },
-                    kind: kind_label(kind),
+                    kind: kind.as_str(),
                     code: refused.code,
                 }
                 .emit(&state.metrics);

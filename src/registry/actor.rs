@@ -14,11 +14,10 @@ use arc_swap::ArcSwapOption;
 use serde::Serialize;
 
 use super::build::{build_registry, revision_of, BuildOptions};
-use super::compiled::Registry;
+use super::compiled::{ConnectorKind, Registry};
 use super::problems::{Location, Problem, RegistryRejected, Report, Severity};
 use super::source::{FileSource, GitSource, InlineSource, Snapshot, Source, SourceError};
 use crate::metrics::Metrics;
-use crate::template::ConnectorKind;
 
 /// Where the current registry snapshot is published. Cloning shares it.
 #[derive(Debug, Clone, Default)]

@@ -9,7 +9,7 @@ use awc::http::header::{HeaderName, HeaderValue};
 use super::model::HttpMethod;
 use super::problems::Problem;
 use crate::metrics::HotHandles;
-use crate::template::{ConnectorKind, TemplateId, TemplateSet};
+use crate::template::{ContextKind, TemplateId, TemplateSet};
 
 /// One published registry.
 #[derive(Debug)]
@@ -63,6 +63,33 @@ impl Registry {
     /// Whether no connector is loaded.
     pub fn is_empty(&self) -> bool {
         self.connectors.is_empty()
+    }
+}
+
+/// Whether a connector is simple (one call) or composite (a chain of steps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectorKind {
+    /// A simple connector: one templated HTTP call.
+    Simple,
+    /// A composite connector: named steps run in order.
+    Composite,
+}
+
+impl ConnectorKind {
+    /// `"simple"` or `"composite"`, as metrics and the admin API label it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectorKind::Simple => "simple",
+            ConnectorKind::Composite => "composite",
+        }
+    }
+
+    /// The top-level variables its templates see.
+    pub fn context(self) -> ContextKind {
+        match self {
+            ConnectorKind::Simple => ContextKind::Simple,
+            ConnectorKind::Composite => ContextKind::Composite,
+        }
     }
 }
 

@@ -6,9 +6,10 @@ pub mod build;
 pub mod compiled;
 pub mod model;
 pub mod problems;
+pub mod rules;
 pub mod source;
 
 pub use actor::{BuildStatus, RegistryActor, RegistryHandle, RegistrySource, Sync, SyncReason};
 pub use build::{build_registry, BuildOptions, LoadMode};
-pub use compiled::{Auth, Connector, Registry, Step};
+pub use compiled::{Auth, Connector, ConnectorKind, Registry, Step};
 pub use problems::{Problem, RegistryRejected, Report, Severity};

@@ -212,48 +212,128 @@ pub struct AuthenticationDef {
     pub config: serde_json::Map<String, serde_json::Value>,
 }
 
-/// Field names known for each object, for unknown-field warnings.
+/// Field names known for each object, for unknown-field warnings. They are the property
+/// names of the model's own JSON Schema (so the names serde reads, renames included),
+/// computed once: a field added to a struct above is known at once, and cannot be reported
+/// as "unknown ... is ignored" while it is honoured.
 pub mod known_fields {
-    /// Top level of the file.
-    pub const FILE: &[&str] = &["connectors", "composite_connectors", "$schema"];
+    use std::sync::LazyLock;
+
+    use schemars::JsonSchema;
+
+    use super::{
+        AuthenticationDef, CompositeConnectorDef, KeyValueDef, PathParameterDef, RegistryFile,
+        SimpleConnectorDef, StepDef,
+    };
+
+    /// The property names of `T`'s schema, in declaration order.
+    fn properties<T: JsonSchema>() -> Vec<String> {
+        schemars::schema_for!(T)
+            .as_object()
+            .and_then(|schema| schema.get("properties"))
+            .and_then(serde_json::Value::as_object)
+            .map(|properties| properties.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Top level of the file, and `$schema` (an editor's pointer to the schema file, which is
+    /// not part of the model).
+    pub static FILE: LazyLock<Vec<String>> = LazyLock::new(|| {
+        let mut fields = properties::<RegistryFile>();
+        fields.push("$schema".into());
+        fields
+    });
     /// A simple connector.
-    pub const SIMPLE: &[&str] = &[
-        "name",
-        "permalink",
-        "url",
-        "method",
-        "headers",
-        "query_parameters",
-        "path_parameters",
-        "authentication",
-        "request_body",
-        "response_body",
-        "response_content_type",
-    ];
+    pub static SIMPLE: LazyLock<Vec<String>> = LazyLock::new(properties::<SimpleConnectorDef>);
     /// A composite connector.
-    pub const COMPOSITE: &[&str] = &["name", "permalink", "steps"];
+    pub static COMPOSITE: LazyLock<Vec<String>> =
+        LazyLock::new(properties::<CompositeConnectorDef>);
     /// A composite step.
-    pub const STEP: &[&str] = &[
-        "name",
-        "url",
-        "method",
-        "headers",
-        "query_parameters",
-        "authentication",
-        "request_body",
-        "response_body",
-        "response_content_type",
-    ];
+    pub static STEP: LazyLock<Vec<String>> = LazyLock::new(properties::<StepDef>);
     /// A header or query parameter.
-    pub const KEY_VALUE: &[&str] = &["key", "value", "overridable"];
+    pub static KEY_VALUE: LazyLock<Vec<String>> = LazyLock::new(properties::<KeyValueDef>);
     /// A path parameter.
-    pub const PATH_PARAMETER: &[&str] = &["key", "value", "overridable"];
+    pub static PATH_PARAMETER: LazyLock<Vec<String>> =
+        LazyLock::new(properties::<PathParameterDef>);
     /// `authentication`.
-    pub const AUTHENTICATION: &[&str] = &["type", "config"];
+    pub static AUTHENTICATION: LazyLock<Vec<String>> =
+        LazyLock::new(properties::<AuthenticationDef>);
 }
 
 /// The JSON Schema of the registry file, as checked in under `schema/`.
 pub fn json_schema() -> serde_json::Value {
     let schema = schemars::schema_for!(RegistryFile);
     serde_json::to_value(schema).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys serde writes for `value`: every field of its struct, as the file spells it.
+    fn serde_keys(value: impl Serialize) -> Vec<String> {
+        match serde_json::to_value(value).unwrap() {
+            serde_json::Value::Object(map) => map.keys().cloned().collect(),
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    #[test]
+    fn known_fields_are_exactly_the_fields_serde_reads() {
+        let simple = SimpleConnectorDef {
+            name: "n".into(),
+            permalink: None,
+            url: "https://a.example.com".into(),
+            method: None,
+            headers: Vec::new(),
+            query_parameters: Vec::new(),
+            path_parameters: Vec::new(),
+            authentication: None,
+            request_body: String::new(),
+            response_body: String::new(),
+            response_content_type: String::new(),
+            cache_ttl_seconds: Some(60),
+        };
+        let step = StepDef {
+            name: "s".into(),
+            url: "https://a.example.com".into(),
+            method: None,
+            headers: Vec::new(),
+            query_parameters: Vec::new(),
+            authentication: None,
+            request_body: String::new(),
+            response_body: String::new(),
+            response_content_type: String::new(),
+        };
+        let composite = CompositeConnectorDef {
+            name: "c".into(),
+            permalink: None,
+            steps: vec![step.clone()],
+        };
+        let key_value = KeyValueDef {
+            key: "k".into(),
+            value: "v".into(),
+            overridable: false,
+        };
+        let path_parameter = PathParameterDef {
+            key: "k".into(),
+            value: None,
+            overridable: None,
+        };
+        let authentication = AuthenticationDef {
+            kind: "none".into(),
+            config: Default::default(),
+        };
+        assert_eq!(*known_fields::SIMPLE, serde_keys(simple));
+        assert!(known_fields::SIMPLE.contains(&"cache_ttl_seconds".to_string()));
+        assert_eq!(*known_fields::STEP, serde_keys(step));
+        assert_eq!(*known_fields::COMPOSITE, serde_keys(composite));
+        assert_eq!(*known_fields::KEY_VALUE, serde_keys(key_value));
+        assert_eq!(*known_fields::PATH_PARAMETER, serde_keys(path_parameter));
+        assert_eq!(*known_fields::AUTHENTICATION, serde_keys(authentication));
+        assert_eq!(
+            *known_fields::FILE,
+            ["connectors", "composite_connectors", "$schema"]
+        );
+    }
 }

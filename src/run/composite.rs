@@ -145,7 +145,7 @@ impl CompositeRunActor {
         RunFinished {
             request_id: &self.input.request_id,
             connector: &connector.permalink,
-            kind: super::kind_label(connector.kind),
+            kind: connector.kind.as_str(),
             duration: total,
             failure: result.as_ref().err().map(|e| {
                 (
@@ -175,7 +175,7 @@ impl Drop for CompositeRunActor {
         RunCancelled {
             request_id: &self.input.request_id,
             connector: &self.input.connector.permalink,
-            kind: super::kind_label(self.input.connector.kind),
+            kind: self.input.connector.kind.as_str(),
             steps_finished: self.timings.len(),
             duration: self.started.elapsed(),
         }

@@ -9,11 +9,10 @@ use minijinja::Value;
 use bytes::Bytes;
 
 use super::error::Code;
-use crate::registry::build::is_valid_path_param_value;
-use crate::registry::{Connector, Registry};
+use crate::registry::rules::is_valid_path_param_value;
+use crate::registry::{Connector, ConnectorKind, Registry};
 use crate::template::context::RequestView;
 use crate::template::json_cache::{self, JsonCache};
-use crate::template::ConnectorKind;
 
 /// Header and query values the caller sent for parameters declared `overridable`.
 #[derive(Debug, Default, Clone)]

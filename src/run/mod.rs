@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use crate::auth::tokens::TokenCache;
 use crate::metrics::Metrics;
-use crate::template::ConnectorKind;
 use crate::upstream::RetryPolicy;
 
 pub use composite::{CompositeRunActor, RunOutcome, RunSuccess};
@@ -73,13 +72,5 @@ impl SharedRunState {
             tokens: TokenCache::new(),
             metrics,
         })
-    }
-}
-
-/// The `kind` label of metrics and logs: `simple` or `composite`.
-pub fn kind_label(kind: ConnectorKind) -> &'static str {
-    match kind {
-        ConnectorKind::Simple => "simple",
-        ConnectorKind::Composite => "composite",
     }
 }

@@ -22,7 +22,8 @@ use crate::registry::model::HttpMethod;
 use crate::registry::Step;
 use crate::template::context::{body_value, headers_value, response_value, TemplateContext};
 use crate::template::TemplateId;
-use crate::upstream::{send_with_retry, url_stays_on_origin, OutboundRequest, UpstreamResponse};
+use crate::upstream::origin::rendered_url_matches;
+use crate::upstream::{send_with_retry, OutboundRequest, UpstreamResponse};
 
 /// Executes steps for the runs of one worker thread, with that thread's upstream client.
 pub struct StepActor {
@@ -74,7 +75,7 @@ impl Handler<ExecuteStep> for StepActor {
 
 /// Checks that a rendered URL stays on the origin fixed when the registry loaded.
 fn check_origin(url: &str, origin: &str, field: &str) -> Result<(), StepFailure> {
-    if url_stays_on_origin(url, origin) {
+    if rendered_url_matches(url, origin) {
         Ok(())
     } else {
         Err(StepFailure::new(

@@ -6,19 +6,21 @@
 
 use std::collections::HashSet;
 
-use minijinja::machinery::ast::{CallArg, Expr, Stmt};
-use minijinja::machinery::{parse, parse_expr};
+use minijinja::machinery::ast::{Call, CallArg, Expr, Stmt};
+use minijinja::machinery::parse;
 use minijinja::syntax::SyntaxConfig;
 use minijinja::Environment;
 
 use super::field::Field;
+use super::secrets::is_secret_name;
 
-/// What kind of connector a template belongs to; it decides the top-level variables.
+/// Which top-level variables a template's context has (SPEC §2): those of a simple
+/// connector or those of a composite step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectorKind {
-    /// A simple connector: `pathParams`, `body_text`, `body_raw`, `request`.
+pub enum ContextKind {
+    /// A simple connector's: `pathParams`, `body_text`, `body_raw`, `request`.
     Simple,
-    /// A composite step: `steps`, `request`.
+    /// A composite step's: `steps`, `request`.
     Composite,
 }
 
@@ -28,7 +30,7 @@ pub struct Scope<'a> {
     /// The field the template fills.
     pub field: Field,
     /// Simple connector or composite step.
-    pub kind: ConnectorKind,
+    pub kind: ContextKind,
     /// Names of the steps that run before this one (composites).
     pub earlier_steps: &'a [String],
     /// This step and the steps after it (composites).
@@ -63,6 +65,9 @@ const STEP_ATTRIBUTES: &[&str] = &["body", "status_code", "headers"];
 const REQUEST_ATTRIBUTES: &[&str] = &["body_text", "body_raw", "query_parameters", "headers"];
 const LOCAL_NAMES: &[&str] = &["loop", "self", "caller", "varargs", "kwargs", "super"];
 
+/// Why `get_secret` may only appear as a direct call with a literal name.
+const SECRET_CALL_ONLY: &str = "get_secret can only be called directly with a literal name, e.g. get_secret('api_key'); it cannot be assigned, passed, stored or used as a value";
+
 /// Checks one template; a syntax error is reported as the only finding.
 pub fn analyze(source: &str, scope: &Scope<'_>, env: &Environment<'_>) -> Analysis {
     let ast = match parse(source, "<template>", SyntaxConfig::default()) {
@@ -87,6 +92,12 @@ pub fn analyze(source: &str, scope: &Scope<'_>, env: &Environment<'_>) -> Analys
         out: Analysis::default(),
     };
     collect_assigned(&ast, &mut walker.assigned);
+    if walker.assigned.contains("get_secret") {
+        walker.out.errors.push(Finding {
+            message: SECRET_CALL_ONLY.into(),
+            line: None,
+        });
+    }
     walker.stmt(&ast);
     walker.out
 }
@@ -198,7 +209,12 @@ impl<'s, 'e> Walker<'s, 'e> {
                 }
                 self.stmts(&s.body);
             }
-            Stmt::AutoEscape(a) => self.stmts(&a.body),
+            Stmt::AutoEscape(a) => {
+                if self.scope.field == Field::Url {
+                    self.error(a.span().start_line as usize, "{% autoescape %} is not available in the url: values interpolated into a URL are always percent-encoded".into());
+                }
+                self.stmts(&a.body)
+            }
             Stmt::FilterBlock(f) => {
                 self.expr(&f.filter, false);
                 self.stmts(&f.body);
@@ -208,13 +224,10 @@ impl<'s, 'e> Walker<'s, 'e> {
                 self.stmts(&m.body);
             }
             Stmt::CallBlock(c) => {
-                self.call_args(&c.call.args);
+                self.call(&c.call, false, c.span().start_line as usize);
                 self.stmts(&c.macro_decl.body);
             }
-            Stmt::Do(d) => {
-                self.expr(&d.call.expr, false);
-                self.call_args(&d.call.args);
-            }
+            Stmt::Do(d) => self.call(&d.call, false, d.span().start_line as usize),
             Stmt::Block(s) => self.not_inline(s.span().start_line as usize),
             Stmt::Extends(s) => self.not_inline(s.span().start_line as usize),
             Stmt::Include(s) => self.not_inline(s.span().start_line as usize),
@@ -275,6 +288,11 @@ impl<'s, 'e> Walker<'s, 'e> {
                 if !filter_exists(self.env, f.name) {
                     self.error(line, format!("unknown filter '{}'", f.name));
                 }
+                if f.name == "safe" && self.scope.field == Field::Url {
+                    // A safe value is inserted unencoded: request data could add path
+                    // segments (`%2e%2e`, `..;`, `a\..\admin`), a query or a fragment.
+                    self.error(line, "the safe filter is not available in the url: it would insert the value unencoded, so request data could change the path, add a query or cut it with '#'; values are percent-encoded without it (use urlencode to keep '/')".into());
+                }
                 if let Some(inner) = &f.expr {
                     self.expr(inner, matches!(f.name, "default" | "d"));
                 }
@@ -288,18 +306,7 @@ impl<'s, 'e> Walker<'s, 'e> {
                 self.expr(&t.expr, matches!(t.name, "defined" | "undefined"));
                 self.call_args(&t.args);
             }
-            Expr::Call(c) => {
-                match &c.expr {
-                    Expr::Var(v) if !self.assigned.contains(v.id) => {
-                        self.function_call(v.id, &c.args, guarded, expr.span().start_line as usize)
-                    }
-                    callee @ (Expr::GetAttr(_) | Expr::GetItem(_)) => {
-                        self.chain(callee, guarded, true)
-                    }
-                    callee => self.expr(callee, false),
-                }
-                self.call_args(&c.args);
-            }
+            Expr::Call(c) => self.call(c, guarded, expr.span().start_line as usize),
             Expr::List(l) => l.items.iter().for_each(|e| self.expr(e, false)),
             Expr::Tuple(t) => t.items.iter().for_each(|e| self.expr(e, false)),
             Expr::Map(m) => {
@@ -307,6 +314,19 @@ impl<'s, 'e> Walker<'s, 'e> {
                 m.values.iter().for_each(|e| self.expr(e, false));
             }
         }
+    }
+
+    /// Visits a call (`f(...)`, `{% do f(...) %}`, `{% call f(...) %}`): a function called
+    /// by name is checked as that function, anything else as an expression.
+    fn call<'a>(&mut self, call: &Call<'a>, guarded: bool, line: usize) {
+        match &call.expr {
+            Expr::Var(v) if !self.assigned.contains(v.id) => {
+                self.function_call(v.id, &call.args, guarded, line)
+            }
+            callee @ (Expr::GetAttr(_) | Expr::GetItem(_)) => self.chain(callee, guarded, true),
+            callee => self.expr(callee, false),
+        }
+        self.call_args(&call.args);
     }
 
     /// Checks an attribute/item chain that starts at a variable: `steps.auth.body`,
@@ -364,14 +384,20 @@ impl<'s, 'e> Walker<'s, 'e> {
         let s = self.scope;
         match name {
             "request" => true,
-            "steps" => s.kind == ConnectorKind::Composite,
-            "pathParams" | "body_text" | "body_raw" => s.kind == ConnectorKind::Simple,
+            "steps" => s.kind == ContextKind::Composite,
+            "pathParams" | "body_text" | "body_raw" => s.kind == ContextKind::Simple,
             "response" => s.field == Field::ResponseBody,
             _ => false,
         }
     }
 
     fn variable(&mut self, root: &str, path: &[Option<&str>], guarded: bool, line: usize) {
+        if root == "get_secret" {
+            // Used as a value, it could be called later with any name (`{% set gs = get_secret
+            // %}{{ gs(request.query_parameters.n) }}`), so the literal-name rule would not hold.
+            self.error(line, SECRET_CALL_ONLY.into());
+            return;
+        }
         if self.assigned.contains(root) || LOCAL_NAMES.contains(&root) {
             return;
         }
@@ -530,6 +556,9 @@ impl<'s, 'e> Walker<'s, 'e> {
                     ));
                 }
                 match literal(args) {
+                    Some(secret) if !is_secret_name(&secret) => self.error(line, format!(
+                        "'{secret}' is not a valid secret name: secret names are letters, digits and '_' (e.g. get_secret('api_key'))"
+                    )),
                     Some(secret) => {
                         if !self.out.secrets.contains(&secret) {
                             self.out.secrets.push(secret);
@@ -591,153 +620,4 @@ fn test_exists(env: &Environment<'_>, name: &str) -> bool {
             .map_err(|e| e.kind()),
         Err(minijinja::ErrorKind::UnknownTest)
     )
-}
-
-/// How the scheme and host of a URL template are given (SPEC §3).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UrlOrigin {
-    /// `https://api.example.com[:port]/...`: literal scheme and host.
-    Literal(String),
-    /// `https://{{ get_variable('host') }}/...`: literal scheme, host from a variable.
-    VariableHost {
-        /// Scheme, lower-case.
-        scheme: String,
-        /// Variable name.
-        variable: String,
-        /// `| default('...')` value.
-        default: Option<String>,
-        /// A literal `:port` after the host.
-        port: String,
-    },
-    /// `{{ get_variable('base_url') }}/...`: scheme and host both from a variable.
-    VariableOrigin {
-        /// Variable name.
-        variable: String,
-        /// `| default('...')` value.
-        default: Option<String>,
-    },
-}
-
-/// Finds how a URL template gives its scheme and host; anything else (a host built from
-/// request or step data, a missing scheme) is an error that says what is allowed.
-pub fn url_origin(source: &str) -> Result<UrlOrigin, String> {
-    const RULE: &str = "the scheme and host must be literal (https://api.example.com/...) or come from {{ get_variable('name') }}";
-    let trimmed = source.trim_start();
-    if trimmed.starts_with("{{") {
-        let end = trimmed.find("}}").ok_or_else(|| RULE.to_string())?;
-        let (variable, default) =
-            variable_expr(&trimmed[2..end]).ok_or_else(|| RULE.to_string())?;
-        let rest = &trimmed[end + 2..];
-        if !(rest.is_empty() || rest.starts_with(['/', '?', '#'])) {
-            return Err(format!(
-                "{RULE}; after the variable the URL must continue with '/'"
-            ));
-        }
-        return Ok(UrlOrigin::VariableOrigin { variable, default });
-    }
-    let lower = trimmed.to_ascii_lowercase();
-    let scheme = ["https", "http"]
-        .into_iter()
-        .find(|s| lower.starts_with(&format!("{s}://")))
-        .ok_or_else(|| format!("{RULE}; the URL must start with https://"))?;
-    let after = &trimmed[scheme.len() + 3..];
-    let authority_end = authority_end(after);
-    let authority = &after[..authority_end];
-    if authority.is_empty() {
-        return Err(format!("{RULE}; the host is empty"));
-    }
-    if authority.contains("{%") || authority.contains("{#") {
-        return Err(format!(
-            "{RULE}; template blocks are not allowed in the host"
-        ));
-    }
-    if let Some(start) = authority.find("{{") {
-        let end = authority.find("}}").ok_or_else(|| RULE.to_string())?;
-        if start != 0 {
-            return Err(format!("{RULE}; the host cannot be partly templated"));
-        }
-        let (variable, default) =
-            variable_expr(&authority[2..end]).ok_or_else(|| RULE.to_string())?;
-        let port = &authority[end + 2..];
-        if !(port.is_empty()
-            || (port.starts_with(':')
-                && port[1..].bytes().all(|b| b.is_ascii_digit())
-                && port.len() > 1))
-        {
-            return Err(format!(
-                "{RULE}; only a literal :port may follow the host variable"
-            ));
-        }
-        return Ok(UrlOrigin::VariableHost {
-            scheme: scheme.to_string(),
-            variable,
-            default,
-            port: port.to_string(),
-        });
-    }
-    if authority.contains('@') {
-        return Err("the URL must not contain user information ('user@host')".into());
-    }
-    if !authority
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
-    {
-        return Err(format!("'{authority}' is not a valid host"));
-    }
-    Ok(UrlOrigin::Literal(format!(
-        "{scheme}://{}",
-        authority.to_ascii_lowercase()
-    )))
-}
-
-/// Where the authority ends: the first `/`, `?` or `#` outside `{{ ... }}`.
-fn authority_end(after_scheme: &str) -> usize {
-    let bytes = after_scheme.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        // Compared as bytes: `i` steps through a non-ASCII host one byte at a time, and slicing
-        // the `str` inside a character panicked (`https://é{{ ... }}`, found by fuzzing).
-        if bytes[i..].starts_with(b"{{") {
-            match after_scheme[i..].find("}}") {
-                Some(close) => {
-                    i += close + 2;
-                    continue;
-                }
-                None => return bytes.len(),
-            }
-        }
-        if matches!(bytes[i], b'/' | b'?' | b'#') {
-            return i;
-        }
-        i += 1;
-    }
-    bytes.len()
-}
-
-/// Matches `get_variable('name')` or `get_variable('name') | default('literal')`.
-fn variable_expr(source: &str) -> Option<(String, Option<String>)> {
-    let source = source.trim_matches(|c: char| c == '-' || c.is_whitespace());
-    let expr = parse_expr(source).ok()?;
-    fn call(expr: &Expr<'_>) -> Option<String> {
-        let Expr::Call(c) = expr else { return None };
-        let Expr::Var(v) = &c.expr else { return None };
-        if v.id != "get_variable" || c.args.len() != 1 {
-            return None;
-        }
-        match &c.args[0] {
-            CallArg::Pos(e) => e.as_const()?.as_str().map(str::to_string),
-            _ => None,
-        }
-    }
-    match &expr {
-        Expr::Filter(f) if matches!(f.name, "default" | "d") => {
-            let name = call(f.expr.as_ref()?)?;
-            let default = match f.args.as_slice() {
-                [CallArg::Pos(e)] => e.as_const()?.as_str()?.to_string(),
-                _ => return None,
-            };
-            Some((name, Some(default)))
-        }
-        other => call(other).map(|name| (name, None)),
-    }
 }

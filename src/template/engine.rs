@@ -11,6 +11,7 @@ use super::filters::{self, OWN_ERROR_PREFIXES};
 use super::functions;
 use super::python::{self, py_str};
 use super::secrets::{SecretStore, Variables};
+use crate::upstream::origin::origin_expression;
 
 /// Bounds on the work one template render may do.
 #[derive(Debug, Clone, Copy)]
@@ -179,7 +180,8 @@ fn python_formatter(out: &mut Output, state: &mut State, value: &Value) -> Resul
     if value.is_safe() {
         let text = value.as_str().unwrap_or_default();
         // A "safe" value goes into a URL as it is: `urlencode` output (which keeps `/` and `.`,
-        // as Jinja2's does), `get_variable()` values, `| safe`. Request data piped through
+        // as Jinja2's does), `get_variable()` values (`| safe` is refused in a URL when the
+        // registry loads). Request data piped through
         // `urlencode` (a habit from Jinja2, where nothing is encoded for you) could otherwise
         // add `.`/`..` segments, `../admin`, that move the call to another path upstream.
         if url && has_dot_segment(text) {
@@ -204,6 +206,37 @@ fn python_formatter(out: &mut Output, state: &mut State, value: &Value) -> Resul
     } else {
         out.write_str(&text).map_err(Error::from)
     }
+}
+
+/// The text a URL template is compiled from. Everything a URL interpolates is
+/// percent-encoded, except its origin expression (`{{ get_variable('base') |
+/// default('https://api.example.com') }}`, or the host variable after `https://`), which is
+/// wrapped in `{% autoescape false %}` so the variable's value or the literal default is
+/// printed as it is: encoded, the documented fallback became `https%3A%2F%2Fapi...` and
+/// failed the origin check. Only that exact expression shape is wrapped, and the load-time
+/// checks refuse `{% autoescape %}` in a registry's own URL, so request and step data are
+/// always encoded. Lines stay where they are, so errors keep pointing at the right line.
+pub fn url_template_source(source: &str) -> String {
+    let Some(range) = origin_expression(source) else {
+        return source.to_string();
+    };
+    let tag = &source[range.clone()];
+    // The tag's whitespace control moves to the block that now surrounds it.
+    let open = if tag.starts_with("{{-") {
+        "{%- autoescape false %}"
+    } else {
+        "{% autoescape false %}"
+    };
+    let close = if tag.ends_with("-}}") {
+        "{% endautoescape -%}"
+    } else {
+        "{% endautoescape %}"
+    };
+    format!(
+        "{}{open}{tag}{close}{}",
+        &source[..range.start],
+        &source[range.end..]
+    )
 }
 
 /// Whether the path part of `text` (before any `?` or `#`) has a `.` or `..` segment.
@@ -232,11 +265,15 @@ impl TemplateSet {
     }
 
     /// Compiles `source` under a unique `location` for `field`; syntax errors come back
-    /// with their line.
+    /// with their line. A URL's origin expression is compiled to print as it is (see
+    /// [`url_template_source`]).
     pub fn add(&mut self, location: &str, field: Field, source: &str) -> Result<TemplateId, Error> {
         let name = field.template_name(location);
-        self.env
-            .add_template_owned(name.clone(), source.to_string())?;
+        let compiled = match field {
+            Field::Url => url_template_source(source),
+            _ => source.to_string(),
+        };
+        self.env.add_template_owned(name.clone(), compiled)?;
         Ok(TemplateId {
             name: name.into(),
             literal: literal_output(source),
@@ -319,6 +356,41 @@ pub fn describe_error(err: &Error, source: &str) -> RenderError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_prints_its_origin_expression_as_it_is_and_encodes_the_rest() {
+        let limits = RenderLimits::default();
+        let env = new_environment(
+            Arc::new(SecretStore::new()),
+            Arc::new(Variables::new()),
+            limits,
+        );
+        let mut set = TemplateSet::new(env, limits);
+        let ctx = Value::from(minijinja::value::Serde(serde_json::json!({"v": "a/b c"})));
+        for (source, rendered) in [
+            (
+                "{{ get_variable('base') | default('https://a.example.com:8443') }}/x/{{ v }}",
+                "https://a.example.com:8443/x/a%2Fb%20c",
+            ),
+            // Whitespace control keeps working around the wrapped tag.
+            (
+                "  {{- get_variable('base') | default('https://a.example.com') }}/{{ v }}",
+                "https://a.example.com/a%2Fb%20c",
+            ),
+            (
+                "https://{{ get_variable('host') | default('h.example.com:8443') }}/{{ 'x:y' }}",
+                "https://h.example.com:8443/x%3Ay",
+            ),
+            // Only the origin expression: the same default elsewhere is encoded.
+            (
+                "https://a.example.com/{{ get_variable('p') | default('b/c') }}",
+                "https://a.example.com/b%2Fc",
+            ),
+        ] {
+            let id = set.add("c/0/url", Field::Url, source).unwrap();
+            assert_eq!(set.render(&id, &ctx).unwrap(), rendered, "{source}");
+        }
+    }
 
     #[test]
     fn a_secret_pasted_into_a_template_never_reaches_an_error_message() {

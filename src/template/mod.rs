@@ -12,7 +12,7 @@ pub mod lazy_json;
 pub mod python;
 pub mod secrets;
 
-pub use analysis::{analyze, url_origin, Analysis, ConnectorKind, Finding, Scope, UrlOrigin};
+pub use analysis::{analyze, Analysis, ContextKind, Finding, Scope};
 pub use engine::{new_environment, RenderError, RenderLimits, TemplateId, TemplateSet};
 pub use field::Field;
 pub use secrets::{SecretStore, Variables};

@@ -49,6 +49,12 @@ pub enum SecretsError {
     },
 }
 
+/// Whether `name` can name a secret (SPEC §15): ASCII letters, digits and `_`, at least one.
+/// Names are case-sensitive.
+pub fn is_secret_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 /// A secret value; its `Debug` form never shows the value.
 #[derive(Clone)]
 pub struct Secret(String);

@@ -199,3 +199,45 @@ fn the_schema_rejects_registries_the_loader_rejects() {
         );
     }
 }
+
+/// The example registry with its origin defaults pointed at `api` and `auth`.
+fn example_registry_on(api: &str, auth: &str) -> Value {
+    let text = read(&root().join("examples/connectors_registry.json"))
+        .replace(
+            "default('https://api.example.com')",
+            &format!("default('{api}')"),
+        )
+        .replace(
+            "default('https://auth.example.com')",
+            &format!("default('{auth}')"),
+        );
+    serde_json::from_str(&text).unwrap()
+}
+
+#[actix_web::test]
+async fn the_examples_run_on_their_default_origins_when_the_variables_are_unset() {
+    // `echo-payload` and `auth-and-fetch-user` read `{{ get_variable('api_base_url') |
+    // default('https://api.example.com') }}`: with the variables unset the default was
+    // percent-encoded and every run failed the origin check (security probe item 13).
+    let up = crate::common::standard_upstream().await;
+    let app = crate::common::spawn_app(example_registry_on(&up.base, &up.base)).await;
+
+    let reply = app
+        .call(
+            "POST",
+            "/connectors/echo-payload/execute",
+            Some(r#"{"n": 1}"#),
+            &[("Content-Type", "application/json")],
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["body"], json!(r#"{"received": {"n": 1}}"#));
+
+    let reply = app
+        .composite("auth-and-fetch-user", "", r#"{"clientId": "widget"}"#)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json(), json!({"id": "usr_1", "name": "Ada"}));
+    assert_eq!(up.log.count("/oauth/token"), 1);
+    assert_eq!(up.log.count("/users/me"), 1);
+}

@@ -29,5 +29,6 @@ mod shutdown;
 mod soak;
 mod template_compat;
 mod upstream_limits;
+mod url_rendering;
 mod validate_cli;
 mod web_assets;

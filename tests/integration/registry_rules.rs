@@ -480,6 +480,34 @@ fn urls_follow_every_rule() {
         .allow_http()
         .loads(),
         case(
+            "safe is refused in the url",
+            simple(json!({"url": "https://api.example.com/echo/{{ request.query_parameters.v | safe }}/tail"})),
+        )
+        .error("thing", E, "url", "the safe filter is not available in the url: it would insert the value unencoded"),
+        case(
+            "safe is refused in the query part of a step url",
+            flow(vec![step("a", json!({"url": "https://api.example.com/x?q={{ steps | length | string | safe }}"}))]),
+        )
+        .error("flow", Some("a"), "url", "the safe filter is not available in the url"),
+        case(
+            "a safe filter block is refused in the url",
+            simple(json!({"url": "https://api.example.com/{% filter safe %}{{ request.body_text }}{% endfilter %}"})),
+        )
+        .error("thing", E, "url", "the safe filter is not available in the url"),
+        case(
+            "autoescape is refused in the url",
+            simple(json!({"url": "https://api.example.com/{% autoescape false %}{{ request.body_text }}{% endautoescape %}"})),
+        )
+        .error("thing", E, "url", "{% autoescape %} is not available in the url"),
+        case(
+            "safe is allowed outside the url",
+            simple(json!({
+                "headers": [{"key": "X-Raw", "value": "{{ request.query_parameters.v | safe }}"}],
+                "request_body": "{{ body_text | safe }}"
+            })),
+        )
+        .loads(),
+        case(
             "https with a literal port loads",
             simple(json!({"url": "https://api.example.com:8443/x?page={{ request.query_parameters.page }}"})),
         )
@@ -538,6 +566,11 @@ fn methods_headers_query_and_path_parameters_follow_every_rule() {
             simple(json!({"headers": kv(&[("content-length", "3")])})),
         )
         .error("thing", E, "headers[0].key", "set by the runtime"),
+        case(
+            "the Expect header is set by the runtime",
+            simple(json!({"headers": [{"key": "Expect", "value": "100-continue", "overridable": true}]})),
+        )
+        .error("thing", E, "headers[0].key", "'Expect' is set by the runtime"),
         case(
             "duplicate headers differ only in case",
             simple(json!({"headers": kv(&[("X-Trace", "a"), ("x-trace", "b")])})),
@@ -751,6 +784,63 @@ fn authentication_follows_every_rule() {
             "authentication.config.in",
             "'cookie' is not a place",
         ),
+        case(
+            "an api key cannot go in the Host header",
+            with_auth(
+                "api_key",
+                json!({"key": "Host", "value": "internal.admin.example"}),
+            ),
+        )
+        .error(
+            "thing",
+            E,
+            "authentication.config.key",
+            "'Host' is set by the runtime and cannot be configured",
+        ),
+        case(
+            "an api key cannot go in the Upgrade header, in any case",
+            with_auth(
+                "api_key",
+                json!({"key": "upgrade", "value": "websocket", "in": "header"}),
+            ),
+        )
+        .error(
+            "thing",
+            E,
+            "authentication.config.key",
+            "'upgrade' is set by the runtime",
+        ),
+        case(
+            "an api key cannot go in the Expect header",
+            with_auth("apikey", json!({"key": "Expect", "value": "100-continue"})),
+        )
+        .error(
+            "thing",
+            E,
+            "authentication.config.key",
+            "'Expect' is set by the runtime",
+        ),
+        case(
+            "an api key of a step names the step",
+            flow(vec![step(
+                "a",
+                json!({"authentication": {"type": "api_key", "config": {"key": "Transfer-Encoding", "value": "chunked"}}}),
+            )]),
+        )
+        .error(
+            "flow",
+            Some("a"),
+            "authentication.config.key",
+            "'Transfer-Encoding' is set by the runtime",
+        ),
+        case(
+            "an api key query parameter may be called host",
+            with_auth(
+                "api_key",
+                json!({"key": "host", "value": "k", "in": "query"}),
+            ),
+        )
+        .loads(),
         case(
             "an api key name must be literal",
             with_auth(
@@ -1147,6 +1237,83 @@ fn templates_pass_every_static_check() {
             header("{% set n = 'k' %}{{ get_secret(n) }}"),
         )
         .error("thing", E, "headers[0].value", "secret's name as a literal string"),
+        case(
+            "get_secret cannot be aliased with set",
+            header("{% set gs = get_secret %}{{ gs(request.query_parameters.n) }}"),
+        )
+        .secret("k")
+        .error("thing", E, "headers[0].value", "get_secret can only be called directly with a literal name"),
+        case(
+            "get_secret cannot be passed to a macro",
+            header("{% macro m(f) %}{{ f(request.query_parameters.n) }}{% endmacro %}{{ m(get_secret) }}"),
+        )
+        .error("thing", E, "headers[0].value", "get_secret can only be called directly"),
+        case(
+            "get_secret cannot be a macro default",
+            query("{% macro m(f=get_secret) %}{{ f(request.query_parameters.n) }}{% endmacro %}{{ m() }}"),
+        )
+        .error("thing", E, "query_parameters[0].value", "get_secret can only be called directly"),
+        case(
+            "get_secret cannot be stored in a dict",
+            header("{{ {'f': get_secret}['f'](request.query_parameters.n) }}"),
+        )
+        .error("thing", E, "headers[0].value", "get_secret can only be called directly"),
+        case(
+            "get_secret cannot be stored in a list",
+            header("{{ [get_secret][0](request.query_parameters.n) }}"),
+        )
+        .error("thing", E, "headers[0].value", "get_secret can only be called directly"),
+        case(
+            "get_secret cannot be bound by with",
+            with_auth("api_key", json!({"key": "X-API-Key", "value": "{% with f = get_secret %}{{ f(request.query_parameters.n) }}{% endwith %}"})),
+        )
+        .error("thing", E, "authentication.config.value", "get_secret can only be called directly"),
+        case(
+            "get_secret cannot be kept in a namespace",
+            header("{% set ns = namespace(f=get_secret) %}{{ ns.f(request.query_parameters.n) }}"),
+        )
+        .error("thing", E, "headers[0].value", "get_secret can only be called directly"),
+        case(
+            "get_secret cannot be redefined",
+            header("{% set get_secret = get_variable %}{{ get_secret('k') }}"),
+        )
+        .error("thing", E, "headers[0].value", "get_secret can only be called directly"),
+        case(
+            "an aliased get_secret in a composite step names the step and field",
+            chain(json!({"headers": [{"key": "X-A", "value": "{% set gs = get_secret %}{{ gs(steps.auth.body) }}"}]})),
+        )
+        .error("flow", u, "headers[0].value", "get_secret can only be called directly"),
+        case(
+            "get_secret is not a value in a request body either",
+            body("{% set gs = get_secret %}{{ gs(body_text) }}"),
+        )
+        .error("thing", E, "request_body", "get_secret can only be called directly"),
+        case(
+            "get_secret in a do statement still needs a literal name",
+            header("{% do get_secret(request.query_parameters.n) %}x"),
+        )
+        .error("thing", E, "headers[0].value", "secret's name as a literal string"),
+        case(
+            "a secret name with a hyphen is rejected",
+            header("{{ get_secret('api-key') }}"),
+        )
+        .error("thing", E, "headers[0].value", "'api-key' is not a valid secret name: secret names are letters, digits and '_'"),
+        case(
+            "a secret name with a dot is rejected in authentication config",
+            with_auth("api_key", json!({"key": "X-API-Key", "value": "{{ get_secret('../api_key') }}"})),
+        )
+        .error("thing", E, "authentication.config.value", "'../api_key' is not a valid secret name"),
+        case(
+            "an empty secret name is rejected",
+            query("{{ get_secret('') }}"),
+        )
+        .error("thing", E, "query_parameters[0].value", "'' is not a valid secret name"),
+        case(
+            "a secret name of letters, digits and underscores loads",
+            header("{{ get_secret('Api_Key_2') }}"),
+        )
+        .secret("Api_Key_2")
+        .loads(),
         case(
             "a secret that is not configured is a warning",
             header("{{ get_secret('missing_key') }}"),
@@ -1565,7 +1732,7 @@ fn json_output_lists_every_problem_with_its_location() {
         "severity": "warning",
         "connector": "thing",
         "field": "colour",
-        "message": "unknown field 'colour' is ignored (known fields: name, permalink, url, method, headers, query_parameters, path_parameters, authentication, request_body, response_body, response_content_type)"
+        "message": "unknown field 'colour' is ignored (known fields: name, permalink, url, method, headers, query_parameters, path_parameters, authentication, request_body, response_body, response_content_type, cache_ttl_seconds)"
     })));
     let method = problems
         .iter()

@@ -178,3 +178,70 @@ fn secrets_and_variables_given_to_validate_silence_their_warnings() {
     assert_eq!(with.status.code(), Some(0));
     assert_eq!(stdout(&with), "ok: 1 connector(s), 0 warning(s)\n");
 }
+
+/// Writes `registry` to a temporary `connectors_registry.json` and validates it.
+fn validate_registry(registry: &Value) -> (Output, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("connectors_registry.json");
+    std::fs::write(&path, registry.to_string()).unwrap();
+    let output = validate(&[path.as_os_str()]);
+    let out = stdout(&output);
+    (output, out)
+}
+
+#[test]
+fn cache_ttl_seconds_is_a_known_field() {
+    // The known-field lists were kept by hand beside the model and lacked it, so every cached
+    // connector was told its (honoured) cache_ttl_seconds "is ignored".
+    let (output, out) = validate_registry(&json!({"connectors": [
+        {"name": "Cached", "url": "https://api.example.com/x", "cache_ttl_seconds": 60},
+        {"name": "Cached head", "url": "https://api.example.com/x", "method": "HEAD", "cache_ttl_seconds": 5}
+    ]}));
+    assert_eq!(output.status.code(), Some(0), "{out}");
+    assert_eq!(out, "ok: 2 connector(s), 0 warning(s)\n");
+}
+
+#[test]
+fn cache_ttl_seconds_in_a_composite_step_is_reported_as_ignored() {
+    // Only simple connectors cache (a step has no cache_ttl_seconds in the model and the
+    // loader never sets one), so here the warning is true and stays.
+    let (output, out) = validate_registry(&json!({"composite_connectors": [{
+        "name": "Flow", "permalink": "flow",
+        "steps": [{"name": "a", "url": "https://api.example.com/x", "cache_ttl_seconds": 60}]
+    }]}));
+    assert_eq!(output.status.code(), Some(0), "{out}");
+    assert!(
+        out.starts_with(
+            "warning: flow › a › cache_ttl_seconds: unknown field 'cache_ttl_seconds' is ignored"
+        ),
+        "{out}"
+    );
+    assert!(out.ends_with("ok: 1 connector(s), 1 warning(s)\n"), "{out}");
+}
+
+#[test]
+fn an_unknown_field_still_warns_and_lists_the_known_ones() {
+    let (output, out) = validate_registry(&json!({"connectors": [
+        {"name": "Thing", "url": "https://api.example.com/x", "cache_ttl_secs": 60}
+    ]}));
+    assert_eq!(output.status.code(), Some(0), "{out}");
+    let line = out.lines().next().unwrap();
+    assert!(
+        line.starts_with("warning: thing › cache_ttl_secs: unknown field 'cache_ttl_secs' is ignored (known fields: name, permalink, url,"),
+        "{out}"
+    );
+    assert!(line.contains("cache_ttl_seconds"), "{line}");
+    assert!(out.ends_with("ok: 1 connector(s), 1 warning(s)\n"), "{out}");
+}
+
+#[test]
+fn safe_in_a_url_is_refused() {
+    let (output, out) = validate_registry(&json!({"connectors": [{
+        "name": "Raw", "url": "https://api.example.com/echo/{{ request.query_parameters.v | safe }}/tail"
+    }]}));
+    assert_eq!(output.status.code(), Some(1), "{out}");
+    assert!(
+        out.starts_with("error: raw › url: the safe filter is not available in the url"),
+        "{out}"
+    );
+}
