@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod assets;
+pub mod body;
 pub mod envelope;
 pub mod execute;
 pub mod health;
