@@ -55,7 +55,7 @@ pub struct ServeArgs {
         default_value_t = 30
     )]
     pub registry_poll_secs: u64,
-    /// Directory for the git fetch cache (default: the system temp dir).
+    /// Directory for the git fetch cache, private to this user (default: connector-runtime-<uid> in the system temp dir).
     #[arg(long, env = "CONNECTOR_RUNTIME_REGISTRY_CACHE_DIR")]
     pub registry_cache_dir: Option<PathBuf>,
     /// Secret of the push webhook (POST /hooks/git, GitHub X-Hub-Signature-256); the webhook is off without it.
@@ -213,7 +213,7 @@ impl ServeArgs {
                 let base = self
                     .registry_cache_dir
                     .clone()
-                    .unwrap_or_else(|| std::env::temp_dir().join("connector-runtime"));
+                    .unwrap_or_else(crate::registry::source::git::default_cache_base);
                 RegistrySource::Git(GitSource::new(
                     url.clone(),
                     self.registry_branch.clone(),
