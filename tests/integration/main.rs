@@ -12,6 +12,7 @@ mod execute_chain;
 mod execute_composite;
 mod execute_simple;
 mod fuzz_corpus;
+mod git_cache;
 mod hostile_input;
 mod jwt_algorithms;
 mod metrics;
