@@ -136,8 +136,8 @@ pub async fn git_push(
         return invalid_signature(&id);
     }
     let actor = &state.operator.registry_actor;
-    // Held until the body is verified (the end of this function).
-    let _slot = match actor.send(WebhookBodySlot).await {
+    // Held until the body is verified.
+    let slot = match actor.send(WebhookBodySlot).await {
         Ok(Some(slot)) => slot,
         Ok(None) => {
             tracing::warn!(
@@ -164,6 +164,7 @@ pub async fn git_push(
         tracing::warn!("push webhook with a wrong signature ignored");
         return invalid_signature(&id);
     }
+    drop(slot);
     let event = req
         .headers()
         .get("X-GitHub-Event")
