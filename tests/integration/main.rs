@@ -28,3 +28,4 @@ mod template_compat;
 mod upstream_limits;
 mod validate_cli;
 mod web_assets;
+mod webhook_limits;
