@@ -313,3 +313,115 @@ fn a_cache_owned_by_another_user_is_refused() {
     );
     assert!(!marker.exists());
 }
+
+#[actix_web::test]
+async fn the_server_reads_no_global_git_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (legit, head) = repo_with(tmp.path(), "legit", r#"{"connectors": []}"#);
+    let (evil, evil_head) = repo_with(tmp.path(), "evil", r#"{"connectors": [], "evil": 1}"#);
+    // The runtime user's ~/.gitconfig (and the XDG one) rewrite the registry URL.
+    let home = tmp.path().join("home");
+    let xdg = home.join(".config");
+    std::fs::create_dir_all(xdg.join("git")).unwrap();
+    let rewrite = format!(
+        "[url \"{}\"]\n\tinsteadOf = {}\n",
+        evil.display(),
+        legit.display()
+    );
+    std::fs::write(home.join(".gitconfig"), &rewrite).unwrap();
+    std::fs::write(xdg.join("git/config"), &rewrite).unwrap();
+    let control = tmp.path().join("control/registry.git");
+    prepared_cache(&control);
+    let out = Command::new("git")
+        .env("HOME", &home)
+        .env("XDG_CONFIG_HOME", &xdg)
+        .arg("--git-dir")
+        .arg(&control)
+        .args(["fetch", "-q", "--depth", "1"])
+        .arg(&legit)
+        .arg("+refs/heads/main:refs/remotes/origin/main")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        git(&control, &["rev-parse", "refs/remotes/origin/main"]),
+        evil_head,
+        "the control fetch was not redirected"
+    );
+
+    let server = crate::webhook_limits::GitServer::start(
+        &legit,
+        std::time::Duration::ZERO,
+        &[("HOME", &home), ("XDG_CONFIG_HOME", &xdg)],
+    );
+    assert_eq!(server.admin_status().await["revision"], head.as_str());
+}
+
+/// `serve` on `repo` without `--registry-cache-dir`, with `TMPDIR` set to `tmpdir`, until
+/// it exits (its success and log) or `ready()` holds (`None`; it is then stopped). 20 s at most.
+fn serve_without_cache_dir(
+    repo: &Path,
+    tmpdir: &Path,
+    ready: impl Fn() -> bool,
+) -> Option<(bool, String)> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_connector-runtime"))
+        .arg("serve")
+        .arg("--registry-git")
+        .arg(repo)
+        .args(["--listen", "127.0.0.1:0", "--registry-poll-secs", "0"])
+        .env("TMPDIR", tmpdir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let outcome = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut log = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+            break Some((status.success(), log));
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "neither exited nor ready"
+        );
+        if ready() {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    outcome
+}
+
+#[test]
+fn the_default_cache_is_per_user_and_one_another_user_made_stops_the_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (legit, _) = repo_with(tmp.path(), "legit", "{}");
+    let tmpdir = tmp.path().join("tmp");
+    let uid = unsafe { libc::geteuid() };
+    let base = tmpdir.join(format!("connector-runtime-{uid}"));
+    std::fs::create_dir_all(&base).unwrap();
+    std::os::unix::fs::chown(&base, Some(65534), Some(65534)).unwrap();
+    let (ok, log) = serve_without_cache_dir(&legit, &tmpdir, || false)
+        .expect("the server must refuse to start");
+    assert!(!ok);
+    assert!(
+        log.contains(&base.display().to_string()) && log.contains("owned by uid 65534"),
+        "{log}"
+    );
+
+    // Without it, the server makes its own, private to this user, and fetches into it.
+    std::fs::remove_dir(&base).unwrap();
+    let fetched = || {
+        std::fs::read_dir(&base)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.path().join("refs/remotes/origin/main").exists())
+    };
+    assert_eq!(serve_without_cache_dir(&legit, &tmpdir, fetched), None);
+    let mode = std::fs::metadata(&base).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+}
