@@ -55,7 +55,7 @@ pub struct ServeArgs {
         default_value_t = 30
     )]
     pub registry_poll_secs: u64,
-    /// Directory for the git fetch cache (default: the system temp dir).
+    /// Directory for the git fetch cache, private to this user (default: connector-runtime-<uid> in the system temp dir).
     #[arg(long, env = "CONNECTOR_RUNTIME_REGISTRY_CACHE_DIR")]
     pub registry_cache_dir: Option<PathBuf>,
     /// Secret of the push webhook (POST /hooks/git, GitHub X-Hub-Signature-256); the webhook is off without it.
@@ -103,6 +103,13 @@ pub struct ServeArgs {
     /// Largest request body accepted from callers, in bytes (larger ones get 413).
     #[arg(long, env = "CONNECTOR_RUNTIME_MAX_REQUEST_BYTES", default_value_t = 1024 * 1024)]
     pub max_request_bytes: usize,
+    /// Time a caller's whole request body gets to arrive, in milliseconds (slower ones get 408); no run slot is held meanwhile.
+    #[arg(
+        long,
+        env = "CONNECTOR_RUNTIME_REQUEST_BODY_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub request_body_timeout_ms: u64,
     /// Retries of an upstream call that failed to connect (refused, DNS, connect time-out); GET, HEAD, PUT, DELETE and OPTIONS only, within --step-timeout-ms (0 = no retries).
     #[arg(long, env = "CONNECTOR_RUNTIME_UPSTREAM_RETRIES", default_value_t = 1)]
     pub upstream_retries: u32,
@@ -190,6 +197,7 @@ impl ServeArgs {
             token_timeout_ms: 15_000,
             max_response_bytes: 10 * 1024 * 1024,
             max_request_bytes: 1024 * 1024,
+            request_body_timeout_ms: 10_000,
             response_cache_bytes: 64 * 1024 * 1024,
             upstream_max_connections: 4096,
             upstream_retries: 1,
@@ -213,7 +221,7 @@ impl ServeArgs {
                 let base = self
                     .registry_cache_dir
                     .clone()
-                    .unwrap_or_else(|| std::env::temp_dir().join("connector-runtime"));
+                    .unwrap_or_else(crate::registry::source::git::default_cache_base);
                 RegistrySource::Git(GitSource::new(
                     url.clone(),
                     self.registry_branch.clone(),

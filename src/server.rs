@@ -176,7 +176,10 @@ impl Application {
         })?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let state_registry = registry.clone();
-        let max_request_bytes = args.max_request_bytes;
+        let request_body = http::body::BodyLimits {
+            max_bytes: args.max_request_bytes,
+            timeout: Duration::from_millis(args.request_body_timeout_ms),
+        };
         let metrics_separately = args.metrics_listen.is_some();
         let console = args.console;
         let origins = args.allow_origin.clone();
@@ -187,7 +190,7 @@ impl Application {
             let state = AppState {
                 registry: state_registry.clone(),
                 step_actor: step_actors.start(),
-                max_request_bytes,
+                request_body,
                 metrics: app_metrics.clone(),
                 operator: operator.clone(),
                 console,

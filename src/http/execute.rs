@@ -5,15 +5,13 @@
 
 use std::sync::Arc;
 
-use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, ORIGIN};
+use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE, ORIGIN};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
 use tracing::Instrument;
 
 use super::envelope::Envelope;
-use super::{overload, request_id, AppState};
+use super::{body, overload, request_id, AppState};
 use crate::error::Code;
 use crate::events::{InFlight, RequestRejected};
 use crate::metrics::UNKNOWN_CONNECTOR;
@@ -154,7 +152,7 @@ async fn run(
         },
     };
     let resolved = request.resolve(state.registry.current())?;
-    let body = read_body(req, payload, state.max_request_bytes).await?;
+    let body = body::read_body(req, payload, state.request_body).await?;
     // The run slot is taken once the body is in: a slow sender holds a socket, never a slot.
     // Over `--max-in-flight` the caller gets 503 at once rather than a place in a queue; the
     // slot is freed by its drop guard however the run ends.
@@ -221,42 +219,6 @@ fn sent_path_parameters(req: &HttpRequest) -> Result<Vec<(String, String)>, Requ
                 )
             }),
     }
-}
-
-/// Reads a request body, refusing more than `limit` bytes with 413.
-pub(crate) async fn read_body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<Bytes, RequestError> {
-    let too_large = || {
-        RequestError::new(
-            Code::PayloadTooLarge,
-            format!("the request body is larger than {limit} bytes"),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
-    }
-    let mut body = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| {
-            RequestError::new(
-                Code::InvalidRequestBody,
-                "the request body could not be read",
-            )
-        })?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
 }
 
 fn respond(input: &RunInput, outcome: RunOutcome) -> HttpResponse {

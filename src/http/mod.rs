@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod assets;
+pub mod body;
 pub mod envelope;
 pub mod execute;
 pub mod health;
@@ -28,8 +29,8 @@ pub struct AppState {
     pub registry: RegistryHandle,
     /// This worker's step executor.
     pub step_actor: Addr<StepActor>,
-    /// Largest accepted request body.
-    pub max_request_bytes: usize,
+    /// How large a caller's body may be, and how long it may take to arrive.
+    pub request_body: body::BodyLimits,
     /// Metrics.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// The operator API and the push webhook.

@@ -3,15 +3,19 @@
 //! without locks. Publishing is all-or-nothing: a rejected registry leaves the previous one
 //! serving, and runs in flight finish on the snapshot they started with.
 
+use std::collections::hash_map::RandomState;
+use std::collections::{HashSet, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::{
-    Actor, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, Message, MessageResult,
+    Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, MessageResult, ResponseFuture,
     WrapFuture,
 };
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::build::{build_registry, revision_of, BuildOptions};
 use super::compiled::{ConnectorKind, Registry};
@@ -252,15 +256,100 @@ impl SyncError {
     }
 }
 
-/// Sync the registry from its source now.
+/// Sync the registry from its source, and answer with the outcome of a read that started
+/// after this request arrived. While a sync is running, this joins the one sync that runs
+/// next (see [`RegistryActor`]).
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<SyncRecord, SyncError>")]
 pub struct Sync(pub SyncReason);
 
-/// Ask for the build status.
+/// Like [`Sync`], for callers that do not wait for the outcome (webhook, poll, file watch).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct RequestSync(pub SyncReason);
+
+/// Ask for the build status. Answered at once, even while syncs run.
 #[derive(Debug, Message)]
 #[rtype(result = "BuildStatus")]
 pub struct GetStatus;
+
+/// How many push-webhook bodies are read at once, over all workers: each may hold up to the
+/// webhook's body limit until it is verified, so this bounds that memory.
+pub const WEBHOOK_BODIES_AT_ONCE: usize = 8;
+
+/// How many webhook delivery ids are remembered to refuse replays (the oldest are forgotten).
+pub const REMEMBERED_DELIVERIES: usize = 1024;
+
+/// A place to read one push-webhook body: `None` when [`WEBHOOK_BODIES_AT_ONCE`] are being
+/// read. The place is held until the permit is dropped.
+#[derive(Debug, Message)]
+#[rtype(result = "Option<OwnedSemaphorePermit>")]
+pub struct WebhookBodySlot;
+
+/// A push webhook whose signature was verified, with its `X-GitHub-Delivery` id if any.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "PushOutcome")]
+pub struct SignedPush {
+    /// The delivery id.
+    pub delivery: Option<String>,
+}
+
+/// What became of a [`SignedPush`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// A sync was requested (it may be coalesced with one already running).
+    SyncRequested,
+    /// This delivery id was seen before: nothing was done.
+    Replayed,
+}
+
+/// The delivery ids seen lately, as keyed hashes (bounded memory, whatever the ids' length).
+#[derive(Debug)]
+struct RecentDeliveries {
+    order: VecDeque<u64>,
+    seen: HashSet<u64>,
+    keys: RandomState,
+    capacity: usize,
+}
+
+impl RecentDeliveries {
+    fn new(capacity: usize) -> Self {
+        RecentDeliveries {
+            order: VecDeque::with_capacity(capacity),
+            seen: HashSet::with_capacity(capacity),
+            keys: RandomState::new(),
+            capacity,
+        }
+    }
+
+    /// Remembers `id`; false when it was already remembered.
+    fn first_time(&mut self, id: &str) -> bool {
+        let hash = self.keys.hash_one(id);
+        if !self.seen.insert(hash) {
+            return false;
+        }
+        self.order.push_back(hash);
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+/// Whoever waits for the outcome of a sync.
+type SyncWaiter = oneshot::Sender<Result<SyncRecord, SyncError>>;
+
+/// The one sync that runs after the current one: every request that arrived meanwhile.
+#[derive(Debug)]
+struct PendingSync {
+    /// The first request's reason (the record shows it).
+    reason: SyncReason,
+    waiters: Vec<SyncWaiter>,
+    /// Requests folded into this sync.
+    requests: u64,
+}
 
 /// Owns the registry source and publishes snapshots.
 pub struct RegistryActor {
@@ -274,6 +363,12 @@ pub struct RegistryActor {
     last_seen: Option<String>,
     status: BuildStatus,
     watcher: Option<Box<dyn std::any::Any>>,
+    /// Whether a sync is running now.
+    running: bool,
+    /// The sync to run when the current one ends.
+    pending: Option<PendingSync>,
+    webhook_bodies: Arc<Semaphore>,
+    deliveries: RecentDeliveries,
 }
 
 fn unix_now() -> u64 {
@@ -313,6 +408,10 @@ impl RegistryActor {
             watch: false,
             last_seen: None,
             watcher: None,
+            running: false,
+            pending: None,
+            webhook_bodies: Arc::new(Semaphore::new(WEBHOOK_BODIES_AT_ONCE)),
+            deliveries: RecentDeliveries::new(REMEMBERED_DELIVERIES),
         }
     }
 
@@ -464,17 +563,78 @@ impl RegistryActor {
     }
 }
 
+impl RegistryActor {
+    /// Asks for a sync. Syncs never overlap and never queue up: with none running, one starts
+    /// now; while one runs, every further request (webhook, admin, poll, file watch, signal)
+    /// joins the single sync that starts when it ends, which reads the source afresh. So a
+    /// burst of 300 pushes costs two reads, not 300, and the mailbox stays free for
+    /// [`GetStatus`] and the webhook's messages meanwhile.
+    fn request_sync(
+        &mut self,
+        reason: SyncReason,
+        waiter: Option<SyncWaiter>,
+        ctx: &mut Context<Self>,
+    ) {
+        if !self.running {
+            self.start_sync(reason, waiter.into_iter().collect(), ctx);
+            return;
+        }
+        let pending = self.pending.get_or_insert_with(|| PendingSync {
+            reason,
+            waiters: Vec::new(),
+            requests: 0,
+        });
+        pending.requests += 1;
+        // Waiters whose caller is gone need no answer.
+        pending.waiters.retain(|w| !w.is_closed());
+        pending.waiters.extend(waiter);
+    }
+
+    /// Reads the source off the actor's thread (git fetches block), then builds and publishes
+    /// on it; answers `waiters`, then starts the pending sync if there is one.
+    fn start_sync(
+        &mut self,
+        reason: SyncReason,
+        waiters: Vec<SyncWaiter>,
+        ctx: &mut Context<Self>,
+    ) {
+        self.running = true;
+        let reader = self.reader.clone();
+        let started = Instant::now();
+        let read = actix_rt::task::spawn_blocking(move || reader.read());
+        // `spawn`, not `wait`: the actor keeps handling messages while the source is read.
+        ctx.spawn(read.into_actor(self).map(move |joined, act, ctx| {
+            let snapshot =
+                joined.unwrap_or_else(|_| Err(SourceError("reading the source panicked".into())));
+            let outcome = act.apply(snapshot, reason, started);
+            for waiter in waiters {
+                let _ = waiter.send(outcome.clone());
+            }
+            act.running = false;
+            if let Some(next) = act.pending.take() {
+                tracing::debug!(
+                    requests = next.requests,
+                    "registry sync requests made during the last sync: one more sync"
+                );
+                act.start_sync(next.reason, next.waiters, ctx);
+            }
+        }));
+    }
+}
+
 impl Actor for RegistryActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         if let Some(interval) = self.poll {
-            ctx.run_interval(interval, |_, ctx| ctx.notify(Sync(SyncReason::Poll)));
+            ctx.run_interval(interval, |act, ctx| {
+                act.request_sync(SyncReason::Poll, None, ctx)
+            });
         }
         if let (true, RegistrySource::File(path)) = (self.watch, &self.source) {
             let addr = ctx.address();
             match FileSource::new(path.clone())
-                .watch(move || addr.do_send(Sync(SyncReason::FileChange)))
+                .watch(move || addr.do_send(RequestSync(SyncReason::FileChange)))
             {
                 Ok(watcher) => self.watcher = Some(Box::new(watcher)),
                 Err(e) => {
@@ -486,21 +646,50 @@ impl Actor for RegistryActor {
 }
 
 impl Handler<Sync> for RegistryActor {
-    type Result = AtomicResponse<Self, Result<SyncRecord, SyncError>>;
+    type Result = ResponseFuture<Result<SyncRecord, SyncError>>;
 
-    /// Reads the source off the actor's thread (git fetches block), then builds and
-    /// publishes. Syncs run one at a time.
-    fn handle(&mut self, msg: Sync, _: &mut Self::Context) -> Self::Result {
-        let reader = self.reader.clone();
-        let started = Instant::now();
-        let read = actix_rt::task::spawn_blocking(move || reader.read());
-        AtomicResponse::new(Box::pin(read.into_actor(self).map(
-            move |joined, act, _| {
-                let snapshot = joined
-                    .unwrap_or_else(|_| Err(SourceError("reading the source panicked".into())));
-                act.apply(snapshot, msg.0, started)
-            },
-        )))
+    fn handle(&mut self, msg: Sync, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.request_sync(msg.0, Some(tx), ctx);
+        Box::pin(async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(SyncError::Source(SourceError(
+                    "the registry actor stopped before the sync ended".into(),
+                )))
+            })
+        })
+    }
+}
+
+impl Handler<RequestSync> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RequestSync, ctx: &mut Self::Context) {
+        self.request_sync(msg.0, None, ctx);
+    }
+}
+
+impl Handler<WebhookBodySlot> for RegistryActor {
+    type Result = Option<OwnedSemaphorePermit>;
+
+    fn handle(&mut self, _: WebhookBodySlot, _: &mut Self::Context) -> Self::Result {
+        self.webhook_bodies.clone().try_acquire_owned().ok()
+    }
+}
+
+impl Handler<SignedPush> for RegistryActor {
+    type Result = MessageResult<SignedPush>;
+
+    /// A delivery id seen before is a replay (or a redelivery of a push already acted on):
+    /// nothing to do. Otherwise a sync is requested; pushes without an id always are.
+    fn handle(&mut self, msg: SignedPush, ctx: &mut Self::Context) -> Self::Result {
+        if let Some(id) = &msg.delivery {
+            if !self.deliveries.first_time(id) {
+                return MessageResult(PushOutcome::Replayed);
+            }
+        }
+        self.request_sync(SyncReason::Webhook, None, ctx);
+        MessageResult(PushOutcome::SyncRequested)
     }
 }
 
@@ -513,5 +702,158 @@ impl Handler<GetStatus> for RegistryActor {
             status.state = "failed";
         }
         MessageResult(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix::Addr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    /// A source that takes `delay` per read, counts its reads, and reads whatever `revision`
+    /// holds at the start of the read (as a fetch of a branch head would).
+    #[derive(Debug)]
+    struct SlowSource {
+        reads: Arc<AtomicUsize>,
+        revision: Arc<Mutex<String>>,
+        delay: Duration,
+    }
+
+    impl Source for SlowSource {
+        fn read(&self) -> Result<Snapshot, SourceError> {
+            let revision = self.revision.lock().unwrap().clone();
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(self.delay);
+            Ok(Snapshot {
+                text: "{}".into(),
+                revision: Some(revision),
+            })
+        }
+
+        fn describe(&self) -> String {
+            "a slow test source".into()
+        }
+    }
+
+    struct Started {
+        addr: Addr<RegistryActor>,
+        reads: Arc<AtomicUsize>,
+        revision: Arc<Mutex<String>>,
+    }
+
+    fn start(delay: Duration) -> Started {
+        let reads = Arc::new(AtomicUsize::new(0));
+        let revision = Arc::new(Mutex::new("r1".to_string()));
+        let mut actor = RegistryActor::new(
+            RegistrySource::Inline("{}".into()),
+            BuildOptions::default(),
+            RegistryHandle::new(),
+            Metrics::new(),
+        );
+        actor.reader = Arc::new(SlowSource {
+            reads: reads.clone(),
+            revision: revision.clone(),
+            delay,
+        });
+        Started {
+            addr: actor.start(),
+            reads,
+            revision,
+        }
+    }
+
+    #[actix_rt::test]
+    async fn requests_during_a_sync_fold_into_one_more_and_the_status_answers_meanwhile() {
+        let app = start(Duration::from_millis(300));
+        for _ in 0..300 {
+            app.addr.do_send(RequestSync(SyncReason::Webhook));
+        }
+        // The status does not wait behind the syncs (with one queued per request, it waited
+        // for all 300 reads).
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+        let asked = Instant::now();
+        let status = app.addr.send(GetStatus).await.unwrap();
+        assert!(
+            asked.elapsed() < Duration::from_millis(150),
+            "the status took {:?}",
+            asked.elapsed()
+        );
+        assert_eq!(status.source, "the bundled registry");
+        // The running read, then one more for everything that arrived meanwhile.
+        actix_rt::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(app.reads.load(Ordering::SeqCst), 2);
+        // Idle again: the next request starts a read at once.
+        app.addr
+            .send(Sync(SyncReason::Admin))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(app.reads.load(Ordering::SeqCst), 3);
+    }
+
+    #[actix_rt::test]
+    async fn a_sync_requested_during_a_read_reports_a_read_that_started_after_it() {
+        let app = start(Duration::from_millis(300));
+        app.addr.do_send(RequestSync(SyncReason::Poll));
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+        // Pushed after that read began: the admin sync must not report the older read.
+        *app.revision.lock().unwrap() = "r2".into();
+        let first = app.addr.send(Sync(SyncReason::Admin));
+        let second = app.addr.send(Sync(SyncReason::Signal));
+        let (first, second) = tokio::join!(first, second);
+        let (first, second) = (first.unwrap().unwrap(), second.unwrap().unwrap());
+        assert_eq!(first.revision.as_deref(), Some("r2"));
+        assert_eq!(first.result, "published");
+        assert_eq!(
+            first.reason,
+            SyncReason::Admin,
+            "the first request names the sync"
+        );
+        assert_eq!(second.revision.as_deref(), Some("r2"));
+        assert_eq!(app.reads.load(Ordering::SeqCst), 2);
+    }
+
+    #[actix_rt::test]
+    async fn a_delivery_id_is_acted_on_once_and_the_memory_of_ids_is_bounded() {
+        let app = start(Duration::from_millis(1));
+        let push = |id: &str| {
+            app.addr.send(SignedPush {
+                delivery: Some(id.to_string()),
+            })
+        };
+        assert_eq!(push("d-1").await.unwrap(), PushOutcome::SyncRequested);
+        assert_eq!(push("d-1").await.unwrap(), PushOutcome::Replayed);
+        assert_eq!(push("d-2").await.unwrap(), PushOutcome::SyncRequested);
+        let anonymous = SignedPush { delivery: None };
+        assert_eq!(
+            app.addr.send(anonymous.clone()).await.unwrap(),
+            PushOutcome::SyncRequested
+        );
+        assert_eq!(
+            app.addr.send(anonymous).await.unwrap(),
+            PushOutcome::SyncRequested,
+            "without an id there is nothing to compare"
+        );
+        let mut log = RecentDeliveries::new(4);
+        for id in ["a", "b", "c", "d", "e"] {
+            assert!(log.first_time(id));
+        }
+        assert_eq!((log.order.len(), log.seen.len()), (4, 4));
+        assert!(!log.first_time("e"));
+        assert!(log.first_time("a"), "the oldest id is forgotten first");
+    }
+
+    #[actix_rt::test]
+    async fn webhook_body_slots_are_capped_and_freed_on_drop() {
+        let app = start(Duration::from_millis(1));
+        let mut held = Vec::new();
+        for _ in 0..WEBHOOK_BODIES_AT_ONCE {
+            held.push(app.addr.send(WebhookBodySlot).await.unwrap().unwrap());
+        }
+        assert!(app.addr.send(WebhookBodySlot).await.unwrap().is_none());
+        held.pop();
+        assert!(app.addr.send(WebhookBodySlot).await.unwrap().is_some());
     }
 }

@@ -731,7 +731,10 @@ async fn before_a_registry_is_loaded_readyz_is_503_and_runs_are_registry_not_loa
             .app_data(web::Data::new(AppState {
                 registry: state_registry.clone(),
                 step_actor: step_actors.start(),
-                max_request_bytes: 1024 * 1024,
+                request_body: http::body::BodyLimits {
+                    max_bytes: 1024 * 1024,
+                    timeout: std::time::Duration::from_secs(10),
+                },
                 metrics: metrics.clone(),
                 operator: operator.clone(),
                 console: false,
