@@ -309,6 +309,102 @@ impl TokenFetchFailed<'_> {
     }
 }
 
+/// A registry snapshot was built and published (a sync that changed something).
+#[derive(Debug)]
+pub struct RegistryPublished<'a> {
+    /// Why the sync ran (`startup`, `webhook`, `poll`, ...).
+    pub reason: &'a str,
+    /// The published revision.
+    pub revision: &'a str,
+    /// Simple connectors served now.
+    pub simple: usize,
+    /// Composite connectors served now.
+    pub composite: usize,
+    /// Connectors created, updated and removed by this sync.
+    pub changes: (usize, usize, usize),
+    /// Warnings of the build.
+    pub warnings: usize,
+    /// How long reading and building took.
+    pub duration: Duration,
+    /// Unix time of the publish.
+    pub at: u64,
+}
+
+impl RegistryPublished<'_> {
+    /// Counts the load, sets the registry gauges and logs the publish.
+    pub fn emit(&self, metrics: &Metrics) {
+        metrics.registry_loads.with_label_values(&["ok"]).inc();
+        metrics.registry_load_ok.set(1);
+        metrics.registry_last_success.set(self.at as f64);
+        metrics
+            .registry_load_duration
+            .set(self.duration.as_secs_f64());
+        metrics
+            .registry_connectors
+            .with_label_values(&["composite"])
+            .set(self.composite as i64);
+        metrics
+            .registry_connectors
+            .with_label_values(&["simple"])
+            .set(self.simple as i64);
+        let (created, updated, removed) = self.changes;
+        tracing::info!(
+            reason = self.reason,
+            revision = self.revision,
+            connectors = self.simple + self.composite,
+            created,
+            updated,
+            removed,
+            warnings = self.warnings,
+            "registry published"
+        );
+    }
+}
+
+/// A sync found the source as it was last read: nothing was built.
+#[derive(Debug)]
+pub struct RegistryUnchanged {
+    /// How long reading took.
+    pub duration: Duration,
+}
+
+impl RegistryUnchanged {
+    /// Records the sync's duration.
+    pub fn emit(&self, metrics: &Metrics) {
+        metrics
+            .registry_load_duration
+            .set(self.duration.as_secs_f64());
+    }
+}
+
+/// A sync failed: the source could not be read or the registry was rejected. The previous
+/// registry keeps serving.
+#[derive(Debug)]
+pub struct RegistrySyncFailed<'a> {
+    /// Why the sync ran.
+    pub reason: &'a str,
+    /// What failed (the report's summary, or the source error).
+    pub summary: &'a str,
+    /// How long the attempt took.
+    pub duration: Duration,
+}
+
+impl RegistrySyncFailed<'_> {
+    /// Counts the failed load and logs it as a warning.
+    pub fn emit(&self, metrics: &Metrics) {
+        metrics.registry_loads.with_label_values(&["failed"]).inc();
+        metrics.registry_load_ok.set(0);
+        metrics
+            .registry_load_duration
+            .set(self.duration.as_secs_f64());
+        tracing::warn!(
+            reason = self.reason,
+            error = self.summary,
+            "registry sync failed; the previous registry keeps serving"
+        );
+    }
+}
+
 /// Counts a run as in flight until dropped.
 pub struct InFlight<'a>(&'a Metrics);
 

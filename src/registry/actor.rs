@@ -3,6 +3,7 @@
 //! without locks. Publishing is all-or-nothing: a rejected registry leaves the previous one
 //! serving, and runs in flight finish on the snapshot they started with.
 
+use crate::events::{RegistryPublished, RegistrySyncFailed, RegistryUnchanged};
 use std::collections::hash_map::RandomState;
 use std::collections::{HashSet, VecDeque};
 use std::hash::BuildHasher;
@@ -441,11 +442,8 @@ impl RegistryActor {
         reason: SyncReason,
         started: Instant,
     ) -> Result<SyncRecord, SyncError> {
-        let result = self.publish(snapshot, reason);
+        let result = self.publish(snapshot, reason, started);
         let duration = started.elapsed();
-        self.metrics
-            .registry_load_duration
-            .set(duration.as_secs_f64());
         let record = |result: &'static str, revision, changes, error| SyncRecord {
             reason,
             result,
@@ -462,6 +460,7 @@ impl RegistryActor {
                 Ok(rec)
             }
             Ok(None) => {
+                RegistryUnchanged { duration }.emit(&self.metrics);
                 let rec = record(
                     "unchanged",
                     self.last_seen.clone(),
@@ -472,16 +471,16 @@ impl RegistryActor {
                 Ok(rec)
             }
             Err(error) => {
-                self.metrics
-                    .registry_loads
-                    .with_label_values(&["failed"])
-                    .inc();
-                self.metrics.registry_load_ok.set(0);
                 let summary = match &error {
                     SyncError::Rejected(r) => r.report.summary(),
                     SyncError::Source(e) => e.to_string(),
                 };
-                tracing::warn!(reason = reason.label(), error = %summary, "registry sync failed; the previous registry keeps serving");
+                RegistrySyncFailed {
+                    reason: reason.label(),
+                    summary: &summary,
+                    duration,
+                }
+                .emit(&self.metrics);
                 self.status.state = "failed";
                 self.status.error = Some(summary.clone());
                 self.status.errors = error
@@ -505,6 +504,7 @@ impl RegistryActor {
         &mut self,
         snapshot: Result<Snapshot, SourceError>,
         reason: SyncReason,
+        started: Instant,
     ) -> Result<Option<(String, Changes)>, SyncError> {
         let snapshot = snapshot?;
         let revision = snapshot
@@ -533,32 +533,26 @@ impl RegistryActor {
             connectors: ConnectorSummary::all(&registry),
             last_sync: self.status.last_sync.clone(),
         };
-        self.metrics.registry_loads.with_label_values(&["ok"]).inc();
-        self.metrics.registry_load_ok.set(1);
-        self.metrics.registry_last_success.set(now as f64);
-        let composites = registry
+        let composite = registry
             .connectors()
             .iter()
             .filter(|c| c.kind == ConnectorKind::Composite)
-            .count() as i64;
-        self.metrics
-            .registry_connectors
-            .with_label_values(&["composite"])
-            .set(composites);
-        self.metrics
-            .registry_connectors
-            .with_label_values(&["simple"])
-            .set(registry.len() as i64 - composites);
-        tracing::info!(
-            reason = reason.label(),
-            revision = %revision,
-            connectors = registry.len(),
-            created = changes.created.len(),
-            updated = changes.updated.len(),
-            removed = changes.removed.len(),
-            warnings = registry.warnings.len(),
-            "registry published"
-        );
+            .count();
+        RegistryPublished {
+            reason: reason.label(),
+            revision: &revision,
+            simple: registry.len() - composite,
+            composite,
+            changes: (
+                changes.created.len(),
+                changes.updated.len(),
+                changes.removed.len(),
+            ),
+            warnings: registry.warnings.len(),
+            duration: started.elapsed(),
+            at: now,
+        }
+        .emit(&self.metrics);
         Ok(Some((revision, changes)))
     }
 }
