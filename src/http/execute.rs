@@ -177,7 +177,7 @@ async fn run(
             state.step_actor.clone(),
             state.metrics.clone(),
         )
-        .run()
+        .start()
         .await
     };
     Ok(respond(&input, outcome))

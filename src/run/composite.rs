@@ -4,17 +4,20 @@
 //! step's response and every step's timing. A simple connector is a run of one step.
 //!
 //! Because the request owns the run, cancellation follows the caller: when the caller goes
-//! away, actix-web drops the request's future and with it the run, which cancels the step in
-//! flight (its upstream call is dropped), starts no further step, and is counted once as
+//! away, actix-web drops the request's future and with it the run's [`RunHandle`], which
+//! aborts the run's task: the step in flight is dropped with its upstream call once nobody
+//! waits for it (see `StepExecution`), no further step starts, and the run is counted once as
 //! `cancelled`.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use actix::Addr;
 use bytes::Bytes;
 use minijinja::Value;
-use tokio_util::sync::CancellationToken;
 
 use super::error::{Code, RunError, StepFailure};
 use super::input::RunInput;
@@ -55,8 +58,6 @@ pub struct CompositeRunActor {
     results: Vec<(String, Value)>,
     timings: Vec<StepTiming>,
     started: Instant,
-    /// Reaches every step in flight; cancelled when the run is dropped unfinished.
-    cancel: CancellationToken,
     finished: bool,
 }
 
@@ -71,9 +72,16 @@ impl CompositeRunActor {
             results: Vec::with_capacity(steps),
             timings: Vec::with_capacity(steps),
             started: Instant::now(),
-            cancel: CancellationToken::new(),
             finished: false,
         }
+    }
+
+    /// Starts the run on its own task of this worker; the handle gives its outcome and,
+    /// dropped before the end, cancels it. The task that awaits the handle is woken once,
+    /// when the run ends, not at every step (for the HTTP handler, every wake-up is a pass
+    /// of the connection's dispatcher).
+    pub fn start(self) -> RunHandle {
+        RunHandle(actix_rt::spawn(self.run()))
     }
 
     /// Runs every step in order and returns the outcome; the run is counted and, when it
@@ -115,18 +123,17 @@ impl CompositeRunActor {
             run: self.input.clone(),
             index,
             steps: Value::from_pairs(self.results.iter().cloned()),
-            cancel: self.cancel.clone(),
         };
-        self.step_actor
-            .send(message)
-            .await
-            .unwrap_or_else(|_| StepOutcome {
+        match self.step_actor.send(message).await {
+            Ok(outcome) => outcome,
+            Err(_) => StepOutcome {
                 result: Err(StepFailure::new(
                     Code::UnexpectedError,
                     "the step executor stopped unexpectedly",
                 )),
                 timing: StepTiming::default(),
-            })
+            },
+        }
     }
 
     fn run_error(&self, failure: StepFailure, index: usize) -> RunError {
@@ -165,13 +172,43 @@ impl CompositeRunActor {
     }
 }
 
+/// A run started by [`CompositeRunActor::start`]: a future of its outcome that owns the run.
+#[derive(Debug)]
+pub struct RunHandle(tokio::task::JoinHandle<RunOutcome>);
+
+impl Future for RunHandle {
+    type Output = RunOutcome;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<RunOutcome> {
+        Pin::new(&mut self.0).poll(cx).map(|joined| {
+            joined.unwrap_or_else(|_| RunOutcome {
+                result: Err(RunError {
+                    failure: StepFailure::new(
+                        Code::UnexpectedError,
+                        "the run stopped before it finished",
+                    ),
+                    step: None,
+                }),
+                timings: Vec::new(),
+                total: Duration::ZERO,
+            })
+        })
+    }
+}
+
+impl Drop for RunHandle {
+    /// The caller went away: the run's task is aborted, which drops the run.
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl Drop for CompositeRunActor {
     /// A run dropped before it finished was abandoned by its caller.
     fn drop(&mut self) {
         if self.finished {
             return;
         }
-        self.cancel.cancel();
         RunCancelled {
             request_id: &self.input.request_id,
             connector: &self.input.connector.permalink,

@@ -5,13 +5,14 @@ use std::sync::Arc;
 use actix::Message;
 use bytes::Bytes;
 use minijinja::Value;
-use tokio_util::sync::CancellationToken;
 
-use super::error::{Code, StepFailure};
+use super::error::StepFailure;
 use super::input::RunInput;
 use super::timing::StepTiming;
 
-/// Run step `index` of the run's connector, with the results of the steps before it.
+/// Run step `index` of the run's connector, with the results of the steps before it. The
+/// step lives only as long as someone waits for its outcome: a run that is dropped (its
+/// caller went away) drops its step and the upstream call in flight.
 #[derive(Debug, Message)]
 #[rtype(result = "StepOutcome")]
 pub struct ExecuteStep {
@@ -21,8 +22,6 @@ pub struct ExecuteStep {
     pub index: usize,
     /// `steps` as templates see it: a dict of earlier step results.
     pub steps: Value,
-    /// Cancelled when the run's caller goes away: the step stops where it is.
-    pub cancel: CancellationToken,
 }
 
 /// A step's result or failure, with its timing either way.
@@ -32,20 +31,6 @@ pub struct StepOutcome {
     pub result: Result<StepResult, StepFailure>,
     /// Where the time went.
     pub timing: StepTiming,
-}
-
-impl StepOutcome {
-    /// The outcome of a step stopped because its run was cancelled (nobody reads it: the
-    /// run that asked is gone).
-    pub fn cancelled() -> Self {
-        StepOutcome {
-            result: Err(StepFailure::new(
-                Code::UnexpectedError,
-                "the run was cancelled",
-            )),
-            timing: StepTiming::default(),
-        }
-    }
 }
 
 /// A successful step.

@@ -4,7 +4,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix::{Actor, Context, Handler, ResponseFuture};
+use std::future::Future;
+use std::pin::Pin;
+
+use actix::dev::{MessageResponse, OneshotSender};
+use actix::{Actor, Context, Handler};
 use awc::http::header::{HeaderName, HeaderValue};
 use awc::http::Method;
 use bytes::Bytes;
@@ -43,11 +47,9 @@ impl Actor for StepActor {
 }
 
 impl Handler<ExecuteStep> for StepActor {
-    type Result = ResponseFuture<StepOutcome>;
+    type Result = StepExecution;
 
-    /// Each step runs as its own future, so a slow upstream never holds up other runs. It
-    /// ends early when the run is cancelled (its caller went away): the upstream call in
-    /// flight is dropped with it.
+    /// Each step runs as its own future, so a slow upstream never holds up other runs.
     fn handle(&mut self, msg: ExecuteStep, _ctx: &mut Self::Context) -> Self::Result {
         let client = self.client.clone();
         let shared = self.shared.clone();
@@ -59,17 +61,31 @@ impl Handler<ExecuteStep> for StepActor {
             connector = %msg.run.connector.permalink,
             step = %msg.run.connector.steps[msg.index].name,
         );
-        let cancel = msg.cancel.clone();
-        Box::pin(
-            async move {
-                tokio::select! {
-                    biased;
-                    outcome = execute_step(&client, &shared, msg) => outcome,
-                    () = cancel.cancelled() => StepOutcome::cancelled(),
+        StepExecution(Box::pin(
+            async move { execute_step(&client, &shared, msg).await }.instrument(span),
+        ))
+    }
+}
+
+/// One step's execution, the step actor's answer to [`ExecuteStep`]: spawned on the worker,
+/// and dropped — with the upstream call in flight — as soon as nobody waits for its outcome
+/// any more (the run that sent it was cancelled).
+pub struct StepExecution(Pin<Box<dyn Future<Output = StepOutcome>>>);
+
+impl MessageResponse<StepActor, ExecuteStep> for StepExecution {
+    fn handle(self, _ctx: &mut Context<StepActor>, tx: Option<OneshotSender<StepOutcome>>) {
+        actix_rt::spawn(async move {
+            let Some(mut tx) = tx else {
+                return;
+            };
+            tokio::select! {
+                biased;
+                outcome = self.0 => {
+                    let _ = tx.send(outcome);
                 }
+                () = tx.closed() => {}
             }
-            .instrument(span),
-        )
+        });
     }
 }
 
