@@ -235,7 +235,7 @@ impl ServeArgs {
     }
 
     /// The step timeout.
-    pub fn step_timeout(&self) -> Duration {
+    pub(crate) fn step_timeout(&self) -> Duration {
         Duration::from_millis(self.step_timeout_ms)
     }
 }

@@ -21,27 +21,28 @@ macro_rules! error_codes {
 
         impl Code {
             /// Every code, in table order.
-            pub const ALL: &'static [Code] = &[$(Code::$name),*];
+            #[cfg(test)]
+            const ALL: &'static [Code] = &[$(Code::$name),*];
 
             /// The machine-readable code (`errors.code`).
-            pub const fn as_str(self) -> &'static str {
+            pub(crate) const fn as_str(self) -> &'static str {
                 match self { $(Code::$name => $code,)* }
             }
 
             /// The HTTP status answered.
-            pub const fn status(self) -> u16 {
+            pub(crate) const fn status(self) -> u16 {
                 match self { $(Code::$name => $status,)* }
             }
 
             /// The envelope's scope before any composite-step prefix; `None` for request
             /// errors, which happen before any step runs (`scope: null`).
-            pub const fn scope(self) -> Option<&'static str> {
+            pub(crate) const fn scope(self) -> Option<&'static str> {
                 match self { $(Code::$name => $scope,)* }
             }
 
             /// The `outcome` label of `connector_runs_total` (and of step metrics) that a
             /// run ending with this code counts as.
-            pub const fn outcome_label(self) -> &'static str {
+            pub(crate) const fn outcome_label(self) -> &'static str {
                 match self { $(Code::$name => $label,)* }
             }
         }
@@ -120,7 +121,7 @@ pub struct StepFailure {
 
 impl StepFailure {
     /// A failure with `code` and `detail`.
-    pub fn new(code: Code, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(code: Code, detail: impl Into<String>) -> Self {
         StepFailure {
             code,
             detail: detail.into(),
@@ -128,7 +129,7 @@ impl StepFailure {
     }
 
     /// The upstream (`what`) answered `status`.
-    pub fn http(status: u16, what: &str) -> Self {
+    pub(crate) fn http(status: u16, what: &str) -> Self {
         StepFailure::new(
             Code::DownstreamHttpError,
             format!("{what} answered HTTP {status}"),
@@ -136,7 +137,7 @@ impl StepFailure {
     }
 
     /// A template of the step failed to render: the failure names the template's field.
-    pub fn from_render(id: &TemplateId, e: &RenderError) -> Self {
+    pub(crate) fn from_render(id: &TemplateId, e: &RenderError) -> Self {
         let code = if e.jwt_signing {
             Code::JwtSigningError
         } else {

@@ -16,7 +16,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// The `kind` label of a connector (`simple` or `composite`).
-pub type KindLabel = &'static str;
+pub(crate) type KindLabel = &'static str;
 
 /// One step ended, successfully (`failure: None`) or not.
 #[derive(Debug)]
@@ -150,7 +150,7 @@ impl RunFinished<'_> {
 /// The caller went away before its run ended: no further step starts and the steps in
 /// flight are dropped. Counted as outcome `cancelled`, logged once.
 #[derive(Debug)]
-pub struct RunCancelled<'a> {
+pub(crate) struct RunCancelled<'a> {
     /// The run's request id.
     pub request_id: &'a str,
     /// Connector permalink.
@@ -165,7 +165,7 @@ pub struct RunCancelled<'a> {
 
 impl RunCancelled<'_> {
     /// Counts the run as `cancelled` and logs it.
-    pub fn emit(&self, metrics: &Metrics) {
+    pub(crate) fn emit(&self, metrics: &Metrics) {
         let labels = [self.connector, self.kind, "cancelled"];
         metrics.runs.with_label_values(&labels).inc();
         metrics
@@ -185,7 +185,7 @@ impl RunCancelled<'_> {
 /// A request was refused before any step ran (400/404/405/408/413, and 503 — outcome
 /// `overloaded` when `--max-in-flight` shed it).
 #[derive(Debug)]
-pub struct RequestRejected<'a> {
+pub(crate) struct RequestRejected<'a> {
     /// The request id.
     pub request_id: &'a str,
     /// Connector permalink, or [`crate::metrics::UNKNOWN_CONNECTOR`] when the registry does
@@ -200,7 +200,7 @@ pub struct RequestRejected<'a> {
 impl RequestRejected<'_> {
     /// Counts the refusal; logs it at info (shed requests at debug: under overload a line
     /// per shed request would add to the load).
-    pub fn emit(&self, metrics: &Metrics) {
+    pub(crate) fn emit(&self, metrics: &Metrics) {
         let outcome = self.code.outcome_label();
         metrics
             .runs
@@ -222,7 +222,7 @@ impl RequestRejected<'_> {
 
 /// An upstream call is made again after a connection failure (`--upstream-retries`).
 #[derive(Debug)]
-pub struct UpstreamRetried<'a> {
+pub(crate) struct UpstreamRetried<'a> {
     /// The run's request id.
     pub request_id: &'a str,
     /// Connector permalink.
@@ -237,7 +237,7 @@ pub struct UpstreamRetried<'a> {
 
 impl UpstreamRetried<'_> {
     /// Counts the retry and logs it.
-    pub fn emit(&self, metrics: &Metrics) {
+    pub(crate) fn emit(&self, metrics: &Metrics) {
         metrics
             .upstream_retries
             .with_label_values(&[self.connector, self.step])
@@ -255,7 +255,7 @@ impl UpstreamRetried<'_> {
 
 /// A cacheable step looked its answer up in the response cache.
 #[derive(Debug)]
-pub struct CacheLookedUp<'a> {
+pub(crate) struct CacheLookedUp<'a> {
     /// Connector permalink.
     pub connector: &'a str,
     /// Whether a stored answer was used.
@@ -264,7 +264,7 @@ pub struct CacheLookedUp<'a> {
 
 impl CacheLookedUp<'_> {
     /// Counts the look-up by result (`hit` or `miss`).
-    pub fn emit(&self, metrics: &Metrics) {
+    pub(crate) fn emit(&self, metrics: &Metrics) {
         let result = if self.hit { "hit" } else { "miss" };
         metrics
             .response_cache
@@ -275,14 +275,14 @@ impl CacheLookedUp<'_> {
 
 /// An OAuth grant's token was taken from the token cache (`hit`) or fetched (`miss`).
 #[derive(Debug)]
-pub struct TokenLookedUp {
+pub(crate) struct TokenLookedUp {
     /// Whether the cached token was used.
     pub hit: bool,
 }
 
 impl TokenLookedUp {
     /// Counts the look-up by result.
-    pub fn emit(&self, metrics: &Metrics) {
+    pub(crate) fn emit(&self, metrics: &Metrics) {
         let result = if self.hit { "hit" } else { "miss" };
         metrics.token_cache.with_label_values(&[result]).inc();
     }
@@ -290,7 +290,7 @@ impl TokenLookedUp {
 
 /// A token request failed.
 #[derive(Debug)]
-pub struct TokenFetchFailed<'a> {
+pub(crate) struct TokenFetchFailed<'a> {
     /// Why (the code the step fails with).
     pub code: Code,
     /// Caller-safe detail.
@@ -299,7 +299,7 @@ pub struct TokenFetchFailed<'a> {
 
 impl TokenFetchFailed<'_> {
     /// Counts the failure and logs it.
-    pub fn emit(&self, metrics: &Metrics) {
+    pub(crate) fn emit(&self, metrics: &Metrics) {
         metrics.token_fetch_errors.inc();
         tracing::info!(
             code = self.code.as_str(),
@@ -311,7 +311,7 @@ impl TokenFetchFailed<'_> {
 
 /// A registry snapshot was built and published (a sync that changed something).
 #[derive(Debug)]
-pub struct RegistryPublished<'a> {
+pub(crate) struct RegistryPublished<'a> {
     /// Why the sync ran (`startup`, `webhook`, `poll`, ...).
     pub reason: &'a str,
     /// The published revision.
@@ -332,7 +332,7 @@ pub struct RegistryPublished<'a> {
 
 impl RegistryPublished<'_> {
     /// Counts the load, sets the registry gauges and logs the publish.
-    pub fn emit(&self, metrics: &Metrics) {
+    pub(crate) fn emit(&self, metrics: &Metrics) {
         metrics.registry_loads.with_label_values(&["ok"]).inc();
         metrics.registry_load_ok.set(1);
         metrics.registry_last_success.set(self.at as f64);
@@ -363,14 +363,14 @@ impl RegistryPublished<'_> {
 
 /// A sync found the source as it was last read: nothing was built.
 #[derive(Debug)]
-pub struct RegistryUnchanged {
+pub(crate) struct RegistryUnchanged {
     /// How long reading took.
     pub duration: Duration,
 }
 
 impl RegistryUnchanged {
     /// Records the sync's duration.
-    pub fn emit(&self, metrics: &Metrics) {
+    pub(crate) fn emit(&self, metrics: &Metrics) {
         metrics
             .registry_load_duration
             .set(self.duration.as_secs_f64());
@@ -380,7 +380,7 @@ impl RegistryUnchanged {
 /// A sync failed: the source could not be read or the registry was rejected. The previous
 /// registry keeps serving.
 #[derive(Debug)]
-pub struct RegistrySyncFailed<'a> {
+pub(crate) struct RegistrySyncFailed<'a> {
     /// Why the sync ran.
     pub reason: &'a str,
     /// What failed (the report's summary, or the source error).
@@ -391,7 +391,7 @@ pub struct RegistrySyncFailed<'a> {
 
 impl RegistrySyncFailed<'_> {
     /// Counts the failed load and logs it as a warning.
-    pub fn emit(&self, metrics: &Metrics) {
+    pub(crate) fn emit(&self, metrics: &Metrics) {
         metrics.registry_loads.with_label_values(&["failed"]).inc();
         metrics.registry_load_ok.set(0);
         metrics
@@ -406,11 +406,11 @@ impl RegistrySyncFailed<'_> {
 }
 
 /// Counts a run as in flight until dropped.
-pub struct InFlight<'a>(&'a Metrics);
+pub(crate) struct InFlight<'a>(&'a Metrics);
 
 impl<'a> InFlight<'a> {
     /// Marks a run as started.
-    pub fn start(metrics: &'a Metrics) -> Self {
+    pub(crate) fn start(metrics: &'a Metrics) -> Self {
         metrics.in_flight.inc();
         InFlight(metrics)
     }

@@ -39,10 +39,10 @@ use crate::upstream::origin::{rendered_url_matches, url_origin, UrlOrigin};
 
 /// Fuel of the fuzzed renders: a tenth of the default, so a hostile input costs well under
 /// a second even with the fuzzer's instrumentation, yet plenty for the realistic seeds.
-pub const FUZZ_FUEL: u64 = 100_000;
+pub(crate) const FUZZ_FUEL: u64 = 100_000;
 
 /// Output cap of the fuzzed renders.
-pub const FUZZ_MAX_OUTPUT: usize = 64 * 1024;
+pub(crate) const FUZZ_MAX_OUTPUT: usize = 64 * 1024;
 
 /// A context value that must never appear in an error message.
 const SENTINEL: &str = "Zq9SENTINELvX";

@@ -11,14 +11,14 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Map, Value};
 
 /// Algorithms accepted in registries, in the spelling registries use.
-pub const ALGORITHMS: &[&str] = &[
+pub(crate) const ALGORITHMS: &[&str] = &[
     "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
     "ES384", "ES512", "EdDSA",
 ];
 
 /// A signing algorithm a registry may name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SigningAlgorithm {
+pub(crate) enum SigningAlgorithm {
     /// One that `jsonwebtoken` signs.
     Jose(Algorithm),
     /// ES512: ECDSA on P-521 with SHA-512.
@@ -27,7 +27,7 @@ pub enum SigningAlgorithm {
 
 /// Why a token could not be signed. Messages never include key material or claims.
 #[derive(Debug, thiserror::Error)]
-pub enum JwtError {
+pub(crate) enum JwtError {
     /// The algorithm name is not one of [`ALGORITHMS`].
     #[error("unsupported JWT algorithm '{0}'; use one of HS256/384/512, RS256/384/512, PS256/384/512, ES256/384/512 or EdDSA")]
     UnknownAlgorithm(String),
@@ -48,7 +48,7 @@ pub enum JwtError {
 }
 
 /// Parses an algorithm name as registries write it.
-pub fn parse_algorithm(name: &str) -> Result<SigningAlgorithm, JwtError> {
+pub(crate) fn parse_algorithm(name: &str) -> Result<SigningAlgorithm, JwtError> {
     if !ALGORITHMS.contains(&name) {
         return Err(JwtError::UnknownAlgorithm(name.to_string()));
     }
@@ -84,7 +84,7 @@ fn encoding_key(algorithm: Algorithm, name: &str, key: &str) -> Result<EncodingK
 }
 
 /// Numeric-looking `exp`, `iat` and `nbf` claims become integers, as the platform does.
-pub fn normalize_time_claims(claims: &mut Map<String, Value>) {
+pub(crate) fn normalize_time_claims(claims: &mut Map<String, Value>) {
     for name in ["exp", "iat", "nbf"] {
         if let Some(value) = claims.get_mut(name) {
             let as_int = match value {
@@ -106,7 +106,7 @@ pub fn normalize_time_claims(claims: &mut Map<String, Value>) {
 
 /// Signs `claims` with `key` and `algorithm`; `extra_headers` are merged into the header
 /// (`alg` always reflects the algorithm used).
-pub fn sign(
+pub(crate) fn sign(
     claims: &Value,
     key: &str,
     algorithm: &str,

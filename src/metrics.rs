@@ -10,12 +10,12 @@ use prometheus::{
 };
 
 /// Latency buckets, resolving 1 ms to 30 s.
-pub const LATENCY_BUCKETS: &[f64] = &[
+pub(crate) const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
 /// The label used for requests whose permalink is unknown (keeps labels bounded).
-pub const UNKNOWN_CONNECTOR: &str = "(unknown)";
+pub(crate) const UNKNOWN_CONNECTOR: &str = "(unknown)";
 
 /// The runtime's metrics.
 pub struct Metrics {
@@ -169,7 +169,7 @@ impl Metrics {
     }
 
     /// Everything, in the Prometheus text format.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut buffer = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
         String::from_utf8(buffer).unwrap_or_default()
@@ -186,7 +186,7 @@ pub struct HotHandles {
 
 impl HotHandles {
     /// The cached `(histogram, counter)`, resolved by `resolve` on first use.
-    pub fn get(
+    pub(crate) fn get(
         &self,
         resolve: impl FnOnce() -> (prometheus::Histogram, IntCounter),
     ) -> &(prometheus::Histogram, IntCounter) {
@@ -195,7 +195,7 @@ impl HotHandles {
 }
 
 /// `2xx`, `3xx`, `4xx` or `5xx`.
-pub fn status_class(status: u16) -> &'static str {
+pub(crate) fn status_class(status: u16) -> &'static str {
     match status {
         100..=199 => "1xx",
         200..=299 => "2xx",

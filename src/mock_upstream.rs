@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 /// The token the mock's token endpoint issues and its APIs accept.
-pub const TOKEN: &str = "mock-token-4f2a9c";
+pub(crate) const TOKEN: &str = "mock-token-4f2a9c";
 
 #[derive(Clone, Copy)]
 struct Latency(Duration);
@@ -142,7 +142,7 @@ async fn status(path: web::Path<u16>) -> HttpResponse {
 }
 
 /// Mounts the mock's routes with `latency` before each answer.
-pub fn configure(cfg: &mut web::ServiceConfig, latency: Duration) {
+pub(crate) fn configure(cfg: &mut web::ServiceConfig, latency: Duration) {
     cfg.app_data(web::Data::new(Latency(latency)))
         .route("/oauth/token", web::post().to(token))
         .route("/users/me", web::get().to(me))
@@ -154,7 +154,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, latency: Duration) {
 }
 
 /// Starts the mock on `listener`; the returned server must be awaited or spawned.
-pub fn start(listener: TcpListener, latency: Duration, workers: usize) -> std::io::Result<Server> {
+pub(crate) fn start(
+    listener: TcpListener,
+    latency: Duration,
+    workers: usize,
+) -> std::io::Result<Server> {
     Ok(
         HttpServer::new(move || App::new().configure(|cfg| configure(cfg, latency)))
             .workers(workers.max(1))

@@ -124,7 +124,6 @@ pub struct Application {
     server: Server,
     registry: RegistryHandle,
     registry_actor: Addr<RegistryActor>,
-    metrics: Arc<Metrics>,
 }
 
 impl Application {
@@ -141,7 +140,7 @@ impl Application {
     }
 
     /// Like [`Application::build_with_options`] with an explicit registry source.
-    pub fn build_from(
+    pub(crate) fn build_from(
         args: ServeArgs,
         options: BuildOptions,
         source: RegistrySource,
@@ -238,7 +237,6 @@ impl Application {
             server,
             registry,
             registry_actor,
-            metrics,
         })
     }
 
@@ -252,19 +250,9 @@ impl Application {
         self.metrics_port
     }
 
-    /// The server's metrics.
-    pub fn metrics(&self) -> Arc<Metrics> {
-        self.metrics.clone()
-    }
-
     /// The published registry.
     pub fn registry(&self) -> RegistryHandle {
         self.registry.clone()
-    }
-
-    /// The registry actor.
-    pub fn registry_actor(&self) -> Addr<RegistryActor> {
-        self.registry_actor.clone()
     }
 
     /// A handle that stops the server.
@@ -273,7 +261,7 @@ impl Application {
     }
 
     /// Re-reads the registry on SIGHUP (the `serve` command turns this on).
-    pub fn reload_on_sighup(&self) {
+    pub(crate) fn reload_on_sighup(&self) {
         let actor = self.registry_actor.clone();
         actix_rt::spawn(async move {
             let Ok(mut hangups) =

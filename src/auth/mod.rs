@@ -2,8 +2,8 @@
 //! `jwt` and `oauth_jwt_bearer`. Config values are rendered per call; OAuth tokens come from
 //! the shared [`tokens::TokenCache`].
 
-pub mod token_request;
-pub mod tokens;
+pub(crate) mod token_request;
+pub(crate) mod tokens;
 
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use tokens::{TokenCache, TokenOrigin};
 
 /// What authentication adds to the outbound request.
 #[derive(Debug, Clone)]
-pub enum Credential {
+pub(crate) enum Credential {
     /// A header (e.g. `Authorization: Bearer ...` or `X-API-Key`).
     Header(HeaderName, HeaderValue),
     /// A query parameter.
@@ -28,7 +28,7 @@ pub enum Credential {
 
 /// A credential and, for OAuth, the cache entry it came from (so a 401 can drop it).
 #[derive(Debug, Clone)]
-pub struct AppliedAuth {
+pub(crate) struct AppliedAuth {
     /// What to add to the request.
     pub credential: Credential,
     /// `(cache key, token)` for OAuth grants.
@@ -36,7 +36,7 @@ pub struct AppliedAuth {
 }
 
 /// What authentication needs from the run.
-pub struct AuthEnv<'a> {
+pub(crate) struct AuthEnv<'a> {
     /// The registry's templates.
     pub templates: &'a TemplateSet,
     /// The step's template context.
@@ -55,7 +55,7 @@ pub struct AuthEnv<'a> {
 
 impl AuthEnv<'_> {
     /// Renders one config template; errors carry the template's field.
-    pub fn render(&self, id: &TemplateId) -> Result<String, StepFailure> {
+    pub(crate) fn render(&self, id: &TemplateId) -> Result<String, StepFailure> {
         self.templates
             .render(id, self.ctx)
             .map_err(|e| StepFailure::from_render(id, &e))
@@ -141,7 +141,7 @@ fn sign_failure(e: crate::jwt::JwtError) -> StepFailure {
 }
 
 /// Produces the credential for `auth`.
-pub async fn apply(auth: &Auth, env: &AuthEnv<'_>) -> Result<AppliedAuth, StepFailure> {
+pub(crate) async fn apply(auth: &Auth, env: &AuthEnv<'_>) -> Result<AppliedAuth, StepFailure> {
     match auth {
         Auth::ApiKey {
             key,

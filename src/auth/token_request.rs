@@ -14,7 +14,7 @@ use crate::events::TokenFetchFailed;
 use crate::upstream::{send, OutboundRequest};
 
 /// Tokens are reused until this long before they expire.
-pub const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
+pub(crate) const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 
 /// How long a token whose endpoint states no `expires_in` is taken to live.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
@@ -22,7 +22,7 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
 /// POSTs `form` to `token_url` and reads the token. It is cached until [`EXPIRY_MARGIN`]
 /// before the end of its lifetime: the endpoint's `expires_in`, capped by `max_lifetime`
 /// when given (`oauth_jwt_bearer`'s `token_ttl`).
-pub async fn request_token(
+pub(crate) async fn request_token(
     env: &AuthEnv<'_>,
     token_url: &str,
     form: Vec<(&'static str, String)>,

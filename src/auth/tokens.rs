@@ -10,7 +10,7 @@ use dashmap::DashMap;
 
 /// A token as the token endpoint gave it.
 #[derive(Debug, Clone)]
-pub struct FetchedToken {
+pub(crate) struct FetchedToken {
     /// The bearer token.
     pub access_token: String,
     /// How long to reuse it (`None`: do not cache).
@@ -41,7 +41,7 @@ impl TokenSlot {
 
 /// Whether a token came from the cache or was just fetched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenOrigin {
+pub(crate) enum TokenOrigin {
     /// Served from the cache.
     Cached,
     /// Fetched from the token endpoint (this run, or a concurrent run it waited for).
@@ -56,7 +56,7 @@ pub struct TokenCache {
 
 impl TokenCache {
     /// An empty cache.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
@@ -69,7 +69,11 @@ impl TokenCache {
 
     /// The cached token for `key`, or the one `fetch` gets. Only one `fetch` per key runs
     /// at a time; runs that arrive meanwhile wait and reuse its token.
-    pub async fn get<F, Fut, E>(&self, key: &str, fetch: F) -> Result<(Arc<str>, TokenOrigin), E>
+    pub(crate) async fn get<F, Fut, E>(
+        &self,
+        key: &str,
+        fetch: F,
+    ) -> Result<(Arc<str>, TokenOrigin), E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<FetchedToken, E>>,
@@ -94,7 +98,7 @@ impl TokenCache {
     }
 
     /// Drops `token` for `key` (an upstream rejected it), unless a newer one replaced it.
-    pub fn invalidate(&self, key: &str, token: &str) {
+    pub(crate) fn invalidate(&self, key: &str, token: &str) {
         if let Some(slot) = self.slots.get(key) {
             let mut current = slot.current.write().unwrap_or_else(|e| e.into_inner());
             if current.as_ref().is_some_and(|t| &*t.token == token) {

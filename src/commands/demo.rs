@@ -14,7 +14,7 @@ use crate::server::{build_options, Application};
 use crate::template::{SecretStore, Variables};
 
 /// The bundled example registry (the same file as `examples/connectors_registry.json`).
-pub const EXAMPLE_REGISTRY: &str = include_str!("../../examples/connectors_registry.json");
+pub(crate) const EXAMPLE_REGISTRY: &str = include_str!("../../examples/connectors_registry.json");
 
 /// Runs the server on the example registry against a local mock upstream.
 #[derive(Debug, Clone, Args)]
@@ -35,7 +35,7 @@ pub struct DemoArgs {
 }
 
 /// The demo's secrets: what the example registry's `get_secret()` calls read.
-pub fn demo_secrets() -> SecretStore {
+pub(crate) fn demo_secrets() -> SecretStore {
     let mut secrets = SecretStore::new();
     secrets.insert("items_api_token", crate::mock_upstream::TOKEN);
     secrets.insert("items_api_key", "demo-api-key");
@@ -43,7 +43,7 @@ pub fn demo_secrets() -> SecretStore {
 }
 
 /// The demo's variables: both base URLs point at the mock upstream.
-pub fn demo_variables(upstream: SocketAddr) -> Variables {
+pub(crate) fn demo_variables(upstream: SocketAddr) -> Variables {
     let base = serde_json::Value::from(format!("http://{upstream}"));
     let mut map = serde_json::Map::new();
     map.insert("api_base_url".into(), base.clone());
@@ -63,7 +63,7 @@ fn curl_lines(base: &str) -> String {
 }
 
 /// Runs the demo; returns the exit code.
-pub fn run(args: DemoArgs) -> Result<i32, Failure> {
+pub(crate) fn run(args: DemoArgs) -> Result<i32, Failure> {
     crate::telemetry::init(crate::config::LogFormat::Text);
     actix_rt::System::new().block_on(async move {
         let listener = TcpListener::bind(args.upstream_listen).map_err(|e| {

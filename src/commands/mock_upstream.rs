@@ -22,7 +22,7 @@ pub struct MockUpstreamArgs {
 }
 
 /// Runs the mock; returns the exit code.
-pub fn run(args: MockUpstreamArgs) -> Result<i32, Failure> {
+pub(crate) fn run(args: MockUpstreamArgs) -> Result<i32, Failure> {
     actix_rt::System::new().block_on(async move {
         let listener = TcpListener::bind(args.listen)
             .map_err(|e| Failure::new(1, format!("cannot listen on {}: {e}", args.listen)))?;

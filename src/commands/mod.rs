@@ -1,9 +1,9 @@
 //! The command-line interface: one module per subcommand.
 
-pub mod demo;
-pub mod mock_upstream;
-pub mod run_once;
-pub mod serve;
+pub(crate) mod demo;
+pub(crate) mod mock_upstream;
+pub(crate) mod run_once;
+pub(crate) mod serve;
 pub mod validate;
 
 use std::fmt::Display;
@@ -51,14 +51,14 @@ impl Cli {
 /// Why a command could not do its work: printed as `error: <message>`, exiting `code`
 /// (2 for a usage or input error, 1 for a failure while running).
 #[derive(Debug)]
-pub struct Failure {
+pub(crate) struct Failure {
     code: i32,
     message: String,
 }
 
 impl Failure {
     /// A failure that exits `code`.
-    pub fn new(code: i32, message: impl Display) -> Self {
+    pub(crate) fn new(code: i32, message: impl Display) -> Self {
         Failure {
             code,
             message: message.to_string(),

@@ -49,7 +49,7 @@ fn pairs(items: &[String], sep: char) -> Vec<(String, String)> {
 }
 
 /// Runs the command; returns the exit code (0 when the connector succeeded).
-pub fn run(args: RunArgs) -> Result<i32, Failure> {
+pub(crate) fn run(args: RunArgs) -> Result<i32, Failure> {
     actix_rt::System::new().block_on(async move {
         let options = build_options(&args.serve).map_err(|e| Failure::new(2, e))?;
         let text = args

@@ -15,7 +15,7 @@ use crate::config::ServeArgs;
 use crate::server::Application;
 
 /// Runs the server; returns the exit code.
-pub fn run(args: ServeArgs) -> Result<i32, Failure> {
+pub(crate) fn run(args: ServeArgs) -> Result<i32, Failure> {
     crate::telemetry::init(args.log_format);
     let system = actix_rt::System::new();
     system.block_on(async move {

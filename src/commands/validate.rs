@@ -103,7 +103,7 @@ pub fn render(validation: &Validation, format: Format) -> String {
 }
 
 /// Runs the command; returns the process exit code.
-pub fn run(args: &ValidateArgs) -> Result<i32, Failure> {
+pub(crate) fn run(args: &ValidateArgs) -> Result<i32, Failure> {
     let text = std::fs::read_to_string(&args.path)
         .map_err(|e| Failure::new(2, format!("cannot read {}: {e}", args.path.display())))?;
     let secrets = SecretStore::load(args.secrets_dir.as_deref()).map_err(|e| Failure::new(2, e))?;

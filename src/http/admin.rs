@@ -5,14 +5,14 @@ use actix_web::http::header::AUTHORIZATION;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use super::envelope::Envelope;
+use super::envelope::{Envelope, ErrorResponse};
 use super::{request_id, AppState};
 use crate::error::Code;
 use crate::registry::actor::GetStatus;
 use crate::registry::{Sync, SyncReason};
 
 /// Compares two byte strings in time that depends only on their lengths.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
     for i in 0..a.len().max(b.len()) {
         diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
@@ -20,10 +20,11 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-/// The refusal to send, unless the request carries the admin bearer token.
-fn denied(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
+/// Refuses the request unless the operator API is on and it carries the admin bearer token.
+fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ErrorResponse> {
+    let id = request_id::of(req);
     let Some(token) = &state.operator.admin_token else {
-        return Some(super::feature_off(req, "operator API", "--admin-token"));
+        return Err(super::feature_off_error("operator API", "--admin-token").at(&id));
     };
     let presented = req
         .headers()
@@ -32,48 +33,51 @@ fn denied(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if constant_time_eq(presented.as_bytes(), token.as_bytes()) {
-        None
+        Ok(())
     } else {
-        let mut response =
-            Envelope::new(Code::Unauthorized, "a valid admin bearer token is required")
-                .response(&request_id::of(req));
-        response.headers_mut().insert(
-            actix_web::http::header::WWW_AUTHENTICATE,
-            actix_web::http::header::HeaderValue::from_static("Bearer"),
-        );
-        Some(response)
+        Err(Envelope::new(Code::Unauthorized, "a valid admin bearer token is required").at(&id))
     }
+}
+
+fn actor_gone(req: &HttpRequest) -> ErrorResponse {
+    Envelope::new(Code::UnexpectedError, "the registry actor is not running")
+        .at(&request_id::of(req))
 }
 
 /// `GET /admin/registry`: `{state, source, revision, loaded_at, error, errors, warnings, connectors, last_sync}`.
-pub async fn status(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if let Some(refusal) = denied(&req, &state) {
-        return refusal;
-    }
-    match state.operator.registry_actor.send(GetStatus).await {
-        Ok(status) => HttpResponse::Ok().json(status),
-        Err(_) => Envelope::new(Code::UnexpectedError, "the registry actor is not running")
-            .response(&request_id::of(&req)),
-    }
+pub(crate) async fn status(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ErrorResponse> {
+    authorize(&req, &state)?;
+    let status = state
+        .operator
+        .registry_actor
+        .send(GetStatus)
+        .await
+        .map_err(|_| actor_gone(&req))?;
+    Ok(HttpResponse::Ok().json(status))
 }
 
 /// `POST /admin/registry/sync`: syncs now and answers with the outcome (422 when rejected).
-pub async fn sync(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if let Some(refusal) = denied(&req, &state) {
-        return refusal;
-    }
+pub(crate) async fn sync(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ErrorResponse> {
+    authorize(&req, &state)?;
     let actor = &state.operator.registry_actor;
-    let outcome = actor.send(Sync(SyncReason::Admin)).await;
+    let outcome = actor
+        .send(Sync(SyncReason::Admin))
+        .await
+        .map_err(|_| actor_gone(&req))?;
     let status = actor.send(GetStatus).await.ok();
-    match outcome {
-        Ok(Ok(record)) => HttpResponse::Ok().json(json!({"sync": record, "status": status})),
-        Ok(Err(error)) => HttpResponse::UnprocessableEntity().json(json!({
+    Ok(match outcome {
+        Ok(record) => HttpResponse::Ok().json(json!({"sync": record, "status": status})),
+        Err(error) => HttpResponse::UnprocessableEntity().json(json!({
             "sync": {"result": "failed", "error": error.to_string(), "errors": error.problems()},
             "status": status,
         })),
-        Err(_) => Envelope::new(Code::UnexpectedError, "the registry actor is not running")
-            .response(&request_id::of(&req)),
-    }
+    })
 }
 
 #[cfg(test)]

@@ -71,17 +71,17 @@ static CONSOLE: Asset = Asset::new(
 );
 
 /// `GET /sdk/connectors-sdk.js`: the classic script that sets `window.WidgetServiceSDK`.
-pub async fn sdk_classic(req: HttpRequest) -> HttpResponse {
+pub(crate) async fn sdk_classic(req: HttpRequest) -> HttpResponse {
     SDK_CLASSIC.respond(&req)
 }
 
 /// `GET /sdk/connectors-sdk.mjs`: the ES module.
-pub async fn sdk_module(req: HttpRequest) -> HttpResponse {
+pub(crate) async fn sdk_module(req: HttpRequest) -> HttpResponse {
     SDK_MODULE.respond(&req)
 }
 
 /// `GET /sdk/connectors-sdk.d.ts`: TypeScript declarations.
-pub async fn sdk_types(req: HttpRequest) -> HttpResponse {
+pub(crate) async fn sdk_types(req: HttpRequest) -> HttpResponse {
     SDK_TYPES.respond(&req)
 }
 
@@ -90,7 +90,7 @@ fn console_off(req: &HttpRequest) -> HttpResponse {
 }
 
 /// `GET /console`: the connector console (only with `--console`).
-pub async fn console(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn console(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     if !state.console {
         return console_off(&req);
     }
@@ -103,7 +103,10 @@ pub async fn console(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
 }
 
 /// `GET /console/api/connectors`: the served connectors, for the console.
-pub async fn console_connectors(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn console_connectors(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> HttpResponse {
     if !state.console {
         return console_off(&req);
     }

@@ -32,7 +32,7 @@ pub struct BodyLimits {
 
 /// Why a body was not read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     /// The body is larger than `limit` bytes: declared so, or sent so (chunked).
     #[error("the request body is larger than {limit} bytes")]
     TooLarge {
@@ -53,7 +53,7 @@ pub enum BodyError {
 impl BodyError {
     /// The envelope code: `PAYLOAD_TOO_LARGE` (413), `REQUEST_BODY_TIMEOUT` (408) or
     /// `INVALID_REQUEST_BODY` (400).
-    pub fn code(&self) -> Code {
+    pub(crate) fn code(&self) -> Code {
         match self {
             BodyError::TooLarge { .. } => Code::PayloadTooLarge,
             BodyError::TimedOut { .. } => Code::RequestBodyTimeout,
@@ -69,7 +69,7 @@ impl From<BodyError> for RequestError {
 }
 
 /// The `Content-Length` a request declares, if it declares a valid one.
-pub fn declared_length(req: &HttpRequest) -> Option<u64> {
+pub(crate) fn declared_length(req: &HttpRequest) -> Option<u64> {
     req.headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -82,7 +82,7 @@ pub fn declared_length(req: &HttpRequest) -> Option<u64> {
 /// A declared `Content-Length` over the limit is refused before anything is read. Memory
 /// grows with the bytes received (at most doubling, never past `max_bytes`), never from the
 /// declared length.
-pub async fn read_body<S>(
+pub(crate) async fn read_body<S>(
     req: &HttpRequest,
     payload: S,
     limits: BodyLimits,

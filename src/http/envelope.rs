@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use actix_web::http::header::{HeaderValue, RETRY_AFTER};
+use actix_web::http::header::{HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
@@ -16,7 +16,7 @@ use crate::run::RunError;
 
 /// One error answer.
 #[derive(Debug, Clone)]
-pub struct Envelope {
+pub(crate) struct Envelope {
     /// Which error; gives the HTTP status.
     pub code: Code,
     /// What happened, safe to show.
@@ -29,7 +29,7 @@ pub struct Envelope {
 
 impl Envelope {
     /// An error with `code`'s own scope (none for request errors).
-    pub fn new(code: Code, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(code: Code, detail: impl Into<String>) -> Self {
         Envelope {
             code,
             detail: detail.into(),
@@ -39,13 +39,13 @@ impl Envelope {
     }
 
     /// With `params`.
-    pub fn with_params(mut self, params: Vec<String>) -> Self {
+    pub(crate) fn with_params(mut self, params: Vec<String>) -> Self {
         self.params = params;
         self
     }
 
     /// The envelope of a failed run.
-    pub fn from_run(error: &RunError) -> Self {
+    pub(crate) fn from_run(error: &RunError) -> Self {
         Envelope {
             code: error.failure.code,
             detail: error.failure.detail.clone(),
@@ -55,12 +55,12 @@ impl Envelope {
     }
 
     /// The HTTP status.
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         self.code.status()
     }
 
     /// The JSON body.
-    pub fn body(&self, request_id: &str) -> String {
+    pub(crate) fn body(&self, request_id: &str) -> String {
         json!({
             "success": false,
             "errors": {
@@ -75,22 +75,28 @@ impl Envelope {
     }
 
     /// An HTTP response carrying the envelope and the request id; an `OVERLOADED` answer
-    /// also says when to retry (`Retry-After`).
-    pub fn response(&self, request_id: &str) -> HttpResponse {
+    /// also says when to retry (`Retry-After`), an `UNAUTHORIZED` one how to authenticate.
+    pub(crate) fn response(&self, request_id: &str) -> HttpResponse {
         let mut builder = HttpResponse::build(
             StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         );
         builder
             .content_type("application/json")
             .insert_header((super::request_id::HEADER, request_id));
-        if self.code == Code::Overloaded {
-            builder.insert_header((RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS)));
+        match self.code {
+            Code::Overloaded => {
+                builder.insert_header((RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS)));
+            }
+            Code::Unauthorized => {
+                builder.insert_header((WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+            }
+            _ => {}
         }
         builder.body(self.body(request_id))
     }
 
     /// This envelope as the error answer to request `request_id`.
-    pub fn at(self, request_id: &str) -> ErrorResponse {
+    pub(crate) fn at(self, request_id: &str) -> ErrorResponse {
         ErrorResponse {
             envelope: self,
             request_id: request_id.to_string(),
@@ -106,7 +112,7 @@ impl From<RequestError> for Envelope {
 
 /// An envelope answered for one request: the error type of handlers, so they use `?`.
 #[derive(Debug)]
-pub struct ErrorResponse {
+pub(crate) struct ErrorResponse {
     /// The answer.
     pub envelope: Envelope,
     /// The request's id (`X-Request-ID` and `request_id`).

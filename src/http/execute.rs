@@ -21,13 +21,16 @@ use crate::run::timing;
 use crate::run::{CompositeRunActor, RunInput, RunOutcome};
 
 /// The header that carries a simple connector's path parameters (`k=v&k2=v2`).
-pub const PATH_PARAMS_HEADER: &str = "X-Path-Params";
+pub(crate) const PATH_PARAMS_HEADER: &str = "X-Path-Params";
 
-/// The route of simple connectors, as documented (matched by [`route`]; the OpenAPI test
-/// reads it).
+// The two routes as documented: `route` matches them by hand (it is the hottest route), and
+// tests/integration/openapi.rs reads them from this file to compare with the OpenAPI
+// document, so nothing else refers to them.
+/// The route of simple connectors, as documented (matched by [`route`]).
+#[allow(dead_code)]
 pub const SIMPLE_ROUTE: &str = "/connectors/{permalink}/execute";
-/// The route of composite connectors, as documented (matched by [`route`]; the OpenAPI test
-/// reads it).
+/// The route of composite connectors, as documented (matched by [`route`]).
+#[allow(dead_code)]
 pub const COMPOSITE_ROUTE: &str = "/connectors/composite/{permalink}/execute";
 
 /// Upstream content is served from the runtime's origin: it must never be sniffed into
@@ -44,7 +47,7 @@ const SECURITY_HEADERS: [(HeaderName, HeaderValue); 2] = [
 ];
 
 /// Which connector a `/connectors/...` path names: `(kind, permalink)`.
-pub fn route(path: &str) -> Option<(ConnectorKind, &str)> {
+pub(crate) fn route(path: &str) -> Option<(ConnectorKind, &str)> {
     let rest = path
         .strip_prefix("/connectors/")?
         .strip_suffix("/execute")?;
@@ -59,7 +62,7 @@ pub fn route(path: &str) -> Option<(ConnectorKind, &str)> {
 
 /// Everything under `/connectors/`: [`SIMPLE_ROUTE`] (any method) and [`COMPOSITE_ROUTE`].
 /// Matched by hand rather than by the router's pattern matcher: it is the hottest route.
-pub async fn dispatch(
+pub(crate) async fn dispatch(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
@@ -185,7 +188,7 @@ async fn run(
 
 /// Most query parameters one call may send: no widget needs more, and each is a template
 /// value and an override candidate.
-pub const MAX_QUERY_PARAMETERS: usize = 1000;
+pub(crate) const MAX_QUERY_PARAMETERS: usize = 1000;
 
 /// The caller's query parameters.
 fn query_parameters(req: &HttpRequest) -> Result<Vec<(String, String)>, RequestError> {

@@ -6,12 +6,12 @@ use serde_json::json;
 use super::AppState;
 
 /// Liveness: always 200 while the server answers.
-pub async fn healthz() -> HttpResponse {
+pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// Readiness: 200 once a registry is loaded, 503 before.
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.registry.current() {
         Some(registry) => HttpResponse::Ok().json(json!({
             "status": "ready",

@@ -37,14 +37,14 @@ pub const MAX_WEBHOOK_BYTES: usize = 1024 * 1024;
 pub const WEBHOOK_BODY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The limits the webhook's body is read within.
-pub const WEBHOOK_BODY_LIMITS: BodyLimits = BodyLimits {
+pub(crate) const WEBHOOK_BODY_LIMITS: BodyLimits = BodyLimits {
     max_bytes: MAX_WEBHOOK_BYTES,
     timeout: WEBHOOK_BODY_TIMEOUT,
 };
 
 /// Whether `signature` has the form `sha256=<64 hex digits>`: the only form that can match,
 /// checked before the body is read.
-pub fn signature_is_well_formed(signature: &str) -> bool {
+pub(crate) fn signature_is_well_formed(signature: &str) -> bool {
     signature
         .strip_prefix("sha256=")
         .map(str::trim)
@@ -52,7 +52,7 @@ pub fn signature_is_well_formed(signature: &str) -> bool {
 }
 
 /// Whether `signature` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under `secret`.
-pub fn signature_is_valid(secret: &[u8], body: &[u8], signature: &str) -> bool {
+pub(crate) fn signature_is_valid(secret: &[u8], body: &[u8], signature: &str) -> bool {
     let Some(hex) = signature.strip_prefix("sha256=") else {
         return false;
     };
@@ -106,7 +106,7 @@ fn unavailable(id: &str, detail: &str) -> HttpResponse {
 }
 
 /// `POST /hooks/git`.
-pub async fn git_push(
+pub(crate) async fn git_push(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,

@@ -13,7 +13,7 @@ use crate::metrics::Metrics;
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The metrics of this server.
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(CONTENT_TYPE)
         .body(state.metrics.render())
@@ -26,7 +26,7 @@ async fn metrics_only(metrics: web::Data<Arc<Metrics>>) -> HttpResponse {
 }
 
 /// Serves `/metrics` alone on `addr`; returns the bound port.
-pub fn serve_separately(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<u16> {
+pub(crate) fn serve_separately(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<u16> {
     let listener = TcpListener::bind(addr)?;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let server = HttpServer::new(move || {

@@ -1,16 +1,16 @@
 //! The HTTP API: execution routes, health, and the error envelope.
 
-pub mod admin;
-pub mod assets;
+pub(crate) mod admin;
+pub(crate) mod assets;
 pub mod body;
-pub mod envelope;
-pub mod execute;
-pub mod health;
+pub(crate) mod envelope;
+pub(crate) mod execute;
+pub(crate) mod health;
 pub mod hooks;
-pub mod metrics;
-pub mod openapi;
+pub(crate) mod metrics;
+pub(crate) mod openapi;
 pub mod overload;
-pub mod request_id;
+pub(crate) mod request_id;
 
 use actix::Addr;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -77,11 +77,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// Headers scripts on allowed origins may read (the SDK reads all three).
-pub const EXPOSED_HEADERS: [&str; 3] = ["Server-Timing", "X-Connector-Timing", "X-Request-ID"];
+pub(crate) const EXPOSED_HEADERS: [&str; 3] =
+    ["Server-Timing", "X-Connector-Timing", "X-Request-ID"];
 
 /// CORS for `origins` (`*` allows any origin): preflights answered, timing and request-id
 /// headers exposed. `None` when no origin is allowed (same-origin only, the default).
-pub fn cors(origins: &[String]) -> Option<actix_cors::Cors> {
+pub(crate) fn cors(origins: &[String]) -> Option<actix_cors::Cors> {
     if origins.is_empty() {
         return None;
     }
@@ -107,7 +108,7 @@ pub fn cors(origins: &[String]) -> Option<actix_cors::Cors> {
 }
 
 /// Lets pages on allowed origins read `Server-Timing` through the Resource Timing API.
-pub fn timing_allow_origin(origins: &[String], req_origin: Option<&str>) -> Option<String> {
+pub(crate) fn timing_allow_origin(origins: &[String], req_origin: Option<&str>) -> Option<String> {
     let origin = req_origin?;
     let allowed = origins
         .iter()
@@ -126,10 +127,14 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
 }
 
 /// The 404 of a route whose feature is off: `what` is off, start with `flag`.
-pub fn feature_off(req: &HttpRequest, what: &str, flag: &str) -> HttpResponse {
+pub(crate) fn feature_off_error(what: &str, flag: &str) -> Envelope {
     Envelope::new(
         Code::RouteNotFound,
         format!("the {what} is off (start with {flag})"),
     )
-    .response(&request_id::of(req))
+}
+
+/// [`feature_off_error`] as the answer to `req`.
+pub(crate) fn feature_off(req: &HttpRequest, what: &str, flag: &str) -> HttpResponse {
+    feature_off_error(what, flag).response(&request_id::of(req))
 }

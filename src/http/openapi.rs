@@ -4,10 +4,10 @@
 use actix_web::HttpResponse;
 
 /// The checked-in document (`openapi/openapi.json`).
-pub const DOCUMENT: &str = include_str!("../../openapi/openapi.json");
+pub(crate) const DOCUMENT: &str = include_str!("../../openapi/openapi.json");
 
 /// `GET /openapi.json`.
-pub async fn document() -> HttpResponse {
+pub(crate) async fn document() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
         .body(DOCUMENT)

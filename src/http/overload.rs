@@ -9,7 +9,7 @@ use crate::error::Code;
 use crate::run::input::RequestError;
 
 /// Seconds a shed caller is told to wait (`Retry-After` and `params`).
-pub const RETRY_AFTER_SECS: u32 = 1;
+pub(crate) const RETRY_AFTER_SECS: u32 = 1;
 
 /// The count of runs in flight, shared by every worker, and its cap.
 #[derive(Debug, Clone)]
@@ -22,7 +22,7 @@ pub struct RunSlots {
 /// A run's place under the cap; freed when dropped, however the run ends (including when
 /// the caller goes away and the handler's future is dropped).
 #[derive(Debug)]
-pub struct RunSlot(Arc<AtomicUsize>);
+pub(crate) struct RunSlot(Arc<AtomicUsize>);
 
 impl Drop for RunSlot {
     fn drop(&mut self) {
@@ -40,7 +40,7 @@ impl RunSlots {
     }
 
     /// A slot, or `None` when `cap` runs are already in flight. Never waits.
-    pub fn try_acquire(&self) -> Option<RunSlot> {
+    pub(crate) fn try_acquire(&self) -> Option<RunSlot> {
         let cap = if self.cap == 0 { usize::MAX } else { self.cap };
         // Compare-and-swap, so concurrent callers can never take more than `cap` slots.
         self.in_flight
@@ -52,19 +52,20 @@ impl RunSlots {
     }
 
     /// The cap (0 = no limit).
-    pub fn cap(&self) -> usize {
+    pub(crate) fn cap(&self) -> usize {
         self.cap
     }
 
     /// Runs in flight now.
-    pub fn in_flight(&self) -> usize {
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
     }
 }
 
 /// The refusal of a run over the cap: 503 `OVERLOADED`, `params: ["retry_after=1"]` (the
 /// envelope adds the `Retry-After` header).
-pub fn overloaded(cap: usize) -> RequestError {
+pub(crate) fn overloaded(cap: usize) -> RequestError {
     RequestError::new(
         Code::Overloaded,
         format!("the runtime is running its maximum of {cap} connector runs; retry shortly"),

@@ -3,13 +3,13 @@
 use actix_web::HttpRequest;
 
 /// The header name.
-pub const HEADER: &str = "X-Request-ID";
+pub(crate) const HEADER: &str = "X-Request-ID";
 
 /// Longest caller-supplied id that is kept.
 const MAX_LEN: usize = 128;
 
 /// Whether a caller's id is kept: 1–128 characters of `A-Z a-z 0-9 . _ : -`.
-pub fn is_valid(id: &str) -> bool {
+pub(crate) fn is_valid(id: &str) -> bool {
     (1..=MAX_LEN).contains(&id.len())
         && id
             .bytes()
@@ -17,12 +17,12 @@ pub fn is_valid(id: &str) -> bool {
 }
 
 /// A new random id: 32 hex digits.
-pub fn generate() -> String {
+pub(crate) fn generate() -> String {
     format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
 }
 
 /// The request's id: the caller's `X-Request-ID` if valid, else a new one.
-pub fn of(req: &HttpRequest) -> String {
+pub(crate) fn of(req: &HttpRequest) -> String {
     req.headers()
         .get(HEADER)
         .and_then(|v| v.to_str().ok())

@@ -42,7 +42,7 @@ impl RegistryHandle {
     }
 
     /// Publishes a snapshot (only the registry actor and tests call this).
-    pub fn publish(&self, registry: Arc<Registry>) {
+    pub(crate) fn publish(&self, registry: Arc<Registry>) {
         self.current.store(Some(registry));
     }
 }
@@ -68,12 +68,12 @@ impl RegistrySource {
     }
 
     /// Reads the registry text once (blocking).
-    pub fn read(&self) -> Result<Snapshot, SourceError> {
+    pub(crate) fn read(&self) -> Result<Snapshot, SourceError> {
         self.reader().read()
     }
 
     /// The watched branch, for git sources.
-    pub fn branch(&self) -> Option<&str> {
+    pub(crate) fn branch(&self) -> Option<&str> {
         match self {
             RegistrySource::Git(git) => Some(git.branch()),
             _ => None,
@@ -126,7 +126,7 @@ pub struct Changes {
 }
 
 /// Compares the connectors of two registries by permalink and definition fingerprint.
-pub fn diff(previous: Option<&Registry>, next: &Registry) -> Changes {
+pub(crate) fn diff(previous: Option<&Registry>, next: &Registry) -> Changes {
     let mut changes = Changes::default();
     for connector in next.connectors() {
         match previous.and_then(|p| p.get(&connector.permalink)) {
@@ -209,7 +209,7 @@ pub struct ConnectorSummary {
 
 impl ConnectorSummary {
     /// Summarizes every connector of `registry`.
-    pub fn all(registry: &Registry) -> Vec<ConnectorSummary> {
+    pub(crate) fn all(registry: &Registry) -> Vec<ConnectorSummary> {
         registry
             .connectors()
             .iter()
@@ -241,7 +241,7 @@ pub enum SyncError {
 
 impl SyncError {
     /// The problems behind the failure.
-    pub fn problems(&self) -> Vec<Problem> {
+    pub(crate) fn problems(&self) -> Vec<Problem> {
         match self {
             SyncError::Rejected(r) => r.report.problems.clone(),
             SyncError::Source(e) => {
@@ -267,37 +267,37 @@ pub struct Sync(pub SyncReason);
 /// Like [`Sync`], for callers that do not wait for the outcome (webhook, poll, file watch).
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
-pub struct RequestSync(pub SyncReason);
+pub(crate) struct RequestSync(pub SyncReason);
 
 /// Ask for the build status. Answered at once, even while syncs run.
 #[derive(Debug, Message)]
 #[rtype(result = "BuildStatus")]
-pub struct GetStatus;
+pub(crate) struct GetStatus;
 
 /// How many push-webhook bodies are read at once, over all workers: each may hold up to the
 /// webhook's body limit until it is verified, so this bounds that memory.
 pub const WEBHOOK_BODIES_AT_ONCE: usize = 8;
 
 /// How many webhook delivery ids are remembered to refuse replays (the oldest are forgotten).
-pub const REMEMBERED_DELIVERIES: usize = 1024;
+pub(crate) const REMEMBERED_DELIVERIES: usize = 1024;
 
 /// A place to read one push-webhook body: `None` when [`WEBHOOK_BODIES_AT_ONCE`] are being
 /// read. The place is held until the permit is dropped.
 #[derive(Debug, Message)]
 #[rtype(result = "Option<OwnedSemaphorePermit>")]
-pub struct WebhookBodySlot;
+pub(crate) struct WebhookBodySlot;
 
 /// A push webhook whose signature was verified, with its `X-GitHub-Delivery` id if any.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "PushOutcome")]
-pub struct SignedPush {
+pub(crate) struct SignedPush {
     /// The delivery id.
     pub delivery: Option<String>,
 }
 
 /// What became of a [`SignedPush`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PushOutcome {
+pub(crate) enum PushOutcome {
     /// A sync was requested (it may be coalesced with one already running).
     SyncRequested,
     /// This delivery id was seen before: nothing was done.
@@ -417,19 +417,19 @@ impl RegistryActor {
     }
 
     /// Re-reads the source every `interval` (git sources; a cheap fallback for files).
-    pub fn poll_every(mut self, interval: Option<Duration>) -> Self {
+    pub(crate) fn poll_every(mut self, interval: Option<Duration>) -> Self {
         self.poll = interval.filter(|d| !d.is_zero());
         self
     }
 
     /// Watches a file source for changes.
-    pub fn watch_file(mut self, watch: bool) -> Self {
+    pub(crate) fn watch_file(mut self, watch: bool) -> Self {
         self.watch = watch;
         self
     }
 
     /// Reads the source here and now (blocking) and publishes: used once at start.
-    pub fn load_now(&mut self, reason: SyncReason) -> Result<SyncRecord, SyncError> {
+    pub(crate) fn load_now(&mut self, reason: SyncReason) -> Result<SyncRecord, SyncError> {
         let started = Instant::now();
         let snapshot = self.reader.read();
         self.apply(snapshot, reason, started)

@@ -25,7 +25,7 @@ pub struct Registry {
 
 impl Registry {
     /// Assembles a registry from compiled parts.
-    pub fn new(
+    pub(crate) fn new(
         templates: TemplateSet,
         connectors: Vec<Connector>,
         revision: String,
@@ -49,14 +49,14 @@ impl Registry {
     }
 
     /// All connectors, sorted by permalink.
-    pub fn connectors(&self) -> Vec<&Arc<Connector>> {
+    pub(crate) fn connectors(&self) -> Vec<&Arc<Connector>> {
         let mut all: Vec<_> = self.connectors.values().collect();
         all.sort_by(|a, b| a.permalink.cmp(&b.permalink));
         all
     }
 
     /// How many connectors are loaded.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.connectors.len()
     }
 
@@ -77,7 +77,7 @@ pub enum ConnectorKind {
 
 impl ConnectorKind {
     /// `"simple"` or `"composite"`, as metrics and the admin API label it.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ConnectorKind::Simple => "simple",
             ConnectorKind::Composite => "composite",
@@ -85,7 +85,7 @@ impl ConnectorKind {
     }
 
     /// The top-level variables its templates see.
-    pub fn context(self) -> ContextKind {
+    pub(crate) fn context(self) -> ContextKind {
         match self {
             ConnectorKind::Simple => ContextKind::Simple,
             ConnectorKind::Composite => ContextKind::Composite,
@@ -115,7 +115,7 @@ pub struct Connector {
 
 impl Connector {
     /// The method callers must use: the step's for a simple connector, POST for a composite.
-    pub fn caller_method(&self) -> HttpMethod {
+    pub(crate) fn caller_method(&self) -> HttpMethod {
         match self.kind {
             ConnectorKind::Simple => self.steps[0].method,
             ConnectorKind::Composite => HttpMethod::POST,

@@ -2,10 +2,10 @@
 //! report that names connector, step and field.
 
 pub mod actor;
-pub mod build;
-pub mod compiled;
+pub(crate) mod build;
+pub(crate) mod compiled;
 pub mod model;
-pub mod problems;
+pub(crate) mod problems;
 pub mod rules;
 pub mod source;
 

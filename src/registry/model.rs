@@ -4,14 +4,11 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Pattern of permalinks and step names: lower-case words joined by single hyphens.
-pub const SLUG_PATTERN: &str = r"^[a-z0-9]+(?:-[a-z0-9]+)*$";
-
 /// The whole registry file. Both arrays are optional; unknown fields are ignored (and
 /// reported as warnings by `validate`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[schemars(title = "connectors_registry.json")]
-pub struct RegistryFile {
+pub(crate) struct RegistryFile {
     /// Simple connectors: one templated HTTP call each.
     #[serde(default)]
     pub connectors: Vec<SimpleConnectorDef>,
@@ -22,7 +19,7 @@ pub struct RegistryFile {
 
 /// A simple connector: one templated HTTP call.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-pub struct SimpleConnectorDef {
+pub(crate) struct SimpleConnectorDef {
     /// Display name (≤ 255 characters). Also the source of the permalink when none is given.
     #[schemars(length(min = 1, max = 255))]
     pub name: String,
@@ -70,7 +67,7 @@ pub struct SimpleConnectorDef {
 
 /// A composite connector: steps run in order; the last step's response is returned.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-pub struct CompositeConnectorDef {
+pub(crate) struct CompositeConnectorDef {
     /// Display name (≤ 255 characters).
     #[schemars(length(min = 1, max = 255))]
     pub name: String,
@@ -85,7 +82,7 @@ pub struct CompositeConnectorDef {
 
 /// One call of a composite connector.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-pub struct StepDef {
+pub(crate) struct StepDef {
     /// Slug, unique within the composite; later steps read `steps.<name>` (or
     /// `steps['fetch-user']` for hyphenated names).
     #[schemars(regex(pattern = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"), length(max = 255))]
@@ -140,7 +137,7 @@ pub enum HttpMethod {
 
 impl HttpMethod {
     /// The method's name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             HttpMethod::GET => "GET",
             HttpMethod::POST => "POST",
@@ -153,7 +150,7 @@ impl HttpMethod {
     }
 
     /// Parses a method name, in any case.
-    pub fn parse(name: &str) -> Option<HttpMethod> {
+    pub(crate) fn parse(name: &str) -> Option<HttpMethod> {
         Some(match name.to_ascii_uppercase().as_str() {
             "GET" => HttpMethod::GET,
             "POST" => HttpMethod::POST,
@@ -165,16 +162,11 @@ impl HttpMethod {
             _ => return None,
         })
     }
-
-    /// Whether a retry of this method cannot change upstream state twice.
-    pub fn is_idempotent(self) -> bool {
-        !matches!(self, HttpMethod::POST | HttpMethod::PATCH)
-    }
 }
 
 /// A header or query parameter.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-pub struct KeyValueDef {
+pub(crate) struct KeyValueDef {
     /// Literal name (≤ 255 characters).
     #[schemars(length(min = 1, max = 255))]
     pub key: String,
@@ -188,7 +180,7 @@ pub struct KeyValueDef {
 
 /// A declared path parameter.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-pub struct PathParameterDef {
+pub(crate) struct PathParameterDef {
     /// Name used as `{{ pathParams.KEY }}`.
     #[schemars(length(min = 1, max = 255))]
     pub key: String,
@@ -203,7 +195,7 @@ pub struct PathParameterDef {
 /// `authentication`: a type and its configuration (SPEC §4). String values in `config` are
 /// templates and may call `get_secret()`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-pub struct AuthenticationDef {
+pub(crate) struct AuthenticationDef {
     /// `none`, `api_key` (or `apikey`), `oauth_client_credentials`, `jwt`, `oauth_jwt_bearer`.
     #[serde(rename = "type")]
     pub kind: String,
@@ -216,7 +208,7 @@ pub struct AuthenticationDef {
 /// names of the model's own JSON Schema (so the names serde reads, renames included),
 /// computed once: a field added to a struct above is known at once, and cannot be reported
 /// as "unknown ... is ignored" while it is honoured.
-pub mod known_fields {
+pub(crate) mod known_fields {
     use std::sync::LazyLock;
 
     use schemars::JsonSchema;
@@ -238,25 +230,26 @@ pub mod known_fields {
 
     /// Top level of the file, and `$schema` (an editor's pointer to the schema file, which is
     /// not part of the model).
-    pub static FILE: LazyLock<Vec<String>> = LazyLock::new(|| {
+    pub(crate) static FILE: LazyLock<Vec<String>> = LazyLock::new(|| {
         let mut fields = properties::<RegistryFile>();
         fields.push("$schema".into());
         fields
     });
     /// A simple connector.
-    pub static SIMPLE: LazyLock<Vec<String>> = LazyLock::new(properties::<SimpleConnectorDef>);
+    pub(crate) static SIMPLE: LazyLock<Vec<String>> =
+        LazyLock::new(properties::<SimpleConnectorDef>);
     /// A composite connector.
-    pub static COMPOSITE: LazyLock<Vec<String>> =
+    pub(crate) static COMPOSITE: LazyLock<Vec<String>> =
         LazyLock::new(properties::<CompositeConnectorDef>);
     /// A composite step.
-    pub static STEP: LazyLock<Vec<String>> = LazyLock::new(properties::<StepDef>);
+    pub(crate) static STEP: LazyLock<Vec<String>> = LazyLock::new(properties::<StepDef>);
     /// A header or query parameter.
-    pub static KEY_VALUE: LazyLock<Vec<String>> = LazyLock::new(properties::<KeyValueDef>);
+    pub(crate) static KEY_VALUE: LazyLock<Vec<String>> = LazyLock::new(properties::<KeyValueDef>);
     /// A path parameter.
-    pub static PATH_PARAMETER: LazyLock<Vec<String>> =
+    pub(crate) static PATH_PARAMETER: LazyLock<Vec<String>> =
         LazyLock::new(properties::<PathParameterDef>);
     /// `authentication`.
-    pub static AUTHENTICATION: LazyLock<Vec<String>> =
+    pub(crate) static AUTHENTICATION: LazyLock<Vec<String>> =
         LazyLock::new(properties::<AuthenticationDef>);
 }
 

@@ -43,7 +43,7 @@ impl fmt::Display for Problem {
 
 /// Where problems are being reported: a connector and, inside a composite, a step.
 #[derive(Debug, Clone)]
-pub struct Location {
+pub(crate) struct Location {
     /// Connector label.
     pub connector: String,
     /// Step label.
@@ -59,12 +59,22 @@ pub struct Report {
 
 impl Report {
     /// Records an error at `at`.
-    pub fn error(&mut self, at: &Location, field: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn error(
+        &mut self,
+        at: &Location,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         self.push(Severity::Error, at, field, message);
     }
 
     /// Records a warning at `at`.
-    pub fn warning(&mut self, at: &Location, field: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn warning(
+        &mut self,
+        at: &Location,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         self.push(Severity::Warning, at, field, message);
     }
 
@@ -92,14 +102,14 @@ impl Report {
     }
 
     /// The warnings.
-    pub fn warnings(&self) -> impl Iterator<Item = &Problem> {
+    pub(crate) fn warnings(&self) -> impl Iterator<Item = &Problem> {
         self.problems
             .iter()
             .filter(|p| p.severity == Severity::Warning)
     }
 
     /// Whether any error was found.
-    pub fn has_errors(&self) -> bool {
+    pub(crate) fn has_errors(&self) -> bool {
         self.errors().next().is_some()
     }
 
@@ -117,7 +127,7 @@ impl Report {
     }
 
     /// A one-paragraph summary of the errors, for logs and the build status.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let errors: Vec<String> = self.errors().map(|p| p.to_string()).collect();
         match errors.len() {
             0 => "no errors".to_string(),

@@ -2,21 +2,21 @@
 //! by the loader, the run path (path parameter values) and the fuzz targets.
 
 /// Longest name, permalink, header key or query key.
-pub const MAX_NAME_LEN: usize = 255;
+pub(crate) const MAX_NAME_LEN: usize = 255;
 /// Longest URL template.
-pub const MAX_URL_LEN: usize = 2048;
+pub(crate) const MAX_URL_LEN: usize = 2048;
 /// Longest header or query value template.
-pub const MAX_VALUE_LEN: usize = 1000;
+pub(crate) const MAX_VALUE_LEN: usize = 1000;
 /// Longest response cache lifetime.
-pub const MAX_CACHE_TTL_SECS: u64 = 86_400;
+pub(crate) const MAX_CACHE_TTL_SECS: u64 = 86_400;
 /// Longest path parameter value (SPEC §3).
-pub const MAX_PATH_PARAM_VALUE_LEN: usize = 200;
+pub(crate) const MAX_PATH_PARAM_VALUE_LEN: usize = 200;
 
 /// Headers the runtime sets or controls itself; a registry may not configure them, neither
 /// in `headers` nor as the header an `api_key` goes in. `Expect` is one: with
 /// `Expect: 100-continue` the client holds the body back for an interim answer, and the step
 /// stalls until it times out.
-pub const RUNTIME_HEADERS: &[&str] = &[
+pub(crate) const RUNTIME_HEADERS: &[&str] = &[
     "host",
     "content-length",
     "transfer-encoding",
@@ -30,7 +30,7 @@ pub const RUNTIME_HEADERS: &[&str] = &[
 ];
 
 /// Whether `s` matches `^[a-z0-9]+(?:-[a-z0-9]+)*$` (permalinks and step names).
-pub fn is_slug(s: &str) -> bool {
+pub(crate) fn is_slug(s: &str) -> bool {
     !s.is_empty()
         && s.split('-').all(|part| {
             !part.is_empty()
@@ -52,7 +52,7 @@ pub fn is_valid_path_param_value(s: &str) -> bool {
 
 /// Whether `s` can name a path parameter, read as `pathParams.NAME`: an identifier of ASCII
 /// letters, digits and `_`, not starting with a digit, at most [`MAX_NAME_LEN`] long.
-pub fn is_path_param_name(s: &str) -> bool {
+pub(crate) fn is_path_param_name(s: &str) -> bool {
     s.len() <= MAX_NAME_LEN
         && s.bytes()
             .next()
@@ -61,7 +61,7 @@ pub fn is_path_param_name(s: &str) -> bool {
 }
 
 /// Whether `s` is an HTTP header name (an RFC 9110 token).
-pub fn is_header_name(s: &str) -> bool {
+pub(crate) fn is_header_name(s: &str) -> bool {
     !s.is_empty()
         && s.bytes().all(|b| {
             b.is_ascii_alphanumeric()
@@ -86,14 +86,14 @@ pub fn is_header_name(s: &str) -> bool {
 }
 
 /// Whether the header `name` (any case) is one of the [`RUNTIME_HEADERS`].
-pub fn is_runtime_header(name: &str) -> bool {
+pub(crate) fn is_runtime_header(name: &str) -> bool {
     RUNTIME_HEADERS.contains(&name.to_ascii_lowercase().as_str())
 }
 
 /// Whether the header `name` (any case) tells upstreams the client's address (`Forwarded`,
 /// `X-Forwarded-*`). Upstreams trust these, so a caller must never choose them: they may
 /// be configured, but not as overridable.
-pub fn is_forwarding_header(name: &str) -> bool {
+pub(crate) fn is_forwarding_header(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     lower.starts_with("x-forwarded-") || lower == "forwarded"
 }

@@ -11,14 +11,14 @@ use crate::upstream::{OutboundRequest, UpstreamResponse};
 
 /// A cached answer and when it stops being fresh.
 #[derive(Debug, Clone)]
-pub struct Cached {
+pub(crate) struct Cached {
     expires: Instant,
     response: UpstreamResponse,
 }
 
 /// Weighs entries by their size, so the cache is bounded in bytes.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct BySize;
+pub(crate) struct BySize;
 
 impl Weighter<Vec<u8>, Cached> for BySize {
     fn weight(&self, key: &Vec<u8>, value: &Cached) -> u64 {
@@ -41,7 +41,7 @@ impl std::fmt::Debug for ResponseCache {
 
 impl ResponseCache {
     /// A cache holding at most `max_bytes` of keys and bodies.
-    pub fn new(max_bytes: u64) -> Self {
+    pub(crate) fn new(max_bytes: u64) -> Self {
         ResponseCache {
             entries: Cache::with_weighter(1024, max_bytes.max(1), BySize),
         }
@@ -49,7 +49,7 @@ impl ResponseCache {
 
     /// The key of a rendered request: every part that can change the answer, credentials
     /// included, so two callers never share an answer meant for different credentials.
-    pub fn key(request: &OutboundRequest) -> Vec<u8> {
+    pub(crate) fn key(request: &OutboundRequest) -> Vec<u8> {
         let mut key = Vec::with_capacity(request.url.len() + 64 * request.headers.len() + 16);
         key.extend_from_slice(request.method.as_str().as_bytes());
         key.push(0);
@@ -68,7 +68,7 @@ impl ResponseCache {
     }
 
     /// A fresh answer for `key`, if one is cached.
-    pub fn get(&self, key: &[u8]) -> Option<UpstreamResponse> {
+    pub(crate) fn get(&self, key: &[u8]) -> Option<UpstreamResponse> {
         let cached = self.entries.get(key)?;
         if cached.expires > Instant::now() {
             Some(cached.response)
@@ -79,7 +79,7 @@ impl ResponseCache {
     }
 
     /// Keeps a 2xx `response` for `ttl`.
-    pub fn insert(&self, key: Vec<u8>, response: &UpstreamResponse, ttl: Duration) {
+    pub(crate) fn insert(&self, key: Vec<u8>, response: &UpstreamResponse, ttl: Duration) {
         if (200..300).contains(&response.status) {
             self.entries.insert(
                 key,

@@ -80,7 +80,7 @@ impl CompositeRunActor {
     /// dropped before the end, cancels it. The task that awaits the handle is woken once,
     /// when the run ends, not at every step (for the HTTP handler, every wake-up is a pass
     /// of the connection's dispatcher).
-    pub fn start(self) -> RunHandle {
+    pub(crate) fn start(self) -> RunHandle {
         RunHandle(actix_rt::spawn(self.run()))
     }
 
@@ -174,7 +174,7 @@ impl CompositeRunActor {
 
 /// A run started by [`CompositeRunActor::start`]: a future of its outcome that owns the run.
 #[derive(Debug)]
-pub struct RunHandle(tokio::task::JoinHandle<RunOutcome>);
+pub(crate) struct RunHandle(tokio::task::JoinHandle<RunOutcome>);
 
 impl Future for RunHandle {
     type Output = RunOutcome;

@@ -15,7 +15,7 @@ pub struct RunError {
 impl RunError {
     /// The envelope's scope: prefixed with `Composite step '<name>' (index <N>): ` in a
     /// composite.
-    pub fn scope(&self) -> String {
+    pub(crate) fn scope(&self) -> String {
         let scope = self.failure.code.scope().unwrap_or_default();
         match &self.step {
             Some((name, index)) => format!("Composite step '{name}' (index {index}): {scope}"),

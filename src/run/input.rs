@@ -26,7 +26,7 @@ pub struct CallerOverrides {
 impl CallerOverrides {
     /// Collects the caller's values for the parameters `connector` declares overridable;
     /// nothing else the caller sends is taken. `header` looks a caller header up by name.
-    pub fn collect(
+    pub(crate) fn collect(
         connector: &Connector,
         header: impl Fn(&str) -> Option<HeaderValue>,
         query: &[(String, String)],
@@ -48,7 +48,7 @@ impl CallerOverrides {
     }
 
     /// The caller's value for header `name` (any case).
-    pub fn header(&self, name: &str) -> Option<&HeaderValue> {
+    pub(crate) fn header(&self, name: &str) -> Option<&HeaderValue> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -56,7 +56,7 @@ impl CallerOverrides {
     }
 
     /// The caller's value for query parameter `key`.
-    pub fn query(&self, key: &str) -> Option<&str> {
+    pub(crate) fn query(&self, key: &str) -> Option<&str> {
         self.query
             .iter()
             .rev()
@@ -67,7 +67,7 @@ impl CallerOverrides {
 
 /// Path parameters the caller got wrong (SPEC §3): missing ones win over invalid ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathParamError {
+pub(crate) enum PathParamError {
     /// These declared parameters have no value.
     Missing(Vec<String>),
     /// These values break the path parameter rule.
@@ -76,7 +76,7 @@ pub enum PathParamError {
 
 /// The values of `connector`'s declared path parameters: the caller's (`sent`), else the
 /// declared default.
-pub fn path_parameters(
+pub(crate) fn path_parameters(
     connector: &Connector,
     sent: &[(String, String)],
 ) -> Result<Vec<(String, String)>, PathParamError> {
@@ -110,7 +110,7 @@ pub fn path_parameters(
 /// about (`params` of the envelope).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{detail}")]
-pub struct RequestError {
+pub(crate) struct RequestError {
     /// Which refusal (one of the request-error rows of [`Code`]).
     pub code: Code,
     /// What is wrong, and how to call instead.
@@ -121,7 +121,7 @@ pub struct RequestError {
 
 impl RequestError {
     /// A refusal with `code` and `detail`.
-    pub fn new(code: Code, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(code: Code, detail: impl Into<String>) -> Self {
         RequestError {
             code,
             detail: detail.into(),
@@ -130,7 +130,7 @@ impl RequestError {
     }
 
     /// With `params`.
-    pub fn with_params(mut self, params: Vec<String>) -> Self {
+    pub(crate) fn with_params(mut self, params: Vec<String>) -> Self {
         self.params = params;
         self
     }
@@ -157,7 +157,7 @@ impl From<PathParamError> for RequestError {
 /// receive it: everything but the body, which is read only once the request is known to
 /// name a connector it may call. [`RunRequest::resolve`] is the one place that checks it.
 #[derive(Debug, Clone)]
-pub struct RunRequest<'a> {
+pub(crate) struct RunRequest<'a> {
     /// The kind of connector the route runs; `None` (the `run` command) runs either.
     pub kind: Option<ConnectorKind>,
     /// The permalink named.
@@ -174,7 +174,10 @@ impl RunRequest<'_> {
     /// Checks the request against `registry` (the current snapshot, `None` before the first
     /// load): the connector exists, is of the route's kind, is called with its method and
     /// gets valid path parameters.
-    pub fn resolve(self, registry: Option<Arc<Registry>>) -> Result<ResolvedRun, RequestError> {
+    pub(crate) fn resolve(
+        self,
+        registry: Option<Arc<Registry>>,
+    ) -> Result<ResolvedRun, RequestError> {
         let permalink = self.permalink;
         let registry = registry.ok_or_else(|| {
             RequestError::new(
@@ -230,7 +233,7 @@ impl RunRequest<'_> {
 
 /// A request that named a connector it may call, waiting for its body.
 #[derive(Debug)]
-pub struct ResolvedRun {
+pub(crate) struct ResolvedRun {
     registry: Arc<Registry>,
     connector: Arc<Connector>,
     path_params: Vec<(String, String)>,
@@ -238,14 +241,9 @@ pub struct ResolvedRun {
 }
 
 impl ResolvedRun {
-    /// The connector to run.
-    pub fn connector(&self) -> &Arc<Connector> {
-        &self.connector
-    }
-
     /// The run's input, with the caller's `body` (and its `content_type`); `header` looks up
     /// the caller's headers by name, for the connector's overridable ones.
-    pub fn into_input(
+    pub(crate) fn into_input(
         self,
         request_id: Arc<str>,
         body: Bytes,
@@ -313,7 +311,7 @@ impl RunInput {
     }
 
     /// Whether this is a composite run.
-    pub fn is_composite(&self) -> bool {
+    pub(crate) fn is_composite(&self) -> bool {
         self.connector.kind == ConnectorKind::Composite
     }
 }

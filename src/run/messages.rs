@@ -15,7 +15,7 @@ use super::timing::StepTiming;
 /// caller went away) drops its step and the upstream call in flight.
 #[derive(Debug, Message)]
 #[rtype(result = "StepOutcome")]
-pub struct ExecuteStep {
+pub(crate) struct ExecuteStep {
     /// The run.
     pub run: Arc<RunInput>,
     /// Which step.
@@ -26,7 +26,7 @@ pub struct ExecuteStep {
 
 /// A step's result or failure, with its timing either way.
 #[derive(Debug)]
-pub struct StepOutcome {
+pub(crate) struct StepOutcome {
     /// Result or failure.
     pub result: Result<StepResult, StepFailure>,
     /// Where the time went.
@@ -35,7 +35,7 @@ pub struct StepOutcome {
 
 /// A successful step.
 #[derive(Debug, Clone)]
-pub struct StepResult {
+pub(crate) struct StepResult {
     /// Upstream status.
     pub status: u16,
     /// Upstream Content-Type.

@@ -3,11 +3,11 @@
 //! time, stops at the first failure and assembles the response. A simple connector is a run
 //! of one step.
 
-pub mod cache;
-pub mod composite;
-pub mod error;
-pub mod input;
-pub mod messages;
+pub(crate) mod cache;
+pub(crate) mod composite;
+pub(crate) mod error;
+pub(crate) mod input;
+pub(crate) mod messages;
 pub mod step;
 pub mod timing;
 

@@ -70,7 +70,7 @@ impl Handler<ExecuteStep> for StepActor {
 /// One step's execution, the step actor's answer to [`ExecuteStep`]: spawned on the worker,
 /// and dropped — with the upstream call in flight — as soon as nobody waits for its outcome
 /// any more (the run that sent it was cancelled).
-pub struct StepExecution(Pin<Box<dyn Future<Output = StepOutcome>>>);
+pub(crate) struct StepExecution(Pin<Box<dyn Future<Output = StepOutcome>>>);
 
 impl MessageResponse<StepActor, ExecuteStep> for StepExecution {
     fn handle(self, _ctx: &mut Context<StepActor>, tx: Option<OneshotSender<StepOutcome>>) {

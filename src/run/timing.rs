@@ -31,11 +31,11 @@ pub struct StepTiming {
 /// A duration printed as milliseconds with one decimal (`120.5`), with integer arithmetic
 /// only: this runs for every response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Ms(pub u64);
+pub(crate) struct Ms(pub u64);
 
 impl Ms {
     /// Rounds `d` to tenths of a millisecond.
-    pub fn of(d: Duration) -> Self {
+    pub(crate) fn of(d: Duration) -> Self {
         Ms(((d.as_nanos() + 50_000) / 100_000) as u64)
     }
 }
@@ -47,7 +47,7 @@ impl std::fmt::Display for Ms {
 }
 
 /// Milliseconds with one decimal, as a number (for logs and tables).
-pub fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 10_000.0).round() / 10.0
 }
 
@@ -118,7 +118,7 @@ pub fn composite_connector_timing(
 }
 
 /// The simple connector's `Server-Timing` header value.
-pub fn simple_server_timing(step: &StepTiming, total: Duration) -> String {
+pub(crate) fn simple_server_timing(step: &StepTiming, total: Duration) -> String {
     let cache = if step.cache_hit {
         "Cache Hit"
     } else {
@@ -135,7 +135,7 @@ pub fn simple_server_timing(step: &StepTiming, total: Duration) -> String {
 }
 
 /// The simple connector's `X-Connector-Timing` JSON; `error` names the failure code.
-pub fn simple_connector_timing(
+pub(crate) fn simple_connector_timing(
     request_id: &str,
     step: &StepTiming,
     total: Duration,

@@ -17,7 +17,7 @@ use super::secrets::is_secret_name;
 /// Which top-level variables a template's context has (SPEC §2): those of a simple
 /// connector or those of a composite step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ContextKind {
+pub(crate) enum ContextKind {
     /// A simple connector's: `pathParams`, `body_text`, `body_raw`, `request`.
     Simple,
     /// A composite step's: `steps`, `request`.
@@ -26,7 +26,7 @@ pub enum ContextKind {
 
 /// Where a template sits, which decides what it may read.
 #[derive(Debug, Clone, Copy)]
-pub struct Scope<'a> {
+pub(crate) struct Scope<'a> {
     /// The field the template fills.
     pub field: Field,
     /// Simple connector or composite step.
@@ -41,7 +41,7 @@ pub struct Scope<'a> {
 
 /// One problem found in a template.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
+pub(crate) struct Finding {
     /// What is wrong and how to fix it.
     pub message: String,
     /// 1-based line in the template, when known.
@@ -50,7 +50,7 @@ pub struct Finding {
 
 /// What a template uses, and the problems found in it.
 #[derive(Debug, Default, Clone)]
-pub struct Analysis {
+pub(crate) struct Analysis {
     /// Errors: the registry cannot load with these.
     pub errors: Vec<Finding>,
     /// Secrets read with a literal name.
@@ -69,7 +69,7 @@ const LOCAL_NAMES: &[&str] = &["loop", "self", "caller", "varargs", "kwargs", "s
 const SECRET_CALL_ONLY: &str = "get_secret can only be called directly with a literal name, e.g. get_secret('api_key'); it cannot be assigned, passed, stored or used as a value";
 
 /// Checks one template; a syntax error is reported as the only finding.
-pub fn analyze(source: &str, scope: &Scope<'_>, env: &Environment<'_>) -> Analysis {
+pub(crate) fn analyze(source: &str, scope: &Scope<'_>, env: &Environment<'_>) -> Analysis {
     let ast = match parse(source, "<template>", SyntaxConfig::default()) {
         Ok(ast) => ast,
         Err(err) => {

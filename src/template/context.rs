@@ -28,7 +28,7 @@ impl RequestView {
     }
 
     /// `body_text`: the body as UTF-8 text, `None` when empty or not UTF-8.
-    pub fn body_text(&self) -> Value {
+    pub(crate) fn body_text(&self) -> Value {
         self.body_text
             .get_or_init(|| match std::str::from_utf8(&self.body) {
                 Ok(text) if !text.is_empty() => Value::from(text),
@@ -38,22 +38,12 @@ impl RequestView {
     }
 
     /// `body_raw`: the body as bytes, `None` when empty.
-    pub fn body_raw(&self) -> Value {
+    pub(crate) fn body_raw(&self) -> Value {
         if self.body.is_empty() {
             Value::from(())
         } else {
             Value::from_bytes(self.body.to_vec())
         }
-    }
-
-    /// The raw body.
-    pub fn body(&self) -> &Bytes {
-        &self.body
-    }
-
-    /// The caller's query parameters.
-    pub fn query(&self) -> &[(String, String)] {
-        &self.query.pairs
     }
 }
 
@@ -78,7 +68,7 @@ impl Object for RequestView {
 /// An undefined value that prints as nothing (instead of failing, as other undefined values
 /// do here), while `is defined` is false and `| default(...)` replaces it: Jinja2's plain
 /// `Undefined`. minijinja makes one for `a if b` without `else`; it is taken from there.
-pub fn blank_undefined() -> Value {
+pub(crate) fn blank_undefined() -> Value {
     static BLANK: OnceLock<Value> = OnceLock::new();
     BLANK
         .get_or_init(|| {
@@ -94,7 +84,7 @@ pub fn blank_undefined() -> Value {
 /// documents (and `is defined` / `| default` see it as undefined); bracket access, `in` and
 /// `.get()` behave like a plain dict.
 #[derive(Debug)]
-pub struct QueryParameters {
+pub(crate) struct QueryParameters {
     pairs: Vec<(String, String)>,
 }
 
@@ -135,7 +125,7 @@ impl Object for QueryParameters {
 
 /// `request.headers`: only `Content-Type` is exposed, under any capitalisation.
 #[derive(Debug)]
-pub struct RequestHeaders {
+pub(crate) struct RequestHeaders {
     content_type: Option<String>,
 }
 
@@ -160,7 +150,7 @@ impl Object for RequestHeaders {
 
 /// What a finished step (or an upstream response) looks like to templates:
 /// `body` (text, `None` when binary), `status_code`, `headers` (lower-case keys).
-pub fn response_value(body: Value, status_code: u16, headers: Value) -> Value {
+pub(crate) fn response_value(body: Value, status_code: u16, headers: Value) -> Value {
     Value::from_pairs([
         ("body", body),
         ("status_code", Value::from(status_code)),
@@ -169,7 +159,7 @@ pub fn response_value(body: Value, status_code: u16, headers: Value) -> Value {
 }
 
 /// A response body as templates see it: UTF-8 text, or `None` for binary content.
-pub fn body_value(body: &[u8]) -> Value {
+pub(crate) fn body_value(body: &[u8]) -> Value {
     match std::str::from_utf8(body) {
         Ok(text) => Value::from(text),
         Err(_) => Value::from(()),
@@ -179,7 +169,7 @@ pub fn body_value(body: &[u8]) -> Value {
 /// Response headers as templates see them: a dict with lower-case keys (repeated headers
 /// joined by `, `). Values are only turned into text when a template reads them.
 #[derive(Debug)]
-pub struct ResponseHeaders(pub HeaderMap);
+pub(crate) struct ResponseHeaders(pub HeaderMap);
 
 impl Object for ResponseHeaders {
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
@@ -206,7 +196,7 @@ impl Object for ResponseHeaders {
 }
 
 /// `headers` of a response as templates see it.
-pub fn headers_value(headers: HeaderMap) -> Value {
+pub(crate) fn headers_value(headers: HeaderMap) -> Value {
     Value::from_object(ResponseHeaders(headers))
 }
 

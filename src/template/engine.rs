@@ -42,7 +42,7 @@ pub const DEFAULT_TEMPLATE_FUEL: u64 = 1_000_000;
 /// prints or frees it, at up to ~500 bytes of stack per level (measured: 100,000 levels of
 /// `==`, `| string`, printing and freeing all fit in 64 MiB). Without it, a 2 MiB worker stack
 /// overflowed at ~15,000 levels and aborted the process.
-pub const RENDER_STACK_BYTES_PER_FUEL: u64 = 64;
+pub(crate) const RENDER_STACK_BYTES_PER_FUEL: u64 = 64;
 
 /// The stack a rendering thread needs for `fuel` (see [`RENDER_STACK_BYTES_PER_FUEL`]):
 /// 64 MiB for the default fuel, at most 1 GiB. Only the pages a render touches are used.
@@ -63,7 +63,7 @@ impl Default for RenderLimits {
 }
 
 /// Deepest nesting of frames (loops, macro calls, `with` blocks) a render may reach.
-pub const RECURSION_LIMIT: usize = 100;
+pub(crate) const RECURSION_LIMIT: usize = 100;
 
 /// A compiled template, referred to by its unique internal name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -75,18 +75,18 @@ pub struct TemplateId {
 
 impl TemplateId {
     /// The internal name.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
     /// The fixed output of a template that has no Jinja2 syntax at all.
-    pub fn literal(&self) -> Option<&str> {
+    pub(crate) fn literal(&self) -> Option<&str> {
         self.literal.as_deref()
     }
 
     /// The registry field this template fills, as errors name it (`headers[0].value`):
     /// the part of its location after `permalink/index/`.
-    pub fn field_path(&self) -> &str {
+    pub(crate) fn field_path(&self) -> &str {
         let location = self.name.rsplit('\u{1f}').nth(1).unwrap_or(&self.name);
         location.splitn(3, '/').nth(2).unwrap_or(location)
     }
@@ -216,7 +216,7 @@ fn python_formatter(out: &mut Output, state: &mut State, value: &Value) -> Resul
 /// failed the origin check. Only that exact expression shape is wrapped, and the load-time
 /// checks refuse `{% autoescape %}` in a registry's own URL, so request and step data are
 /// always encoded. Lines stay where they are, so errors keep pointing at the right line.
-pub fn url_template_source(source: &str) -> String {
+pub(crate) fn url_template_source(source: &str) -> String {
     let Some(range) = origin_expression(source) else {
         return source.to_string();
     };
@@ -259,7 +259,7 @@ impl TemplateSet {
     /// Scrubs the values of `secrets` from every render error message. Messages are built
     /// from fixed texts and registry template text, never from values; this catches a secret
     /// that a registry author pasted into a template literally.
-    pub fn redacting(mut self, secrets: Arc<SecretStore>) -> Self {
+    pub(crate) fn redacting(mut self, secrets: Arc<SecretStore>) -> Self {
         self.redactor = Some(secrets);
         self
     }
@@ -281,7 +281,7 @@ impl TemplateSet {
     }
 
     /// The environment, for static checks (filter and global look-ups).
-    pub fn env(&self) -> &Environment<'static> {
+    pub(crate) fn env(&self) -> &Environment<'static> {
         &self.env
     }
 
@@ -318,7 +318,7 @@ impl TemplateSet {
 /// Turns a minijinja error into a caller-safe message: our own filters' details are shown,
 /// engine details are reduced to their kind, and the failing expression is quoted from the
 /// template source (registry text, never data).
-pub fn describe_error(err: &Error, source: &str) -> RenderError {
+pub(crate) fn describe_error(err: &Error, source: &str) -> RenderError {
     let detail = err.detail().unwrap_or_default();
     let own = OWN_ERROR_PREFIXES.iter().any(|p| detail.starts_with(p));
     let reason = if own {

@@ -23,7 +23,7 @@ const NAME_SEPARATOR: char = '\u{1f}';
 
 impl Field {
     /// Every field, in the order a connector lists them.
-    pub const ALL: [Field; 6] = [
+    pub(crate) const ALL: [Field; 6] = [
         Field::Url,
         Field::HeaderValue,
         Field::QueryValue,
@@ -34,7 +34,7 @@ impl Field {
 
     /// Whether `get_secret()` may be called here (SPEC §2: header and query values and
     /// authentication config only).
-    pub fn allows_secrets(self) -> bool {
+    pub(crate) fn allows_secrets(self) -> bool {
         matches!(
             self,
             Field::HeaderValue | Field::QueryValue | Field::AuthConfig
@@ -42,12 +42,12 @@ impl Field {
     }
 
     /// Whether `jwt_encode()` may be called here (everywhere but `response_body`).
-    pub fn allows_jwt_encode(self) -> bool {
+    pub(crate) fn allows_jwt_encode(self) -> bool {
         self != Field::ResponseBody
     }
 
     /// Short tag used in internal template names.
-    pub fn tag(self) -> &'static str {
+    pub(crate) fn tag(self) -> &'static str {
         match self {
             Field::Url => "url",
             Field::HeaderValue => "header",
@@ -71,12 +71,12 @@ impl Field {
     }
 
     /// The internal, unique name of one template: where it lives and which field it fills.
-    pub fn template_name(self, location: &str) -> String {
+    pub(crate) fn template_name(self, location: &str) -> String {
         format!("{location}{NAME_SEPARATOR}{}", self.tag())
     }
 
     /// Recovers the field from an internal template name.
-    pub fn of_template(name: &str) -> Option<Field> {
+    pub(crate) fn of_template(name: &str) -> Option<Field> {
         name.rsplit(NAME_SEPARATOR).next().and_then(Field::from_tag)
     }
 }

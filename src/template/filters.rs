@@ -35,7 +35,7 @@ pub(crate) fn own_error(detail: impl Into<String>) -> Error {
 }
 
 /// Registers the filters on `env`.
-pub fn register(env: &mut Environment<'static>) {
+pub(crate) fn register(env: &mut Environment<'static>) {
     env.add_filter("from_json", from_json);
     env.add_filter("json_encode", json_encode);
     env.add_filter("tojson", tojson);
@@ -187,7 +187,7 @@ fn int_value(n: i128) -> Value {
 
 /// Jinja2's `int(value, default=0, base=10)`: never fails on text that is not a number
 /// (`'abc' | int` is `0`, `'4.7' | int` is `4`, `none | int` is `0`), unlike minijinja's.
-pub fn int(value: &Value, rest: Rest<Value>, kwargs: Kwargs) -> Result<Value, Error> {
+pub(crate) fn int(value: &Value, rest: Rest<Value>, kwargs: Kwargs) -> Result<Value, Error> {
     let mut args = Args::new(rest, kwargs);
     let default = args.next("default")?.unwrap_or(Value::from(0));
     let base: u32 = args.next_as("base", 10)?;
@@ -223,7 +223,7 @@ pub fn int(value: &Value, rest: Rest<Value>, kwargs: Kwargs) -> Result<Value, Er
 }
 
 /// Jinja2's `float(value, default=0.0)`: text that is not a number gives the default.
-pub fn float(value: &Value, rest: Rest<Value>, kwargs: Kwargs) -> Result<Value, Error> {
+pub(crate) fn float(value: &Value, rest: Rest<Value>, kwargs: Kwargs) -> Result<Value, Error> {
     let mut args = Args::new(rest, kwargs);
     let default = args.next("default")?.unwrap_or(Value::from(0.0));
     args.finish()?;
@@ -244,7 +244,7 @@ pub fn float(value: &Value, rest: Rest<Value>, kwargs: Kwargs) -> Result<Value, 
 /// URL unencoded, so `{{ request.query_parameters.id | e }}` would otherwise let request data
 /// add path segments, query parameters or a fragment (`../admin?role=admin`). There the
 /// HTML-escaped text is percent-encoded like any other value.
-pub fn escape(state: &State, value: &Value) -> Result<Value, Error> {
+pub(crate) fn escape(state: &State, value: &Value) -> Result<Value, Error> {
     if value.is_safe() {
         return Ok(value.clone());
     }
@@ -278,7 +278,7 @@ fn text_of(value: &Value) -> Result<String, Error> {
 /// Jinja2's `truncate(s, length=255, killwords=False, end='...', leeway=5)`, counting
 /// characters: text within `length + leeway` is kept whole, otherwise it is cut to
 /// `length - len(end)` characters (at the last space unless `killwords`) and `end` added.
-pub fn truncate(value: &Value, rest: Rest<Value>, kwargs: Kwargs) -> Result<Value, Error> {
+pub(crate) fn truncate(value: &Value, rest: Rest<Value>, kwargs: Kwargs) -> Result<Value, Error> {
     let mut args = Args::new(rest, kwargs);
     let length: usize = args.next_as("length", 255)?;
     let killwords = args.next("killwords")?.is_some_and(|v| v.is_true());
@@ -314,7 +314,7 @@ pub fn truncate(value: &Value, rest: Rest<Value>, kwargs: Kwargs) -> Result<Valu
 }
 
 /// Jinja2's `wordcount`: the number of `\w+` runs in the text.
-pub fn wordcount(value: &Value) -> Result<usize, Error> {
+pub(crate) fn wordcount(value: &Value) -> Result<usize, Error> {
     let text = text_of(value)?;
     let is_word = |c: char| c.is_alphanumeric() || c == '_';
     Ok(text
@@ -324,13 +324,13 @@ pub fn wordcount(value: &Value) -> Result<usize, Error> {
 }
 
 /// Jinja2's `center(value, width=80)`: Python's `str.center`.
-pub fn center(value: &Value, width: Option<usize>) -> Result<String, Error> {
+pub(crate) fn center(value: &Value, width: Option<usize>) -> Result<String, Error> {
     py_pad(&text_of(value)?, width.unwrap_or(80), ' ', '^')
 }
 
 /// Jinja2's `striptags`: drops `<!-- -->` comments and `<...>` tags, collapses whitespace
 /// and unescapes HTML entities (numeric ones and `amp lt gt quot apos nbsp`).
-pub fn striptags(value: &Value) -> Result<String, Error> {
+pub(crate) fn striptags(value: &Value) -> Result<String, Error> {
     let mut text = if value.is_safe() {
         value.as_str().unwrap_or_default().to_string()
     } else {
@@ -392,7 +392,7 @@ fn unescape_html(s: &str) -> String {
 /// break_on_hyphens=True)`: Python's `textwrap.wrap` applied to each line, greedily
 /// filling lines with whitespace-separated words (hyphenated words may break after a
 /// hyphen between letters), joined with `wrapstring` (default `\n`).
-pub fn wordwrap(value: &Value, rest: Rest<Value>, kwargs: Kwargs) -> Result<String, Error> {
+pub(crate) fn wordwrap(value: &Value, rest: Rest<Value>, kwargs: Kwargs) -> Result<String, Error> {
     let mut args = Args::new(rest, kwargs);
     let width: usize = args.next_as("width", 79)?;
     let break_long = args.next("break_long_words")?.is_none_or(|v| v.is_true());
@@ -493,7 +493,7 @@ fn wrap_paragraph(chunks: Vec<Vec<char>>, width: usize, break_long: bool) -> Vec
 
 /// Parses JSON text into a value; invalid JSON fails the run. Within a run, the same text
 /// (a step body, the caller's payload) is parsed once ([`super::json_cache`]).
-pub fn from_json(state: &minijinja::State, value: &Value) -> Result<Value, Error> {
+pub(crate) fn from_json(state: &minijinja::State, value: &Value) -> Result<Value, Error> {
     match super::json_cache::of(state) {
         Some(cache) => cache.get_or_parse(value, || parse_json(value)),
         None => parse_json(value),
@@ -536,7 +536,7 @@ fn parse_json(value: &Value) -> Result<Value, Error> {
 }
 
 /// `json.dumps(value)`: Python's separators, key order kept, non-ASCII escaped.
-pub fn json_encode(value: &Value) -> Result<String, Error> {
+pub(crate) fn json_encode(value: &Value) -> Result<String, Error> {
     py_json_dumps(value, JsonStyle::default()).map_err(|e| {
         own_error(format!(
             "json_encode: {}",
@@ -547,7 +547,7 @@ pub fn json_encode(value: &Value) -> Result<String, Error> {
 
 /// Jinja2's `tojson`: keys sorted, HTML-sensitive characters escaped, optional `indent`.
 /// Returns a plain string (not "safe"), so it is still encoded where a URL needs it.
-pub fn tojson(value: &Value, kwargs: Kwargs) -> Result<String, Error> {
+pub(crate) fn tojson(value: &Value, kwargs: Kwargs) -> Result<String, Error> {
     let indent: Option<usize> = kwargs.get("indent")?;
     kwargs.assert_all_used()?;
     py_json_dumps(
@@ -562,7 +562,7 @@ pub fn tojson(value: &Value, kwargs: Kwargs) -> Result<String, Error> {
 }
 
 /// Standard base64 (with padding) of a string's UTF-8 bytes, or of bytes.
-pub fn base64_encode(value: &Value) -> Result<String, Error> {
+pub(crate) fn base64_encode(value: &Value) -> Result<String, Error> {
     match value.kind() {
         ValueKind::Bytes => Ok(STANDARD.encode(value.as_bytes().unwrap_or_default())),
         ValueKind::Undefined => Err(own_error("base64_encode: the input is undefined")),
@@ -575,7 +575,7 @@ pub fn base64_encode(value: &Value) -> Result<String, Error> {
 }
 
 /// Decodes standard or URL-safe base64 (padding optional) to UTF-8 text.
-pub fn base64_decode(value: &Value) -> Result<String, Error> {
+pub(crate) fn base64_decode(value: &Value) -> Result<String, Error> {
     let Some(text) = value.as_str() else {
         return Err(own_error("base64_decode: the input is not a string"));
     };
@@ -625,7 +625,7 @@ fn url_quote(value: &Value, for_qs: bool) -> Result<String, Error> {
 /// Jinja2's `urlencode`: a string is quoted keeping `/`; a dict or a list of pairs becomes a
 /// query string. The result is already URL-encoded, so it is marked safe and a URL template
 /// inserts it unchanged.
-pub fn urlencode(value: &Value) -> Result<Value, Error> {
+pub(crate) fn urlencode(value: &Value) -> Result<Value, Error> {
     let encoded = match value.kind() {
         ValueKind::Map => {
             let mut parts = Vec::new();

@@ -10,7 +10,7 @@ use super::filters::own_error;
 use super::secrets::{SecretStore, Variables};
 
 /// Registers the functions on `env`, reading secrets and variables from the given stores.
-pub fn register(
+pub(crate) fn register(
     env: &mut Environment<'static>,
     secrets: Arc<SecretStore>,
     variables: Arc<Variables>,
@@ -54,7 +54,7 @@ pub fn register(
 }
 
 /// Seconds since the Unix epoch.
-pub fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

@@ -9,11 +9,11 @@ use minijinja::{Error, State};
 
 /// The context variable under which a run's cache is found (not a name templates can use:
 /// the load-time checks reject it).
-pub const VARIABLE: &str = "__json_cache";
+pub(crate) const VARIABLE: &str = "__json_cache";
 
 /// Parsed JSON by source text, for one run.
 #[derive(Debug, Default)]
-pub struct JsonCache {
+pub(crate) struct JsonCache {
     entries: Mutex<Vec<(Value, Value)>>,
 }
 
@@ -32,7 +32,7 @@ fn same_text(a: &Value, b: &Value) -> bool {
 
 impl JsonCache {
     /// The parsed value of `source`, parsing it with `parse` the first time.
-    pub fn get_or_parse(
+    pub(crate) fn get_or_parse(
         &self,
         source: &Value,
         parse: impl FnOnce() -> Result<Value, Error>,
@@ -59,7 +59,7 @@ impl JsonCache {
 }
 
 /// The run's cache, if the render has one.
-pub fn of(state: &State<'_, '_>) -> Option<Arc<JsonCache>> {
+pub(crate) fn of(state: &State<'_, '_>) -> Option<Arc<JsonCache>> {
     state
         .lookup(VARIABLE)
         .and_then(|v| v.downcast_object::<JsonCache>())

@@ -21,7 +21,7 @@ thread_local! {
 /// small value that stands for a huge one (`[[range(1000) | list] * 1000] * 1000` is 2,000
 /// list slots and 10^9 numbers) is turned into gigabytes of text before anything can stop
 /// it. No text larger than the render's output cap can be sent anyway.
-pub fn with_text_limit<R>(limit: usize, f: impl FnOnce() -> R) -> R {
+pub(crate) fn with_text_limit<R>(limit: usize, f: impl FnOnce() -> R) -> R {
     let previous = TEXT_LIMIT.with(|l| l.replace(limit));
     let result = f();
     TEXT_LIMIT.with(|l| l.set(previous));
@@ -45,7 +45,7 @@ fn check_text_limit(out: &str) -> Result<(), Error> {
 /// An undefined value that reaches here is printed as Jinja2's `Undefined` is: empty. With
 /// the runtime's semi-strict mode only the silent undefined of an `if` expression without
 /// `else` (`{{ ", " if not loop.last }}`) gets this far; others fail before formatting.
-pub fn py_str(value: &Value, out: &mut String) -> Result<(), Error> {
+pub(crate) fn py_str(value: &Value, out: &mut String) -> Result<(), Error> {
     match value.kind() {
         ValueKind::Undefined => {}
         ValueKind::String => out.push_str(value.as_str().unwrap_or_default()),
@@ -58,7 +58,7 @@ pub fn py_str(value: &Value, out: &mut String) -> Result<(), Error> {
 }
 
 /// What Python's `repr(value)` gives: strings quoted, containers recursively.
-pub fn py_repr(value: &Value, out: &mut String) -> Result<(), Error> {
+pub(crate) fn py_repr(value: &Value, out: &mut String) -> Result<(), Error> {
     match value.kind() {
         ValueKind::String => repr_str(value.as_str().unwrap_or_default(), out),
         ValueKind::Bytes => repr_bytes(value.as_bytes().unwrap_or_default(), out),
@@ -116,7 +116,7 @@ fn scalar(value: &Value, out: &mut String) {
 
 /// Python's `repr(float)`: shortest round-trip digits, `1.0` keeps its `.0`, and exponent
 /// notation below 1e-4 and from 1e16 on (`1e+16`, `1.5e-05`).
-pub fn py_float(f: f64, out: &mut String) {
+pub(crate) fn py_float(f: f64, out: &mut String) {
     if f.is_nan() {
         out.push_str("nan");
         return;
@@ -229,7 +229,7 @@ fn repr_bytes(b: &[u8], out: &mut String) {
 /// `minijinja_contrib::pycompat` lacks (`rsplit`, `zfill`, `ljust`, `rjust`, `center`,
 /// `index`, `rindex`, `swapcase`, `partition`, `rpartition`, `removeprefix`,
 /// `removesuffix`, `list.index`), then everything pycompat has (`split`, `get`, `items`, ...).
-pub fn unknown_method(
+pub(crate) fn unknown_method(
     state: &mut State,
     value: &Value,
     method: &str,
@@ -268,7 +268,7 @@ fn check_pad_width(width: usize) -> Result<(), Error> {
 
 /// Python's `str.center`/`ljust`/`rjust`: pads to `width` characters with `fill`; like
 /// CPython, `center` puts the odd padding character on the left only when `width` is odd.
-pub fn py_pad(s: &str, width: usize, fill: char, align: char) -> Result<String, Error> {
+pub(crate) fn py_pad(s: &str, width: usize, fill: char, align: char) -> Result<String, Error> {
     let len = s.chars().count();
     if len >= width {
         return Ok(s.to_string());
@@ -418,7 +418,7 @@ fn str_method(s: &str, method: &str, args: &[Value]) -> Result<Option<Value>, Er
 
 /// Options of Python's `json.dumps` that the template filters use.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct JsonStyle {
+pub(crate) struct JsonStyle {
     /// `sort_keys=True`.
     pub sort_keys: bool,
     /// `indent=N`: newlines and N spaces per level; also switches the item separator to `,`.
@@ -428,7 +428,7 @@ pub struct JsonStyle {
 }
 
 /// Python's `json.dumps(value, ensure_ascii=True, ...)` with the given style.
-pub fn py_json_dumps(value: &Value, style: JsonStyle) -> Result<String, Error> {
+pub(crate) fn py_json_dumps(value: &Value, style: JsonStyle) -> Result<String, Error> {
     let mut out = String::new();
     json_value(value, style, 0, &mut out)?;
     Ok(out)

@@ -10,7 +10,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// Prefix of environment variables that define secrets (`CONNECTOR_SECRET_API_KEY` → `api_key`).
-pub const SECRET_ENV_PREFIX: &str = "CONNECTOR_SECRET_";
+pub(crate) const SECRET_ENV_PREFIX: &str = "CONNECTOR_SECRET_";
 
 /// Errors while reading secrets or variables at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -51,21 +51,21 @@ pub enum SecretsError {
 
 /// Whether `name` can name a secret (SPEC §15): ASCII letters, digits and `_`, at least one.
 /// Names are case-sensitive.
-pub fn is_secret_name(name: &str) -> bool {
+pub(crate) fn is_secret_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// A secret value; its `Debug` form never shows the value.
 #[derive(Clone)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
     /// Wraps a value.
-    pub fn new(value: impl Into<String>) -> Self {
+    pub(crate) fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
     /// The value, for the one place that must send it upstream.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -98,7 +98,7 @@ impl SecretStore {
 
     /// Reads `dir` (one file per secret, the file name is the secret name, a trailing newline
     /// is dropped) and then the `CONNECTOR_SECRET_*` environment variables, which win.
-    pub fn load(dir: Option<&Path>) -> Result<Self, SecretsError> {
+    pub(crate) fn load(dir: Option<&Path>) -> Result<Self, SecretsError> {
         let mut store = SecretStore::new();
         if let Some(dir) = dir {
             store.load_dir(dir)?;
@@ -128,7 +128,7 @@ impl SecretStore {
     }
 
     /// Adds secrets from `CONNECTOR_SECRET_<NAME>` variables; the name is lower-cased.
-    pub fn load_env(&mut self, vars: impl Iterator<Item = (String, String)>) {
+    pub(crate) fn load_env(&mut self, vars: impl Iterator<Item = (String, String)>) {
         for (key, value) in vars {
             if let Some(name) = key.strip_prefix(SECRET_ENV_PREFIX) {
                 if !name.is_empty() {
@@ -139,17 +139,17 @@ impl SecretStore {
     }
 
     /// Looks a secret up by name.
-    pub fn get(&self, name: &str) -> Option<&Secret> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Secret> {
         self.secrets.get(name)
     }
 
     /// Whether a secret of that name exists.
-    pub fn contains(&self, name: &str) -> bool {
+    pub(crate) fn contains(&self, name: &str) -> bool {
         self.secrets.contains_key(name)
     }
 
     /// Replaces every secret value found in `text` with `[REDACTED]`.
-    pub fn redact(&self, text: &str) -> String {
+    pub(crate) fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
         for secret in self.secrets.values() {
             let value = secret.expose();
@@ -179,7 +179,7 @@ impl Variables {
     }
 
     /// Reads a JSON file holding one object of names to values.
-    pub fn load(path: Option<&Path>) -> Result<Self, SecretsError> {
+    pub(crate) fn load(path: Option<&Path>) -> Result<Self, SecretsError> {
         let Some(path) = path else {
             return Ok(Self::new());
         };
@@ -201,7 +201,7 @@ impl Variables {
     }
 
     /// Looks a variable up by name.
-    pub fn get(&self, name: &str) -> Option<&serde_json::Value> {
+    pub(crate) fn get(&self, name: &str) -> Option<&serde_json::Value> {
         self.values.get(name)
     }
 }

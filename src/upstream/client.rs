@@ -28,10 +28,10 @@ pub struct ClientSettings {
 }
 
 /// The `User-Agent` sent upstream.
-pub const USER_AGENT: &str = concat!("connector-runtime/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT: &str = concat!("connector-runtime/", env!("CARGO_PKG_VERSION"));
 
 /// Installs the process-wide rustls crypto provider (ring); safe to call more than once.
-pub fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 

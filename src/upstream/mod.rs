@@ -5,11 +5,11 @@
 pub mod client;
 pub mod origin;
 pub mod policy;
-pub mod resolver;
-pub mod send;
+pub(crate) mod resolver;
+pub(crate) mod send;
 
 pub use client::{build_client, ClientSettings};
 pub use policy::AddressPolicy;
-pub use send::{
+pub(crate) use send::{
     send, send_with_retry, OutboundRequest, RetryPolicy, UpstreamError, UpstreamResponse,
 };

@@ -13,7 +13,7 @@ use minijinja::machinery::parse_expr;
 
 /// How the scheme and host of a URL template are given (SPEC §3).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UrlOrigin {
+pub(crate) enum UrlOrigin {
     /// `https://api.example.com[:port]/...`: literal scheme and host.
     Literal(String),
     /// `https://{{ get_variable('host') }}/...`: literal scheme, host from a variable.
@@ -38,7 +38,7 @@ pub enum UrlOrigin {
 
 /// Finds how a URL template gives its scheme and host; anything else (a host built from
 /// request or step data, a missing scheme) is an error that says what is allowed.
-pub fn url_origin(source: &str) -> Result<UrlOrigin, String> {
+pub(crate) fn url_origin(source: &str) -> Result<UrlOrigin, String> {
     const RULE: &str = "the scheme and host must be literal (https://api.example.com/...) or come from {{ get_variable('name') }}";
     let trimmed = source.trim_start();
     if trimmed.starts_with("{{") {
@@ -110,7 +110,7 @@ pub fn url_origin(source: &str) -> Result<UrlOrigin, String> {
 /// valid and comes from a variable. Its output is operator configuration or a literal of the
 /// registry, resolved and checked when the registry loads, so it is printed as it is rather
 /// than percent-encoded like request data.
-pub fn origin_expression(source: &str) -> Option<Range<usize>> {
+pub(crate) fn origin_expression(source: &str) -> Option<Range<usize>> {
     if !matches!(
         url_origin(source),
         Ok(UrlOrigin::VariableHost { .. } | UrlOrigin::VariableOrigin { .. })
@@ -131,7 +131,7 @@ pub fn origin_expression(source: &str) -> Option<Range<usize>> {
 /// Whether `host` (with an optional `:port`) uses only the characters a host may have
 /// here: ASCII letters and digits, `.`, `-`, and `:`, `[`, `]` for ports and IPv6 literals.
 /// Userinfo (`@`), percent-encoding, zone ids and non-ASCII hosts are all refused.
-pub fn is_host_text(host: &str) -> bool {
+pub(crate) fn is_host_text(host: &str) -> bool {
     !host.is_empty()
         && host
             .bytes()
@@ -139,7 +139,7 @@ pub fn is_host_text(host: &str) -> bool {
 }
 
 /// Whether `origin` has the form `http(s)://host[:port]` and nothing more.
-pub fn is_origin(origin: &str) -> bool {
+pub(crate) fn is_origin(origin: &str) -> bool {
     origin
         .split_once("://")
         .filter(|(scheme, _)| matches!(*scheme, "http" | "https"))
@@ -148,7 +148,7 @@ pub fn is_origin(origin: &str) -> bool {
 
 /// Why a URL's origin cannot be fixed when the registry loads.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ResolveError {
+pub(crate) enum ResolveError {
     /// The host or origin comes from this variable, which is not set (or not a string) and
     /// has no default.
     Unset {
@@ -165,7 +165,7 @@ pub enum ResolveError {
 /// Resolves the origin that every rendering of a URL must start with, lower-case, reading
 /// variables with `variable`: a string variable is used as it is; an unset one falls back to
 /// the template's `| default(...)`; one that is set to anything but a string is unusable.
-pub fn resolve<'v>(
+pub(crate) fn resolve<'v>(
     origin: &UrlOrigin,
     variable: impl Fn(&str) -> Option<&'v serde_json::Value>,
 ) -> Result<String, ResolveError> {

@@ -12,7 +12,7 @@ pub struct AddressPolicy {
 
 impl AddressPolicy {
     /// Whether a connection to `ip` is allowed.
-    pub fn allows(&self, ip: IpAddr) -> bool {
+    pub(crate) fn allows(&self, ip: IpAddr) -> bool {
         self.allow_private || !is_forbidden(ip)
     }
 }
@@ -124,7 +124,7 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
 /// Parses a host as an IP address in any spelling a resolver would accept: dotted quad,
 /// a single decimal or hex number (`2130706433`, `0x7f000001`), octal parts (`0177.0.0.1`),
 /// short forms (`127.1`), and bracketed or bare IPv6.
-pub fn parse_ip_host(host: &str) -> Option<IpAddr> {
+pub(crate) fn parse_ip_host(host: &str) -> Option<IpAddr> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Some(ip);

@@ -15,7 +15,7 @@ use super::policy::{parse_ip_host, AddressPolicy};
 /// The upstream resolved to an address the policy forbids.
 #[derive(Debug, thiserror::Error)]
 #[error("the upstream host '{host}' resolves to a private, loopback, link-local or otherwise non-public address, which upstreams may not use (only --allow-private-upstreams permits it)")]
-pub struct ForbiddenAddress {
+pub(crate) struct ForbiddenAddress {
     /// The host name that was looked up.
     pub host: String,
 }
@@ -23,14 +23,14 @@ pub struct ForbiddenAddress {
 /// The host has no address records.
 #[derive(Debug, thiserror::Error)]
 #[error("the upstream host '{0}' has no address records")]
-pub struct NoAddresses(pub String);
+pub(crate) struct NoAddresses(pub String);
 
 /// Static host → address answers that stand in for DNS (`--resolve host=ip`), as curl's
 /// `--resolve` does; used by tests and for pinning an upstream.
-pub type ResolveOverrides = Arc<HashMap<String, Vec<IpAddr>>>;
+pub(crate) type ResolveOverrides = Arc<HashMap<String, Vec<IpAddr>>>;
 
 /// Parses `host=ip[,ip...]` entries.
-pub fn parse_overrides(entries: &[String]) -> Result<ResolveOverrides, String> {
+pub(crate) fn parse_overrides(entries: &[String]) -> Result<ResolveOverrides, String> {
     let mut map: HashMap<String, Vec<IpAddr>> = HashMap::new();
     for entry in entries {
         let (host, ips) = entry
@@ -51,19 +51,19 @@ pub fn parse_overrides(entries: &[String]) -> Result<ResolveOverrides, String> {
 
 /// A resolver that applies [`AddressPolicy`] to what it resolves.
 #[derive(Debug, Clone)]
-pub struct PolicyResolver {
+pub(crate) struct PolicyResolver {
     policy: AddressPolicy,
     overrides: ResolveOverrides,
 }
 
 impl PolicyResolver {
     /// A resolver for `policy`, answering overridden hosts from `overrides`.
-    pub fn new(policy: AddressPolicy, overrides: ResolveOverrides) -> Self {
+    pub(crate) fn new(policy: AddressPolicy, overrides: ResolveOverrides) -> Self {
         PolicyResolver { policy, overrides }
     }
 
     /// Resolves and checks `host`; the addresses returned are the ones to connect to.
-    pub async fn resolve(
+    pub(crate) async fn resolve(
         &self,
         host: &str,
         port: u16,

@@ -12,7 +12,7 @@ use super::resolver::{ForbiddenAddress, NoAddresses};
 
 /// A fully rendered upstream request.
 #[derive(Debug, Clone)]
-pub struct OutboundRequest {
+pub(crate) struct OutboundRequest {
     /// Method.
     pub method: Method,
     /// Absolute URL with its query string.
@@ -25,7 +25,7 @@ pub struct OutboundRequest {
 
 /// What the upstream answered.
 #[derive(Debug, Clone)]
-pub struct UpstreamResponse {
+pub(crate) struct UpstreamResponse {
     /// Status code.
     pub status: u16,
     /// Response headers.
@@ -36,7 +36,7 @@ pub struct UpstreamResponse {
 
 impl UpstreamResponse {
     /// The response's Content-Type, if any.
-    pub fn content_type(&self) -> Option<&str> {
+    pub(crate) fn content_type(&self) -> Option<&str> {
         self.headers
             .get(awc::http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -45,7 +45,7 @@ impl UpstreamResponse {
 
 /// Why an upstream call failed. Messages are safe to show: no body, no secret.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     /// The step's time limit passed.
     #[error("the upstream did not answer within {0} ms")]
     Timeout(u128),
@@ -76,17 +76,17 @@ pub struct RetryPolicy {
 }
 
 /// The longest wait between two attempts, whatever `--upstream-retry-backoff-ms` says.
-pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(1);
+pub(crate) const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(1);
 
 impl RetryPolicy {
     /// No retries (token requests, and `--upstream-retries 0`).
-    pub const NONE: RetryPolicy = RetryPolicy {
+    pub(crate) const NONE: RetryPolicy = RetryPolicy {
         retries: 0,
         backoff: Duration::ZERO,
     };
 
     /// The wait before retry number `retry` (0-based): `backoff * 2^retry`, capped.
-    pub fn delay(&self, retry: u32) -> Duration {
+    pub(crate) fn delay(&self, retry: u32) -> Duration {
         self.backoff
             .saturating_mul(1u32.checked_shl(retry).unwrap_or(u32::MAX))
             .min(MAX_RETRY_BACKOFF)
@@ -94,7 +94,7 @@ impl RetryPolicy {
 
     /// Whether requests with `method` may be sent twice: GET, HEAD, PUT, DELETE and OPTIONS
     /// (RFC 9110 §9.2.2). POST and PATCH never are.
-    pub fn allows(method: &Method) -> bool {
+    pub(crate) fn allows(method: &Method) -> bool {
         matches!(
             *method,
             Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
@@ -129,7 +129,7 @@ impl From<UpstreamError> for FailedAttempt {
 
 /// Sends `request` with `client`, allowing `timeout` for everything (connect, send, read)
 /// and at most `max_bytes` of body. No retries.
-pub async fn send(
+pub(crate) async fn send(
     client: &awc::Client,
     request: &OutboundRequest,
     timeout: Duration,
@@ -150,7 +150,7 @@ pub async fn send(
 /// between them: a retry whose wait would not end before the deadline is not made (the
 /// connection failure is reported instead of a time-out). `on_retry(n, error)` is called
 /// before retry `n` (1-based) with the error that caused it.
-pub async fn send_with_retry(
+pub(crate) async fn send_with_retry(
     client: &awc::Client,
     request: &OutboundRequest,
     timeout: Duration,

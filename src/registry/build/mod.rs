@@ -62,7 +62,7 @@ impl Default for BuildOptions {
 }
 
 /// A published registry and the warnings found while building it.
-pub type BuildResult = Result<Registry, RegistryRejected>;
+pub(crate) type BuildResult = Result<Registry, RegistryRejected>;
 
 /// Validates and compiles the registry in `text`. All-or-nothing: one error rejects it.
 pub fn build_registry(text: &str, options: &BuildOptions) -> BuildResult {
@@ -100,7 +100,7 @@ pub fn build_registry(text: &str, options: &BuildOptions) -> BuildResult {
 }
 
 /// A short, stable fingerprint of the registry text (FNV-1a, 64 bit).
-pub fn revision_of(text: &str) -> String {
+pub(crate) fn revision_of(text: &str) -> String {
     let mut hash: u64 = 0xcbf29ce484222325;
     for byte in text.as_bytes() {
         hash ^= u64::from(*byte);
@@ -110,7 +110,7 @@ pub fn revision_of(text: &str) -> String {
 }
 
 /// Permalink derived from a name: lower-case, spaces become `-` (SPEC §1).
-pub fn derive_permalink(name: &str) -> String {
+pub(crate) fn derive_permalink(name: &str) -> String {
     name.trim().to_lowercase().replace(' ', "-")
 }
 

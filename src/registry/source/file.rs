@@ -10,31 +10,26 @@ use notify_debouncer_mini::{new_debouncer, DebounceEventResult, Debouncer};
 use super::{Snapshot, Source, SourceError};
 
 /// How long a burst of file events must be quiet before one reload happens.
-pub const DEBOUNCE: Duration = Duration::from_millis(200);
+pub(crate) const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// How long an empty registry file is given to get its content before it counts as empty.
-pub const EMPTY_FILE_SETTLE: Duration = Duration::from_millis(250);
+pub(crate) const EMPTY_FILE_SETTLE: Duration = Duration::from_millis(250);
 
 /// A registry file on disk.
 #[derive(Debug, Clone)]
-pub struct FileSource {
+pub(crate) struct FileSource {
     path: PathBuf,
 }
 
 impl FileSource {
     /// A source reading `path`.
-    pub fn new(path: impl Into<PathBuf>) -> Self {
+    pub(crate) fn new(path: impl Into<PathBuf>) -> Self {
         FileSource { path: path.into() }
-    }
-
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Calls `on_change` (from a watcher thread) after the file changes, appears or is
     /// removed. The watch lasts as long as the returned value lives.
-    pub fn watch(
+    pub(crate) fn watch(
         &self,
         on_change: impl Fn() + Send + 'static,
     ) -> Result<Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>, SourceError> {

@@ -65,13 +65,8 @@ impl GitSource {
     }
 
     /// The watched branch.
-    pub fn branch(&self) -> &str {
+    pub(crate) fn branch(&self) -> &str {
         &self.branch
-    }
-
-    /// The bare repository fetched into.
-    pub fn cache(&self) -> &Path {
-        &self.cache
     }
 
     /// `git` with nothing from outside the runtime's control: no hooks, no system or global
@@ -282,12 +277,12 @@ impl Source for GitSource {
 
 /// Where git caches go without `--registry-cache-dir`: `$TMPDIR/connector-runtime-<uid>`,
 /// one directory per user, so that users of one host do not share (or block) one another's.
-pub fn default_cache_base() -> PathBuf {
+pub(crate) fn default_cache_base() -> PathBuf {
     std::env::temp_dir().join(format!("connector-runtime-{}", current_uid()))
 }
 
 /// A cache directory for `url` under `base`.
-pub fn cache_dir(base: &Path, url: &str) -> PathBuf {
+pub(crate) fn cache_dir(base: &Path, url: &str) -> PathBuf {
     base.join(format!(
         "registry-{}.git",
         crate::registry::build::revision_of(url)

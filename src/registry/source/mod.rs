@@ -2,12 +2,12 @@
 //! or fixed text. The [`super::actor::RegistryActor`] owns one source and reads it on
 //! start, on change notifications, on webhooks, on demand and on its poll interval.
 
-pub mod file;
+pub(crate) mod file;
 pub mod git;
 
 use std::fmt;
 
-pub use file::FileSource;
+pub(crate) use file::FileSource;
 pub use git::GitSource;
 
 /// The registry text at one revision.
@@ -34,7 +34,7 @@ pub trait Source: Send + Sync + fmt::Debug {
 
 /// Fixed registry text (the bundled demo registry).
 #[derive(Debug, Clone)]
-pub struct InlineSource(pub String);
+pub(crate) struct InlineSource(pub String);
 
 impl Source for InlineSource {
     fn read(&self) -> Result<Snapshot, SourceError> {
