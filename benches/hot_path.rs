@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use actix::Actor;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use bytes::Bytes;
+use connector_runtime::config::ServeArgs;
 use connector_runtime::events::{RunFinished, StepFinished};
 use connector_runtime::metrics::Metrics;
 use connector_runtime::registry::{build_registry, BuildOptions, Registry};
@@ -18,9 +19,8 @@ use connector_runtime::run::step::StepActor;
 use connector_runtime::run::timing::{
     composite_connector_timing, composite_server_timing, StepTiming,
 };
-use connector_runtime::run::{
-    CallerOverrides, CompositeRunActor, RunInput, RunSettings, SharedRunState,
-};
+use connector_runtime::run::{CallerOverrides, CompositeRunActor, RunInput};
+use connector_runtime::server::StepActors;
 use connector_runtime::template::context::{RequestView, TemplateContext};
 use connector_runtime::upstream::client::ClientSettings;
 use connector_runtime::upstream::{build_client, AddressPolicy};
@@ -175,7 +175,9 @@ fn orchestrate_run(c: &mut Criterion) {
         });
         StepActor::new(
             client,
-            SharedRunState::new(RunSettings::default(), metrics.clone()),
+            StepActors::from_args(&ServeArgs::for_registry("unused"), metrics.clone())
+                .expect("the default flags are valid")
+                .shared,
         )
         .start()
     });

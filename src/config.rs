@@ -178,40 +178,26 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    /// Settings for `registry` with every default: what tests and `demo` start from.
+    /// Settings for `registry` with every other flag at its default, listening on a free
+    /// port of 127.0.0.1: what `demo` and the tests start from. The defaults are clap's (the
+    /// attributes above are the one place they are written), and the `CONNECTOR_RUNTIME_*`
+    /// environment applies as it does to `serve`.
     pub fn for_registry(registry: impl Into<PathBuf>) -> Self {
-        ServeArgs {
-            registry: Some(registry.into()),
-            registry_git: None,
-            registry_branch: "main".into(),
-            registry_path: "connectors_registry.json".into(),
-            registry_poll_secs: 30,
-            registry_cache_dir: None,
-            webhook_secret: None,
-            admin_token: None,
-            listen: "127.0.0.1:0".parse().expect("valid address"),
-            secrets_dir: None,
-            variables_file: None,
-            allow_private_upstreams: false,
-            step_timeout_ms: 15_000,
-            token_timeout_ms: 15_000,
-            max_response_bytes: 10 * 1024 * 1024,
-            max_request_bytes: 1024 * 1024,
-            request_body_timeout_ms: 10_000,
-            response_cache_bytes: 64 * 1024 * 1024,
-            upstream_max_connections: 4096,
-            upstream_retries: 1,
-            upstream_retry_backoff_ms: 50,
-            max_in_flight: 10_000,
-            metrics_listen: None,
-            allow_origin: Vec::new(),
-            console: false,
-            workers: None,
-            resolve: Vec::new(),
-            template_fuel: crate::template::engine::DEFAULT_TEMPLATE_FUEL,
-            shutdown_timeout_secs: 30,
-            log_format: LogFormat::Text,
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            serve: ServeArgs,
         }
+        let mut args = <Defaults as clap::Parser>::try_parse_from([
+            "connector-runtime",
+            "--registry",
+            "connectors_registry.json",
+        ])
+        .expect("the defaults parse")
+        .serve;
+        args.registry = Some(registry.into());
+        args.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        args
     }
 
     /// The registry source these settings name.

@@ -22,7 +22,7 @@ pub use composite::{CompositeRunActor, RunOutcome, RunSuccess};
 pub use error::{Code, RunError, StepFailure};
 pub use input::{CallerOverrides, RunInput};
 
-/// Limits that apply to every step.
+/// Limits that apply to every step (from the flags: `StepActors::from_args`).
 #[derive(Debug, Clone)]
 pub struct RunSettings {
     /// Time allowed for one upstream call (connect, send, read).
@@ -36,18 +36,6 @@ pub struct RunSettings {
     pub retry: RetryPolicy,
     /// Largest total size of the response cache.
     pub response_cache_bytes: u64,
-}
-
-impl Default for RunSettings {
-    fn default() -> Self {
-        RunSettings {
-            step_timeout: Duration::from_secs(15),
-            token_timeout: Duration::from_secs(15),
-            max_response_bytes: 10 * 1024 * 1024,
-            retry: RetryPolicy::default(),
-            response_cache_bytes: 64 * 1024 * 1024,
-        }
-    }
 }
 
 /// State shared by every run in the process.

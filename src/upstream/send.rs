@@ -102,15 +102,6 @@ impl RetryPolicy {
     }
 }
 
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            retries: 1,
-            backoff: Duration::from_millis(50),
-        }
-    }
-}
-
 /// One failed attempt, and whether it failed before any of the request was written.
 struct FailedAttempt {
     error: UpstreamError,
