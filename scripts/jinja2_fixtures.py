@@ -14,7 +14,7 @@ Output, `tests/fixtures/jinja2/expected.json`:
     {name: {"output": "<rendered text>"}}   or   {name: {"error": true}} when Jinja2 raises.
 
 The environment mirrors the platform: the default `jinja2.Environment()` (autoescape off,
-default `Undefined`, no trim_blocks) plus the platform filters and functions as SPEC.md
+default `Undefined`, no trim_blocks) plus the platform filters and functions as docs/spec.md
 section 2 defines them, including its `attr`, which reads JSON object keys. Cases are deterministic: `now()`, `get_secret()` and `jwt_encode()`
 are deliberately not registered.
 

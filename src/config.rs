@@ -178,11 +178,12 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    /// Settings for `registry` with every other flag at its default, listening on a free
-    /// port of 127.0.0.1: what `demo` and the tests start from. The defaults are clap's (the
-    /// attributes above are the one place they are written), and the `CONNECTOR_RUNTIME_*`
-    /// environment applies as it does to `serve`.
-    pub fn for_registry(registry: impl Into<PathBuf>) -> Self {
+    /// Every flag at its default, listening on a free port of 127.0.0.1 and serving no
+    /// registry source yet: what `demo` (which serves the built-in example registry) and
+    /// the tests start from. The defaults are clap's (the attributes above are the one place
+    /// they are written), and the `CONNECTOR_RUNTIME_*` environment applies as it does to
+    /// `serve`.
+    pub fn defaults() -> Self {
         #[derive(clap::Parser)]
         struct Defaults {
             #[command(flatten)]
@@ -195,9 +196,17 @@ impl ServeArgs {
         ])
         .expect("the defaults parse")
         .serve;
-        args.registry = Some(registry.into());
+        args.registry = None;
         args.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         args
+    }
+
+    /// [`ServeArgs::defaults`] serving the registry file `registry`.
+    pub fn for_registry(registry: impl Into<PathBuf>) -> Self {
+        ServeArgs {
+            registry: Some(registry.into()),
+            ..ServeArgs::defaults()
+        }
     }
 
     /// The registry source these settings name.

@@ -395,7 +395,7 @@ pub fn url_build(data: &[u8]) {
     };
     let v = String::from_utf8_lossy(value).into_owned();
 
-    // The path-parameter rule (SPEC §3) on the same value.
+    // The path-parameter rule (docs/spec.md §3) on the same value.
     let rule = is_valid_path_param_value(&v);
     let expected = (1..=200).contains(&v.len())
         && v.bytes()

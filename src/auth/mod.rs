@@ -1,4 +1,4 @@
-//! Authentication of upstream calls (SPEC §4): `api_key`, `oauth_client_credentials`,
+//! Authentication of upstream calls (docs/spec.md §4): `api_key`, `oauth_client_credentials`,
 //! `jwt` and `oauth_jwt_bearer`. Config values are rendered per call; OAuth tokens come from
 //! the shared [`tokens::TokenCache`].
 

@@ -79,7 +79,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<i32, Failure> {
         let mock = crate::mock_upstream::start(listener, Duration::from_millis(args.latency_ms), 1)
             .map_err(|e| Failure::new(1, e))?;
         actix_rt::spawn(mock);
-        let mut serve = ServeArgs::for_registry("examples/connectors_registry.json");
+        let mut serve = ServeArgs::defaults();
         serve.listen = args.listen;
         serve.allow_private_upstreams = true;
         serve.console = true;

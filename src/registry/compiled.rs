@@ -190,7 +190,7 @@ pub enum ConfigValue {
     Array(Vec<ConfigValue>),
 }
 
-/// Compiled `authentication` (SPEC §4).
+/// Compiled `authentication` (docs/spec.md §4).
 #[derive(Debug)]
 pub enum Auth {
     /// `api_key` / `apikey`.

@@ -1,4 +1,4 @@
-//! The registry file as users write it (`connectors_registry.json`, SPEC §1): serde types
+//! The registry file as users write it (`connectors_registry.json`, docs/spec.md §1): serde types
 //! that also generate the JSON Schema editors use.
 
 use schemars::JsonSchema;
@@ -192,7 +192,7 @@ pub(crate) struct PathParameterDef {
     pub overridable: Option<bool>,
 }
 
-/// `authentication`: a type and its configuration (SPEC §4). String values in `config` are
+/// `authentication`: a type and its configuration (docs/spec.md §4). String values in `config` are
 /// templates and may call `get_secret()`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub(crate) struct AuthenticationDef {

@@ -1,4 +1,4 @@
-//! The registry's limits and the rules for its literal names and values (SPEC §1, §3), shared
+//! The registry's limits and the rules for its literal names and values (docs/spec.md §1, §3), shared
 //! by the loader, the run path (path parameter values) and the fuzz targets.
 
 /// Longest name, permalink, header key or query key.
@@ -9,7 +9,7 @@ pub(crate) const MAX_URL_LEN: usize = 2048;
 pub(crate) const MAX_VALUE_LEN: usize = 1000;
 /// Longest response cache lifetime.
 pub(crate) const MAX_CACHE_TTL_SECS: u64 = 86_400;
-/// Longest path parameter value (SPEC §3).
+/// Longest path parameter value (docs/spec.md §3).
 pub(crate) const MAX_PATH_PARAM_VALUE_LEN: usize = 200;
 
 /// Headers the runtime sets or controls itself; a registry may not configure them, neither
@@ -40,7 +40,7 @@ pub(crate) fn is_slug(s: &str) -> bool {
         })
 }
 
-/// Whether `s` is a valid path parameter value (SPEC §3): 1–200 of `[A-Za-z0-9._~-]`,
+/// Whether `s` is a valid path parameter value (docs/spec.md §3): 1–200 of `[A-Za-z0-9._~-]`,
 /// not `.` or `..`, and nothing containing `..`.
 pub fn is_valid_path_param_value(s: &str) -> bool {
     (1..=MAX_PATH_PARAM_VALUE_LEN).contains(&s.len())

@@ -65,7 +65,7 @@ impl CallerOverrides {
     }
 }
 
-/// Path parameters the caller got wrong (SPEC §3): missing ones win over invalid ones.
+/// Path parameters the caller got wrong (docs/spec.md §3): missing ones win over invalid ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum PathParamError {
     /// These declared parameters have no value.

@@ -1,5 +1,5 @@
 //! Load-time static checks of one template: which variables, steps, attributes, filters
-//! and functions it uses, and whether the field it fills allows them (SPEC §2).
+//! and functions it uses, and whether the field it fills allows them (docs/spec.md §2).
 //!
 //! A run never meets a typo that could be seen here: `steps.auht.body`, a step that runs
 //! later, `get_secret()` in a URL or an unknown filter are reported when the registry loads.
@@ -14,7 +14,7 @@ use minijinja::Environment;
 use super::field::Field;
 use super::secrets::is_secret_name;
 
-/// Which top-level variables a template's context has (SPEC §2): those of a simple
+/// Which top-level variables a template's context has (docs/spec.md §2): those of a simple
 /// connector or those of a composite step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ContextKind {

@@ -1,5 +1,5 @@
 //! The values templates read: `request`, `steps`, `response`, `pathParams`, `body_text` and
-//! `body_raw` (SPEC §2), built once per run from the caller's request and step results.
+//! `body_raw` (docs/spec.md §2), built once per run from the caller's request and step results.
 
 use std::sync::{Arc, OnceLock};
 

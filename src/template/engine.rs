@@ -22,18 +22,9 @@ pub struct RenderLimits {
     pub max_output_bytes: usize,
 }
 
-/// Default fuel of one render (`--template-fuel`): about 1 s of the most expensive template
-/// work per unit of fuel, and far more than realistic templates use.
-///
-/// Measured in a release build on 2 vCPUs (`tests/integration/hostile_input.rs` has the templates): the
-/// templates that do the most work per unit of fuel, a 100,000-pass loop re-parsing
-/// (`from_json`) or re-serializing (`tojson`) a 500 KB body, `wordwrap` on it, or
-/// `l = l + [i]`, take 0.6-0.7 s to exhaust 1,000,000 fuel (they took 10-12 s to exhaust the
-/// former default of 20,000,000), and no render grows past ~60 MB (string doubling reached
-/// 1.3 GB under 20,000,000: one fuel pays for 64 bytes). Realistic templates over 5,000
-/// objects need 16,000 (`tojson` of the list) to 142,000 fuel (`from_json`, then each object
-/// rebuilt field by field in a `{% for %}` with `tojson`); `from_json | tojson` of a 500 KB
-/// body needs 26,000, so even a 10 MiB body (the largest response read) fits.
+/// Default fuel of one render (`--template-fuel`): the costliest template work exhausts it
+/// in under a second and well under 100 MB, while realistic templates over 5,000 objects
+/// need at most 142,000 (measured; README "Resource limits", `tests/integration/hostile_input.rs`).
 pub const DEFAULT_TEMPLATE_FUEL: u64 = 1_000_000;
 
 /// Stack for each thread that renders templates, per unit of fuel: the templates may build
@@ -145,11 +136,9 @@ pub fn new_environment(
     });
     env.set_formatter(python_formatter);
     env.set_fuel(Some(limits.fuel));
-    // minijinja's default nesting limit (500 frames: loops, macro calls) lets a recursive macro
-    // need more than 1 MiB of stack in a debug build, and a worker thread has 2 MiB for
-    // everything: `{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}` overflowed it and
-    // aborted the whole server. 100 frames is far beyond nested loops in real templates and
-    // needs under 512 KiB in a debug build, under 128 KiB in a release build (measured).
+    // Deepest nesting of frames (loops, macro calls): 100 is far beyond nested loops in real
+    // templates, and a recursive macro (`{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}`) stops
+    // there with a clear error after under 512 KiB of stack in a debug build.
     env.set_recursion_limit(RECURSION_LIMIT);
     // Jinja2 keeps whitespace after blocks by default (no trim_blocks): so does this.
     filters::register(&mut env);

@@ -32,7 +32,7 @@ impl Field {
         Field::ResponseBody,
     ];
 
-    /// Whether `get_secret()` may be called here (SPEC §2: header and query values and
+    /// Whether `get_secret()` may be called here (docs/spec.md §2: header and query values and
     /// authentication config only).
     pub(crate) fn allows_secrets(self) -> bool {
         matches!(

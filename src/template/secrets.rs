@@ -49,7 +49,7 @@ pub enum SecretsError {
     },
 }
 
-/// Whether `name` can name a secret (SPEC §15): ASCII letters, digits and `_`, at least one.
+/// Whether `name` can name a secret (docs/spec.md §15): ASCII letters, digits and `_`, at least one.
 /// Names are case-sensitive.
 pub(crate) fn is_secret_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')

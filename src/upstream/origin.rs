@@ -1,4 +1,4 @@
-//! The origin (scheme, host and port) of an upstream URL (SPEC §3): how a URL template gives
+//! The origin (scheme, host and port) of an upstream URL (docs/spec.md §3): how a URL template gives
 //! it, resolving it once when the registry loads, and checking a rendered URL against it.
 //!
 //! Request data can never choose the host: a URL template's scheme and host are literal
@@ -11,7 +11,7 @@ use std::ops::Range;
 use minijinja::machinery::ast::{CallArg, Expr};
 use minijinja::machinery::parse_expr;
 
-/// How the scheme and host of a URL template are given (SPEC §3).
+/// How the scheme and host of a URL template are given (docs/spec.md §3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum UrlOrigin {
     /// `https://api.example.com[:port]/...`: literal scheme and host.

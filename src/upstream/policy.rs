@@ -1,4 +1,4 @@
-//! Which upstream addresses the runtime may connect to (SPEC §3): public unicast only,
+//! Which upstream addresses the runtime may connect to (docs/spec.md §3): public unicast only,
 //! unless `--allow-private-upstreams` is given for local development and tests.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

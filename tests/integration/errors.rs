@@ -1,4 +1,4 @@
-//! Every error row of SPEC §6 / README "HTTP API" with its exact status, code and scope, for
+//! Every error row of docs/spec.md §6 / README "HTTP API" with its exact status, code and scope, for
 //! a simple connector (no prefix) and inside a composite (`Composite step '<name>' (index
 //! <N>): ...`), plus the request errors (400/404/405/413) and `X-Request-ID` handling.
 

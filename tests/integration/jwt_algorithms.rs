@@ -1,4 +1,4 @@
-//! Every JWT algorithm of SPEC §4 through the real server: `jwt` authentication and
+//! Every JWT algorithm of docs/spec.md §4 through the real server: `jwt` authentication and
 //! `jwt_encode()` sign with a key from the secrets, and the upstream verifies the token with
 //! the public key only (ES512 with RustCrypto's P-521 verifier, the rest with jsonwebtoken).
 

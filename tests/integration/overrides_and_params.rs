@@ -1,6 +1,6 @@
 //! What the caller may change: overridable headers and query parameters take the caller's
 //! value, fixed ones cannot be changed, undeclared ones never reach the upstream; and the
-//! path parameter accept/reject lists of SPEC §3.
+//! path parameter accept/reject lists of docs/spec.md §3.
 
 use crate::common::{
     assert_envelope, echo_route, path_params_header, spawn_app, upstream, Upstream,

@@ -1,4 +1,4 @@
-//! Properties of the URL rules (SPEC §3), for arbitrary strings: the path-parameter rule
+//! Properties of the URL rules (docs/spec.md §3), for arbitrary strings: the path-parameter rule
 //! accepts exactly `^[A-Za-z0-9._~-]{1,200}$` without `..` (and not `.`), and a value
 //! rendered into a URL path segment or query value through the real template engine comes
 //! back as itself, in one segment or value, or is refused when it is `.` or `..`.

@@ -1,4 +1,4 @@
-//! Every field rule and static template check of the registry (SPEC §1-3), one table row
+//! Every field rule and static template check of the registry (docs/spec.md §1-3), one table row
 //! each: a minimal registry and the problem it must produce (or that it must load).
 
 use std::sync::Arc;
@@ -349,7 +349,7 @@ fn names_and_permalinks_follow_every_rule() {
 }
 
 // ---------------------------------------------------------------------------------------
-// URL (SPEC §3)
+// URL (docs/spec.md §3)
 // ---------------------------------------------------------------------------------------
 
 #[test]
@@ -731,7 +731,7 @@ fn methods_headers_query_and_path_parameters_follow_every_rule() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Authentication (SPEC §4)
+// Authentication (docs/spec.md §4)
 // ---------------------------------------------------------------------------------------
 
 #[test]
@@ -1081,7 +1081,7 @@ fn authentication_follows_every_rule() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Templates (SPEC §2)
+// Templates (docs/spec.md §2)
 // ---------------------------------------------------------------------------------------
 
 #[test]

@@ -22,15 +22,15 @@ use serde::Deserialize;
 const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
     (
         "undefined_print_blank",
-        "[ours] printing an undefined variable is a rendering error, not blank text (SPEC 2)",
+        "[ours] printing an undefined variable is a rendering error, not blank text (docs/spec.md §2)",
     ),
     (
         "undefined_attr_print_blank",
-        "[ours] printing a missing attribute is a rendering error, not blank text (SPEC 2)",
+        "[ours] printing a missing attribute is a rendering error, not blank text (docs/spec.md §2)",
     ),
     (
         "index_out_of_range",
-        "[ours] a missing list index is undefined and printing it is an error (SPEC 2)",
+        "[ours] a missing list index is undefined and printing it is an error (docs/spec.md §2)",
     ),
     (
         "empty_first_prints_blank",

@@ -1,4 +1,4 @@
-//! What reaches the upstream from a URL template, through the real server (SPEC §3): caller
+//! What reaches the upstream from a URL template, through the real server (docs/spec.md §3): caller
 //! and step data are percent-encoded wherever they are interpolated, and the origin
 //! expression (`{{ get_variable('base') | default('https://...') }}`) is inserted as it is.
 

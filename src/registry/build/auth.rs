@@ -1,4 +1,4 @@
-//! `authentication` (SPEC §4): the type, its config keys, and each config value compiled.
+//! `authentication` (docs/spec.md §4): the type, its config keys, and each config value compiled.
 
 use serde_json::{Map, Value};
 

@@ -109,7 +109,7 @@ pub(crate) fn revision_of(text: &str) -> String {
     format!("{hash:016x}")
 }
 
-/// Permalink derived from a name: lower-case, spaces become `-` (SPEC §1).
+/// Permalink derived from a name: lower-case, spaces become `-` (docs/spec.md §1).
 pub(crate) fn derive_permalink(name: &str) -> String {
     name.trim().to_lowercase().replace(' ', "-")
 }
