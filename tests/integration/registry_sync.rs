@@ -97,6 +97,17 @@ async fn git_app(repo: &Path, poll_secs: u64) -> TestApp {
     .await
 }
 
+/// The commit `repo`'s `main` points at.
+fn head(repo: &Path) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .expect("git runs");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 async fn wait_for_status(app: &TestApp, path: &str, status: u16) -> bool {
     let deadline = Instant::now() + Duration::from_secs(8);
     while Instant::now() < deadline {
@@ -119,6 +130,24 @@ async fn admin_status(app: &TestApp) -> Value {
         .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     reply.json()
+}
+
+/// The record of the first sync that read `revision`, once there is one: it is `last_sync`
+/// until a later sync replaces it, and the tests that use this run no other syncs (a git
+/// source with polling off has no watcher).
+async fn wait_for_sync_of(app: &TestApp, revision: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = admin_status(app).await;
+        if status["last_sync"]["revision"] == revision {
+            return status["last_sync"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no sync read {revision} within 30 s: {status}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// `POST /admin/registry/sync` with the operator token.
@@ -183,17 +212,7 @@ async fn a_valid_push_is_served_within_the_poll_interval() {
     let status = admin_status(&app).await;
     assert_eq!(status["state"], "ok");
     assert_eq!(status["last_sync"]["changes"]["created"], json!(["second"]));
-    let head = String::from_utf8(
-        Command::new("git")
-            .arg("-C")
-            .arg(repo.path())
-            .args(["rev-parse", "HEAD"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    assert_eq!(status["revision"], head.trim());
+    assert_eq!(status["revision"], head(repo.path()));
 }
 
 #[actix_web::test]
@@ -222,28 +241,41 @@ async fn a_signed_push_webhook_triggers_a_sync_and_bad_signatures_do_not() {
     let other_branch = push_hook(&app, &json!({"ref": "refs/heads/feature"}), None).await;
     assert_eq!(other_branch.status, 200);
     assert_eq!(other_branch.json()["status"], "ignored");
-    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    // Each of those pushes was answered before this request is sent, and the registry actor
+    // takes requests in order: had one of them asked for a sync, that sync would read the
+    // commit first (or be reading it), and this sync, which reads after its request arrives,
+    // would find nothing new. Publishing the commit here is proof that none did, however
+    // long a fetch takes.
+    let sync = admin_sync(&app).await;
+    assert_eq!(sync.status, 200, "{}", sync.text());
+    let record = sync.json()["sync"].clone();
     assert_eq!(
-        app.execute("second").await.status,
-        404,
-        "an unsigned or foreign push synced"
+        (&record["reason"], &record["result"]),
+        (&json!("admin"), &json!("published")),
+        "an unsigned or foreign push synced before the operator's sync: {record}"
     );
+    assert_eq!(record["changes"]["created"], json!(["second"]), "{record}");
+    assert_eq!(record["changes"]["removed"], json!(["first"]), "{record}");
 
+    commit(
+        repo.path(),
+        &json!({"connectors": [echo_connector("third", &up.base, "1")]}),
+        "replace again",
+    );
+    let pushed = head(repo.path());
     let accepted = push_hook(&app, &push, None).await;
-    assert_eq!(accepted.status, 202);
-    assert!(
-        wait_for_status(&app, "/connectors/second/execute", 200).await,
-        "the webhook did not sync"
-    );
+    assert_eq!(accepted.status, 202, "{}", accepted.text());
+    let record = wait_for_sync_of(&app, &pushed).await;
+    assert_eq!(record["reason"], "webhook", "{record}");
+    assert_eq!(record["result"], "published", "{record}");
+    assert_eq!(record["changes"]["created"], json!(["third"]), "{record}");
     assert_eq!(
-        app.execute("first").await.status,
-        404,
-        "a connector missing from the push is removed"
+        record["changes"]["removed"],
+        json!(["second"]),
+        "a connector missing from the push is removed: {record}"
     );
-    assert_eq!(
-        admin_status(&app).await["last_sync"]["changes"]["removed"],
-        json!(["first"])
-    );
+    assert_eq!(app.execute("third").await.status, 200);
+    assert_eq!(app.execute("second").await.status, 404);
 }
 
 #[actix_web::test]
