@@ -3,6 +3,10 @@
 
 use crate::common;
 
+use std::collections::VecDeque;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -148,6 +152,17 @@ async fn wait_for_sync_of(app: &TestApp, revision: &str) -> Value {
         );
         actix_rt::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `connector_registry_loads_total{result="ok"}`: how many registries have been published.
+async fn publishes(app: &TestApp) -> u64 {
+    let reply = app.get("/metrics").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    common::process::metric_sum(
+        &reply.text(),
+        "connector_registry_loads_total",
+        &["result=\"ok\""],
+    ) as u64
 }
 
 /// `POST /admin/registry/sync` with the operator token.
@@ -414,30 +429,134 @@ async fn an_edited_registry_file_is_picked_up_by_the_watcher() {
     }
 }
 
+/// Opens and closes of one file, as the kernel reports them (inotify): lets a test wait for
+/// "something has read the file" instead of guessing how long that takes.
+struct FileAccess {
+    fd: OwnedFd,
+    /// Event masks read from `fd` and not yet looked at, oldest first.
+    queued: VecDeque<u32>,
+}
+
+impl FileAccess {
+    /// Starts reporting every open, and every close after reading or writing, of `path`.
+    fn watch(path: &Path) -> FileAccess {
+        let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+        assert!(fd >= 0, "inotify_init1: {}", std::io::Error::last_os_error());
+        // SAFETY: a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let name = CString::new(path.as_os_str().as_bytes()).unwrap();
+        let mask = libc::IN_OPEN | libc::IN_CLOSE_WRITE | libc::IN_CLOSE_NOWRITE;
+        let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), name.as_ptr(), mask) };
+        assert!(
+            wd >= 0,
+            "inotify_add_watch {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+        FileAccess {
+            fd,
+            queued: VecDeque::new(),
+        }
+    }
+
+    /// Skips events until one in `mask` (panics after 30 s without one).
+    fn wait_for(&mut self, mask: u32) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            while let Some(event) = self.queued.pop_front() {
+                if event & mask != 0 {
+                    return;
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no inotify event {mask:#x} within 30 s");
+            let mut poll = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ready = unsafe { libc::poll(&mut poll, 1, left.as_millis() as libc::c_int) };
+            if ready <= 0 {
+                continue;
+            }
+            let mut buf = [0u8; 4096];
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            assert!(n > 0, "reading inotify: {}", std::io::Error::last_os_error());
+            // struct inotify_event: wd, mask, cookie, len (u32 each), then `len` name bytes.
+            let mut at = 0;
+            while at + 16 <= n as usize {
+                let word = |i: usize| u32::from_ne_bytes(buf[at + i..at + i + 4].try_into().unwrap());
+                self.queued.push_back(word(4));
+                at += 16 + word(12) as usize;
+            }
+        }
+    }
+}
+
 #[actix_web::test]
 async fn a_file_rewritten_in_place_is_read_whole_and_only_an_empty_file_that_stays_empty_counts() {
     // `>` redirection and plain writes truncate the file first: a sync that reads it at that
     // moment must wait for the content instead of removing every connector.
     let up = version_upstream().await;
     let app = file_app(json!({"connectors": [echo_connector("first", &up.base, "1")]})).await;
-    std::fs::write(&app.registry_path, "").unwrap();
+    let published = publishes(&app).await;
     let path = app.registry_path.clone();
+    let mut access = FileAccess::watch(&path);
+    std::fs::write(&path, "").unwrap();
     let rewritten = json!({"connectors": [echo_connector("first", &up.base, "2")]}).to_string();
+    // The rest of the rewrite lands only once a sync has opened and read the truncated file
+    // (an open reported after the truncation's close sees it empty), so that sync must take
+    // the re-read: it is not left to how soon the sync happens to start. What is left to
+    // timing is the product's own assumption, that a rewrite completes within the settle
+    // (EMPTY_FILE_SETTLE, 250 ms); here it is this thread's wake-up.
     let writer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(80));
+        access.wait_for(libc::IN_CLOSE_WRITE); // the truncation
+        access.wait_for(libc::IN_OPEN); // a sync opens the empty file...
+        access.wait_for(libc::IN_CLOSE_NOWRITE); // ...and has read it
         std::fs::write(path, rewritten).unwrap();
     });
+    // The file watcher also syncs on these writes (and on the reads: every sync's open wakes
+    // it), so whether this sync or a watcher's read the empty file is not known; this one
+    // reads after its request, so its answer never shows the connectors removed.
     let reply = admin_sync(&app).await;
     writer.join().unwrap();
     assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_eq!(reply.json()["sync"]["changes"]["removed"], json!([]));
+    assert_eq!(
+        reply.json()["sync"]["changes"]["removed"],
+        json!([]),
+        "{}",
+        reply.text()
+    );
+    // Requested after the rewrite: the registry is then the rewritten one, whatever read what.
+    assert_eq!(admin_sync(&app).await.status, 200);
     assert_eq!(app.execute("first").await.json()["version"], "2");
+    assert_eq!(
+        publishes(&app).await,
+        published + 1,
+        "the rewritten registry must be the only one published: the sync that read the \
+         truncated file published it empty"
+    );
+
     // An empty file that stays empty removes the connectors, as documented.
+    let published = publishes(&app).await;
     std::fs::write(&app.registry_path, "").unwrap();
     let reply = admin_sync(&app).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_eq!(reply.json()["sync"]["changes"]["removed"], json!(["first"]));
     assert_eq!(app.execute("first").await.status, 404);
+    let status = admin_status(&app).await;
+    assert_eq!(status["connectors"], json!([]), "{status}");
+    assert_eq!(
+        publishes(&app).await,
+        published + 1,
+        "one publish, of the empty registry"
+    );
+    // The watcher's sync may have published it first; then this one found nothing new.
+    let record = reply.json()["sync"].clone();
+    match record["result"].as_str() {
+        Some("published") => assert_eq!(record["changes"]["removed"], json!(["first"]), "{record}"),
+        Some("unchanged") => assert_eq!(record["revision"], status["revision"], "{record}"),
+        _ => panic!("unexpected sync record {record}"),
+    }
 }
 
 #[actix_web::test]
