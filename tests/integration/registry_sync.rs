@@ -15,6 +15,7 @@ use crate::common::{spawn_app_with, upstream, AppOptions, TestApp};
 use actix_web::{web, HttpRequest, HttpResponse};
 use connector_runtime::http::hooks::sign;
 use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
 
 const ADMIN: &str = "admin-t0ken";
 const HOOK_SECRET: &str = "hook-s3cret";
@@ -559,34 +560,88 @@ async fn a_file_rewritten_in_place_is_read_whole_and_only_an_empty_file_that_sta
     }
 }
 
+/// An upstream whose `/echo` reports each request's `X-Version` on the returned receiver as
+/// the request arrives, and answers `{"version": <X-Version>}` only once the returned gate
+/// is set to `true`: a run is held in flight as long as a test needs, and the test knows
+/// when it got there.
+async fn held_upstream() -> (
+    common::Upstream,
+    mpsc::UnboundedReceiver<String>,
+    watch::Sender<bool>,
+) {
+    let (arrived, arrivals) = mpsc::unbounded_channel();
+    let (gate, open) = watch::channel(false);
+    let up = upstream(move |cfg| {
+        let (arrived, open) = (arrived.clone(), open.clone());
+        cfg.route(
+            "/echo",
+            web::route().to(move |req: HttpRequest| {
+                let (arrived, mut open) = (arrived.clone(), open.clone());
+                async move {
+                    let version = req
+                        .headers()
+                        .get("x-version")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-")
+                        .to_string();
+                    let _ = arrived.send(version.clone());
+                    let _ = open.wait_for(|open| *open).await;
+                    HttpResponse::Ok().json(json!({"version": version}))
+                }
+            }),
+        );
+    })
+    .await;
+    (up, arrivals, gate)
+}
+
 #[actix_web::test]
 async fn a_run_in_flight_during_a_swap_completes_on_its_original_definition() {
-    let up = version_upstream().await;
+    let (up, mut arrivals, gate) = held_upstream().await;
+    // The definition's version goes out in a header and comes back through the response
+    // template: "request's/response's" shows which definition each half of the run used.
     let v = |version: &str| {
-        json!({"connectors": [{"name": "slow", "url": format!("{}/echo?delay=600", up.base),
-        "headers": [{"key": "X-Version", "value": version}]}]})
+        json!({"connectors": [{"name": "slow", "url": format!("{}/echo", up.base),
+        "headers": [{"key": "X-Version", "value": version}],
+        "response_body": format!("{{{{ (response.body | from_json).version }}}}/{version}")}]})
     };
-    let app = file_app(v("1")).await;
+    // A git source with polling off: no file watcher, so the one sync below is the swap.
+    let repo = repo(&v("1"));
+    let app = git_app(repo.path(), 0).await;
     let in_flight = {
         let base = app.base.clone();
         actix_rt::spawn(async move {
-            let mut res = awc::Client::default()
+            let mut res = awc::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .finish()
                 .get(format!("{base}/connectors/slow/execute"))
                 .send()
                 .await
                 .unwrap();
-            let body: Value = res.json().await.unwrap();
-            (res.status().as_u16(), body)
+            let body = res.body().await.unwrap();
+            (
+                res.status().as_u16(),
+                String::from_utf8_lossy(&body).into_owned(),
+            )
         })
     };
-    actix_rt::time::sleep(Duration::from_millis(150)).await;
-    std::fs::write(&app.registry_path, v("2").to_string()).unwrap();
+    // The run is at the upstream (so it has its definition) and stays there until the gate
+    // opens, however late it started.
+    let sent = actix_rt::time::timeout(Duration::from_secs(30), arrivals.recv())
+        .await
+        .expect("the run did not reach the upstream within 30 s");
+    assert_eq!(sent.as_deref(), Some("1"));
+    commit(repo.path(), &v("2"), "v2");
     let sync = admin_sync(&app).await;
     assert_eq!(sync.status, 200, "{}", sync.text());
-    assert_eq!(sync.json()["sync"]["changes"]["updated"], json!(["slow"]));
+    let record = sync.json()["sync"].clone();
+    assert_eq!(record["result"], "published", "{record}");
+    assert_eq!(record["changes"]["updated"], json!(["slow"]), "{record}");
+    assert!(!in_flight.is_finished(), "the run ended before the gate opened");
+    gate.send(true).unwrap();
     let (status, body) = in_flight.await.unwrap();
-    assert_eq!((status, body["version"].as_str()), (200, Some("1")));
-    assert_eq!(app.execute("slow").await.json()["version"], "2");
+    assert_eq!((status, body.as_str()), (200, "1/1"));
+    assert_eq!(app.execute("slow").await.text(), "2/2");
 }
 
 /// A two-step composite whose both steps send the registry's version; the response shows
