@@ -186,7 +186,9 @@ async fn first_in_git(up: &common::Upstream) -> (tempfile::TempDir, TestApp) {
 }
 
 /// Starts the app on the registry file `registry` with polling off and the operator token
-/// set.
+/// set. Its file watcher is on, and after the first sync it keeps syncing (each sync's own
+/// read of the file wakes it): assertions must not depend on which sync read a change first.
+/// Tests that are not about the file use [`git_app`], which has no watcher.
 async fn file_app(registry: Value) -> TestApp {
     spawn_app_with(
         registry,
