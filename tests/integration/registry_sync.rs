@@ -444,7 +444,11 @@ impl FileAccess {
     /// Starts reporting every open, and every close after reading or writing, of `path`.
     fn watch(path: &Path) -> FileAccess {
         let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
-        assert!(fd >= 0, "inotify_init1: {}", std::io::Error::last_os_error());
+        assert!(
+            fd >= 0,
+            "inotify_init1: {}",
+            std::io::Error::last_os_error()
+        );
         // SAFETY: a new descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let name = CString::new(path.as_os_str().as_bytes()).unwrap();
@@ -484,11 +488,16 @@ impl FileAccess {
             }
             let mut buf = [0u8; 4096];
             let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            assert!(n > 0, "reading inotify: {}", std::io::Error::last_os_error());
+            assert!(
+                n > 0,
+                "reading inotify: {}",
+                std::io::Error::last_os_error()
+            );
             // struct inotify_event: wd, mask, cookie, len (u32 each), then `len` name bytes.
             let mut at = 0;
             while at + 16 <= n as usize {
-                let word = |i: usize| u32::from_ne_bytes(buf[at + i..at + i + 4].try_into().unwrap());
+                let word =
+                    |i: usize| u32::from_ne_bytes(buf[at + i..at + i + 4].try_into().unwrap());
                 self.queued.push_back(word(4));
                 at += 16 + word(12) as usize;
             }
@@ -639,7 +648,10 @@ async fn a_run_in_flight_during_a_swap_completes_on_its_original_definition() {
     let record = sync.json()["sync"].clone();
     assert_eq!(record["result"], "published", "{record}");
     assert_eq!(record["changes"]["updated"], json!(["slow"]), "{record}");
-    assert!(!in_flight.is_finished(), "the run ended before the gate opened");
+    assert!(
+        !in_flight.is_finished(),
+        "the run ended before the gate opened"
+    );
     gate.send(true).unwrap();
     let (status, body) = in_flight.await.unwrap();
     assert_eq!((status, body.as_str()), (200, "1/1"));
