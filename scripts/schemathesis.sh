@@ -4,7 +4,8 @@
 #
 #   1. a venv under target/schemathesis-venv with schemathesis==$SCHEMATHESIS_VERSION,
 #   2. the release binary (SCHEMATHESIS_BINARY=path skips the build),
-#   3. `mock-upstream` and `serve` on free 127.0.0.1 ports: the example registry
+#   3. `mock-upstream` and `serve` on 127.0.0.1 (serve on port 0, its port read from its log;
+#      the mock on a free port, again on another if that one is taken first): the example registry
 #      (examples/connectors_registry.json) against the mock, with --console, --admin-token and
 #      --webhook-secret so every documented route is live,
 #   4. `schemathesis run` with the checks below. A 5xx fails the run unless it is the
@@ -50,9 +51,6 @@ fi
 [ -x "$BIN" ] || fail "no $BIN"
 
 # ---------------------------------------------------------------------------- servers
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
 TMP=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -63,9 +61,62 @@ cleanup() {
 }
 trap cleanup EXIT
 
-MOCK_PORT=$(free_port)
-PORT=$(free_port)
-BASE="http://127.0.0.1:$PORT"
+# A port that was free a moment ago: another process may take it before ours binds it.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# The mock upstream prints the address it was given, not the one it bound, so it cannot use
+# port 0: it gets a free port and, when another process takes that port first (the mock then
+# exits with "cannot listen on"), another one. It is up once it prints its "listening" line,
+# which it does only after binding (whoever else may hold the port never prints it).
+# Sets MOCK_PORT.
+start_mock() {
+  local attempt port pid
+  for attempt in 1 2 3 4 5; do
+    port=$(free_port)
+    "$BIN" mock-upstream --listen "127.0.0.1:$port" >"$TMP/mock.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 300); do
+      if grep -q "mock-upstream listening on http://127.0.0.1:$port " "$TMP/mock.log"; then
+        MOCK_PORT=$port
+        PIDS+=("$pid")
+        return 0
+      fi
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      kill "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+      tail -20 "$TMP/mock.log" >&2
+      fail "the mock upstream did not listen on 127.0.0.1:$port within 30 s"
+    fi
+    wait "$pid" 2>/dev/null || true
+    if ! grep -q "cannot listen on" "$TMP/mock.log"; then
+      tail -20 "$TMP/mock.log" >&2
+      fail "the mock upstream exited at start"
+    fi
+    echo "schemathesis.sh: 127.0.0.1:$port was taken before the mock bound it; another port"
+  done
+  fail "the mock upstream lost 5 free ports in a row to other processes"
+}
+
+# The server binds port 0 and logs the port it got: the `port` field of its JSON
+# "connector-runtime serving" line. Prints it once it is there.
+server_port() {
+  python3 -c 'import json, sys
+for line in open(sys.argv[1], errors="replace"):
+    try:
+        event = json.loads(line)
+    except ValueError:
+        continue
+    if isinstance(event, dict) and event.get("message") == "connector-runtime serving" and isinstance(event.get("port"), int):
+        print(event["port"])
+        break' "$1"
+}
+
+start_mock
 # The example registry reads these secrets; the token is the one the mock upstream accepts.
 MOCK_TOKEN=$(sed -n 's/^pub const TOKEN: &str = "\(.*\)";$/\1/p' src/mock_upstream.rs)
 [ -n "$MOCK_TOKEN" ] || fail "cannot read the mock upstream's TOKEN from src/mock_upstream.rs"
@@ -75,14 +126,25 @@ printf '%s' "demo-api-key" > "$TMP/secrets/items_api_key"
 printf '{"api_base_url": "http://127.0.0.1:%s", "auth_base_url": "http://127.0.0.1:%s"}\n' \
   "$MOCK_PORT" "$MOCK_PORT" > "$TMP/variables.json"
 
-step "mock upstream on 127.0.0.1:$MOCK_PORT, server on $BASE"
-"$BIN" mock-upstream --listen "127.0.0.1:$MOCK_PORT" >"$TMP/mock.log" 2>&1 &
-PIDS+=($!)
-"$BIN" serve --registry examples/connectors_registry.json --listen "127.0.0.1:$PORT" \
+"$BIN" serve --registry examples/connectors_registry.json --listen "127.0.0.1:0" \
   --allow-private-upstreams --secrets-dir "$TMP/secrets" --variables-file "$TMP/variables.json" \
   --console --admin-token "$ADMIN_TOKEN" --webhook-secret "$WEBHOOK_SECRET" \
   --workers 2 --step-timeout-ms 5000 --log-format json >"$TMP/server.log" 2>&1 &
-PIDS+=($!)
+SERVER_PID=$!
+PIDS+=("$SERVER_PID")
+PORT=""
+for _ in $(seq 1 300); do
+  PORT=$(server_port "$TMP/server.log")
+  [ -n "$PORT" ] && break
+  if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+    tail -40 "$TMP/server.log" >&2
+    fail "the server exited at start"
+  fi
+  sleep 0.1
+done
+[ -n "$PORT" ] || { tail -40 "$TMP/server.log" >&2; fail "the server logged no port within 30 s"; }
+BASE="http://127.0.0.1:$PORT"
+step "mock upstream on 127.0.0.1:$MOCK_PORT, server on $BASE"
 
 ready=0
 for _ in $(seq 1 100); do
@@ -144,7 +206,7 @@ for line in urllib.request.urlopen(sys.argv[1], timeout=5).read().decode().split
     if line.startswith("connector_runs_total{") and "(unknown)" not in line:
         print("  " + line)' "$BASE/metrics" || true
 
-if ! kill -0 "${PIDS[1]}" 2>/dev/null; then
+if ! kill -0 "$SERVER_PID" 2>/dev/null; then
   tail -40 "$TMP/server.log" >&2
   fail "the server exited during the run"
 fi

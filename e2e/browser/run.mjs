@@ -107,6 +107,7 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
 }
 
 // ------------------------------------------------------------------------------ helpers
+/** A port that was free a moment ago: another process may take it before ours binds it. */
 function freePort() {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
@@ -142,6 +143,85 @@ function startChild(name, args, logFile) {
   children.push({ name, proc });
   log(`started ${name} (pid ${proc.pid}): ${path.basename(BIN)} ${args.join(' ')}`);
   return proc;
+}
+
+/**
+ * Resolves with the first `pick(line)` that is not undefined, over the lines `proc` writes
+ * (stdout and stderr). Rejects with a SetupError when it exits first (the error's `output` is
+ * everything it wrote) or after `timeoutMs`. Call it right after starting `proc`.
+ */
+function firstLine(name, proc, logFile, pick, { timeoutMs = 20000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const lines = [];
+    const partial = { stdout: '', stderr: '' };
+    let done = false;
+    const feed = (stream) => (chunk) => {
+      const parts = (partial[stream] + chunk.toString('utf8')).split('\n');
+      partial[stream] = parts.pop();
+      for (const line of parts) {
+        lines.push(line);
+        const value = done ? undefined : pick(line);
+        if (value !== undefined) finish(resolve, value);
+      }
+    };
+    const onStdout = feed('stdout');
+    const onStderr = feed('stderr');
+    // 'close', not 'exit': by then everything it wrote has been read.
+    const onClose = (code, signal) => {
+      for (const rest of [partial.stdout, partial.stderr]) if (rest) lines.push(rest);
+      const e = new SetupError(`${name} exited (code ${code}, signal ${signal}) at start; log ${logFile}:\n${lines.slice(-25).join('\n')}`);
+      e.output = lines.join('\n');
+      finish(reject, e);
+    };
+    const timer = setTimeout(() => finish(reject, new SetupError(
+      `${name} did not log what was expected within ${timeoutMs} ms; log ${logFile}:\n${lines.slice(-25).join('\n')}`)), timeoutMs);
+    function finish(settle, value) {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      proc.stdout.off('data', onStdout);
+      proc.stderr.off('data', onStderr);
+      proc.off('close', onClose);
+      settle(value);
+    }
+    proc.stdout.on('data', onStdout);
+    proc.stderr.on('data', onStderr);
+    proc.on('close', onClose);
+  });
+}
+
+const PORT_ATTEMPTS = 5;
+
+/**
+ * The mock upstream prints the address it was given, not the one it bound, so it cannot use
+ * port 0: it gets a free port, and another one when a different process takes that port first
+ * (it then exits with "cannot listen on"). It is up once it printed its "listening" line, which
+ * it does only after binding, so whoever else may hold the port is never taken for it.
+ */
+async function startMockUpstream(logFile) {
+  for (let attempt = 1; attempt <= PORT_ATTEMPTS; attempt++) {
+    const port = await freePort();
+    const proc = startChild('mock-upstream', ['mock-upstream', '--listen', `127.0.0.1:${port}`, '--latency-ms', String(MOCK_LATENCY_MS)], logFile);
+    try {
+      await firstLine('mock-upstream', proc, logFile,
+        (line) => (line.startsWith(`mock-upstream listening on http://127.0.0.1:${port} `) ? port : undefined));
+      return { proc, port };
+    } catch (e) {
+      if (!/cannot listen on/.test(e.output ?? '')) throw e;
+      log(`127.0.0.1:${port} was taken before mock-upstream bound it; another port`);
+    }
+  }
+  throw new SetupError(`mock-upstream lost ${PORT_ATTEMPTS} free ports in a row to other processes`);
+}
+
+/** The port of `serve --listen 127.0.0.1:0 --log-format json`: its "connector-runtime serving" line says. */
+function servingPort(line) {
+  try {
+    const event = JSON.parse(line);
+    return event.message === 'connector-runtime serving' && Number.isInteger(event.port) ? event.port : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Polls `url` until it answers `okStatus`; fails early when `proc` exits. */
@@ -252,9 +332,13 @@ async function main() {
   cleanups.push(() => new Promise((r) => { widgetServer.closeAllConnections?.(); widgetServer.close(() => r()); }));
   const widgetOrigin = `http://127.0.0.1:${widgetServer.address().port}`;
 
-  // -- configuration files
-  const upstreamPort = await freePort();
+  // -- mock upstream (first: the variables file names its port)
+  const upstreamLog = path.join(ARTIFACTS, 'mock-upstream.log');
+  const { proc: upstreamProc, port: upstreamPort } = await startMockUpstream(upstreamLog);
   const upstream = `http://127.0.0.1:${upstreamPort}`;
+  await waitHttp('mock-upstream', upstreamProc, `${upstream}/items/itm_001`, upstreamLog);
+
+  // -- configuration files
   const varsFile = path.join(tmp, 'variables.json');
   await writeFile(varsFile, j({ api_base_url: upstream, auth_base_url: upstream }));
   const secretsDir = path.join(tmp, 'secrets');
@@ -288,14 +372,7 @@ async function main() {
   const registryFile = path.join(tmp, 'connectors_registry.json');
   await writeFile(registryFile, JSON.stringify(registry, null, 2));
 
-  // -- mock upstream
-  const upstreamLog = path.join(ARTIFACTS, 'mock-upstream.log');
-  const upstreamProc = startChild('mock-upstream', ['mock-upstream', '--listen', `127.0.0.1:${upstreamPort}`, '--latency-ms', String(MOCK_LATENCY_MS)], upstreamLog);
-  await waitHttp('mock-upstream', upstreamProc, `${upstream}/items/itm_001`, upstreamLog);
-
-  // -- the runtime
-  const runtimePort = await freePort();
-  const runtime = `http://127.0.0.1:${runtimePort}`;
+  // -- the runtime: on port 0, the port it got read from its JSON log
   const runtimeLog = path.join(ARTIFACTS, 'runtime.log');
   const runtimeProc = startChild('connector-runtime serve', [
     'serve',
@@ -305,9 +382,12 @@ async function main() {
     '--allow-private-upstreams',
     '--console',
     '--allow-origin', widgetOrigin,
-    '--listen', `127.0.0.1:${runtimePort}`,
+    '--listen', '127.0.0.1:0',
+    '--log-format', 'json',
     '--shutdown-timeout-secs', '2',
   ], runtimeLog);
+  const runtimePort = await firstLine('connector-runtime serve', runtimeProc, runtimeLog, servingPort);
+  const runtime = `http://127.0.0.1:${runtimePort}`;
   await waitHttp('connector-runtime', runtimeProc, `${runtime}/readyz`, runtimeLog);
   log(`runtime ${runtime}, mock upstream ${upstream}, widget origin ${widgetOrigin}`);
 
@@ -350,7 +430,6 @@ async function main() {
   page.on('request', (r) => {
     if (r.url().startsWith(`${runtime}/`)) runtimeRequests.push(`${r.method()} ${r.url().slice(runtime.length)}`);
   });
-  const connectorRequests = () => runtimeRequests.filter((r) => r.includes('/connectors/'));
 
   const widgetUrl = `${widgetOrigin}/widget-page.html?runtime=${encodeURIComponent(runtime)}`;
   await page.goto(widgetUrl);
@@ -392,19 +471,26 @@ async function main() {
     // The counter must be live, or comparing it proves nothing: checks 1 and 2 ran connectors.
     expect(runsBefore >= runsAtStart + 2 || results.some((x) => x.n <= 2 && !x.ok),
       `connector_runs_total did not count checks 1-2 (${runsAtStart} -> ${runsBefore}); cannot use it to count requests`);
-    const pageBefore = connectorRequests().length;
     const allBefore = runtimeRequests.length;
     const r = await page.evaluate(() => window.widgetTest.boundary());
-    await sleep(500); // give a stray request time to show up
+    // Instead of giving a stray request time to show up: a marker call through the same SDK,
+    // made after the boundary call returned. The page's requests are reported in the order it
+    // makes them, so once the marker's request is seen, a request made by the boundary call
+    // would have been seen before it; and the marker's run is counted when it is answered.
+    const markerSeen = page.waitForRequest((req) => req.url().startsWith(`${runtime}/connectors/get-item/execute`));
+    const marker = await page.evaluate(() => window.widgetTest.simple('itm_001'));
+    await markerSeen;
     const runsAfter = await runsTotal(runtime);
     expect(r.threwSynchronously, `execute did not throw synchronously: ${j(r)}`);
     expect(r.error.isBoundaryError, `threw ${r.error.name} (${r.error.message}), not a ConnectorBoundaryError`);
     expect(r.error.reason === 'PATH_PARAMS_ON_COMPOSITE', `reason ${j(r.error.reason)}, expected "PATH_PARAMS_ON_COMPOSITE"`);
+    expect(marker.ok, `the marker call (get-item itm_001) after the boundary call failed: ${j(marker.error)}`);
+    // A CORS preflight of the marker, if Playwright reports one, is the marker's too.
     const newReqs = runtimeRequests.slice(allBefore);
-    expect(connectorRequests().length === pageBefore && newReqs.length === 0,
-      `the page sent requests to the runtime: ${j(newReqs)}`);
-    expect(runsAfter === runsBefore, `connector_runs_total changed ${runsBefore} -> ${runsAfter}`);
-    return `reason ${r.error.reason}, field ${j(r.error.field)}; page requests +0, connector_runs_total ${runsBefore} -> ${runsAfter}`;
+    const stray = newReqs.filter((req) => !req.includes('/connectors/get-item/execute'));
+    expect(stray.length === 0, `the page sent requests to the runtime before the marker: ${j(stray)}`);
+    expect(runsAfter === runsBefore + 1, `connector_runs_total went ${runsBefore} -> ${runsAfter}; only the marker's run (+1) was expected`);
+    return `reason ${r.error.reason}, field ${j(r.error.field)}; page requests: only the marker's (${newReqs.length}), connector_runs_total ${runsBefore} -> ${runsAfter} (the marker)`;
   });
 
   await check(4, 'a failing step rejects with ConnectorExecuteError naming the step', async () => {

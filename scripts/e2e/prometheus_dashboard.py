@@ -91,6 +91,8 @@ def on_signal(signum, _frame):
 
 
 def free_port() -> int:
+    """A port that was free a moment ago: another process may take it before the program
+    that is given it binds it, so whoever uses this must retry on a bind failure."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -101,6 +103,53 @@ def check_alive(logdir: Path) -> None:
         if proc.poll() is not None:
             tail = (logdir / f"{name}.log").read_text(errors="replace")[-3000:]
             raise SystemExit(f"FAIL: {name} exited with {proc.returncode}; its log ends:\n{tail}")
+
+
+PORT_ATTEMPTS = 5
+
+
+def start_on_free_port(name: str, argv_for, listening, bind_failed: str, logdir: Path,
+                       timeout: float = 60.0) -> int:
+    """Starts `argv_for(port)` on a free port and returns the port once `listening(port, log)`
+    holds, where `log` is the log so far. A port taken by another process between
+    free_port() and the bind makes the program exit with `bind_failed` in its log: then it
+    is started again on another port. `listening` must only hold for this process (a line
+    it logs after binding, or something only it would answer), never for whoever else may
+    have the port."""
+    log_path = logdir / f"{name}.log"
+    for _ in range(PORT_ATTEMPTS):
+        port = free_port()
+        proc = start(name, argv_for(port), logdir)
+        deadline = time.time() + timeout
+        while proc.poll() is None:
+            if listening(port, log_path.read_text(errors="replace")):
+                return port
+            if time.time() > deadline:
+                raise SystemExit(f"FAIL: {name} did not listen on 127.0.0.1:{port} within "
+                                 f"{timeout:.0f}s; its log ends:\n{log_path.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.05)
+        if bind_failed not in log_path.read_text(errors="replace"):
+            check_alive(logdir)  # exited for another reason: fail with its log
+        PROCS.remove((name, proc))
+        print(f"e2e: 127.0.0.1:{port} was taken before {name} bound it; another port")
+    raise SystemExit(f"FAIL: {name}: {PORT_ATTEMPTS} free ports in a row were taken before it bound them")
+
+
+def server_port(logdir: Path, timeout: float = 30.0) -> int:
+    """The port of `connector-runtime serve --listen 127.0.0.1:0 --log-format json` started
+    as "server": the `port` field of its "connector-runtime serving" line."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for line in (logdir / "server.log").read_text(errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("message") == "connector-runtime serving" and isinstance(event.get("port"), int):
+                return event["port"]
+        check_alive(logdir)
+        time.sleep(0.05)
+    raise SystemExit(f"FAIL: the server logged no port within {timeout:.0f}s")
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -410,28 +459,48 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    mock_port, server_port, prom_port = free_port(), free_port(), free_port()
-    base = f"http://127.0.0.1:{server_port}"
-    prom = f"http://127.0.0.1:{prom_port}"
+    print(f"e2e: temp dir {tmp}")
+    # The server binds port 0 and logs the port it got. The mock upstream and Prometheus log
+    # the address they were given, not the one they bound, so they get a free port and are
+    # started again if another process took it first.
+    mock_port = start_on_free_port(
+        "mock-upstream",
+        lambda port: [args.binary, "mock-upstream", "--listen", f"127.0.0.1:{port}",
+                      "--latency-ms", str(args.latency_ms)],
+        # Printed once the listener is bound; a mock that lost the port exits instead.
+        lambda port, log: f"mock-upstream listening on http://127.0.0.1:{port} " in log,
+        "cannot listen on", tmp, timeout=30)
     upstream = f"http://127.0.0.1:{mock_port}"
     (tmp / "variables.json").write_text(json.dumps({"api_base_url": upstream, "auth_base_url": upstream}))
-    (tmp / "prometheus.yml").write_text(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n"
-        "scrape_configs:\n  - job_name: connector-runtime\n    metrics_path: /metrics\n"
-        f"    static_configs:\n      - targets: ['127.0.0.1:{server_port}']\n")
-
-    print(f"e2e: temp dir {tmp}")
-    start("mock-upstream", [args.binary, "mock-upstream", "--listen", f"127.0.0.1:{mock_port}",
-                            "--latency-ms", str(args.latency_ms)], tmp)
     start("server", [args.binary, "serve", "--registry", args.registry,
-                     "--listen", f"127.0.0.1:{server_port}", "--allow-private-upstreams",
+                     "--listen", "127.0.0.1:0", "--allow-private-upstreams",
                      "--variables-file", str(tmp / "variables.json"),
                      "--secrets-dir", args.secrets_dir, "--workers", "2",
                      "--log-format", "json"], tmp)
-    start("prometheus", [args.prometheus, f"--config.file={tmp / 'prometheus.yml'}",
-                         f"--storage.tsdb.path={tmp / 'prometheus-data'}",
-                         f"--web.listen-address=127.0.0.1:{prom_port}",
-                         "--storage.tsdb.retention.time=1h", "--log.level=warn"], tmp)
+    base = f"http://127.0.0.1:{server_port(tmp)}"
+    (tmp / "prometheus.yml").write_text(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n"
+        "scrape_configs:\n  - job_name: connector-runtime\n    metrics_path: /metrics\n"
+        f"    static_configs:\n      - targets: ['{base.removeprefix('http://')}']\n")
+    storage = str(tmp / "prometheus-data")
+
+    def our_prometheus(port: int, _log: str) -> bool:
+        # Ready, and ours: its flags name our storage directory (another Prometheus could
+        # hold the port for the moment before ours exits on the bind failure).
+        try:
+            status, body = http("GET", f"http://127.0.0.1:{port}/api/v1/status/flags", timeout=2)
+            return status == 200 and storage in json.loads(body)["data"].values()
+        except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError, AttributeError):
+            return False
+
+    prom_port = start_on_free_port(
+        "prometheus",
+        lambda port: [args.prometheus, f"--config.file={tmp / 'prometheus.yml'}",
+                      f"--storage.tsdb.path={storage}",
+                      f"--web.listen-address=127.0.0.1:{port}",
+                      "--storage.tsdb.retention.time=1h", "--log.level=warn"],
+        our_prometheus, "address already in use", tmp)
+    prom = f"http://127.0.0.1:{prom_port}"
     wait_for(f"{base}/readyz", "connector-runtime", tmp)
     wait_for(f"{prom}/-/ready", "prometheus", tmp, timeout=60)
     print(f"e2e: server {base}, mock upstream {upstream}, prometheus {prom}")

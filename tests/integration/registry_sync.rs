@@ -3,6 +3,10 @@
 
 use crate::common;
 
+use std::collections::VecDeque;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -11,6 +15,7 @@ use crate::common::{spawn_app_with, upstream, AppOptions, TestApp};
 use actix_web::{web, HttpRequest, HttpResponse};
 use connector_runtime::http::hooks::sign;
 use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
 
 const ADMIN: &str = "admin-t0ken";
 const HOOK_SECRET: &str = "hook-s3cret";
@@ -97,6 +102,17 @@ async fn git_app(repo: &Path, poll_secs: u64) -> TestApp {
     .await
 }
 
+/// The commit `repo`'s `main` points at.
+fn head(repo: &Path) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .expect("git runs");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 async fn wait_for_status(app: &TestApp, path: &str, status: u16) -> bool {
     let deadline = Instant::now() + Duration::from_secs(8);
     while Instant::now() < deadline {
@@ -121,6 +137,35 @@ async fn admin_status(app: &TestApp) -> Value {
     reply.json()
 }
 
+/// The record of the first sync that read `revision`, once there is one: it is `last_sync`
+/// until a later sync replaces it, and the tests that use this run no other syncs (a git
+/// source with polling off has no watcher).
+async fn wait_for_sync_of(app: &TestApp, revision: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = admin_status(app).await;
+        if status["last_sync"]["revision"] == revision {
+            return status["last_sync"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no sync read {revision} within 30 s: {status}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `connector_registry_loads_total{result="ok"}`: how many registries have been published.
+async fn publishes(app: &TestApp) -> u64 {
+    let reply = app.get("/metrics").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    common::process::metric_sum(
+        &reply.text(),
+        "connector_registry_loads_total",
+        &["result=\"ok\""],
+    ) as u64
+}
+
 /// `POST /admin/registry/sync` with the operator token.
 async fn admin_sync(app: &TestApp) -> common::Reply {
     app.call(
@@ -141,7 +186,9 @@ async fn first_in_git(up: &common::Upstream) -> (tempfile::TempDir, TestApp) {
 }
 
 /// Starts the app on the registry file `registry` with polling off and the operator token
-/// set.
+/// set. Its file watcher is on, and after the first sync it keeps syncing (each sync's own
+/// read of the file wakes it): assertions must not depend on which sync read a change first.
+/// Tests that are not about the file use [`git_app`], which has no watcher.
 async fn file_app(registry: Value) -> TestApp {
     spawn_app_with(
         registry,
@@ -183,17 +230,7 @@ async fn a_valid_push_is_served_within_the_poll_interval() {
     let status = admin_status(&app).await;
     assert_eq!(status["state"], "ok");
     assert_eq!(status["last_sync"]["changes"]["created"], json!(["second"]));
-    let head = String::from_utf8(
-        Command::new("git")
-            .arg("-C")
-            .arg(repo.path())
-            .args(["rev-parse", "HEAD"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    assert_eq!(status["revision"], head.trim());
+    assert_eq!(status["revision"], head(repo.path()));
 }
 
 #[actix_web::test]
@@ -222,28 +259,41 @@ async fn a_signed_push_webhook_triggers_a_sync_and_bad_signatures_do_not() {
     let other_branch = push_hook(&app, &json!({"ref": "refs/heads/feature"}), None).await;
     assert_eq!(other_branch.status, 200);
     assert_eq!(other_branch.json()["status"], "ignored");
-    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    // Each of those pushes was answered before this request is sent, and the registry actor
+    // takes requests in order: had one of them asked for a sync, that sync would read the
+    // commit first (or be reading it), and this sync, which reads after its request arrives,
+    // would find nothing new. Publishing the commit here is proof that none did, however
+    // long a fetch takes.
+    let sync = admin_sync(&app).await;
+    assert_eq!(sync.status, 200, "{}", sync.text());
+    let record = sync.json()["sync"].clone();
     assert_eq!(
-        app.execute("second").await.status,
-        404,
-        "an unsigned or foreign push synced"
+        (&record["reason"], &record["result"]),
+        (&json!("admin"), &json!("published")),
+        "an unsigned or foreign push synced before the operator's sync: {record}"
     );
+    assert_eq!(record["changes"]["created"], json!(["second"]), "{record}");
+    assert_eq!(record["changes"]["removed"], json!(["first"]), "{record}");
 
+    commit(
+        repo.path(),
+        &json!({"connectors": [echo_connector("third", &up.base, "1")]}),
+        "replace again",
+    );
+    let pushed = head(repo.path());
     let accepted = push_hook(&app, &push, None).await;
-    assert_eq!(accepted.status, 202);
-    assert!(
-        wait_for_status(&app, "/connectors/second/execute", 200).await,
-        "the webhook did not sync"
-    );
+    assert_eq!(accepted.status, 202, "{}", accepted.text());
+    let record = wait_for_sync_of(&app, &pushed).await;
+    assert_eq!(record["reason"], "webhook", "{record}");
+    assert_eq!(record["result"], "published", "{record}");
+    assert_eq!(record["changes"]["created"], json!(["third"]), "{record}");
     assert_eq!(
-        app.execute("first").await.status,
-        404,
-        "a connector missing from the push is removed"
+        record["changes"]["removed"],
+        json!(["second"]),
+        "a connector missing from the push is removed: {record}"
     );
-    assert_eq!(
-        admin_status(&app).await["last_sync"]["changes"]["removed"],
-        json!(["first"])
-    );
+    assert_eq!(app.execute("third").await.status, 200);
+    assert_eq!(app.execute("second").await.status, 404);
 }
 
 #[actix_web::test]
@@ -382,60 +432,230 @@ async fn an_edited_registry_file_is_picked_up_by_the_watcher() {
     }
 }
 
+/// Opens and closes of one file, as the kernel reports them (inotify): lets a test wait for
+/// "something has read the file" instead of guessing how long that takes.
+struct FileAccess {
+    fd: OwnedFd,
+    /// Event masks read from `fd` and not yet looked at, oldest first.
+    queued: VecDeque<u32>,
+}
+
+impl FileAccess {
+    /// Starts reporting every open, and every close after reading or writing, of `path`.
+    fn watch(path: &Path) -> FileAccess {
+        let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+        assert!(
+            fd >= 0,
+            "inotify_init1: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let name = CString::new(path.as_os_str().as_bytes()).unwrap();
+        let mask = libc::IN_OPEN | libc::IN_CLOSE_WRITE | libc::IN_CLOSE_NOWRITE;
+        let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), name.as_ptr(), mask) };
+        assert!(
+            wd >= 0,
+            "inotify_add_watch {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+        FileAccess {
+            fd,
+            queued: VecDeque::new(),
+        }
+    }
+
+    /// Skips events until one in `mask` (panics after 30 s without one).
+    fn wait_for(&mut self, mask: u32) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            while let Some(event) = self.queued.pop_front() {
+                if event & mask != 0 {
+                    return;
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no inotify event {mask:#x} within 30 s");
+            let mut poll = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ready = unsafe { libc::poll(&mut poll, 1, left.as_millis() as libc::c_int) };
+            if ready <= 0 {
+                continue;
+            }
+            let mut buf = [0u8; 4096];
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            assert!(
+                n > 0,
+                "reading inotify: {}",
+                std::io::Error::last_os_error()
+            );
+            // struct inotify_event: wd, mask, cookie, len (u32 each), then `len` name bytes.
+            let mut at = 0;
+            while at + 16 <= n as usize {
+                let word =
+                    |i: usize| u32::from_ne_bytes(buf[at + i..at + i + 4].try_into().unwrap());
+                self.queued.push_back(word(4));
+                at += 16 + word(12) as usize;
+            }
+        }
+    }
+}
+
 #[actix_web::test]
 async fn a_file_rewritten_in_place_is_read_whole_and_only_an_empty_file_that_stays_empty_counts() {
     // `>` redirection and plain writes truncate the file first: a sync that reads it at that
     // moment must wait for the content instead of removing every connector.
     let up = version_upstream().await;
     let app = file_app(json!({"connectors": [echo_connector("first", &up.base, "1")]})).await;
-    std::fs::write(&app.registry_path, "").unwrap();
+    let published = publishes(&app).await;
     let path = app.registry_path.clone();
+    let mut access = FileAccess::watch(&path);
+    std::fs::write(&path, "").unwrap();
     let rewritten = json!({"connectors": [echo_connector("first", &up.base, "2")]}).to_string();
+    // The rest of the rewrite lands only once a sync has opened and read the truncated file
+    // (an open reported after the truncation's close sees it empty), so that sync must take
+    // the re-read: it is not left to how soon the sync happens to start. What is left to
+    // timing is the product's own assumption, that a rewrite completes within the settle
+    // (EMPTY_FILE_SETTLE, 250 ms); here it is this thread's wake-up.
     let writer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(80));
+        access.wait_for(libc::IN_CLOSE_WRITE); // the truncation
+        access.wait_for(libc::IN_OPEN); // a sync opens the empty file...
+        access.wait_for(libc::IN_CLOSE_NOWRITE); // ...and has read it
         std::fs::write(path, rewritten).unwrap();
     });
+    // The file watcher also syncs on these writes (and on the reads: every sync's open wakes
+    // it), so whether this sync or a watcher's read the empty file is not known; this one
+    // reads after its request, so its answer never shows the connectors removed.
     let reply = admin_sync(&app).await;
     writer.join().unwrap();
     assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_eq!(reply.json()["sync"]["changes"]["removed"], json!([]));
+    assert_eq!(
+        reply.json()["sync"]["changes"]["removed"],
+        json!([]),
+        "{}",
+        reply.text()
+    );
+    // Requested after the rewrite: the registry is then the rewritten one, whatever read what.
+    assert_eq!(admin_sync(&app).await.status, 200);
     assert_eq!(app.execute("first").await.json()["version"], "2");
+    assert_eq!(
+        publishes(&app).await,
+        published + 1,
+        "the rewritten registry must be the only one published: the sync that read the \
+         truncated file published it empty"
+    );
+
     // An empty file that stays empty removes the connectors, as documented.
+    let published = publishes(&app).await;
     std::fs::write(&app.registry_path, "").unwrap();
     let reply = admin_sync(&app).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_eq!(reply.json()["sync"]["changes"]["removed"], json!(["first"]));
     assert_eq!(app.execute("first").await.status, 404);
+    let status = admin_status(&app).await;
+    assert_eq!(status["connectors"], json!([]), "{status}");
+    assert_eq!(
+        publishes(&app).await,
+        published + 1,
+        "one publish, of the empty registry"
+    );
+    // The watcher's sync may have published it first; then this one found nothing new.
+    let record = reply.json()["sync"].clone();
+    match record["result"].as_str() {
+        Some("published") => assert_eq!(record["changes"]["removed"], json!(["first"]), "{record}"),
+        Some("unchanged") => assert_eq!(record["revision"], status["revision"], "{record}"),
+        _ => panic!("unexpected sync record {record}"),
+    }
+}
+
+/// An upstream whose `/echo` reports each request's `X-Version` on the returned receiver as
+/// the request arrives, and answers `{"version": <X-Version>}` only once the returned gate
+/// is set to `true`: a run is held in flight as long as a test needs, and the test knows
+/// when it got there.
+async fn held_upstream() -> (
+    common::Upstream,
+    mpsc::UnboundedReceiver<String>,
+    watch::Sender<bool>,
+) {
+    let (arrived, arrivals) = mpsc::unbounded_channel();
+    let (gate, open) = watch::channel(false);
+    let up = upstream(move |cfg| {
+        let (arrived, open) = (arrived.clone(), open.clone());
+        cfg.route(
+            "/echo",
+            web::route().to(move |req: HttpRequest| {
+                let (arrived, mut open) = (arrived.clone(), open.clone());
+                async move {
+                    let version = req
+                        .headers()
+                        .get("x-version")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-")
+                        .to_string();
+                    let _ = arrived.send(version.clone());
+                    let _ = open.wait_for(|open| *open).await;
+                    HttpResponse::Ok().json(json!({"version": version}))
+                }
+            }),
+        );
+    })
+    .await;
+    (up, arrivals, gate)
 }
 
 #[actix_web::test]
 async fn a_run_in_flight_during_a_swap_completes_on_its_original_definition() {
-    let up = version_upstream().await;
+    let (up, mut arrivals, gate) = held_upstream().await;
+    // The definition's version goes out in a header and comes back through the response
+    // template: "request's/response's" shows which definition each half of the run used.
     let v = |version: &str| {
-        json!({"connectors": [{"name": "slow", "url": format!("{}/echo?delay=600", up.base),
-        "headers": [{"key": "X-Version", "value": version}]}]})
+        json!({"connectors": [{"name": "slow", "url": format!("{}/echo", up.base),
+        "headers": [{"key": "X-Version", "value": version}],
+        "response_body": format!("{{{{ (response.body | from_json).version }}}}/{version}")}]})
     };
-    let app = file_app(v("1")).await;
+    // A git source with polling off: no file watcher, so the one sync below is the swap.
+    let repo = repo(&v("1"));
+    let app = git_app(repo.path(), 0).await;
     let in_flight = {
         let base = app.base.clone();
         actix_rt::spawn(async move {
-            let mut res = awc::Client::default()
+            let mut res = awc::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .finish()
                 .get(format!("{base}/connectors/slow/execute"))
                 .send()
                 .await
                 .unwrap();
-            let body: Value = res.json().await.unwrap();
-            (res.status().as_u16(), body)
+            let body = res.body().await.unwrap();
+            (
+                res.status().as_u16(),
+                String::from_utf8_lossy(&body).into_owned(),
+            )
         })
     };
-    actix_rt::time::sleep(Duration::from_millis(150)).await;
-    std::fs::write(&app.registry_path, v("2").to_string()).unwrap();
+    // The run is at the upstream (so it has its definition) and stays there until the gate
+    // opens, however late it started.
+    let sent = actix_rt::time::timeout(Duration::from_secs(30), arrivals.recv())
+        .await
+        .expect("the run did not reach the upstream within 30 s");
+    assert_eq!(sent.as_deref(), Some("1"));
+    commit(repo.path(), &v("2"), "v2");
     let sync = admin_sync(&app).await;
     assert_eq!(sync.status, 200, "{}", sync.text());
-    assert_eq!(sync.json()["sync"]["changes"]["updated"], json!(["slow"]));
+    let record = sync.json()["sync"].clone();
+    assert_eq!(record["result"], "published", "{record}");
+    assert_eq!(record["changes"]["updated"], json!(["slow"]), "{record}");
+    assert!(
+        !in_flight.is_finished(),
+        "the run ended before the gate opened"
+    );
+    gate.send(true).unwrap();
     let (status, body) = in_flight.await.unwrap();
-    assert_eq!((status, body["version"].as_str()), (200, Some("1")));
-    assert_eq!(app.execute("slow").await.json()["version"], "2");
+    assert_eq!((status, body.as_str()), (200, "1/1"));
+    assert_eq!(app.execute("slow").await.text(), "2/2");
 }
 
 /// A two-step composite whose both steps send the registry's version; the response shows
