@@ -23,6 +23,7 @@ const NAME_SEPARATOR: char = '\u{1f}';
 
 impl Field {
     /// Every field, in the order a connector lists them.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) const ALL: [Field; 6] = [
         Field::Url,
         Field::HeaderValue,

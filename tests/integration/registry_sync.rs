@@ -186,9 +186,9 @@ async fn first_in_git(up: &common::Upstream) -> (tempfile::TempDir, TestApp) {
 }
 
 /// Starts the app on the registry file `registry` with polling off and the operator token
-/// set. Its file watcher is on, and after the first sync it keeps syncing (each sync's own
-/// read of the file wakes it): assertions must not depend on which sync read a change first.
-/// Tests that are not about the file use [`git_app`], which has no watcher.
+/// set. Its file watcher is on: assertions must not depend on whether the watcher or another
+/// sync read a change first. Tests that are not about the file use [`git_app`], which has no
+/// watcher.
 async fn file_app(registry: Value) -> TestApp {
     spawn_app_with(
         registry,
@@ -720,4 +720,44 @@ async fn concurrent_runs_see_zero_failures_and_no_mixed_versions_while_the_regis
         versions.len() > 1,
         "the swaps never overlapped the runs: {versions:?}"
     );
+}
+
+#[actix_web::test]
+async fn reading_the_registry_file_does_not_wake_the_watcher() {
+    let up = version_upstream().await;
+    let app = file_app(json!({"connectors": [echo_connector("first", &up.base, "1")]})).await;
+    // Each sync opens and reads the file; the watcher is told of those opens and must not
+    // take them for changes (it did, and every sync started the next: ~5 reads a second).
+    for _ in 0..3 {
+        let reply = admin_sync(&app).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    // The watcher debounces for 200 ms: a sync it started would show within a second.
+    actix_rt::time::sleep(Duration::from_secs(1)).await;
+    let status = admin_status(&app).await;
+    assert_eq!(
+        status["last_sync"]["reason"], "admin",
+        "a sync nobody asked for ran: {}",
+        status["last_sync"]
+    );
+    // A real change still wakes it.
+    let path = app.registry_path.clone();
+    std::fs::write(
+        &path,
+        json!({"connectors": [echo_connector("first", &up.base, "2")]}).to_string(),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = admin_status(&app).await;
+        if status["last_sync"]["reason"] == "file_change" {
+            assert_eq!(status["last_sync"]["result"], "published", "{status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the edit was not picked up: {status}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -40,13 +40,22 @@ impl FileSource {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
             .to_path_buf();
+        // The watcher also reports opens and reads, the runtime's own among them: only a
+        // change of the file itself (appeared, gone, rewritten, replaced) is passed on, or
+        // every sync's read of the file would start the next sync.
+        let last_seen = std::sync::Mutex::new(FileStamp::of(&target));
         let mut debouncer = new_debouncer(DEBOUNCE, move |result: DebounceEventResult| {
             if let Ok(events) = result {
                 if events
                     .iter()
                     .any(|e| e.path.file_name().map(|n| n.to_os_string()) == file_name)
                 {
-                    on_change();
+                    let now = FileStamp::of(&target);
+                    let mut last = last_seen.lock().unwrap_or_else(|e| e.into_inner());
+                    if *last != now {
+                        *last = now;
+                        on_change();
+                    }
                 }
             }
         })
@@ -56,6 +65,28 @@ impl FileSource {
             .watch(&dir, RecursiveMode::NonRecursive)
             .map_err(|e| SourceError(format!("cannot watch {}: {e}", dir.display())))?;
         Ok(debouncer)
+    }
+}
+
+/// What tells one version of the file from another without reading it: `None` when there
+/// is no file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp(Option<(u64, u64, u64, i64, i64, i64, i64)>);
+
+impl FileStamp {
+    fn of(path: &Path) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp(std::fs::metadata(path).ok().map(|m| {
+            (
+                m.dev(),
+                m.ino(),
+                m.len(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+            )
+        }))
     }
 }
 
