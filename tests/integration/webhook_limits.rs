@@ -625,8 +625,11 @@ async fn a_broken_chunked_hook_body_is_a_400() {
         forged()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
+    // A chunk size that is not hex breaks the HTTP framing itself: actix-http's decoder then
+    // answers its own bare 400, or closes the connection, racing the handler's envelope (both
+    // seen here). Either way the body is refused at once, never read on or accepted.
     match answer(&mut stream, Duration::from_secs(3)).await {
-        Answer::Status(400, _) => {}
+        Answer::Status(400, _) | Answer::Closed => {}
         other => panic!("a broken chunked body got {other:?}"),
     }
 }
