@@ -29,6 +29,9 @@ pub struct Launch {
     /// DNS lookups go where the test says (`unshare --mount` and a bind mount: needs root,
     /// which every machine of this project and CI runs as).
     pub resolv_conf: Option<String>,
+    /// Flags naming the registry source instead of `--registry <the written file>` (for a
+    /// git source: `--registry-git URL ...`).
+    pub source: Option<Vec<String>>,
 }
 
 impl Default for Launch {
@@ -36,6 +39,7 @@ impl Default for Launch {
         Launch {
             allow_private_upstreams: true,
             resolv_conf: None,
+            source: None,
         }
     }
 }
@@ -78,18 +82,19 @@ impl ServerProcess {
                 command
             }
         };
-        command
-            .arg("serve")
-            .arg("--registry")
-            .arg(&registry_path)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--registry-poll-secs",
-                "0",
-                "--log-format",
-                "json",
-            ]);
+        command.arg("serve");
+        match &launch.source {
+            Some(flags) => command.args(flags),
+            None => command.arg("--registry").arg(&registry_path),
+        };
+        command.args([
+            "--listen",
+            "127.0.0.1:0",
+            "--registry-poll-secs",
+            "0",
+            "--log-format",
+            "json",
+        ]);
         if launch.allow_private_upstreams {
             command.arg("--allow-private-upstreams");
         }

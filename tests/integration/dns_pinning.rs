@@ -100,6 +100,7 @@ async fn the_connection_goes_to_the_address_the_resolver_checked() {
         Launch {
             allow_private_upstreams: true,
             resolv_conf: Some(dns.resolv_conf()),
+            ..Default::default()
         },
     );
     let (status, body) = get(&server.base, "/connectors/pinned/execute").await;
@@ -134,6 +135,7 @@ async fn a_dns_answer_is_checked_by_the_policy_before_any_connection() {
         Launch {
             allow_private_upstreams: false,
             resolv_conf: Some(dns.resolv_conf()),
+            ..Default::default()
         },
     );
     let (status, body) = get(&server.base, "/connectors/rebound/execute").await;

@@ -359,3 +359,99 @@ fn sighup_rereads_the_registry_without_stopping() {
         "the server keeps serving"
     );
 }
+
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.email=t@example.com", "-c", "user.name=T"])
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn commit_file(dir: &std::path::Path, path: &str, registry: &Value) {
+    let file = dir.join(path);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(file, registry.to_string()).unwrap();
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", path]);
+}
+
+fn connector(name: &str) -> Value {
+    json!({"connectors": [{"name": name, "permalink": name, "url": "http://127.0.0.1:9/x"}]})
+}
+
+/// The permalinks the server serves, from the operator API.
+fn served(port: u16) -> Vec<String> {
+    admin_status(port, "hup-token")["connectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["permalink"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn sighup_serves_the_new_content_of_the_watched_branch_and_path() {
+    // `main` holds a decoy at the default path; the server watches `live` and a path of its
+    // own, so serving either default would show.
+    let repo = tempfile::tempdir().unwrap();
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    commit_file(
+        repo.path(),
+        "connectors_registry.json",
+        &connector("decoy-main"),
+    );
+    git(repo.path(), &["checkout", "-q", "-b", "live"]);
+    commit_file(
+        repo.path(),
+        "connectors_registry.json",
+        &connector("decoy-live"),
+    );
+    commit_file(repo.path(), "conf/registry.json", &connector("first"));
+    let cache = tempfile::tempdir().unwrap();
+    let cache = cache.path().join("c");
+    let source = [
+        "--registry-git",
+        repo.path().to_str().unwrap(),
+        "--registry-branch",
+        "live",
+        "--registry-path",
+        "conf/registry.json",
+        "--registry-cache-dir",
+        cache.to_str().unwrap(),
+    ];
+    let launch = crate::common::process::Launch {
+        source: Some(source.iter().map(|s| s.to_string()).collect()),
+        ..Default::default()
+    };
+    let server = ServerProcess::start_with(&json!({}), &["--admin-token", "hup-token"], launch);
+    assert_eq!(served(server.port), ["first"]);
+
+    // A new commit on the watched branch is not read by itself (no polling, no watcher for
+    // a git source) ...
+    commit_file(repo.path(), "conf/registry.json", &connector("second"));
+    assert_eq!(served(server.port), ["first"]);
+    // ... until SIGHUP.
+    server.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = admin_status(server.port, "hup-token");
+        if status["last_sync"]["reason"] == "signal" {
+            assert_eq!(status["last_sync"]["result"], "published", "{status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not trigger a sync: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(served(server.port), ["second"]);
+}
