@@ -134,3 +134,29 @@ impl ResponseError for ErrorResponse {
         self.envelope.response(&self.request_id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::StepFailure;
+
+    /// No input reaches `UNEXPECTED_ERROR` (every place that can produce it needs an actor of
+    /// the runtime itself to have stopped), so its answer is pinned here.
+    #[test]
+    fn an_unexpected_failure_is_a_500_with_its_scope_and_no_detail_of_the_step() {
+        let error = RunError {
+            failure: StepFailure::new(Code::UnexpectedError, "the step executor stopped"),
+            step: Some(("fetch".into(), 1)),
+        };
+        let response = Envelope::from_run(&error).response("r-1");
+        assert_eq!(response.status().as_u16(), 500);
+        let body: serde_json::Value =
+            serde_json::from_str(&Envelope::from_run(&error).body("r-1")).unwrap();
+        assert_eq!(body["errors"]["code"], "UNEXPECTED_ERROR");
+        assert_eq!(
+            body["errors"]["scope"],
+            "Composite step 'fetch' (index 1): Unexpected error"
+        );
+        assert_eq!(body["request_id"], "r-1");
+    }
+}
