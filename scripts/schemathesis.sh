@@ -118,7 +118,7 @@ for line in open(sys.argv[1], errors="replace"):
 
 start_mock
 # The example registry reads these secrets; the token is the one the mock upstream accepts.
-MOCK_TOKEN=$(sed -n 's/^pub const TOKEN: &str = "\(.*\)";$/\1/p' src/mock_upstream.rs)
+MOCK_TOKEN=$(sed -n 's/^pub[^ ]* const TOKEN: &str = "\(.*\)";$/\1/p' src/mock_upstream.rs)
 [ -n "$MOCK_TOKEN" ] || fail "cannot read the mock upstream's TOKEN from src/mock_upstream.rs"
 mkdir -p "$TMP/secrets"
 printf '%s' "$MOCK_TOKEN" > "$TMP/secrets/items_api_token"
