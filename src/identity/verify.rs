@@ -175,9 +175,13 @@ pub fn read_header(token: &str) -> Result<TokenHeader, IdentityError> {
     else {
         return Err(Malformed::Encoding.into());
     };
-    if [header, claims, signature]
-        .iter()
-        .any(|p| p.is_empty() || !p.bytes().all(base64url))
+    // An empty signature is a shape `alg: none` tokens have: it is refused as the algorithm
+    // it is (below), or as a signature that does not verify.
+    if header.is_empty()
+        || claims.is_empty()
+        || ![header, claims, signature]
+            .iter()
+            .all(|p| p.bytes().all(base64url))
     {
         return Err(Malformed::Encoding.into());
     }
@@ -488,12 +492,19 @@ mod tests {
                 "{alg}"
             );
         }
-        // `alg: none` with an empty signature part is malformed (not three parts of data).
+        // `alg: none` as RFC 7519 writes it, with an empty signature.
         let h = URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#);
         let c = URL_SAFE_NO_PAD.encode(r#"{"iss":"x"}"#);
         assert_eq!(
             read_header(&format!("{h}.{c}.")).unwrap_err(),
-            IdentityError::Malformed(Malformed::Encoding)
+            IdentityError::Algorithm
+        );
+        // An allowed alg with an empty signature does not verify.
+        let good = ed_token(json!({"iss": ISS, "exp": now() + 60}));
+        let unsigned = format!("{}.", good.rsplit_once('.').unwrap().0);
+        assert_eq!(
+            check(&unsigned, &rules(None)).unwrap_err(),
+            IdentityError::Signature
         );
     }
 
@@ -558,6 +569,8 @@ mod tests {
             ("".into(), Malformed::Encoding),
             ("abc".into(), Malformed::Encoding),
             ("a.b".into(), Malformed::Encoding),
+            (".b.c".into(), Malformed::Encoding),
+            ("a..c".into(), Malformed::Encoding),
             ("a.b.c.d".into(), Malformed::Encoding),
             ("a b.c.d".into(), Malformed::Encoding),
             ("e30=.e30.c2ln".into(), Malformed::Encoding),
