@@ -549,7 +549,7 @@ impl KeyStore {
 async fn fetch(source: &KeySource, limit: Duration) -> Result<KeySet, JwksError> {
     match source {
         KeySource::File(path) => read_file(path.clone()),
-        KeySource::Url(url) => actix_rt::time::timeout(limit, fetch_url(url, limit))
+        KeySource::Url(url) => actix_rt::time::timeout(limit, fetch_url(url))
             .await
             .map_err(|_| JwksError::Timeout(limit))?,
     }
@@ -563,14 +563,15 @@ fn read_file(path: PathBuf) -> Result<KeySet, JwksError> {
     KeySet::parse(&text)
 }
 
-async fn fetch_url(url: &str, limit: Duration) -> Result<KeySet, JwksError> {
+async fn fetch_url(url: &str) -> Result<KeySet, JwksError> {
     // rustls needs its process-wide crypto provider (ring) before the first TLS client.
     let _ = rustls::crypto::ring::default_provider().install_default();
     // A client of its own (the upstream one enforces the upstream address policy, which is
     // not for the operator's IdP), made per fetch: fetches are minutes apart.
     let client = awc::Client::builder()
         .disable_redirects()
-        .timeout(limit)
+        // The whole fetch is timed by the caller (connect, answer and body together).
+        .disable_timeout()
         .no_default_headers()
         .add_default_header((
             "User-Agent",
