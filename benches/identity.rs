@@ -85,6 +85,34 @@ fn verify(c: &mut Criterion) {
     group.bench_function("EdDSA (Ed25519)", |b| {
         b.iter(|| identity.verify_now(black_box(&eddsa)).unwrap())
     });
+    // The signature check alone (jsonwebtoken), the floor under the figures above.
+    for (name, token, key, alg) in [
+        (
+            "baseline: RS256 signature only",
+            &rs256,
+            DecodingKey::from_rsa_pem(RSA.1.as_bytes()).unwrap(),
+            Algorithm::RS256,
+        ),
+        (
+            "baseline: EdDSA signature only",
+            &eddsa,
+            DecodingKey::from_ed_pem(ED25519.1.as_bytes()).unwrap(),
+            Algorithm::EdDSA,
+        ),
+    ] {
+        let (message, signature) = token.rsplit_once('.').unwrap();
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                assert!(jsonwebtoken::crypto::verify(
+                    black_box(signature),
+                    black_box(message.as_bytes()),
+                    &key,
+                    alg
+                )
+                .unwrap())
+            })
+        });
+    }
     group.finish();
     let caller = identity.verify_now(&eddsa).unwrap();
     c.bench_function("identity: user template value", |b| {

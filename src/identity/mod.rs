@@ -313,6 +313,13 @@ mod tests {
     }
 
     #[test]
+    fn identity_is_shared_by_every_worker() {
+        fn shared<T: Send + Sync + 'static>() {}
+        shared::<Identity>();
+        shared::<Caller>();
+    }
+
+    #[test]
     fn outcomes_have_labels() {
         assert_eq!(
             VerifyOutcome::of(&Ok(Some(Caller::default()))).as_label(),
