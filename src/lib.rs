@@ -14,6 +14,7 @@ pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+pub mod identity;
 pub mod jwt;
 pub mod metrics;
 pub mod mock_upstream;

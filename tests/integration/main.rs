@@ -17,6 +17,7 @@ mod fuzz_corpus;
 mod git_cache;
 mod hardening;
 mod hostile_input;
+mod identity;
 mod jwt_algorithms;
 mod metrics;
 mod module_graph;
