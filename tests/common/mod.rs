@@ -4,6 +4,7 @@
 pub mod app;
 pub mod assert;
 pub mod dns;
+pub mod git;
 pub mod process;
 pub mod upstreams;
 

@@ -4,27 +4,13 @@
 //! Real repositories and the real `git`; the suite runs as root, so "another user" is uid
 //! 65534 (`nobody`).
 
+use crate::common::git::git;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use connector_runtime::registry::source::git::CACHE_CONFIG;
 use connector_runtime::registry::source::{GitSource, Source};
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// A repository with `text` as its registry file on `main`; returns it and its head.
 fn repo_with(parent: &Path, name: &str, text: &str) -> (PathBuf, String) {

@@ -2,6 +2,7 @@
 //! all-or-nothing publishing, and swaps that never disturb runs in flight.
 
 use crate::common;
+use crate::common::git::git;
 
 use std::collections::VecDeque;
 use std::ffi::CString;
@@ -19,20 +20,6 @@ use tokio::sync::{mpsc, watch};
 
 const ADMIN: &str = "admin-t0ken";
 const HOOK_SECRET: &str = "hook-s3cret";
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A repository with `registry` committed on `main`.
 fn repo(registry: &Value) -> tempfile::TempDir {

@@ -4,6 +4,7 @@
 //! (its connection closes without an answer) and the process still exits 0. A second signal
 //! during the drain, or SIGQUIT, stops at once with exit status 1.
 
+use crate::common::git::git;
 use std::net::TcpListener;
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -357,21 +358,6 @@ fn sighup_rereads_the_registry_without_stopping() {
         get_status(server.port, "/readyz"),
         Some(200),
         "the server keeps serving"
-    );
-}
-
-fn git(dir: &std::path::Path, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.email=t@example.com", "-c", "user.name=T"])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
 }
 

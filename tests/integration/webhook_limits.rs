@@ -3,6 +3,7 @@
 //! sockets (resident memory from /proc, `git fetch` runs counted by a wrapper around git),
 //! and on the in-process server for the body limits.
 
+use crate::common::git::git;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,22 +23,6 @@ use crate::common::{spawn_app_with, AppOptions};
 const SECRET: &str = "hook-s3cret";
 const ADMIN: &str = "admin-t0ken";
 const MIB: usize = 1024 * 1024;
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.email=t@example.com", "-c", "user.name=T"])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// A repository whose `main` holds `registry`; returns it.
 fn repo(registry: &Value) -> tempfile::TempDir {
