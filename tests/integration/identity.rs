@@ -2,6 +2,7 @@
 //! here with the test keys of tests/fixtures/keys/ (RSA, EC P-256 and P-384, Ed25519), whose
 //! JWKs are derived from the public keys' DER in this file (not by the library under test).
 
+use crate::common::keys::{ED25519, P256, P384, RSA};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,23 +21,6 @@ use crate::common::{slow_route, upstream, Log, Upstream};
 
 const ISS: &str = "https://members.example.com/";
 const AUD: &str = "widgets";
-
-const RSA: (&str, &str) = (
-    include_str!("../fixtures/keys/rsa.pem"),
-    include_str!("../fixtures/keys/rsa.pub.pem"),
-);
-const P256: (&str, &str) = (
-    include_str!("../fixtures/keys/p256.pem"),
-    include_str!("../fixtures/keys/p256.pub.pem"),
-);
-const P384: (&str, &str) = (
-    include_str!("../fixtures/keys/p384.pem"),
-    include_str!("../fixtures/keys/p384.pub.pem"),
-);
-const ED25519: (&str, &str) = (
-    include_str!("../fixtures/keys/ed25519.pem"),
-    include_str!("../fixtures/keys/ed25519.pub.pem"),
-);
 
 // ---------------------------------------------------------------------------------------
 // JWKs from public keys: the SubjectPublicKeyInfo DER read by hand.

@@ -2,6 +2,7 @@
 //! `jwt_encode()` sign with a key from the secrets, and the upstream verifies the token with
 //! the public key only (ES512 with RustCrypto's P-521 verifier, the rest with jsonwebtoken).
 
+use crate::common::keys::{ED25519, P256, P384, P521, RSA};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
@@ -27,26 +28,6 @@ const ALGORITHMS: &[(&str, &str, &str, &str)] = &[
 ];
 
 const HS_KEY: &str = "an-hmac-key-of-reasonable-length-0123456789";
-const RSA: (&str, &str) = (
-    include_str!("../fixtures/keys/rsa.pem"),
-    include_str!("../fixtures/keys/rsa.pub.pem"),
-);
-const P256: (&str, &str) = (
-    include_str!("../fixtures/keys/p256.pem"),
-    include_str!("../fixtures/keys/p256.pub.pem"),
-);
-const P384: (&str, &str) = (
-    include_str!("../fixtures/keys/p384.pem"),
-    include_str!("../fixtures/keys/p384.pub.pem"),
-);
-const P521: (&str, &str) = (
-    include_str!("../fixtures/keys/p521.pem"),
-    include_str!("../fixtures/keys/p521.pub.pem"),
-);
-const ED25519: (&str, &str) = (
-    include_str!("../fixtures/keys/ed25519.pem"),
-    include_str!("../fixtures/keys/ed25519.pub.pem"),
-);
 
 /// Verifies `token` with the public key and returns its claims; panics if it does not verify.
 fn verify(token: &str, algorithm: &str, public_pem: &str) -> Value {
