@@ -165,6 +165,18 @@ impl Metrics {
         let _ = r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ));
+        // Series whose label values are fixed exist from start-up, at zero, so dashboards and
+        // alerts see them before the first event (a rate over a series that does not exist
+        // yet is no data, not 0).
+        for result in ["hit", "miss"] {
+            m.token_cache.with_label_values(&[result]);
+        }
+        for result in ["ok", "failed"] {
+            m.registry_loads.with_label_values(&[result]);
+        }
+        for kind in ["simple", "composite"] {
+            m.registry_connectors.with_label_values(&[kind]);
+        }
         Arc::new(m)
     }
 

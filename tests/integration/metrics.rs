@@ -247,3 +247,35 @@ async fn metrics_can_be_served_on_a_separate_listener() {
     );
     assert_eq!(app.call("GET", "/metrics", None, &[]).await.status, 404);
 }
+
+#[actix_web::test]
+async fn series_with_fixed_labels_exist_at_zero_from_start_up() {
+    let app = spawn_app(json!({"connectors": []})).await;
+    let text = app.get("/metrics").await.text();
+    let series = samples(&text);
+    for (metric, label, value) in [
+        (
+            "connector_token_cache_requests_total",
+            ("result", "hit"),
+            0.0,
+        ),
+        (
+            "connector_token_cache_requests_total",
+            ("result", "miss"),
+            0.0,
+        ),
+        ("connector_token_fetch_errors_total", ("", ""), 0.0),
+        ("connector_registry_loads_total", ("result", "failed"), 0.0),
+        ("connector_registry_connectors", ("kind", "composite"), 0.0),
+        ("connector_registry_connectors", ("kind", "simple"), 0.0),
+    ] {
+        let found = series.iter().find(|(name, labels, _)| {
+            name == metric
+                && (label.0.is_empty() || labels.get(label.0).map(String::as_str) == Some(label.1))
+        });
+        let Some((_, _, seen)) = found else {
+            panic!("{metric} {label:?} is not exposed at start-up:\n{text}");
+        };
+        assert_eq!(*seen, value, "{metric} {label:?}");
+    }
+}
