@@ -1,6 +1,7 @@
 //! Real upstream servers on 127.0.0.1, and the route handlers they are built from.
 
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use bytes::Bytes;
 use connector_runtime::config::ServeArgs;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// One request an upstream received.
 #[derive(Debug, Clone)]
@@ -360,4 +361,53 @@ pub fn resolver_flags(
         f.resolve = resolve;
         f.step_timeout_ms = step_timeout_ms;
     }
+}
+
+/// An upstream whose token endpoint hands out `tok-1`, `tok-2`, ... (waiting `token_delay`
+/// and answering `expires_in`), and whose `/data` accepts the tokens in `accepted`.
+pub async fn token_upstream(
+    token_delay: Duration,
+    expires_in: u64,
+    accepted: &'static [&'static str],
+) -> Upstream {
+    let issued = Arc::new(AtomicUsize::new(0));
+    upstream(move |cfg| {
+        let issued = issued.clone();
+        cfg.route(
+            "/oauth/token",
+            web::post().to(move |req: HttpRequest, body: Bytes, log: web::Data<Log>| {
+                log.record(&req, &body);
+                let n = issued.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    actix_rt::time::sleep(token_delay).await;
+                    HttpResponse::Ok().json(json!({
+                        "access_token": format!("tok-{n}"),
+                        "token_type": "Bearer",
+                        "expires_in": expires_in
+                    }))
+                }
+            }),
+        )
+        .route(
+            "/data",
+            web::get().to(move |req: HttpRequest, body: Bytes, log: web::Data<Log>| {
+                log.record(&req, &body);
+                let auth = req
+                    .headers()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                let ok = accepted.iter().any(|t| auth == format!("Bearer {t}"));
+                async move {
+                    if ok {
+                        HttpResponse::Ok().json(json!({"data": "yes"}))
+                    } else {
+                        HttpResponse::Unauthorized().json(json!({"error": "invalid_token"}))
+                    }
+                }
+            }),
+        );
+    })
+    .await
 }

@@ -2,16 +2,13 @@
 //! oauth_client_credentials with its token cache (single flight, expiry, cache key, 401
 //! refresh-and-retry, token endpoint failure) and oauth_jwt_bearer.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::{
     assert_envelope, echo_route, echo_upstream, form_field, json_route, slow_route, spawn_app,
-    spawn_app_with, upstream, AppOptions, Log, Reply, TestApp, Upstream, NETWORK_SCOPE,
+    spawn_app_with, token_upstream, upstream, AppOptions, Reply, TestApp, Upstream, NETWORK_SCOPE,
 };
-use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::Bytes;
+use actix_web::web;
 use jsonwebtoken::{decode, Algorithm, DecodingKey, TokenData, Validation};
 use serde_json::{json, Value};
 
@@ -27,55 +24,6 @@ fn oauth_config(base: &str, client_id: &str) -> Value {
 
 fn oauth_app_options() -> AppOptions {
     AppOptions::default().secret("client_secret", "cs-1")
-}
-
-/// An upstream whose token endpoint hands out `tok-1`, `tok-2`, ... (waiting `token_delay`
-/// and answering `expires_in`), and whose `/data` accepts the tokens in `accepted`.
-async fn token_upstream(
-    token_delay: Duration,
-    expires_in: u64,
-    accepted: &'static [&'static str],
-) -> Upstream {
-    let issued = Arc::new(AtomicUsize::new(0));
-    upstream(move |cfg| {
-        let issued = issued.clone();
-        cfg.route(
-            "/oauth/token",
-            web::post().to(move |req: HttpRequest, body: Bytes, log: web::Data<Log>| {
-                log.record(&req, &body);
-                let n = issued.fetch_add(1, Ordering::SeqCst) + 1;
-                async move {
-                    actix_rt::time::sleep(token_delay).await;
-                    HttpResponse::Ok().json(json!({
-                        "access_token": format!("tok-{n}"),
-                        "token_type": "Bearer",
-                        "expires_in": expires_in
-                    }))
-                }
-            }),
-        )
-        .route(
-            "/data",
-            web::get().to(move |req: HttpRequest, body: Bytes, log: web::Data<Log>| {
-                log.record(&req, &body);
-                let auth = req
-                    .headers()
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
-                let ok = accepted.iter().any(|t| auth == format!("Bearer {t}"));
-                async move {
-                    if ok {
-                        HttpResponse::Ok().json(json!({"data": "yes"}))
-                    } else {
-                        HttpResponse::Unauthorized().json(json!({"error": "invalid_token"}))
-                    }
-                }
-            }),
-        );
-    })
-    .await
 }
 
 /// Runs simple GET connector `permalink` and returns the status.

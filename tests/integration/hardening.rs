@@ -2,41 +2,23 @@
 //! different assertions and live no longer than the endpoint says; execute answers are never
 //! sniffed or run as the runtime's origin; refusals before a run use the envelope.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::Bytes;
+use actix_web::web;
 use serde_json::{json, Value};
 
 use crate::common::{
-    assert_envelope, echo_route, spawn_app, spawn_app_with, typed_route, upstream, AppOptions, Log,
-    Upstream,
+    assert_envelope, echo_route, spawn_app, spawn_app_with, token_upstream, typed_route, upstream,
+    AppOptions, Upstream,
 };
 
 const HS_KEY: &str = "hs256-test-key-0123456789abcdef";
 
-/// An upstream whose token endpoint hands out `tok-1`, `tok-2`, ... with `expires_in`, and
-/// an `/echo` route.
+/// The tokens the tests' token endpoint hands out, in order.
+const TOKENS: &[&str] = &["tok-1", "tok-2", "tok-3", "tok-4", "tok-5", "tok-6"];
+
 async fn numbered_tokens(expires_in: u64) -> Upstream {
-    let issued = Arc::new(AtomicUsize::new(0));
-    upstream(move |cfg| {
-        let issued = issued.clone();
-        cfg.route(
-            "/oauth/token",
-            web::post().to(move |req: HttpRequest, body: Bytes, log: web::Data<Log>| {
-                let n = issued.fetch_add(1, Ordering::SeqCst) + 1;
-                async move {
-                    log.record(&req, &body);
-                    HttpResponse::Ok()
-                        .json(json!({"access_token": format!("tok-{n}"), "expires_in": expires_in}))
-                }
-            }),
-        )
-        .route("/echo", web::route().to(echo_route()));
-    })
-    .await
+    token_upstream(Duration::ZERO, expires_in, TOKENS).await
 }
 
 /// A simple `oauth_jwt_bearer` connector whose config is the common one with `extra` merged.
@@ -49,14 +31,14 @@ fn bearer_connector(up: &Upstream, permalink: &str, extra: Value) -> Value {
     for (k, v) in extra.as_object().unwrap() {
         config[k] = v.clone();
     }
-    json!({"name": permalink, "permalink": permalink, "url": format!("{}/echo", up.base),
+    json!({"name": permalink, "permalink": permalink, "url": format!("{}/data", up.base),
         "authentication": {"type": "oauth_jwt_bearer", "config": config}})
 }
 
-/// The bearer token the upstream received on the latest `/echo` call.
+/// The bearer token the upstream received on the latest `/data` call.
 fn last_bearer(up: &Upstream) -> String {
     up.log
-        .to("/echo")
+        .to("/data")
         .last()
         .unwrap()
         .header("authorization")
