@@ -51,6 +51,24 @@ export interface SDKConfig {
   baseUrl?: string;
   /** Sent as `X-CSRF-Token` on every call; `null` or `''` clears it. */
   csrfToken?: string | null;
+  /**
+   * The signed-in member's token (a JWT your backend signs), sent as
+   * `Authorization: Bearer <token>` on every execute call, simple and composite.
+   *
+   * - A string is sent as is (it must be visible ASCII, at most 8192 bytes; otherwise
+   *   `configure` throws `INVALID_SESSION_TOKEN`).
+   * - A function is called once per call, right before it is sent, and never cached: return
+   *   the token, or a promise of it, so the page can refresh tokens. `null`, `undefined` or
+   *   `''` sends no Authorization header for that call. If it throws, its promise rejects, or
+   *   it gives anything else (or a string with whitespace, control or non-ASCII characters, or
+   *   longer than 8192 bytes), the call's promise rejects with a `ConnectorBoundaryError`
+   *   `INVALID_SESSION_TOKEN` and nothing is sent. The call's timeout and signal cover it.
+   * - `null` or `undefined` (given explicitly) or `''` removes it.
+   *
+   * When a token is sent it replaces any `Authorization` header of the default or per-call
+   * headers. Another type (a number, an object, ...) throws `INVALID_OPTIONS`.
+   */
+  sessionToken?: string | null | (() => string | null | undefined | Promise<string | null | undefined>);
   /** Default headers for every call (replaces the previous default headers). */
   headers?: ParamBag;
   /** Default timeout in ms (positive; default 30000). */
@@ -132,11 +150,16 @@ export type BoundaryReason =
   | 'INVALID_PAYLOAD'
   | 'INVALID_TIMEOUT'
   | 'INVALID_BASE_URL'
-  | 'INVALID_CSRF_TOKEN';
+  | 'INVALID_CSRF_TOKEN'
+  | 'INVALID_SESSION_TOKEN';
 
 export declare const BOUNDARY_REASONS: Readonly<{ [K in BoundaryReason]: K }>;
 
-/** Thrown synchronously, before any request is sent. */
+/**
+ * Thrown synchronously, before any request is sent. Exception: `INVALID_SESSION_TOKEN` while a
+ * `sessionToken` function is resolved for a call rejects that call's promise (still before
+ * anything is sent); `cause` is then what the function threw or its promise rejected with.
+ */
 export declare class ConnectorBoundaryError extends Error {
   readonly name: 'ConnectorBoundaryError';
   readonly reason: BoundaryReason;
@@ -144,6 +167,8 @@ export declare class ConnectorBoundaryError extends Error {
   readonly field: string | null;
   /** The offending key, when there is one (for HEADER_TOO_LONG on path params: `X-Path-Params`). */
   readonly key: string | null;
+  /** For `INVALID_SESSION_TOKEN` from a throwing / rejecting `sessionToken` function: what it threw. */
+  readonly cause?: unknown;
 }
 
 /** The runtime answered with a non-2xx status. */
@@ -197,7 +222,10 @@ export declare class WidgetServiceSDK {
   /** Merges into the default headers; a null/undefined value removes that header. */
   updateHeaders(headers?: Record<string, ParamValue | null | undefined> | Map<string, ParamValue | null | undefined>): this;
   setDefaultTimeout(ms: number): this;
-  /** Headers sent on every call: the default headers plus `X-CSRF-Token` when configured. */
+  /**
+   * Headers sent on every call: the default headers plus `X-CSRF-Token` when configured (not the
+   * session token's `Authorization`, which is resolved per call and never exposed).
+   */
   getHeaders(): Record<string, string>;
   getDefaultTimeout(): number;
   getBaseUrl(): string;
@@ -221,6 +249,8 @@ export declare class WidgetServiceSDK {
 
 export declare const DEFAULT_TIMEOUT_MS: 30000;
 export declare const MAX_HEADER_LENGTH: 4096;
+/** Longest `sessionToken` sent, in bytes. */
+export declare const MAX_SESSION_TOKEN_LENGTH: 8192;
 export declare const SDK_VERSION: string;
 export declare function parseServerTiming(header: string | null | undefined): ServerTimingEntry[];
 export declare function parseConnectorTiming(header: string | null | undefined): ConnectorTiming | null;

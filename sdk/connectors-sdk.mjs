@@ -30,6 +30,12 @@ const PATH_PARAMS_HEADER = 'X-Path-Params';
 /** The header that carries the CSRF token. */
 const CSRF_HEADER = 'X-CSRF-Token';
 
+/** The header that carries the session token, as `Bearer <token>`. */
+const AUTHORIZATION_HEADER = 'Authorization';
+
+/** Longest session token the SDK sends, in bytes (a token is ASCII, so also in characters). */
+const MAX_SESSION_TOKEN_LENGTH = 8192;
+
 /** Stable `ConnectorBoundaryError.reason` codes. */
 const BOUNDARY_REASONS = Object.freeze({
   /** `execute` was called without options, or an option has the wrong shape (e.g. `queryParams` is an array). */
@@ -58,17 +64,29 @@ const BOUNDARY_REASONS = Object.freeze({
   INVALID_BASE_URL: 'INVALID_BASE_URL',
   /** `csrfToken` is not a string (or null to clear it). */
   INVALID_CSRF_TOKEN: 'INVALID_CSRF_TOKEN',
+  /**
+   * The session token is unusable: a `sessionToken` string (or what its function returned) holds
+   * whitespace, a control or a non-ASCII character or is longer than 8192 bytes; the function
+   * returned something other than a string, null or undefined; or it threw, or its promise rejected.
+   * The message never contains the token.
+   */
+  INVALID_SESSION_TOKEN: 'INVALID_SESSION_TOKEN',
 });
 
 const HEADER_NAME_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 // CR, LF, NUL, or anything outside Latin-1 cannot travel in a header value.
 // eslint-disable-next-line no-control-regex
 const BAD_HEADER_VALUE_RE = /[\r\n\0]|[^\u0000-\u00ff]/;
+// A bearer token is visible ASCII: no whitespace, no control character, nothing above 0x7e.
+const SESSION_TOKEN_RE = /^[\x21-\x7e]+$/;
 
 /**
  * Thrown synchronously, before any request is sent, when a call breaks the SDK's rules.
  * `reason` is one of BOUNDARY_REASONS; `field` names the option (`pathParams`, `headers`, ...);
  * `key` names the offending key when there is one.
+ * The one exception is INVALID_SESSION_TOKEN raised while a `sessionToken` function is resolved
+ * for a call: that function may be async, so the call's promise rejects with it instead (still
+ * before any request is sent).
  */
 class ConnectorBoundaryError extends Error {
   constructor(reason, message, details) {
@@ -233,6 +251,93 @@ function checkCsrfToken(value) {
   return value;
 }
 
+/** What a value is, without the value itself (for messages about secrets). */
+function kindOf(value) {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  const type = typeof value;
+  return type === 'object' ? 'an object' : (/^[aeiou]/.test(type) ? 'an ' : 'a ') + type;
+}
+
+/** Checks a session token string; messages never contain the token. */
+function checkSessionToken(token) {
+  if (!SESSION_TOKEN_RE.test(token)) {
+    const hint = /^bearer\s/i.test(token) ? " (pass the token alone: the SDK adds 'Bearer ')" : '';
+    throw boundary(
+      BOUNDARY_REASONS.INVALID_SESSION_TOKEN,
+      'sessionToken holds whitespace, a control character or a non-ASCII character' + hint,
+      'sessionToken'
+    );
+  }
+  if (token.length > MAX_SESSION_TOKEN_LENGTH) {
+    throw boundary(
+      BOUNDARY_REASONS.INVALID_SESSION_TOKEN,
+      'sessionToken is ' + token.length + ' bytes long (max ' + MAX_SESSION_TOKEN_LENGTH + ')',
+      'sessionToken'
+    );
+  }
+  return token;
+}
+
+/** The `sessionToken` setting: a checked string, a function, or null (none). */
+function checkSessionTokenOption(value) {
+  if (value === null || value === undefined || value === '') return null;
+  if (typeof value === 'function') return value;
+  if (typeof value !== 'string') {
+    throw boundary(
+      BOUNDARY_REASONS.INVALID_OPTIONS,
+      'sessionToken must be a string, a function or null, got ' + kindOf(value),
+      'sessionToken'
+    );
+  }
+  return checkSessionToken(value);
+}
+
+function sessionTokenFailure(message, cause) {
+  const err = boundary(BOUNDARY_REASONS.INVALID_SESSION_TOKEN, message + '; no request was sent', 'sessionToken');
+  if (cause !== undefined) err.cause = cause;
+  return err;
+}
+
+/**
+ * The token to send for one call, or null for none: a string setting as is; a function is
+ * called (once, now) and its result, or what its promise resolves with, is checked.
+ */
+async function resolveSessionToken(source) {
+  if (source === null || typeof source === 'string') return source;
+  let value;
+  try {
+    value = source();
+  } catch (e) {
+    throw sessionTokenFailure('the sessionToken function threw', e);
+  }
+  if (value !== null && (typeof value === 'object' || typeof value === 'function') && typeof value.then === 'function') {
+    try {
+      value = await value;
+    } catch (e) {
+      throw sessionTokenFailure("the sessionToken function's promise rejected", e);
+    }
+  }
+  if (value === null || value === undefined || value === '') return null;
+  if (typeof value !== 'string') {
+    throw sessionTokenFailure(
+      'the sessionToken function must return a string, null or undefined (or a promise of one), got ' + kindOf(value)
+    );
+  }
+  return checkSessionToken(value);
+}
+
+/** `headers` with `Authorization: Bearer <token>` replacing any Authorization header; as is without a token. */
+function withSessionToken(headers, token) {
+  if (token === null) return headers;
+  const out = {};
+  for (const k of Object.keys(headers)) {
+    if (k.toLowerCase() !== AUTHORIZATION_HEADER.toLowerCase()) out[k] = headers[k];
+  }
+  out[AUTHORIZATION_HEADER] = 'Bearer ' + token;
+  return out;
+}
+
 function checkPermalink(options) {
   const permalink = options.permalink;
   if (typeof permalink !== 'string' || permalink.trim().length === 0) {
@@ -353,17 +458,20 @@ function headersToObject(headers) {
  * One client of the connector runtime.
  *
  *   const sdk = new WidgetServiceSDK({ baseUrl: 'https://runtime.example', csrfToken, headers, timeout });
+ *   sdk.configure({ sessionToken: () => fetch('/my-backend/connector-token').then((r) => r.text()) });
  *   const data = await sdk.connectors.execute({ permalink: 'get-item', pathParams: { item_id: 'itm_042' } });
  *   const out = await sdk.connectors.composite.execute({ permalink: 'auth-and-fetch-user', payload: {...} });
  */
 class WidgetServiceSDK {
   /**
-   * @param {object} [options] baseUrl ('' = same origin), csrfToken, headers, timeout (ms),
+   * @param {object} [options] baseUrl ('' = same origin), csrfToken, sessionToken, headers, timeout (ms),
    *   credentials (fetch's, default 'same-origin'), fetch (a fetch implementation; default globalThis.fetch).
    */
   constructor(options) {
     this._baseUrl = '';
     this._csrfToken = null;
+    // A string or a function; never the result of a function (those are not kept).
+    this._sessionToken = null;
     this._headers = [];
     this._timeout = DEFAULT_TIMEOUT_MS;
     this._credentials = 'same-origin';
@@ -408,6 +516,13 @@ class WidgetServiceSDK {
   /**
    * Changes settings; only the keys given change (unknown keys are ignored).
    * `headers` replaces the default headers; `csrfToken: null` clears the token.
+   *
+   * `sessionToken` is the signed-in member's token (a JWT), sent as `Authorization: Bearer <token>`
+   * on every execute call: a string, or a function returning a string or a promise of one, called
+   * once per call right before it (never cached, so it can hand out fresh tokens). A function that
+   * returns null, undefined or '' sends no token for that call. `sessionToken: null` (or
+   * `undefined`, or '') removes it. When a token is sent it replaces any Authorization header from
+   * the default or per-call headers.
    * @returns {WidgetServiceSDK} this
    */
   configure(options) {
@@ -419,6 +534,8 @@ class WidgetServiceSDK {
     const next = {};
     if (options.baseUrl !== undefined) next.baseUrl = checkBaseUrl(options.baseUrl);
     if (options.csrfToken !== undefined) next.csrfToken = checkCsrfToken(options.csrfToken);
+    // Unlike the other keys, an explicit `sessionToken: undefined` removes the token too.
+    if ('sessionToken' in options) next.sessionToken = checkSessionTokenOption(options.sessionToken);
     if (options.headers !== undefined) next.headers = checkHeaders(options.headers, 'headers');
     if (options.timeout !== undefined) next.timeout = checkTimeout(options.timeout, 'timeout');
     if (options.credentials !== undefined) {
@@ -429,6 +546,7 @@ class WidgetServiceSDK {
     }
     if ('baseUrl' in next) this._baseUrl = next.baseUrl;
     if ('csrfToken' in next) this._csrfToken = next.csrfToken;
+    if ('sessionToken' in next) this._sessionToken = next.sessionToken;
     if ('headers' in next) this._headers = dedupeHeaders(next.headers);
     if ('timeout' in next) this._timeout = next.timeout;
     if ('credentials' in next) this._credentials = next.credentials;
@@ -465,7 +583,10 @@ class WidgetServiceSDK {
     return this;
   }
 
-  /** The headers sent with every call: the default headers plus X-CSRF-Token when configured (a copy). */
+  /**
+   * The headers sent with every call: the default headers plus X-CSRF-Token when configured (a copy).
+   * The session token's Authorization header is not included: it is resolved per call and never exposed.
+   */
   getHeaders() {
     const out = {};
     for (const [k, v] of this._headers) out[k] = v;
@@ -572,6 +693,8 @@ class WidgetServiceSDK {
       throw new Error('fetch is not available in this environment');
     }
     const label = "connector '" + req.permalink + "'";
+    // The setting as it is now, so that a configure() during this call does not change it.
+    const tokenSource = this._sessionToken;
     const controller = new AbortController();
     let timer = null;
     let onUserAbort = null;
@@ -603,6 +726,9 @@ class WidgetServiceSDK {
     };
     if (req.body !== undefined) init.body = req.body;
     try {
+      // The session token function runs now, once for this call; the timeout and signal cover it.
+      const token = tokenSource === null ? null : await Promise.race([resolveSessionToken(tokenSource), stopped]);
+      init.headers = withSessionToken(req.headers, token);
       let response;
       try {
         response = await Promise.race([Promise.resolve().then(() => fetchImpl(req.url, init)), stopped]);
@@ -781,6 +907,7 @@ export {
   BOUNDARY_REASONS,
   DEFAULT_TIMEOUT_MS,
   MAX_HEADER_LENGTH,
+  MAX_SESSION_TOKEN_LENGTH,
   SDK_VERSION,
   parseServerTiming,
   parseConnectorTiming,

@@ -19,8 +19,8 @@ describe('reason codes', () => {
   test('are stable and equal to their names', () => {
     assert.deepEqual(Object.keys(BOUNDARY_REASONS).sort(), [
       'EMPTY_KEY', 'HEADER_TOO_LONG', 'INVALID_BASE_URL', 'INVALID_CSRF_TOKEN', 'INVALID_HEADER_NAME',
-      'INVALID_METHOD', 'INVALID_OPTIONS', 'INVALID_PAYLOAD', 'INVALID_TIMEOUT', 'INVALID_VALUE',
-      'MISSING_PERMALINK', 'PATH_PARAMS_ON_COMPOSITE', 'RESERVED_HEADER',
+      'INVALID_METHOD', 'INVALID_OPTIONS', 'INVALID_PAYLOAD', 'INVALID_SESSION_TOKEN', 'INVALID_TIMEOUT',
+      'INVALID_VALUE', 'MISSING_PERMALINK', 'PATH_PARAMS_ON_COMPOSITE', 'RESERVED_HEADER',
     ]);
     for (const [k, v] of Object.entries(BOUNDARY_REASONS)) assert.equal(k, v);
     assert.ok(Object.isFrozen(BOUNDARY_REASONS));
