@@ -324,8 +324,11 @@ async function resolveSessionToken(source) {
   }
   if (value === null || value === undefined || value === '') return null;
   if (typeof value !== 'string') {
+    // The likely slip: `() => fetch(url)` instead of `() => fetch(url).then((r) => r.text())`.
+    const looksLikeResponse = isPlainObject(value) && typeof value.text === 'function' && typeof value.status === 'number';
     throw sessionTokenFailure(
-      'the sessionToken function must return a string, null or undefined (or a promise of one), got ' + kindOf(value)
+      'the sessionToken function must return a string, null or undefined (or a promise of one), got ' +
+        (looksLikeResponse ? "a Response (return its text(), e.g. fetch(url).then((r) => r.text()))" : kindOf(value))
     );
   }
   return checkSessionToken(value);
