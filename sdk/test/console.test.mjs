@@ -37,9 +37,20 @@ async function openConsole(routes) {
     }
     return json({ id: 'itm_042' }, 200, { 'X-Request-ID': 'req-s', 'X-Connector-Timing': JSON.stringify(SIMPLE_TIMING) });
   };
+  // Web Storage that records every write: the console must never persist anything (the member token above all).
+  const storageWrites = [];
+  const storage = (name) => ({
+    getItem: () => null,
+    setItem: (k, v) => storageWrites.push([name, k, v]),
+    removeItem: () => {},
+    clear: () => {},
+    key: () => null,
+    length: 0,
+  });
   const ctx = {
     document, fetch, Response, Headers, URLSearchParams, AbortController, setTimeout, clearTimeout,
     performance, console, location: { hash: '' }, history: { replaceState(_, __, hash) { ctx.location.hash = hash; } },
+    localStorage: storage('localStorage'), sessionStorage: storage('sessionStorage'),
   };
   ctx.window = ctx;
   vm.createContext(ctx);
@@ -55,7 +66,7 @@ async function openConsole(routes) {
   await settle();
   const $ = (sel) => document.querySelector(sel);
   const $$ = (sel) => document.querySelectorAll(sel);
-  return { document, ctx, calls, $, $$ };
+  return { document, ctx, calls, storageWrites, $, $$ };
 }
 
 /** Copies a value out of the console's realm so deepEqual compares structure only. */
@@ -312,5 +323,117 @@ describe('console in a DOM', () => {
     assert.equal(page.$('#connector-list li[data-permalink="get-item"]').className, 'selected');
     assert.equal(page.$('#connector-list li[data-permalink="get-item"] button').getAttribute('aria-current'), 'true');
     assert.equal(page.$('#connector-list li[data-permalink="create-item"] button').getAttribute('aria-current'), null);
+  });
+});
+
+describe('console: the member token (Authorization: Bearer)', () => {
+  const JWT = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJtZW1iZXItNyJ9.c2lnLXZhbHVl';
+
+  /** Every text and attribute value in the page (its output and log areas included). */
+  function pageStrings(page) {
+    const out = [];
+    const walk = (node) => {
+      if (node.nodeType === 3) {
+        out.push(node.data);
+        return;
+      }
+      if (node.attributes) for (const v of node.attributes.values()) out.push(v);
+      for (const child of node.childNodes || []) walk(child);
+    };
+    walk(page.document);
+    return out;
+  }
+
+  function assertNotShown(page, secret) {
+    for (const text of pageStrings(page)) assert.ok(!text.includes(secret), 'the token is shown in the page: ' + text.slice(0, 200));
+    assert.ok(!String(page.ctx.location.hash).includes(secret), 'the token is in the URL');
+    assert.deepEqual(page.storageWrites, [], 'nothing may be written to Web Storage');
+  }
+
+  test('a labelled password field with a show toggle, not persisted anywhere', async () => {
+    assert.doesNotMatch(HTML, /localStorage|sessionStorage|document\.cookie/);
+    const page = await openConsole();
+    const input = page.$('#session-token');
+    assert.equal(input.localName, 'input');
+    assert.equal(input.getAttribute('type'), 'password');
+    assert.equal(input.getAttribute('autocomplete'), 'off');
+    assert.match(page.$('label[for="session-token"]').textContent, /Member token \(JWT\) — sent as Authorization: Bearer/);
+    const toggle = page.$('#session-token-toggle');
+    assert.equal(toggle.getAttribute('aria-controls'), 'session-token');
+    assert.equal(toggle.getAttribute('aria-pressed'), 'false');
+    toggle.click();
+    assert.equal(input.getAttribute('type'), 'text');
+    assert.equal(toggle.getAttribute('aria-pressed'), 'true');
+    assert.equal(toggle.textContent, 'Hide');
+    toggle.click();
+    assert.equal(input.getAttribute('type'), 'password');
+    assert.equal(toggle.textContent, 'Show');
+  });
+
+  test('filled in: every run sends Authorization: Bearer <token> (trimmed), simple and composite; the token is never shown', async () => {
+    const page = await openConsole();
+    page.$('#session-token').value = '  ' + JWT + '\n';
+    pick(page, 'get-item');
+    page.$('#execute').click();
+    await settle();
+    pick(page, 'auth-and-fetch-user');
+    assert.equal(page.$('#session-token').value.trim(), JWT, 'choosing another connector keeps the token');
+    page.$('#execute').click();
+    await settle();
+    page.$('#execute').click();
+    await settle();
+    const runs = page.calls.slice(1);
+    assert.deepEqual(runs.map((c) => c.url), ['/connectors/get-item/execute', '/connectors/composite/auth-and-fetch-user/execute', '/connectors/composite/auth-and-fetch-user/execute']);
+    for (const call of runs) assert.equal(call.init.headers.Authorization, 'Bearer ' + JWT);
+    assert.equal(runs[0].init.credentials, 'same-origin');
+    assert.equal(page.calls[0].init.headers.Authorization, undefined, 'the connector list does not carry it');
+    assert.equal(page.$('#status').textContent, '200');
+    assertNotShown(page, JWT);
+  });
+
+  test('empty (or blank) sends no Authorization header; clearing it stops sending it', async () => {
+    const page = await openConsole();
+    pick(page, 'create-item');
+    page.$('#execute').click();
+    await settle();
+    page.$('#session-token').value = '   ';
+    page.$('#execute').click();
+    await settle();
+    page.$('#session-token').value = JWT;
+    page.$('#execute').click();
+    await settle();
+    page.$('#session-token').value = '';
+    page.$('#execute').click();
+    await settle();
+    const auth = page.calls.slice(1).map((c) => Object.keys(c.init.headers).find((k) => k.toLowerCase() === 'authorization'));
+    assert.deepEqual(auth, [undefined, undefined, 'Authorization', undefined]);
+  });
+
+  test('an unusable token (inner whitespace) is refused by the SDK: not sent, reason shown, token not shown', async () => {
+    const page = await openConsole();
+    page.$('#session-token').value = 'not a-token ' + JWT;
+    pick(page, 'get-item');
+    page.$('#execute').click();
+    await settle();
+    assert.equal(page.calls.length, 1, 'only the list request');
+    assert.equal(page.$('#status').textContent, 'Not sent');
+    const box = page.$('#client-error');
+    assert.equal(box.hidden, false);
+    assert.equal(box.getAttribute('data-reason'), 'INVALID_SESSION_TOKEN');
+    assert.equal(page.$('#execute').disabled, false, 'can run again');
+    assertNotShown(page, JWT);
+  });
+
+  test('a 401 IDENTITY_INVALID is shown as an envelope, without the token', async () => {
+    const envelope = { success: false, errors: { code: 'IDENTITY_INVALID', detail: 'the token has expired', scope: null, params: [] }, request_id: 'req-i' };
+    const page = await openConsole((url) => (url.startsWith('/connectors/') ? json(envelope, 401, { 'WWW-Authenticate': 'Bearer error="invalid_token"' }) : null));
+    page.$('#session-token').value = JWT;
+    pick(page, 'get-item');
+    page.$('#execute').click();
+    await settle();
+    assert.equal(page.calls[1].init.headers.Authorization, 'Bearer ' + JWT);
+    assert.match(page.$('#status').textContent, /401 IDENTITY_INVALID/);
+    assert.equal(page.$('#error-envelope').getAttribute('data-code'), 'IDENTITY_INVALID');
+    assertNotShown(page, JWT);
   });
 });
