@@ -19,7 +19,7 @@ use connector_runtime::run::step::StepActor;
 use connector_runtime::run::timing::{
     composite_connector_timing, composite_server_timing, StepTiming,
 };
-use connector_runtime::run::{CallerOverrides, CompositeRunActor, RunInput};
+use connector_runtime::run::{CallerOverrides, CallerVars, CompositeRunActor, RunInput};
 use connector_runtime::server::StepActors;
 use connector_runtime::template::context::{RequestView, TemplateContext};
 use connector_runtime::upstream::client::ClientSettings;
@@ -64,6 +64,7 @@ fn run_input(registry: &Arc<Registry>) -> RunInput {
         request(),
         Vec::new(),
         CallerOverrides::default(),
+        CallerVars::default(),
     )
 }
 

@@ -175,6 +175,9 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "CONNECTOR_RUNTIME_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Caller identity: `user.*` and `tenant_id` from a verified token (docs/spec.md §9).
+    #[command(flatten, next_help_heading = "Caller identity")]
+    pub identity: crate::identity::IdentityArgs,
 }
 
 impl ServeArgs {

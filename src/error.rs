@@ -99,6 +99,10 @@ error_codes! {
     RouteNotFound => "ROUTE_NOT_FOUND", 404, None, "client_error";
     /// The operator API needs its bearer token.
     Unauthorized => "UNAUTHORIZED", 401, None, "client_error";
+    /// The connector needs a verified caller and the request carries no token.
+    IdentityRequired => "IDENTITY_REQUIRED", 401, None, "client_error";
+    /// The caller token failed a check (the detail names it).
+    IdentityInvalid => "IDENTITY_INVALID", 401, None, "client_error";
     /// A push webhook's signature is missing or wrong.
     InvalidSignature => "INVALID_SIGNATURE", 401, None, "client_error";
 }

@@ -8,6 +8,8 @@
 use std::time::Duration;
 
 use crate::error::Code;
+use crate::identity::jwks::{log_key_event, FetchTrigger, KeyEvent};
+use crate::identity::VerifyOutcome;
 use crate::metrics::{status_class, HotHandles, Metrics};
 
 /// Milliseconds with one decimal, for log fields.
@@ -419,5 +421,49 @@ impl<'a> InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight.dec();
+    }
+}
+
+/// A caller token was checked (or was needed and missing): docs/spec.md §9. No claim and no
+/// token is logged; the failed check is.
+#[derive(Debug)]
+pub(crate) struct CallerIdentified<'a> {
+    /// The run's request id.
+    pub request_id: &'a str,
+    /// What came of it.
+    pub outcome: VerifyOutcome,
+}
+
+impl CallerIdentified<'_> {
+    /// Counts the outcome; a refused token is logged at debug level (the refusal itself is a
+    /// [`RequestRejected`]).
+    pub(crate) fn emit(&self, metrics: &Metrics) {
+        let result = self.outcome.as_label();
+        metrics
+            .identity_verifications
+            .with_label_values(&[result])
+            .inc();
+        if let VerifyOutcome::Invalid(error) = self.outcome {
+            tracing::debug!(request_id = self.request_id, check = error.check(), "caller token refused");
+        }
+    }
+}
+
+/// The identity key store fetched (or did not fetch) the issuer's keys.
+pub(crate) struct IdentityKeysEvent<'a>(pub &'a KeyEvent);
+
+impl IdentityKeysEvent<'_> {
+    /// Counts the fetch by trigger and result, and logs it (no URL, no key material).
+    pub(crate) fn emit(&self, metrics: &Metrics) {
+        let trigger = match self.0 {
+            KeyEvent::Fetched(e) => e.trigger.as_label(),
+            KeyEvent::FetchFailed(e) => e.trigger.as_label(),
+            KeyEvent::RefetchLimited(_) => FetchTrigger::UnknownKey.as_label(),
+        };
+        metrics
+            .identity_jwks_fetches
+            .with_label_values(&[trigger, self.0.as_label()])
+            .inc();
+        log_key_event(self.0);
     }
 }

@@ -127,6 +127,10 @@ pub fn registry_build(data: &[u8]) {
         limits: limits(),
         mode: LoadMode::Serve,
         allow_http: true,
+        identity: Some(crate::registry::CallerIdentity {
+            user: true,
+            tenant_id: true,
+        }),
     };
     for options in [validate, serve] {
         let Ok(registry) = build_registry(&text, &options) else {

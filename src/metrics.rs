@@ -49,7 +49,26 @@ pub struct Metrics {
     pub registry_load_duration: Gauge,
     /// `connector_response_cache_requests_total{connector, result}` (hit | miss).
     pub response_cache: IntCounterVec,
+    /// `connector_identity_verifications_total{result}`: caller tokens verified, by result
+    /// (verified, missing where one was needed, or the failed check).
+    pub identity_verifications: IntCounterVec,
+    /// `connector_identity_jwks_fetches_total{trigger, result}` (fetched | failed | limited).
+    pub identity_jwks_fetches: IntCounterVec,
 }
+
+/// The `result` values of `connector_identity_verifications_total`.
+pub const IDENTITY_RESULTS: [&str; 10] = [
+    "verified",
+    "missing",
+    "expired",
+    "not_yet_valid",
+    "issuer",
+    "audience",
+    "signature",
+    "unknown_key",
+    "algorithm",
+    "malformed",
+];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -145,6 +164,16 @@ impl Metrics {
                 "Response cache look-ups of cacheable simple connectors, by result (hit | miss).",
                 &["connector", "result"],
             ),
+            identity_verifications: counter(
+                "connector_identity_verifications_total",
+                "Caller tokens checked, by result (verified, missing where one was needed, or the check that failed).",
+                &["result"],
+            ),
+            identity_jwks_fetches: counter(
+                "connector_identity_jwks_fetches_total",
+                "Fetches of the identity issuer's keys, by trigger (start | periodic | unknown_kid) and result (fetched | failed | limited).",
+                &["trigger", "result"],
+            ),
         };
         let r = &m.registry;
         let _ = r.register(Box::new(m.step_duration.clone()));
@@ -161,6 +190,8 @@ impl Metrics {
         let _ = r.register(Box::new(m.registry_load_ok.clone()));
         let _ = r.register(Box::new(m.registry_load_duration.clone()));
         let _ = r.register(Box::new(m.response_cache.clone()));
+        let _ = r.register(Box::new(m.identity_verifications.clone()));
+        let _ = r.register(Box::new(m.identity_jwks_fetches.clone()));
         #[cfg(target_os = "linux")]
         let _ = r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -176,6 +207,9 @@ impl Metrics {
         }
         for kind in ["simple", "composite"] {
             m.registry_connectors.with_label_values(&[kind]);
+        }
+        for result in IDENTITY_RESULTS {
+            m.identity_verifications.with_label_values(&[result]);
         }
         Arc::new(m)
     }

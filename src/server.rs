@@ -11,14 +11,16 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 
 use crate::config::ServeArgs;
+use crate::events::IdentityKeysEvent;
+use crate::identity::{Identity, IdentityStartError, KeyStoreOptions};
 use crate::http::{self, AppState, OperatorAccess};
 use crate::metrics::Metrics;
 use crate::registry::actor::SyncError;
 use crate::registry::{
-    BuildOptions, LoadMode, RegistryActor, RegistryHandle, RegistrySource, SyncReason,
+    BuildOptions, CallerIdentity, LoadMode, RegistryActor, RegistryHandle, RegistrySource, SyncReason,
 };
 use crate::run::step::StepActor;
-use crate::run::{RunSettings, SharedRunState};
+use crate::run::{IdentityGate, RunSettings, SharedRunState};
 use crate::template::secrets::SecretsError;
 use crate::template::{RenderLimits, SecretStore, Variables};
 use crate::upstream::client::ClientSettings;
@@ -41,6 +43,9 @@ pub enum StartError {
     /// A flag has a bad value.
     #[error("{0}")]
     Config(String),
+    /// Caller identity could not start (its flags, or its keys at start).
+    #[error(transparent)]
+    Identity(#[from] IdentityStartError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -114,7 +119,46 @@ pub fn build_options(args: &ServeArgs) -> Result<BuildOptions, StartError> {
         },
         mode: LoadMode::Serve,
         allow_http: args.allow_private_upstreams,
+        identity: Some(CallerIdentity::of(&args.identity).unwrap_or_default()),
     })
+}
+
+/// The identity gate `args` configure: identity started (see [`start_identity`]) and the
+/// tenant source.
+pub(crate) async fn identity_gate(
+    args: &ServeArgs,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<IdentityGate>, StartError> {
+    Ok(Arc::new(IdentityGate::new(
+        start_identity(args, metrics).await?,
+        &args.identity,
+    )))
+}
+
+/// Caller identity as `args` configure it (`None` when off): its keys fetched once, its
+/// refresh started, its key events counted in `metrics`.
+async fn start_identity(
+    args: &ServeArgs,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Arc<Identity>>, StartError> {
+    if args.identity.identity_cookie.is_some() && args.allow_origin.iter().any(|o| o == "*") {
+        // The cookie is sent by the browser on its own: only origins the operator names may
+        // make requests that carry it (CSRF; README "Caller identity").
+        return Err(StartError::Config(
+            "--identity-cookie cannot be used with --allow-origin '*': name the origins allowed to send the cookie".into(),
+        ));
+    }
+    let observer_metrics = metrics.clone();
+    let options = KeyStoreOptions {
+        observer: Arc::new(move |event| IdentityKeysEvent(event).emit(&observer_metrics)),
+        ..KeyStoreOptions::default()
+    };
+    let Some(identity) = Identity::start_with(&args.identity, options).await? else {
+        return Ok(None);
+    };
+    // The task ends with the key store, when the server is dropped.
+    let _refresh = identity.spawn_refresh();
+    Ok(Some(Arc::new(identity)))
 }
 
 /// A running server.
@@ -127,25 +171,30 @@ pub struct Application {
 }
 
 impl Application {
-    /// Loads the registry (failing if it is invalid) and binds the listener. Must be called
-    /// inside an actix system.
-    pub fn build(args: ServeArgs) -> Result<Self, StartError> {
-        Self::build_with_options(args.clone(), build_options(&args)?)
+    /// Starts caller identity (fetching its keys once), loads the registry (failing if it is
+    /// invalid) and binds the listener. Must be called inside an actix system.
+    pub async fn build(args: ServeArgs) -> Result<Self, StartError> {
+        let options = build_options(&args)?;
+        Self::build_with_options(args, options).await
     }
 
     /// Like [`Application::build`] with explicit registry build options.
-    pub fn build_with_options(args: ServeArgs, options: BuildOptions) -> Result<Self, StartError> {
+    pub async fn build_with_options(
+        args: ServeArgs,
+        options: BuildOptions,
+    ) -> Result<Self, StartError> {
         let source = args.registry_source();
-        Self::build_from(args, options, source)
+        Self::build_from(args, options, source).await
     }
 
     /// Like [`Application::build_with_options`] with an explicit registry source.
-    pub(crate) fn build_from(
+    pub(crate) async fn build_from(
         args: ServeArgs,
         options: BuildOptions,
         source: RegistrySource,
     ) -> Result<Self, StartError> {
         let metrics = Metrics::new();
+        let identity = identity_gate(&args, &metrics).await?;
         let step_actors = StepActors::from_args(&args, metrics.clone())?;
         let registry = RegistryHandle::new();
         let watch = matches!(source, RegistrySource::File(_));
@@ -195,6 +244,7 @@ impl Application {
                 console,
                 allow_origins: origins.clone().into(),
                 run_slots: run_slots.clone(),
+                identity: identity.clone(),
             };
             let mut app = App::new().app_data(web::Data::new(state));
             if !metrics_separately {

@@ -94,6 +94,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<i32, Failure> {
             options,
             RegistrySource::Inline(EXAMPLE_REGISTRY.to_string()),
         )
+        .await
         .map_err(|e| Failure::new(1, e))?;
         let base = format!("http://{}:{}", args.listen.ip(), app.port());
         println!("connector-runtime demo");

@@ -4,7 +4,7 @@
 use super::Failure;
 use std::sync::Arc;
 
-use actix_web::http::header::HeaderValue;
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
 use clap::Args;
 
@@ -14,7 +14,8 @@ use crate::registry::build_registry;
 use crate::run::input::RunRequest;
 use crate::run::timing::ms;
 use crate::run::CompositeRunActor;
-use crate::server::{build_options, StepActors};
+use crate::run::caller::CookieUse;
+use crate::server::{build_options, identity_gate, StepActors};
 
 /// Executes one connector once and prints status, body and step timings.
 #[derive(Debug, Clone, Args)]
@@ -92,23 +93,52 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Failure> {
             }
         };
         let headers = pairs(&args.headers, ':');
+        let metrics = crate::metrics::Metrics::new();
+        let gate = identity_gate(&args.serve, &metrics)
+            .await
+            .map_err(|e| Failure::new(2, e))?;
+        let mut header_map = HeaderMap::new();
+        for (name, value) in &headers {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                header_map.append(name, value);
+            }
+        }
+        let request_id: Arc<str> = crate::http::request_id::generate().into();
+        // The command is its own page: a token from the identity cookie is accepted.
+        let caller = gate
+            .identify(
+                resolved.connector(),
+                &header_map,
+                || CookieUse::Allowed,
+                &request_id,
+                &metrics,
+            )
+            .await
+            .map_err(|refused| Failure::new(2, format!("{}: {refused}", refused.code)))?;
         let content_type = args
             .payload
             .as_ref()
             .map(|_| "application/json".to_string());
         let body = Bytes::from(args.payload.clone().unwrap_or_default());
-        let step_actors = StepActors::from_args(&args.serve, crate::metrics::Metrics::new())
-            .map_err(|e| Failure::new(2, e))?;
+        let step_actors =
+            StepActors::from_args(&args.serve, metrics).map_err(|e| Failure::new(2, e))?;
         let input = Arc::new(resolved.into_input(
-            crate::http::request_id::generate().into(),
+            request_id,
             body,
             content_type,
             |name| {
+                if gate.consumes(name) {
+                    return None;
+                }
                 headers
                     .iter()
                     .find(|(k, _)| k.eq_ignore_ascii_case(name))
                     .and_then(|(_, v)| HeaderValue::from_str(v).ok())
             },
+            caller,
         ));
         let metrics = step_actors.shared.metrics.clone();
         let outcome = CompositeRunActor::new(input, step_actors.start(), metrics)

@@ -23,7 +23,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<i32, Failure> {
         // stops the server as soon as it runs) and never kills the process half-way.
         let signals = StopSignals::install()
             .map_err(|e| Failure::new(1, format!("cannot install the signal handlers: {e}")))?;
-        let app = Application::build(args.clone()).map_err(|e| Failure::new(1, e))?;
+        let app = Application::build(args.clone())
+            .await
+            .map_err(|e| Failure::new(1, e))?;
         app.reload_on_sighup();
         tracing::info!(listen = %args.listen, port = app.port(), "connector-runtime serving");
         serve_until_signalled(app, signals, args.shutdown_timeout_secs).await

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
 
-use crate::registry::{build_registry, BuildOptions, LoadMode, Report};
+use crate::identity::IdentityArgs;
+use crate::registry::{build_registry, BuildOptions, CallerIdentity, LoadMode, Report};
 use crate::template::{SecretStore, Variables};
 
 /// Output format of `validate`.
@@ -33,6 +34,11 @@ pub struct ValidateArgs {
     /// Variables JSON file, to resolve get_variable() hosts (optional).
     #[arg(long, env = "CONNECTOR_RUNTIME_VARIABLES_FILE")]
     pub variables_file: Option<PathBuf>,
+    /// The server's identity flags: with any of them, a template reading `user.*` or
+    /// `tenant_id` that the server could not serve is an error; without them, a warning.
+    /// The keys are not fetched.
+    #[command(flatten, next_help_heading = "Caller identity")]
+    pub identity: IdentityArgs,
 }
 
 /// Outcome of a validation, ready to print.
@@ -44,12 +50,19 @@ pub struct Validation {
     pub connectors: usize,
 }
 
-/// Validates the registry text with the given secrets and variables.
-pub fn validate_text(text: &str, secrets: SecretStore, variables: Variables) -> Validation {
+/// Validates the registry text with the given secrets and variables, for a server with
+/// `identity` (`None`: not known, see [`BuildOptions::identity`]).
+pub fn validate_text(
+    text: &str,
+    secrets: SecretStore,
+    variables: Variables,
+    identity: Option<CallerIdentity>,
+) -> Validation {
     let options = BuildOptions {
         secrets: Arc::new(secrets),
         variables: Arc::new(variables),
         mode: LoadMode::Validate,
+        identity,
         ..BuildOptions::default()
     };
     match build_registry(text, &options) {
@@ -109,7 +122,13 @@ pub(crate) fn run(args: &ValidateArgs) -> Result<i32, Failure> {
     let secrets = SecretStore::load(args.secrets_dir.as_deref()).map_err(|e| Failure::new(2, e))?;
     let variables =
         Variables::load(args.variables_file.as_deref()).map_err(|e| Failure::new(2, e))?;
-    let validation = validate_text(&text, secrets, variables);
+    args.identity.validate().map_err(|e| Failure::new(2, e))?;
+    let validation = validate_text(
+        &text,
+        secrets,
+        variables,
+        CallerIdentity::of(&args.identity),
+    );
     print!("{}", render(&validation, args.format));
     Ok(if validation.report.has_errors() { 1 } else { 0 })
 }

@@ -75,7 +75,8 @@ impl Envelope {
     }
 
     /// An HTTP response carrying the envelope and the request id; an `OVERLOADED` answer
-    /// also says when to retry (`Retry-After`), an `UNAUTHORIZED` one how to authenticate.
+    /// also says when to retry (`Retry-After`), an `UNAUTHORIZED` or identity one how to
+    /// authenticate (`WWW-Authenticate`, RFC 6750).
     pub(crate) fn response(&self, request_id: &str) -> HttpResponse {
         let mut builder = HttpResponse::build(
             StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -87,8 +88,14 @@ impl Envelope {
             Code::Overloaded => {
                 builder.insert_header((RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS)));
             }
-            Code::Unauthorized => {
+            Code::Unauthorized | Code::IdentityRequired => {
                 builder.insert_header((WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+            }
+            Code::IdentityInvalid => {
+                builder.insert_header((
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+                ));
             }
             _ => {}
         }

@@ -16,6 +16,7 @@ use crate::error::Code;
 use crate::events::{InFlight, RequestRejected};
 use crate::metrics::UNKNOWN_CONNECTOR;
 use crate::registry::ConnectorKind;
+use crate::run::caller::CookieUse;
 use crate::run::input::{RequestError, RunRequest};
 use crate::run::timing;
 use crate::run::{CompositeRunActor, RunInput, RunOutcome};
@@ -155,6 +156,18 @@ async fn run(
         },
     };
     let resolved = request.resolve(state.registry.current())?;
+    // Who calls is settled before the body is read: a caller without the token a connector
+    // needs costs no body read and no run slot.
+    let caller = state
+        .identity
+        .identify(
+            resolved.connector(),
+            req.headers(),
+            || cookie_use(req, &state.allow_origins),
+            request_id,
+            &state.metrics,
+        )
+        .await?;
     let body = body::read_body(req, payload, state.request_body).await?;
     // The run slot is taken once the body is in: a slow sender holds a socket, never a slot.
     // Over `--max-in-flight` the caller gets 503 at once rather than a place in a queue; the
@@ -169,9 +182,18 @@ async fn run(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let input = Arc::new(
-        resolved.into_input(request_id.into(), body, content_type, |name| {
-            req.headers().get(name).cloned()
-        }),
+        resolved.into_input(
+            request_id.into(),
+            body,
+            content_type,
+            |name| {
+                if state.identity.consumes(name) {
+                    return None;
+                }
+                req.headers().get(name).cloned()
+            },
+            caller,
+        ),
     );
     let outcome = {
         let _in_flight = InFlight::start(&state.metrics);
@@ -184,6 +206,29 @@ async fn run(
         .await
     };
     Ok(respond(&input, outcome))
+}
+
+/// Whether `req` may use the identity cookie: it comes from an origin of `--allow-origin`
+/// (never `*`: the server refuses that combination), or from the runtime's own pages. A
+/// browser sets `Origin` and `Sec-Fetch-Site` itself; a script cannot.
+fn cookie_use(req: &HttpRequest, allowed: &[String]) -> CookieUse {
+    let headers = req.headers();
+    let same_origin = headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"same-origin");
+    let allowed_origin = headers
+        .get(ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|origin| {
+            allowed
+                .iter()
+                .any(|o| o != "*" && o.trim_end_matches('/') == origin)
+        });
+    if same_origin || allowed_origin {
+        CookieUse::Allowed
+    } else {
+        CookieUse::Refused
+    }
 }
 
 /// Most query parameters one call may send: no widget needs more, and each is a template

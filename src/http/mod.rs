@@ -41,6 +41,8 @@ pub struct AppState {
     pub allow_origins: Arc<[String]>,
     /// Runs in flight over all workers, capped by `--max-in-flight`.
     pub run_slots: overload::RunSlots,
+    /// Caller identity (docs/spec.md §9).
+    pub identity: Arc<crate::run::IdentityGate>,
 }
 
 /// What the operator API and the push webhook need.

@@ -111,6 +111,17 @@ pub struct Connector {
     pub fingerprint: String,
     /// Run duration histogram and run counter for successful runs.
     pub hot_metrics: HotHandles,
+    /// What its templates read of the caller (docs/spec.md §9).
+    pub reads: CallerReads,
+}
+
+/// What a connector's templates read of the caller, found when the registry loads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallerReads {
+    /// Some template reads `user`: a run needs a verified caller token.
+    pub user: bool,
+    /// Some template reads `tenant_id`.
+    pub tenant_id: bool,
 }
 
 impl Connector {

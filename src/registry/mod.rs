@@ -10,6 +10,6 @@ pub mod rules;
 pub mod source;
 
 pub use actor::{BuildStatus, RegistryActor, RegistryHandle, RegistrySource, Sync, SyncReason};
-pub use build::{build_registry, BuildOptions, LoadMode};
-pub use compiled::{Auth, Connector, ConnectorKind, Registry, Step};
+pub use build::{build_registry, BuildOptions, CallerIdentity, LoadMode};
+pub use compiled::{Auth, CallerReads, Connector, ConnectorKind, Registry, Step};
 pub use problems::{Problem, RegistryRejected, Report, Severity};

@@ -8,6 +8,7 @@ use minijinja::Value;
 
 use bytes::Bytes;
 
+use super::caller::CallerVars;
 use super::error::Code;
 use crate::registry::rules::is_valid_path_param_value;
 use crate::registry::{Connector, ConnectorKind, Registry};
@@ -249,6 +250,7 @@ impl ResolvedRun {
         body: Bytes,
         content_type: Option<String>,
         header: impl Fn(&str) -> Option<HeaderValue>,
+        caller: CallerVars,
     ) -> RunInput {
         let overrides = CallerOverrides::collect(&self.connector, header, &self.query);
         let request = RequestView::new(body, content_type, self.query);
@@ -259,7 +261,13 @@ impl ResolvedRun {
             request,
             self.path_params,
             overrides,
+            caller,
         )
+    }
+
+    /// The connector the request names.
+    pub(crate) fn connector(&self) -> &Connector {
+        &self.connector
     }
 }
 
@@ -288,15 +296,22 @@ impl RunInput {
         request: RequestView,
         path_params: Vec<(String, String)>,
         overrides: CallerOverrides,
+        caller: CallerVars,
     ) -> Self {
         let request = Arc::new(request);
-        let mut vars = Vec::with_capacity(4);
+        let mut vars = Vec::with_capacity(6);
         if connector.kind == ConnectorKind::Simple {
             vars.push(("pathParams", Value::from_pairs(path_params)));
             vars.push(("body_text", request.body_text()));
             vars.push(("body_raw", request.body_raw()));
         }
         vars.push(("request", Value::from_dyn_object(request)));
+        if let Some(user) = caller.user {
+            vars.push(("user", user));
+        }
+        if let Some(tenant_id) = caller.tenant_id {
+            vars.push(("tenant_id", tenant_id));
+        }
         vars.push((
             json_cache::VARIABLE,
             Value::from_object(JsonCache::default()),

@@ -4,6 +4,7 @@
 //! of one step.
 
 pub(crate) mod cache;
+pub mod caller;
 pub(crate) mod composite;
 pub(crate) mod error;
 pub(crate) mod input;
@@ -20,6 +21,7 @@ use crate::upstream::RetryPolicy;
 
 pub use composite::{CompositeRunActor, RunOutcome, RunSuccess};
 pub use error::{Code, RunError, StepFailure};
+pub use caller::{CallerVars, IdentityGate};
 pub use input::{CallerOverrides, RunInput};
 
 /// Limits that apply to every step (from the flags: `StepActors::from_args`).

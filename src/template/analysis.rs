@@ -59,10 +59,23 @@ pub(crate) struct Analysis {
     pub variables: Vec<(String, bool)>,
     /// Earlier steps this template reads.
     pub step_reads: Vec<String>,
+    /// Whether it reads `user` (the verified caller, docs/spec.md §9).
+    pub reads_user: bool,
+    /// Whether it reads `tenant_id`.
+    pub reads_tenant_id: bool,
 }
 
 const STEP_ATTRIBUTES: &[&str] = &["body", "status_code", "headers"];
 const REQUEST_ATTRIBUTES: &[&str] = &["body_text", "body_raw", "query_parameters", "headers"];
+/// The attributes of `user` (docs/spec.md §9).
+const USER_ATTRIBUTES: &[&str] = &[
+    "id",
+    "email",
+    "first_name",
+    "last_name",
+    "username",
+    "profile_fields",
+];
 const LOCAL_NAMES: &[&str] = &["loop", "self", "caller", "varargs", "kwargs", "super"];
 
 /// Why `get_secret` may only appear as a direct call with a literal name.
@@ -387,6 +400,9 @@ impl<'s, 'e> Walker<'s, 'e> {
             "steps" => s.kind == ContextKind::Composite,
             "pathParams" | "body_text" | "body_raw" => s.kind == ContextKind::Simple,
             "response" => s.field == Field::ResponseBody,
+            // The caller (docs/spec.md §9): whether the server provides it is checked by the
+            // registry build, which knows the server's identity settings.
+            "user" | "tenant_id" => true,
             _ => false,
         }
     }
@@ -399,7 +415,15 @@ impl<'s, 'e> Walker<'s, 'e> {
             return;
         }
         if self.assigned.contains(root) || LOCAL_NAMES.contains(&root) {
+            // A template's own `user` (`{% set user = ... %}`) is not the caller. A read of
+            // the caller that such a local hides is not counted: the run then gets no `user`
+            // (it is given only to connectors that read it), so nothing of a caller leaks.
             return;
+        }
+        match root {
+            "user" => self.out.reads_user = true,
+            "tenant_id" => self.out.reads_tenant_id = true,
+            _ => {}
         }
         if self.visible(root) {
             self.context_path(root, path, guarded, line);
@@ -447,6 +471,15 @@ impl<'s, 'e> Walker<'s, 'e> {
                         }
                     }
                 }
+            }
+            ("user", Some(attr)) if !USER_ATTRIBUTES.contains(&attr) && !guarded => {
+                self.error(
+                    line,
+                    format!(
+                        "user has no attribute '{attr}'; use {}",
+                        USER_ATTRIBUTES.join(", ")
+                    ),
+                );
             }
             ("response", Some(attr)) if !STEP_ATTRIBUTES.contains(&attr) && !guarded => {
                 self.error(

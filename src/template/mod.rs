@@ -12,7 +12,7 @@ pub mod lazy_json;
 pub(crate) mod python;
 pub(crate) mod secrets;
 
-pub(crate) use analysis::{analyze, ContextKind, Scope};
+pub(crate) use analysis::{analyze, Analysis, ContextKind, Scope};
 pub use engine::{new_environment, RenderError, RenderLimits, TemplateId, TemplateSet};
 pub use field::Field;
 pub use secrets::{SecretStore, Variables};

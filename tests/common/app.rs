@@ -93,6 +93,7 @@ pub async fn spawn_app_with(registry: Value, options: AppOptions) -> TestApp {
         build.variables = Arc::new(Variables::from_map(map));
     }
     let app = Application::build_with_options(args, build)
+        .await
         .unwrap_or_else(|e| panic!("app did not start: {e}"));
     let base = format!("http://127.0.0.1:{}", app.port());
     let metrics_base = app

@@ -679,7 +679,7 @@ async fn an_invalid_registry_at_start_stops_the_server_from_starting() {
     std::fs::write(&path, invalid_registry().to_string()).unwrap();
     let mut args = connector_runtime::config::ServeArgs::for_registry(&path);
     args.listen = "127.0.0.1:0".parse().unwrap();
-    match connector_runtime::server::Application::build(args) {
+    match connector_runtime::server::Application::build(args).await {
         Ok(_) => panic!("the server started on an invalid registry"),
         Err(e) => assert!(
             matches!(e, connector_runtime::server::StartError::Registry { .. }),
@@ -740,6 +740,10 @@ async fn before_a_registry_is_loaded_readyz_is_503_and_runs_are_registry_not_loa
                 console: false,
                 allow_origins: Vec::new().into(),
                 run_slots: slots.clone(),
+                identity: std::sync::Arc::new(connector_runtime::run::IdentityGate::new(
+                    None,
+                    &args.identity,
+                )),
             }))
             .configure(http::configure)
             .default_service(web::to(http::not_found))

@@ -1034,9 +1034,10 @@ fn the_costliest_work_per_unit_of_fuel_stops_within_the_bound_at_the_default() {
         let error = set.render(&id, &ctx).unwrap_err();
         let elapsed = common::thread_cpu_time() - started;
         assert!(error.message.contains("fuel limit reached"), "{template}: {}", error.message);
-        // Debug builds are up to ~10x slower than release for this work.
+        // Debug builds are 10-15x slower than release for this work (10.6 s seen for
+        // `tojson` on a 2-core machine); the former default would take minutes there.
         let bound = if cfg!(debug_assertions) {
-            Duration::from_secs(10)
+            Duration::from_secs(25)
         } else {
             Duration::from_millis(1500)
         };

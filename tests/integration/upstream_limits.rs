@@ -237,7 +237,7 @@ async fn with_the_address_policy_on_plain_http_upstreams_do_not_load() {
     let path = dir.path().join("connectors_registry.json");
     std::fs::write(&path, registry.to_string()).unwrap();
     let args = connector_runtime::config::ServeArgs::for_registry(&path);
-    let error = match connector_runtime::server::Application::build(args) {
+    let error = match connector_runtime::server::Application::build(args).await {
         Ok(_) => panic!("an http:// upstream loaded with the address policy on"),
         Err(e) => e.to_string(),
     };

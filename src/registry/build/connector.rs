@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::{checked, revision_of, Builder, CallSite, Checked, Reported};
-use crate::registry::compiled::{Connector, ConnectorKind, Param, Step};
+use crate::registry::compiled::{CallerReads, Connector, ConnectorKind, Param, Step};
 use crate::registry::model::{
     known_fields, AuthenticationDef, CompositeConnectorDef, HttpMethod, KeyValueDef,
     SimpleConnectorDef, StepDef,
@@ -36,6 +36,7 @@ impl<'o> Builder<'o> {
             connector: Self::label(item, "connectors", i),
             step: None,
         };
+        self.reads = CallerReads::default();
         if let Value::Object(obj) = item {
             self.unknown_fields(&at, "", obj, &known_fields::SIMPLE);
             self.key_value_unknown_fields(&at, "", obj);
@@ -90,6 +91,7 @@ impl<'o> Builder<'o> {
                 path_parameters: path_params,
                 fingerprint: revision_of(&item.to_string()),
                 hot_metrics: Default::default(),
+                reads: std::mem::take(&mut self.reads),
             });
         }
     }
@@ -133,6 +135,7 @@ impl<'o> Builder<'o> {
             connector: Self::label(item, "composite_connectors", i),
             step: None,
         };
+        self.reads = CallerReads::default();
         let mut shallow = item.clone();
         let raw_steps = match &mut shallow {
             Value::Object(obj) => {
@@ -241,6 +244,7 @@ impl<'o> Builder<'o> {
                 path_parameters: Vec::new(),
                 fingerprint: revision_of(&item.to_string()),
                 hot_metrics: Default::default(),
+                reads: std::mem::take(&mut self.reads),
             });
         }
     }

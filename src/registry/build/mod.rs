@@ -16,7 +16,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::compiled::{Connector, ConnectorKind, Registry};
+use super::compiled::{CallerReads, Connector, ConnectorKind, Registry};
 use super::model::known_fields;
 use super::problems::{Location, RegistryRejected, Report};
 use super::rules::{is_slug, MAX_NAME_LEN};
@@ -47,6 +47,30 @@ pub struct BuildOptions {
     pub mode: LoadMode,
     /// Whether `http://` upstreams are accepted (`--allow-private-upstreams`).
     pub allow_http: bool,
+    /// What the server gives templates of the caller (docs/spec.md §9); `None` when not
+    /// known (`validate` without identity flags): reads are then warnings, not errors.
+    pub identity: Option<CallerIdentity>,
+}
+
+/// What a server gives templates of the caller: a registry that reads more is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CallerIdentity {
+    /// `user.*`: a key source (`--identity-jwks-url` or `--identity-jwks-file`) is set.
+    pub user: bool,
+    /// `tenant_id`: `--tenant-id` or `--identity-tenant-claim` is set.
+    pub tenant_id: bool,
+}
+
+impl CallerIdentity {
+    /// What the identity flags `args` provide; `None` when none is given.
+    pub fn of(args: &crate::identity::IdentityArgs) -> Option<CallerIdentity> {
+        let identity = CallerIdentity {
+            user: args.key_source().is_some(),
+            tenant_id: !matches!(args.tenant_source(), crate::identity::TenantSource::None),
+        };
+        (identity != CallerIdentity::default() || args.identity_issuer.is_some())
+            .then_some(identity)
+    }
 }
 
 impl Default for BuildOptions {
@@ -57,6 +81,7 @@ impl Default for BuildOptions {
             limits: RenderLimits::default(),
             mode: LoadMode::Validate,
             allow_http: false,
+            identity: None,
         }
     }
 }
@@ -80,6 +105,7 @@ pub fn build_registry(text: &str, options: &BuildOptions) -> BuildResult {
         .redacting(options.secrets.clone()),
         connectors: Vec::new(),
         permalinks: HashMap::new(),
+        reads: CallerReads::default(),
     };
     builder.file(text);
     let Builder {
@@ -139,6 +165,8 @@ struct Builder<'o> {
     templates: TemplateSet,
     connectors: Vec<Connector>,
     permalinks: HashMap<String, String>,
+    /// What the templates of the connector being checked read of the caller.
+    reads: CallerReads,
 }
 
 /// Where a call sits, for scoping its templates and naming its problems.

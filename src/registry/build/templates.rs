@@ -3,7 +3,7 @@
 
 use super::{Builder, CallSite, Checked, LoadMode, Reported};
 use crate::registry::rules::MAX_URL_LEN;
-use crate::template::{analyze, Field, Scope, TemplateId};
+use crate::template::{analyze, Analysis, Field, Scope, TemplateId};
 use crate::upstream::origin::{self, url_origin, ResolveError, UrlOrigin};
 
 impl<'o> Builder<'o> {
@@ -50,6 +50,7 @@ impl<'o> Builder<'o> {
                 );
             }
         }
+        self.caller_reads(site, field_path, &analysis);
         if !analysis.errors.is_empty() {
             return Err(Reported);
         }
@@ -62,6 +63,34 @@ impl<'o> Builder<'o> {
             );
             Reported
         })
+    }
+
+    /// Records what a template reads of the caller, and refuses a read the server cannot
+    /// serve (docs/spec.md §9); without the server's identity settings (`validate` without
+    /// identity flags) it only warns.
+    fn caller_reads(&mut self, site: &CallSite<'_>, field_path: &str, analysis: &Analysis) {
+        self.reads.user |= analysis.reads_user;
+        self.reads.tenant_id |= analysis.reads_tenant_id;
+        let provided = self.options.identity;
+        let mut missing = Vec::new();
+        if analysis.reads_user && !provided.is_some_and(|p| p.user) {
+            missing.push(
+                "reads user.*, which needs caller identity: --identity-issuer with --identity-jwks-url or --identity-jwks-file",
+            );
+        }
+        if analysis.reads_tenant_id && !provided.is_some_and(|p| p.tenant_id) {
+            missing.push("reads tenant_id, which needs --tenant-id or --identity-tenant-claim");
+        }
+        for message in missing {
+            match provided {
+                Some(_) => self.report.error(&site.at, field_path, message),
+                None => self.report.warning(
+                    &site.at,
+                    field_path,
+                    format!("{message} (a server without it refuses this registry)"),
+                ),
+            }
+        }
     }
 
     /// Checks and compiles a URL template (a call's `url` or a `token_url`), and fixes the
