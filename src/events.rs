@@ -444,7 +444,11 @@ impl CallerIdentified<'_> {
             .with_label_values(&[result])
             .inc();
         if let VerifyOutcome::Invalid(error) = self.outcome {
-            tracing::debug!(request_id = self.request_id, check = error.check(), "caller token refused");
+            tracing::debug!(
+                request_id = self.request_id,
+                check = error.check(),
+                "caller token refused"
+            );
         }
     }
 }

@@ -12,12 +12,13 @@ use actix_web::{web, App, HttpServer};
 
 use crate::config::ServeArgs;
 use crate::events::IdentityKeysEvent;
-use crate::identity::{Identity, IdentityStartError, KeyStoreOptions};
 use crate::http::{self, AppState, OperatorAccess};
+use crate::identity::{Identity, IdentityStartError, KeyStoreOptions};
 use crate::metrics::Metrics;
 use crate::registry::actor::SyncError;
 use crate::registry::{
-    BuildOptions, CallerIdentity, LoadMode, RegistryActor, RegistryHandle, RegistrySource, SyncReason,
+    BuildOptions, CallerIdentity, LoadMode, RegistryActor, RegistryHandle, RegistrySource,
+    SyncReason,
 };
 use crate::run::step::StepActor;
 use crate::run::{IdentityGate, RunSettings, SharedRunState};

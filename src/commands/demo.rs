@@ -6,9 +6,10 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, Subcommand};
 
 use crate::config::ServeArgs;
+use crate::mock_upstream::identity::{self, Member};
 use crate::registry::RegistrySource;
 use crate::server::{build_options, Application};
 use crate::template::{SecretStore, Variables};
@@ -32,6 +33,34 @@ pub struct DemoArgs {
     /// Latency the mock upstream adds to every answer, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
+    /// `demo token`: print a token for the demo member instead.
+    #[command(subcommand)]
+    pub action: Option<DemoAction>,
+}
+
+/// What `demo` does besides serving.
+#[derive(Debug, Clone, Subcommand)]
+pub enum DemoAction {
+    /// Print a token for the demo member, to send to a running demo as `Authorization: Bearer <token>`.
+    Token(DemoTokenArgs),
+}
+
+/// The demo member a token describes.
+#[derive(Debug, Clone, Args)]
+pub struct DemoTokenArgs {
+    /// The member's id (`sub`, seen by templates as `user.id`).
+    #[arg(long, default_value = "member-1001")]
+    pub sub: String,
+    /// The member's email (`user.email`).
+    #[arg(long, default_value = "ada@example.com")]
+    pub email: String,
+    /// Seconds the token is valid.
+    #[arg(long, default_value_t = 12 * 3600)]
+    pub ttl_secs: u64,
+}
+
+fn demo_token(member: &Member) -> Result<String, Failure> {
+    identity::token(member).map_err(|e| Failure::new(1, format!("cannot sign the demo token: {e}")))
 }
 
 /// The demo's secrets: what the example registry's `get_secret()` calls read.
@@ -51,8 +80,9 @@ pub(crate) fn demo_variables(upstream: SocketAddr) -> Variables {
     Variables::from_map(map)
 }
 
-fn curl_lines(base: &str) -> String {
+fn curl_lines(base: &str, token: &str) -> String {
     [
+        format!("curl -si -X POST '{base}/connectors/composite/member-items/execute' -H 'Authorization: Bearer {token}'"),
         format!("curl -si -X POST {base}/connectors/composite/auth-and-fetch-user/execute -H 'Content-Type: application/json' -d '{{\"clientId\": \"widget-42\"}}'"),
         format!("curl -si -X POST '{base}/connectors/composite/user-with-items/execute?limit=3'"),
         format!("curl -si {base}/connectors/get-item/execute -H 'X-Path-Params: item_id=itm_042'"),
@@ -62,8 +92,19 @@ fn curl_lines(base: &str) -> String {
     .join("\n  ")
 }
 
-/// Runs the demo; returns the exit code.
+/// Runs the demo (or `demo token`); returns the exit code.
 pub(crate) fn run(args: DemoArgs) -> Result<i32, Failure> {
+    if let Some(DemoAction::Token(member)) = &args.action {
+        println!(
+            "{}",
+            demo_token(&Member {
+                sub: member.sub.clone(),
+                email: member.email.clone(),
+                ttl_secs: member.ttl_secs,
+            })?
+        );
+        return Ok(0);
+    }
     crate::telemetry::init(crate::config::LogFormat::Text);
     actix_rt::System::new().block_on(async move {
         let listener = TcpListener::bind(args.upstream_listen).map_err(|e| {
@@ -83,6 +124,14 @@ pub(crate) fn run(args: DemoArgs) -> Result<i32, Failure> {
         serve.listen = args.listen;
         serve.allow_private_upstreams = true;
         serve.console = true;
+        // The demo member's tokens are verified against the mock's JWKS (on loopback even
+        // when the mock listens on every address).
+        let mut jwks_addr = upstream_addr;
+        if jwks_addr.ip().is_unspecified() {
+            jwks_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        serve.identity =
+            identity::identity_args(format!("http://{jwks_addr}{}", identity::JWKS_PATH));
         let mut options = build_options(&serve).map_err(|e| Failure::new(1, e))?;
         options.secrets = Arc::new(demo_secrets());
         options.variables = Arc::new(demo_variables(upstream_addr));
@@ -101,7 +150,10 @@ pub(crate) fn run(args: DemoArgs) -> Result<i32, Failure> {
         println!("  server:        {base}   (example registry: examples/connectors_registry.json)");
         println!("  mock upstream: http://{upstream_addr}");
         println!("  console:       {base}/console");
-        println!("Try:\n  {}", curl_lines(&base));
+        let token = demo_token(&Member::default())?;
+        println!("  demo member:   a token valid 12 h (another: connector-runtime demo token)");
+        println!("                 {token}");
+        println!("Try:\n  {}", curl_lines(&base, &token));
         println!("Stop with Ctrl-C.");
         super::serve::serve_until_signalled(app, signals, drain_timeout_secs).await
     })

@@ -11,10 +11,10 @@ use clap::Args;
 use crate::config::ServeArgs;
 use crate::error::Code;
 use crate::registry::build_registry;
+use crate::run::caller::CookieUse;
 use crate::run::input::RunRequest;
 use crate::run::timing::ms;
 use crate::run::CompositeRunActor;
-use crate::run::caller::CookieUse;
 use crate::server::{build_options, identity_gate, StepActors};
 
 /// Executes one connector once and prints status, body and step timings.

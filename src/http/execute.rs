@@ -181,20 +181,18 @@ async fn run(
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let input = Arc::new(
-        resolved.into_input(
-            request_id.into(),
-            body,
-            content_type,
-            |name| {
-                if state.identity.consumes(name) {
-                    return None;
-                }
-                req.headers().get(name).cloned()
-            },
-            caller,
-        ),
-    );
+    let input = Arc::new(resolved.into_input(
+        request_id.into(),
+        body,
+        content_type,
+        |name| {
+            if state.identity.consumes(name) {
+                return None;
+            }
+            req.headers().get(name).cloned()
+        },
+        caller,
+    ));
     let outcome = {
         let _in_flight = InFlight::start(&state.metrics);
         CompositeRunActor::new(

@@ -19,9 +19,9 @@ use crate::auth::tokens::TokenCache;
 use crate::metrics::Metrics;
 use crate::upstream::RetryPolicy;
 
+pub use caller::{CallerVars, IdentityGate};
 pub use composite::{CompositeRunActor, RunOutcome, RunSuccess};
 pub use error::{Code, RunError, StepFailure};
-pub use caller::{CallerVars, IdentityGate};
 pub use input::{CallerOverrides, RunInput};
 
 /// Limits that apply to every step (from the flags: `StepActors::from_args`).

@@ -16,8 +16,19 @@ impl Drop for Killed {
     }
 }
 
-/// Starts `demo` on free ports and returns it with the server's base URL it printed.
-fn start_demo() -> (Killed, String, String) {
+/// A running `demo` and what it printed.
+struct Demo {
+    _process: Killed,
+    /// The server's base URL.
+    base: String,
+    /// The mock upstream's base URL.
+    upstream: String,
+    /// The demo member's token.
+    token: String,
+}
+
+/// Starts `demo` on free ports and reads the addresses and the member token it prints.
+fn start_demo() -> Demo {
     let mut child = Command::new(BIN)
         .args([
             "demo",
@@ -32,14 +43,19 @@ fn start_demo() -> (Killed, String, String) {
         .expect("demo starts");
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
-    let (mut server, mut upstream) = (None, None);
+    let (mut server, mut upstream, mut token) = (None, None, None);
+    let mut token_next = false;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while server.is_none() || upstream.is_none() {
+    while server.is_none() || upstream.is_none() || token.is_none() {
         assert!(
             Instant::now() < deadline,
-            "demo did not print its addresses"
+            "demo did not print its addresses and token"
         );
         let line = lines.next().expect("demo output").unwrap();
+        if token_next {
+            token = Some(line.trim().to_string());
+            token_next = false;
+        }
         let url = line
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
@@ -48,11 +64,18 @@ fn start_demo() -> (Killed, String, String) {
             server = url;
         } else if line.trim_start().starts_with("mock upstream:") {
             upstream = url;
+        } else if line.trim_start().starts_with("demo member:") {
+            token_next = true;
         }
     }
     // Keep draining the demo's output: a closed pipe would fail its next print.
     std::thread::spawn(move || for _ in lines {});
-    (Killed(child), server.unwrap(), upstream.unwrap())
+    Demo {
+        _process: Killed(child),
+        base: server.unwrap(),
+        upstream: upstream.unwrap(),
+        token: token.unwrap(),
+    }
 }
 
 fn curl(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> (u16, String) {
@@ -76,7 +99,9 @@ fn curl(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -
 
 #[test]
 fn the_demo_serves_every_example_connector_end_to_end() {
-    let (_demo, base, _) = start_demo();
+    let demo = start_demo();
+    let base = &demo.base;
+    let bearer = format!("Bearer {}", demo.token);
     type Case<'a> = (
         &'a str,
         &'a str,
@@ -84,7 +109,14 @@ fn the_demo_serves_every_example_connector_end_to_end() {
         Option<&'a str>,
         &'a str,
     );
-    let cases: [Case; 5] = [
+    let cases: [Case; 6] = [
+        (
+            "POST",
+            "/connectors/composite/member-items/execute",
+            &[("Authorization", &bearer)],
+            None,
+            r#""greeting": "Hello, Ada", "member": "member-1001""#,
+        ),
         (
             "POST",
             "/connectors/composite/auth-and-fetch-user/execute",
@@ -133,7 +165,21 @@ fn the_demo_serves_every_example_connector_end_to_end() {
 
 #[test]
 fn run_executes_a_connector_once_and_prints_the_step_timing_table() {
-    let (_demo, _, upstream) = start_demo();
+    let demo = start_demo();
+    let upstream = &demo.upstream;
+    // The example registry has a connector reading `user.*`: the server (and `run`) needs
+    // an identity to load it; this one trusts the demo's identity provider.
+    let jwks_url = format!("{upstream}/demo-idp/jwks.json");
+    let identity = [
+        "--identity-issuer",
+        "connector-runtime-demo",
+        "--identity-audience",
+        "connector-runtime-demo",
+        "--identity-jwks-url",
+        &jwks_url,
+        "--tenant-id",
+        "demo-community",
+    ];
     let dir = tempfile::tempdir().unwrap();
     let vars = dir.path().join("variables.json");
     std::fs::write(
@@ -149,6 +195,7 @@ fn run_executes_a_connector_once_and_prints_the_step_timing_table() {
             "examples/connectors_registry.json",
             "--allow-private-upstreams",
         ])
+        .args(identity)
         .arg("--variables-file")
         .arg(&vars)
         .args(["--payload", r#"{"clientId":"w"}"#])
@@ -186,6 +233,7 @@ fn run_executes_a_connector_once_and_prints_the_step_timing_table() {
             "examples/connectors_registry.json",
             "--allow-private-upstreams",
         ])
+        .args(identity)
         .arg("--variables-file")
         .arg(&vars)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -197,4 +245,98 @@ fn run_executes_a_connector_once_and_prints_the_step_timing_table() {
         "a missing path parameter is a usage error"
     );
     assert!(String::from_utf8_lossy(&failing.stderr).contains("missing path parameters: item_id"));
+}
+
+#[test]
+fn demo_token_prints_a_member_token_the_running_demo_accepts() {
+    let demo = start_demo();
+    let url = format!("{}/connectors/composite/member-items/execute", demo.base);
+    let out = Command::new(BIN)
+        .args([
+            "demo",
+            "token",
+            "--sub",
+            "member-2002",
+            "--email",
+            "grace@example.com",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(token.split('.').count(), 3, "{token}");
+    let bearer = format!("Bearer {token}");
+    let (status, text) = curl("POST", &url, &[("Authorization", &bearer)], None);
+    assert_eq!(status, 200, "{text}");
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["member"], "member-2002");
+    assert_eq!(answer["email"], "grace@example.com");
+    assert_eq!(answer["owner_seen_by_upstream"], "member-2002");
+    assert_eq!(answer["tenant"], "demo-community");
+    // Without a token the connector is refused.
+    let (status, text) = curl("POST", &url, &[], None);
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("IDENTITY_REQUIRED"), "{text}");
+    let expired = Command::new(BIN)
+        .args(["demo", "token", "--ttl-secs", "0"])
+        .output()
+        .unwrap();
+    let expired = format!("Bearer {}", String::from_utf8_lossy(&expired.stdout).trim());
+    let (status, text) = curl("POST", &url, &[("Authorization", &expired)], None);
+    // A token whose exp is now is still accepted within the leeway (60 s).
+    assert_eq!(status, 200, "{text}");
+}
+
+#[test]
+fn run_identifies_the_member_from_its_header_flag() {
+    let demo = start_demo();
+    let upstream = &demo.upstream;
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("variables.json");
+    std::fs::write(
+        &vars,
+        serde_json::json!({"api_base_url": upstream, "auth_base_url": upstream}).to_string(),
+    )
+    .unwrap();
+    let run = |header: Option<String>| {
+        let mut command = Command::new(BIN);
+        command
+            .args([
+                "run",
+                "member-items",
+                "--registry",
+                "examples/connectors_registry.json",
+                "--allow-private-upstreams",
+                "--identity-issuer",
+                "connector-runtime-demo",
+                "--identity-audience",
+                "connector-runtime-demo",
+                "--tenant-id",
+                "demo-community",
+            ])
+            .arg("--identity-jwks-url")
+            .arg(format!("{upstream}/demo-idp/jwks.json"))
+            .arg("--variables-file")
+            .arg(&vars)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if let Some(header) = header {
+            command.args(["--header", &header]);
+        }
+        command.output().unwrap()
+    };
+    let out = run(Some(format!("Authorization: Bearer {}", demo.token)));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(r#""member": "member-1001""#), "{stdout}");
+    let out = run(None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("IDENTITY_REQUIRED"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use connector_runtime::registry::model::json_schema;
-use connector_runtime::registry::{build_registry, BuildOptions, LoadMode};
+use connector_runtime::registry::{build_registry, BuildOptions, CallerIdentity, LoadMode};
 use serde_json::{json, Value};
 
 const SCHEMA_PATH: &str = "schema/connectors_registry.schema.json";
@@ -41,9 +41,15 @@ fn read_json(path: &Path) -> Value {
     serde_json::from_str(&read(path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// Validation for a server with caller identity and a tenant (as `demo` has): the examples
+/// include a connector reading `user.*` and `tenant_id`.
 fn validate_options() -> BuildOptions {
     BuildOptions {
         mode: LoadMode::Validate,
+        identity: Some(CallerIdentity {
+            user: true,
+            tenant_id: true,
+        }),
         ..BuildOptions::default()
     }
 }
@@ -220,7 +226,14 @@ async fn the_examples_run_on_their_default_origins_when_the_variables_are_unset(
     // default('https://api.example.com') }}`: with the variables unset the default was
     // percent-encoded and every run failed the origin check (security probe item 13).
     let up = crate::common::standard_upstream().await;
-    let app = crate::common::spawn_app(example_registry_on(&up.base, &up.base)).await;
+    // `member-items` reads the caller; it runs in cli_demo.rs, whose demo has an identity
+    // provider.
+    let mut registry = example_registry_on(&up.base, &up.base);
+    registry["composite_connectors"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|c| c["permalink"] != "member-items");
+    let app = crate::common::spawn_app(registry).await;
 
     let reply = app
         .call(

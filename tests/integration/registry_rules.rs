@@ -1673,7 +1673,12 @@ fn text_output_is_one_line_per_problem_naming_connector_step_and_field() {
             })),
         ]}]
     });
-    let validation = validate_text(&registry.to_string(), SecretStore::new(), Variables::new(), None);
+    let validation = validate_text(
+        &registry.to_string(),
+        SecretStore::new(),
+        Variables::new(),
+        None,
+    );
     let text = render(&validation, Format::Text);
     assert_eq!(
         text,
@@ -1686,7 +1691,9 @@ fn text_output_is_one_line_per_problem_naming_connector_step_and_field() {
         &validate_text(
             &simple(json!({"method": "FETCH"})).to_string(),
             SecretStore::new(),
-            Variables::new(), None),
+            Variables::new(),
+            None,
+        ),
         Format::Text,
     );
     assert!(
@@ -1700,7 +1707,9 @@ fn text_output_of_a_valid_registry_ends_with_ok() {
     let validation = validate_text(
         &simple(json!({"url": "http://api.example.com/x"})).to_string(),
         SecretStore::new(),
-        Variables::new(), None);
+        Variables::new(),
+        None,
+    );
     assert_eq!(validation.connectors, 1);
     let text = render(&validation, Format::Text);
     assert!(text.starts_with("warning: thing › url: upstreams must use https://"));
@@ -1718,7 +1727,12 @@ fn json_output_lists_every_problem_with_its_location() {
             step("a", json!({"request_body": "{{ steps.a.body }}"}))
         ]}]
     });
-    let validation = validate_text(&registry.to_string(), SecretStore::new(), Variables::new(), None);
+    let validation = validate_text(
+        &registry.to_string(),
+        SecretStore::new(),
+        Variables::new(),
+        None,
+    );
     let doc: Value = serde_json::from_str(&render(&validation, Format::Json)).expect("valid JSON");
     assert_eq!(doc["valid"], json!(false));
     assert_eq!(doc["connectors"], json!(0));
@@ -1765,7 +1779,9 @@ fn json_output_of_a_valid_registry_is_valid() {
     let validation = validate_text(
         &simple(json!({})).to_string(),
         SecretStore::new(),
-        Variables::new(), None);
+        Variables::new(),
+        None,
+    );
     let doc: Value = serde_json::from_str(&render(&validation, Format::Json)).expect("valid JSON");
     assert_eq!(
         doc,

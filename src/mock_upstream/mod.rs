@@ -1,5 +1,8 @@
 //! A realistic fake upstream API for demos, tests and load tests: an OAuth token endpoint,
-//! users, items, an echo of the received request, and fixed statuses, with optional latency.
+//! users, items, an echo of the received request, and fixed statuses, with optional latency;
+//! and an identity provider's JWKS for the demo member ([`identity`]).
+
+pub(crate) mod identity;
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -141,6 +144,10 @@ async fn status(path: web::Path<u16>) -> HttpResponse {
     HttpResponse::build(code).json(json!({"status": code.as_u16()}))
 }
 
+async fn jwks() -> HttpResponse {
+    HttpResponse::Ok().json(identity::jwks())
+}
+
 /// Mounts the mock's routes with `latency` before each answer.
 pub(crate) fn configure(cfg: &mut web::ServiceConfig, latency: Duration) {
     cfg.app_data(web::Data::new(Latency(latency)))
@@ -150,7 +157,8 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig, latency: Duration) {
         .route("/items/{id}", web::get().to(item_by_id))
         .route("/status/{code}", web::route().to(status))
         .route("/echo", web::route().to(echo))
-        .route("/echo/{tail:.*}", web::route().to(echo));
+        .route("/echo/{tail:.*}", web::route().to(echo))
+        .route(identity::JWKS_PATH, web::get().to(jwks));
 }
 
 /// Starts the mock on `listener`; the returned server must be awaited or spawned.
