@@ -1,6 +1,6 @@
 //! Micro-benchmarks of caller identity (docs/spec.md §9): verifying one token with the keys
 //! in memory — header, key lookup, signature, claims and the `Caller` — for RS256 (2048-bit
-//! key) and EdDSA, plus building the `user` template value. `cargo bench --bench identity`
+//! key), ES256 and EdDSA, plus building the `user` template value and parsing a fetched JWKS. `cargo bench --bench identity`
 //! measures; `cargo test --benches` runs each once.
 
 use std::hint::black_box;
@@ -19,6 +19,10 @@ const RSA: (&str, &str) = (
     include_str!("../tests/fixtures/keys/rsa.pem"),
     include_str!("../tests/fixtures/keys/rsa.pub.pem"),
 );
+const P256: (&str, &str) = (
+    include_str!("../tests/fixtures/keys/p256.pem"),
+    include_str!("../tests/fixtures/keys/p256.pub.pem"),
+);
 const ED25519: (&str, &str) = (
     include_str!("../tests/fixtures/keys/ed25519.pem"),
     include_str!("../tests/fixtures/keys/ed25519.pub.pem"),
@@ -30,13 +34,19 @@ fn jwk(key: DecodingKey, kid: &str) -> Value {
     jwk
 }
 
-/// An identity with an RSA and an Ed25519 key in memory (nothing is fetched).
-fn identity() -> Identity {
-    let jwks = json!({"keys": [
+/// A JWKS with an RSA, a P-256 and an Ed25519 key, as an issuer serves it.
+fn jwks_text() -> String {
+    json!({"keys": [
         jwk(DecodingKey::from_rsa_pem(RSA.1.as_bytes()).unwrap(), "rsa-1"),
+        jwk(DecodingKey::from_ec_pem(P256.1.as_bytes()).unwrap(), "ec-1"),
         jwk(DecodingKey::from_ed_pem(ED25519.1.as_bytes()).unwrap(), "ed-1"),
-    ]});
-    let keys = KeySet::parse(jwks.to_string().as_bytes()).unwrap();
+    ]})
+    .to_string()
+}
+
+/// An identity with the keys of [`jwks_text`] in memory (nothing is fetched).
+fn identity() -> Identity {
+    let keys = KeySet::parse(jwks_text().as_bytes()).unwrap();
     let args = IdentityArgs {
         identity_issuer: Some(ISS.into()),
         identity_jwks_file: Some("/nonexistent/jwks.json".into()),
@@ -78,7 +88,15 @@ fn verify(c: &mut Criterion) {
         "ed-1",
         &EncodingKey::from_ed_pem(ED25519.0.as_bytes()).unwrap(),
     );
+    let es256 = token(
+        Algorithm::ES256,
+        "ec-1",
+        &EncodingKey::from_ec_pem(P256.0.as_bytes()).unwrap(),
+    );
     let mut group = c.benchmark_group("identity: verify one token");
+    group.bench_function("ES256 (P-256)", |b| {
+        b.iter(|| identity.verify_now(black_box(&es256)).unwrap())
+    });
     group.bench_function("RS256 (2048-bit)", |b| {
         b.iter(|| identity.verify_now(black_box(&rs256)).unwrap())
     });
@@ -117,6 +135,12 @@ fn verify(c: &mut Criterion) {
     let caller = identity.verify_now(&eddsa).unwrap();
     c.bench_function("identity: user template value", |b| {
         b.iter(|| black_box(&caller).template_value())
+    });
+    // What a JWKS fetch costs besides the network: parsing the document and its keys (done
+    // at start, on refresh and for an unknown kid; never per request).
+    let text = jwks_text();
+    c.bench_function("identity: parse a JWKS of 3 keys", |b| {
+        b.iter(|| KeySet::parse(black_box(text.as_bytes())).unwrap())
     });
 }
 
