@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use connector_runtime::commands::validate::{render, validate_text, Format};
 use connector_runtime::registry::model::HttpMethod;
-use connector_runtime::registry::{build_registry, BuildOptions, LoadMode, Problem, Severity};
+use connector_runtime::registry::{
+    build_registry, BuildOptions, CallerIdentity, LoadMode, Problem, Severity,
+};
 use connector_runtime::template::{SecretStore, Variables};
 use serde_json::{json, Map, Value};
 
@@ -164,6 +166,12 @@ impl Case {
 
     fn allow_http(mut self) -> Self {
         self.options.allow_http = true;
+        self
+    }
+
+    /// For a server whose identity flags give templates `user` and/or `tenant_id`.
+    fn identity(mut self, user: bool, tenant_id: bool) -> Self {
+        self.options.identity = Some(CallerIdentity { user, tenant_id });
         self
     }
 
@@ -1787,4 +1795,118 @@ fn json_output_of_a_valid_registry_is_valid() {
         doc,
         json!({"valid": true, "connectors": 1, "errors": 0, "warnings": 0, "problems": []})
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Caller identity (docs/spec.md §9)
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn reads_of_the_caller_need_the_servers_identity_settings() {
+    let header = |source: &str| simple(json!({"headers": [{"key": "X-Member", "value": source}]}));
+    let in_step = |field: Value| flow(vec![step("auth", json!({})), step("fetch", field)]);
+    let f = Some("fetch");
+    const NEEDS_USER: &str = "reads user.*, which needs caller identity";
+    const NEEDS_TENANT: &str =
+        "reads tenant_id, which needs --tenant-id or --identity-tenant-claim";
+    run(vec![
+        case("user.* loads on a server with identity", header("{{ user.id }}"))
+            .identity(true, false)
+            .loads(),
+        case(
+            "every user attribute and profile field by id loads",
+            header("{{ user.id }}{{ user.email }}{{ user.first_name }}{{ user.last_name }}{{ user.username }}{{ user.profile_fields.by_id(7) }}{{ user.profile_fields.by_id('7') }}"),
+        )
+        .identity(true, false)
+        .loads(),
+        case("tenant_id loads with a tenant", header("{{ tenant_id }}"))
+            .identity(false, true)
+            .loads(),
+        case(
+            "user.* is refused without a key source, naming connector, step and field",
+            in_step(json!({"headers": [{"key": "X-Member", "value": "{{ user.id }}"}]})),
+        )
+        .identity(false, true)
+        .error("flow", f, "headers[0].value", NEEDS_USER),
+        case(
+            "tenant_id is refused without a tenant flag",
+            in_step(json!({"query_parameters": [{"key": "t", "value": "{{ tenant_id }}"}]})),
+        )
+        .identity(true, false)
+        .error("flow", f, "query_parameters[0].value", NEEDS_TENANT),
+        case(
+            "a guarded read still needs the setting (it is a read of the caller)",
+            header("{{ user.email | default('') }}"),
+        )
+        .identity(false, false)
+        .error("thing", None, "headers[0].value", NEEDS_USER),
+        case(
+            "reads in the url, auth config and response_body count too",
+            simple(json!({
+                "url": "https://api.example.com/members/{{ user.id }}",
+                "authentication": {"type": "api_key", "config": {"key": "X-Tenant", "value": "{{ tenant_id }}"}},
+                "response_body": "{{ user.first_name }}"
+            })),
+        )
+        .identity(false, false)
+        .error("thing", None, "url", NEEDS_USER)
+        .error("thing", None, "authentication.config.value", NEEDS_TENANT)
+        .error("thing", None, "response_body", NEEDS_USER),
+        case(
+            "without the server's settings (validate without identity flags) a read only warns",
+            header("{{ user.id }}{{ tenant_id }}"),
+        )
+        .warning("thing", None, "headers[0].value", "a server without it refuses this registry")
+        .warning("thing", None, "headers[0].value", NEEDS_TENANT),
+        case("serving is the same as validating with flags", header("{{ user.id }}"))
+            .serve()
+            .identity(false, false)
+            .error("thing", None, "headers[0].value", NEEDS_USER),
+        case("an unknown user attribute is refused", header("{{ user.name }}"))
+            .identity(true, false)
+            .error(
+                "thing",
+                None,
+                "headers[0].value",
+                "user has no attribute 'name'; use id, email, first_name, last_name, username, profile_fields",
+            ),
+        case(
+            "a template's own variable called user is not the caller",
+            header("{% set user = {'name': 'x'} %}{{ user.name }}"),
+        )
+        .identity(false, false)
+        .loads(),
+    ]);
+}
+
+#[test]
+fn the_compiled_connector_records_what_it_reads_of_the_caller() {
+    let text = json!({
+        "connectors": [
+            connector(json!({"name": "Plain", "permalink": "plain"})),
+            connector(json!({"name": "Member", "permalink": "member", "headers": [{"key": "X-M", "value": "{{ user.id }}"}]})),
+            connector(json!({"name": "Tenant", "permalink": "tenant", "request_body": "{{ tenant_id }}"})),
+        ],
+        "composite_connectors": [{"name": "Flow", "permalink": "flow", "steps": [
+            step("auth", json!({})),
+            step("fetch", json!({"response_body": "{{ user.email }}{{ tenant_id }}"})),
+        ]}]
+    })
+    .to_string();
+    let options = BuildOptions {
+        identity: Some(CallerIdentity {
+            user: true,
+            tenant_id: true,
+        }),
+        ..BuildOptions::default()
+    };
+    let registry = build_registry(&text, &options).expect("loads");
+    let reads = |p: &str| {
+        let r = registry.get(p).unwrap().reads;
+        (r.user, r.tenant_id)
+    };
+    assert_eq!(reads("plain"), (false, false));
+    assert_eq!(reads("member"), (true, false));
+    assert_eq!(reads("tenant"), (false, true));
+    assert_eq!(reads("flow"), (true, true));
 }
