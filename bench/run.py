@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """connector-runtime benchmarks: one command, figures as ratios measured in the same run.
 
-    python3 bench/run.py                                   # scenarios A-D, ours only
+    python3 bench/run.py                                   # scenarios A-E, ours only
     python3 bench/run.py --peer "bare-actix=PORT=18092 exec /path/bare-actix-peer:18092"
 
 Builds the release binary, starts the upstreams (nginx from bench/nginx.conf on :18081 for
-A, C, D; `connector-runtime mock-upstream --latency-ms 50` on :18082 for B), starts the
+A, C, D, E; `connector-runtime mock-upstream --latency-ms 50` on :18082 for B), starts the
 runtime on each scenario's registry (bench/scenarios/), drives it with wrk, and prints a
 table: runs/s, p50, p99, server CPU microseconds per run (utime+stime of the server and all
 its processes, from /proc), peak RSS, non-2xx count. Peers (`NAME=SHELL COMMAND:PORT`) run
@@ -17,6 +17,9 @@ Scenarios:
   B  the same chain with 50 ms upstream latency per step, 1000 callers
   C  5-step chain with response_body transforms, a 10 KB payload, a {% for %} over a list
   D  simple connector with a path parameter and a query override
+  E  A whose second step's answer is cacheable (Cache-Control: public, max-age=60): every
+     run after the first serves step 2 from the response cache (Cache Hit), step 1 still
+     calls the token endpoint
 
 Needs: wrk and nginx (`apt-get install -y wrk nginx-light`), a Rust toolchain.
 """
@@ -46,6 +49,8 @@ SCENARIOS = {
               script="wrk_post.lua", body=None, conns=1000, expect=b"Ada Lovelace", chain_latency=0.100),
     "C": dict(registry="c_five_steps.json", path="/connectors/composite/order-catalog-items/execute",
               script="wrk_post.lua", body="c_payload.json", conns=64, expect=b"confirmation"),
+    "E": dict(registry="e_cached_step.json", path="/connectors/composite/auth-and-fetch-user/execute",
+              script="wrk_post.lua", body=None, conns=64, expect=b"Ada Lovelace"),
     "D": dict(registry="d_simple_path_params.json", path="/connectors/get-item/execute?limit=5",
               script="wrk_get_item.lua", body=None, conns=64, expect=b"itm_042"),
 }
@@ -174,7 +179,7 @@ def measure(name, proc, port, scenario, seconds, results):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenarios", default="A,B,C,D")
+    ap.add_argument("--scenarios", default="A,B,C,D,E")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--peer", action="append", default=[], help="NAME=SHELL COMMAND:PORT (scenario A)")
@@ -251,6 +256,11 @@ def report(results, scenarios, a, upstream_ms=None):
                   f"{max(r['rss'] for r in rows):12.1f} {sum(r['bad'] for r in rows):7d} "
                   f"{med(rows, 'rps') / med(first, 'rps'):8.2f}")
     print()
+    if ("A", "ours") in results and ("E", "ours") in results:
+        a_rows, e_rows = results[("A", "ours")], results[("E", "ours")]
+        print(f"E vs A (step 2 from the response cache): {med(e_rows, 'rps') / med(a_rows, 'rps'):.2f}x runs/s, "
+              f"{med(e_rows, 'cpu_us') / med(a_rows, 'cpu_us'):.2f}x CPU per run, "
+              f"{med(e_rows, 'p99') / med(a_rows, 'p99'):.2f}x p99")
     verdicts = []
     if ("A", "ours") in results and ("A", "bare-actix") in results:
         ours, bare = results[("A", "ours")], results[("A", "bare-actix")]

@@ -255,23 +255,48 @@ impl UpstreamRetried<'_> {
     }
 }
 
-/// A cacheable step looked its answer up in the response cache.
+/// A cacheable call's answer was served from the response cache, revalidated, stored or
+/// found not storable (docs/spec.md §10).
 #[derive(Debug)]
 pub(crate) struct CacheLookedUp<'a> {
     /// Connector permalink.
     pub connector: &'a str,
-    /// Whether a stored answer was used.
-    pub hit: bool,
+    /// How the answer was found: the `result` label (hit, revalidated, miss, uncacheable).
+    pub result: &'static str,
 }
 
 impl CacheLookedUp<'_> {
-    /// Counts the look-up by result (`hit` or `miss`).
+    /// Counts the look-up by connector and result.
     pub(crate) fn emit(&self, metrics: &Metrics) {
-        let result = if self.hit { "hit" } else { "miss" };
         metrics
             .response_cache
-            .with_label_values(&[self.connector, result])
+            .with_label_values(&[self.connector, self.result])
             .inc();
+    }
+}
+
+/// The response cache's size changed.
+#[derive(Debug)]
+pub(crate) struct CacheSized {
+    /// Bytes it holds (keys and answers).
+    pub bytes: u64,
+}
+
+impl CacheSized {
+    /// Sets `connector_response_cache_bytes`.
+    pub(crate) fn emit(&self, metrics: &Metrics) {
+        metrics.response_cache_bytes.set(self.bytes as i64);
+    }
+}
+
+/// The response cache evicted an entry to stay within `--response-cache-bytes`.
+#[derive(Debug)]
+pub(crate) struct CacheEvicted;
+
+impl CacheEvicted {
+    /// Counts it.
+    pub(crate) fn emit(&self, metrics: &Metrics) {
+        metrics.response_cache_evictions.inc();
     }
 }
 

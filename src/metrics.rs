@@ -47,8 +47,13 @@ pub struct Metrics {
     pub registry_load_ok: IntGauge,
     /// `connector_registry_load_duration_seconds` of the last load.
     pub registry_load_duration: Gauge,
-    /// `connector_response_cache_requests_total{connector, result}` (hit | miss).
+    /// `connector_response_cache_requests_total{connector, result}` (hit | revalidated |
+    /// miss | uncacheable).
     pub response_cache: IntCounterVec,
+    /// `connector_response_cache_bytes`: what the response cache holds.
+    pub response_cache_bytes: IntGauge,
+    /// `connector_response_cache_evictions_total`.
+    pub response_cache_evictions: IntCounter,
     /// `connector_identity_verifications_total{result}`: caller tokens verified, by result
     /// (verified, missing where one was needed, or the failed check).
     pub identity_verifications: IntCounterVec,
@@ -161,9 +166,19 @@ impl Metrics {
             .expect("valid gauge"),
             response_cache: counter(
                 "connector_response_cache_requests_total",
-                "Response cache look-ups of cacheable simple connectors, by result (hit | miss).",
+                "Response cache look-ups of GET/HEAD calls, by result (hit | revalidated | miss | uncacheable).",
                 &["connector", "result"],
             ),
+            response_cache_bytes: IntGauge::new(
+                "connector_response_cache_bytes",
+                "Bytes the response cache holds (keys and answers), at most --response-cache-bytes.",
+            )
+            .expect("valid gauge"),
+            response_cache_evictions: IntCounter::new(
+                "connector_response_cache_evictions_total",
+                "Answers evicted from the response cache to stay within --response-cache-bytes.",
+            )
+            .expect("valid counter"),
             identity_verifications: counter(
                 "connector_identity_verifications_total",
                 "Caller tokens checked, by result (verified, missing where one was needed, or the check that failed).",
@@ -190,6 +205,8 @@ impl Metrics {
         let _ = r.register(Box::new(m.registry_load_ok.clone()));
         let _ = r.register(Box::new(m.registry_load_duration.clone()));
         let _ = r.register(Box::new(m.response_cache.clone()));
+        let _ = r.register(Box::new(m.response_cache_bytes.clone()));
+        let _ = r.register(Box::new(m.response_cache_evictions.clone()));
         let _ = r.register(Box::new(m.identity_verifications.clone()));
         let _ = r.register(Box::new(m.identity_jwks_fetches.clone()));
         #[cfg(target_os = "linux")]

@@ -140,8 +140,44 @@ fn sign_failure(e: crate::jwt::JwtError) -> StepFailure {
     StepFailure::new(Code::JwtSigningError, format!("JWT signing failed: {e}"))
 }
 
-/// Produces the credential for `auth`.
-pub(crate) async fn apply(auth: &Auth, env: &AuthEnv<'_>) -> Result<AppliedAuth, StepFailure> {
+/// An authentication with its config rendered, before any token is fetched or JWT signed:
+/// what [`Prepared::identity`] names is all a response cache needs to know (docs/spec.md
+/// §10: a cache hit runs no authentication).
+#[derive(Debug, Clone)]
+pub(crate) enum Prepared {
+    /// `api_key`: the credential itself.
+    Credential(Credential),
+    /// `jwt`: signed on every call.
+    Jwt {
+        identity: String,
+        private_key: String,
+        algorithm: String,
+        claims: serde_json::Value,
+        headers: Option<Map<String, serde_json::Value>>,
+    },
+    /// `oauth_client_credentials`: a token of the cache or one fetch.
+    ClientCredentials {
+        key: String,
+        token_url: String,
+        form: Vec<(&'static str, String)>,
+    },
+    /// `oauth_jwt_bearer`: a token of the cache, or an assertion signed and exchanged.
+    JwtBearer {
+        key: String,
+        token_url: String,
+        client_id: String,
+        private_key: String,
+        subject: String,
+        audience: String,
+        algorithm: String,
+        extra: Option<Map<String, serde_json::Value>>,
+        headers: Option<Map<String, serde_json::Value>>,
+        max_lifetime: Duration,
+    },
+}
+
+/// Renders the config of `auth` (templates only: nothing is fetched or signed).
+pub(crate) fn prepare(auth: &Auth, env: &AuthEnv<'_>) -> Result<Prepared, StepFailure> {
     match auth {
         Auth::ApiKey {
             key,
@@ -167,10 +203,7 @@ pub(crate) async fn apply(auth: &Auth, env: &AuthEnv<'_>) -> Result<AppliedAuth,
                     Credential::Header(name, value)
                 }
             };
-            Ok(AppliedAuth {
-                credential,
-                token: None,
-            })
+            Ok(Prepared::Credential(credential))
         }
         Auth::OAuthClientCredentials {
             client_id,
@@ -199,13 +232,11 @@ pub(crate) async fn apply(auth: &Auth, env: &AuthEnv<'_>) -> Result<AppliedAuth,
             if let Some(scope) = scope {
                 form.push(("scope", scope));
             }
-            let (token, origin) = env
-                .tokens
-                .get(&key, || {
-                    token_request::request_token(env, &token_url, form, None)
-                })
-                .await?;
-            oauth_applied(env, key, &token, origin)
+            Ok(Prepared::ClientCredentials {
+                key,
+                token_url,
+                form,
+            })
         }
         Auth::Jwt {
             private_key,
@@ -213,14 +244,17 @@ pub(crate) async fn apply(auth: &Auth, env: &AuthEnv<'_>) -> Result<AppliedAuth,
             claims,
             jwt_headers,
         } => {
-            let key = env.render(private_key)?;
+            let private_key = env.render(private_key)?;
             let claims = env.render_tree(claims)?;
             let headers = env.render_map(jwt_headers.as_ref())?;
-            let token = crate::jwt::sign(&claims, &key, algorithm, headers.as_ref())
-                .map_err(sign_failure)?;
-            Ok(AppliedAuth {
-                credential: bearer(&token)?,
-                token: None,
+            let identity =
+                serde_json::json!(["jwt", private_key, algorithm, claims, headers]).to_string();
+            Ok(Prepared::Jwt {
+                identity,
+                private_key,
+                algorithm: algorithm.clone(),
+                claims,
+                headers,
             })
         }
         Auth::OAuthJwtBearer {
@@ -257,35 +291,120 @@ pub(crate) async fn apply(auth: &Auth, env: &AuthEnv<'_>) -> Result<AppliedAuth,
                 token_ttl,
             ])
             .to_string();
-            let max_lifetime = Duration::from_secs(*token_ttl);
-            let (token, origin) = env
-                .tokens
-                .get(&key, || async {
-                    let now = crate::template::functions::unix_now();
-                    let mut claims = extra.unwrap_or_default();
-                    claims.insert("iss".into(), client_id.clone().into());
-                    claims.insert("sub".into(), subject.into());
-                    claims.insert("aud".into(), audience.into());
-                    claims.insert("iat".into(), now.into());
-                    claims.insert("exp".into(), (now + 180).into());
-                    let assertion = crate::jwt::sign(
-                        &serde_json::Value::Object(claims),
-                        &private_key,
-                        algorithm,
-                        headers.as_ref(),
-                    )
+            Ok(Prepared::JwtBearer {
+                key,
+                token_url,
+                client_id,
+                private_key,
+                subject,
+                audience,
+                algorithm: algorithm.clone(),
+                extra,
+                headers,
+                max_lifetime: Duration::from_secs(*token_ttl),
+            })
+        }
+    }
+}
+
+impl Prepared {
+    /// What tells this credential from any other, without fetching or signing it: the
+    /// api key itself, or every input of the grant or signature. Two calls with the same
+    /// identity send the same credential (or tokens of the same grant).
+    pub(crate) fn identity(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Prepared::Credential(Credential::Header(name, value)) => format!(
+                "header\0{}\0{}",
+                name.as_str(),
+                String::from_utf8_lossy(value.as_bytes())
+            )
+            .into(),
+            Prepared::Credential(Credential::Query(key, value)) => {
+                format!("query\0{key}\0{value}").into()
+            }
+            Prepared::Jwt { identity, .. } => identity.as_str().into(),
+            Prepared::ClientCredentials { key, .. } | Prepared::JwtBearer { key, .. } => {
+                key.as_str().into()
+            }
+        }
+    }
+
+    /// Produces the credential: a token of the cache (or fetched), or a JWT signed now.
+    pub(crate) async fn apply(&self, env: &AuthEnv<'_>) -> Result<AppliedAuth, StepFailure> {
+        match self {
+            Prepared::Credential(credential) => Ok(AppliedAuth {
+                credential: credential.clone(),
+                token: None,
+            }),
+            Prepared::ClientCredentials {
+                key,
+                token_url,
+                form,
+            } => {
+                let (token, origin) = env
+                    .tokens
+                    .get(key, || {
+                        token_request::request_token(env, token_url, form.clone(), None)
+                    })
+                    .await?;
+                oauth_applied(env, key.clone(), &token, origin)
+            }
+            Prepared::Jwt {
+                private_key,
+                algorithm,
+                claims,
+                headers,
+                ..
+            } => {
+                let token = crate::jwt::sign(claims, private_key, algorithm, headers.as_ref())
                     .map_err(sign_failure)?;
-                    let form = vec![
-                        (
-                            "grant_type",
-                            "urn:ietf:params:oauth:grant-type:jwt-bearer".to_string(),
-                        ),
-                        ("assertion", assertion),
-                    ];
-                    token_request::request_token(env, &token_url, form, Some(max_lifetime)).await
+                Ok(AppliedAuth {
+                    credential: bearer(&token)?,
+                    token: None,
                 })
-                .await?;
-            oauth_applied(env, key, &token, origin)
+            }
+            Prepared::JwtBearer {
+                key,
+                token_url,
+                client_id,
+                private_key,
+                subject,
+                audience,
+                algorithm,
+                extra,
+                headers,
+                max_lifetime,
+            } => {
+                let (token, origin) = env
+                    .tokens
+                    .get(key, || async {
+                        let now = crate::template::functions::unix_now();
+                        let mut claims = extra.clone().unwrap_or_default();
+                        claims.insert("iss".into(), client_id.clone().into());
+                        claims.insert("sub".into(), subject.clone().into());
+                        claims.insert("aud".into(), audience.clone().into());
+                        claims.insert("iat".into(), now.into());
+                        claims.insert("exp".into(), (now + 180).into());
+                        let assertion = crate::jwt::sign(
+                            &serde_json::Value::Object(claims),
+                            private_key,
+                            algorithm,
+                            headers.as_ref(),
+                        )
+                        .map_err(sign_failure)?;
+                        let form = vec![
+                            (
+                                "grant_type",
+                                "urn:ietf:params:oauth:grant-type:jwt-bearer".to_string(),
+                            ),
+                            ("assertion", assertion),
+                        ];
+                        token_request::request_token(env, token_url, form, Some(*max_lifetime))
+                            .await
+                    })
+                    .await?;
+                oauth_applied(env, key.clone(), &token, origin)
+            }
         }
     }
 }

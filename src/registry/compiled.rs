@@ -161,8 +161,17 @@ pub struct Step {
     pub response_content_type: Option<String>,
     /// Step duration histogram and 2xx counter for successful steps.
     pub hot_metrics: HotHandles,
-    /// How long 2xx answers are cached (GET/HEAD simple connectors with `cache_ttl_seconds`).
-    pub cache_ttl: Option<std::time::Duration>,
+    /// Whether and how its answers are cached (docs/spec.md §10).
+    pub cache: StepCache,
+}
+
+/// How a call's answers are cached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepCache {
+    /// Cached at all: a GET or HEAD call without `cache: "off"`.
+    pub enabled: bool,
+    /// `cache_ttl_seconds`: freshness when the upstream gives none.
+    pub forced_ttl: Option<std::time::Duration>,
 }
 
 /// A header or query parameter.

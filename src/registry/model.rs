@@ -57,12 +57,28 @@ pub(crate) struct SimpleConnectorDef {
     /// Content-Type returned to the widget instead of the upstream's.
     #[serde(default)]
     pub response_content_type: String,
-    /// Seconds to keep successful (2xx) answers of this GET/HEAD connector and serve them
-    /// again for the same rendered request (URL, headers including credentials, body).
-    /// Absent or 0: no caching.
+    /// Seconds an answer of this GET/HEAD connector stays fresh when the upstream gives no
+    /// freshness of its own (no `max-age`, `s-maxage` or `Expires`); the upstream's
+    /// `no-store`, `no-cache` and `private` still win. Without it, answers are cached as
+    /// the upstream's headers say (docs/spec.md §10).
     #[serde(default)]
     #[schemars(range(max = 86400))]
     pub cache_ttl_seconds: Option<u64>,
+    /// `"off"`: never cache this connector's answers. Default `"auto"`: cache GET and HEAD
+    /// answers as the upstream's `Cache-Control`, `Expires`, `ETag` and `Last-Modified` say.
+    #[serde(default)]
+    pub cache: Option<CacheSetting>,
+}
+
+/// Whether a call's answers are cached (docs/spec.md §10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheSetting {
+    /// As the upstream's headers say (GET and HEAD only).
+    #[default]
+    Auto,
+    /// Never.
+    Off,
 }
 
 /// A composite connector: steps run in order; the last step's response is returned.
@@ -112,6 +128,13 @@ pub(crate) struct StepDef {
     /// Content-Type returned to the widget; only the last step's matters.
     #[serde(default)]
     pub response_content_type: String,
+    /// As for simple connectors: freshness when the upstream gives none (GET/HEAD steps).
+    #[serde(default)]
+    #[schemars(range(max = 86400))]
+    pub cache_ttl_seconds: Option<u64>,
+    /// As for simple connectors: `"off"` never caches this step's answers.
+    #[serde(default)]
+    pub cache: Option<CacheSetting>,
 }
 
 /// HTTP methods a connector may use.
@@ -286,6 +309,7 @@ mod tests {
             response_body: String::new(),
             response_content_type: String::new(),
             cache_ttl_seconds: Some(60),
+            cache: Some(CacheSetting::Off),
         };
         let step = StepDef {
             name: "s".into(),
@@ -297,6 +321,8 @@ mod tests {
             request_body: String::new(),
             response_body: String::new(),
             response_content_type: String::new(),
+            cache_ttl_seconds: Some(60),
+            cache: Some(CacheSetting::Auto),
         };
         let composite = CompositeConnectorDef {
             name: "c".into(),

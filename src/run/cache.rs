@@ -1,34 +1,156 @@
-//! The response cache of GET/HEAD simple connectors with `cache_ttl_seconds`: keyed by the
-//! whole rendered request (method, URL, headers including credentials, body), 2xx answers
-//! only, bounded by the total size of the cached bodies.
+//! The response cache (docs/spec.md §10): an RFC 9111 *shared* cache of GET and HEAD calls,
+//! as the platform caches. Freshness, `Vary`, `no-store`, `no-cache`, `private`,
+//! `must-revalidate`, the `Authorization` rule and revalidation are decided by
+//! `http-cache-semantics`; this module keys, stores, collapses concurrent misses and keeps
+//! the cache bounded in bytes.
+//!
+//! The key is the whole rendered request without its credential, plus the credential's
+//! identity (the api key, or every input of the grant): answers for different credentials
+//! or members never mix, and a hit needs no token.
 
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
+use awc::http::header::{HeaderMap, HeaderName, HeaderValue};
+use http_cache_semantics::{AfterResponse, BeforeRequest, CacheOptions, CachePolicy};
 use quick_cache::sync::Cache;
-use quick_cache::Weighter;
+use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
+use tokio::sync::watch;
 
+use crate::events::{CacheEvicted, CacheSized};
+use crate::metrics::Metrics;
 use crate::upstream::{OutboundRequest, UpstreamResponse};
 
-/// A cached answer and when it stops being fresh.
-#[derive(Debug, Clone)]
-pub(crate) struct Cached {
-    expires: Instant,
+/// Statuses stored (the platform's: docs/spec.md §10).
+const STORED_STATUSES: [u16; 3] = [200, 301, 308];
+/// How long a key whose answer could not be stored goes straight upstream, without waiting
+/// behind a request in flight for the same key (Varnish's hit-for-pass).
+const PASS_FOR: Duration = Duration::from_secs(30);
+
+/// How a call's answer was found (the `result` label and the `Server-Timing` desc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheStatus {
+    /// The call is not cached (not GET/HEAD, or `cache: "off"`).
+    #[default]
+    Off,
+    /// A fresh stored answer was served.
+    Hit,
+    /// A stale stored answer was revalidated: the upstream answered 304.
+    Revalidated,
+    /// The upstream was called and its answer stored.
+    Miss,
+    /// The upstream was called and its answer may not be stored.
+    Uncacheable,
+}
+
+impl CacheStatus {
+    /// The `result` label of `connector_response_cache_requests_total`.
+    pub(crate) fn as_label(self) -> &'static str {
+        match self {
+            CacheStatus::Off => "off",
+            CacheStatus::Hit => "hit",
+            CacheStatus::Revalidated => "revalidated",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Uncacheable => "uncacheable",
+        }
+    }
+
+    /// Whether the cache served or stored the answer (what composite timings report).
+    pub(crate) fn involved(self) -> bool {
+        matches!(
+            self,
+            CacheStatus::Hit | CacheStatus::Revalidated | CacheStatus::Miss
+        )
+    }
+
+    /// The `Server-Timing` desc: `Cache Hit`, `Cache Revalidated` or `Cache Miss`.
+    pub(crate) fn desc(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "Cache Hit",
+            CacheStatus::Revalidated => "Cache Revalidated",
+            CacheStatus::Off | CacheStatus::Miss | CacheStatus::Uncacheable => "Cache Miss",
+        }
+    }
+}
+
+/// A stored answer and what decides its reuse.
+#[derive(Debug)]
+pub(crate) struct Stored {
+    policy: CachePolicy,
+    /// `cache_ttl_seconds` freshness, for an answer the upstream gave none.
+    forced_until: Option<SystemTime>,
     response: UpstreamResponse,
+}
+
+/// What the cache holds for a key.
+#[derive(Debug, Clone)]
+pub(crate) enum Entry {
+    Stored(Arc<Stored>),
+    /// The last answer could not be stored.
+    Pass {
+        until: Instant,
+    },
+}
+
+/// What a look-up found.
+#[derive(Debug)]
+pub(crate) enum Lookup {
+    /// A fresh answer: serve it.
+    Fresh(UpstreamResponse),
+    /// A stored answer that must be revalidated: send the request with `conditional`.
+    Stale {
+        /// The stored answer.
+        stored: Arc<Stored>,
+        /// `If-None-Match` / `If-Modified-Since`.
+        conditional: Vec<(HeaderName, HeaderValue)>,
+    },
+    /// Nothing stored: the first caller calls upstream, the others wait for it.
+    Miss,
+    /// The key's answers cannot be stored: call upstream at once.
+    Pass,
 }
 
 /// Weighs entries by their size, so the cache is bounded in bytes.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct BySize;
 
-impl Weighter<Vec<u8>, Cached> for BySize {
-    fn weight(&self, key: &Vec<u8>, value: &Cached) -> u64 {
-        (key.len() + value.response.body.len() + 256) as u64
+impl Weighter<Vec<u8>, Entry> for BySize {
+    fn weight(&self, key: &Vec<u8>, value: &Entry) -> u64 {
+        let stored = match value {
+            Entry::Stored(s) => {
+                s.response.body.len()
+                    + s.response
+                        .headers
+                        .iter()
+                        .map(|(k, v)| k.as_str().len() + v.len() + 32)
+                        .sum::<usize>()
+                    + 512
+            }
+            Entry::Pass { .. } => 64,
+        };
+        (key.len() + stored) as u64
+    }
+}
+
+/// Counts evictions.
+#[derive(Clone)]
+pub(crate) struct Evictions(Arc<Metrics>);
+
+impl Lifecycle<Vec<u8>, Entry> for Evictions {
+    type RequestState = ();
+
+    fn on_evict(&self, _: &mut (), _: Vec<u8>, _: Entry) {
+        CacheEvicted.emit(&self.0);
     }
 }
 
 /// Cached upstream answers, shared by every worker.
 pub struct ResponseCache {
-    entries: Cache<Vec<u8>, Cached, BySize>,
+    entries: Cache<Vec<u8>, Entry, BySize, DefaultHashBuilder, Evictions>,
+    /// Keys being fetched, each with the channel its waiters watch (closed when done).
+    in_flight: Mutex<HashMap<Vec<u8>, watch::Sender<()>>>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for ResponseCache {
@@ -39,18 +161,63 @@ impl std::fmt::Debug for ResponseCache {
     }
 }
 
+/// A caller fetching a key that others may wait for; they are woken when it is dropped.
+#[derive(Debug)]
+pub(crate) struct Flight<'c> {
+    cache: &'c ResponseCache,
+    key: Vec<u8>,
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        // Dropping the sender closes the channel: every waiter wakes.
+        if let Ok(mut in_flight) = self.cache.in_flight.lock() {
+            in_flight.remove(&self.key);
+        }
+    }
+}
+
+/// The options of a shared cache; no heuristic freshness (an API answer without
+/// `Cache-Control` or `Expires` is not guessed fresh from its `Last-Modified`).
+fn options() -> CacheOptions {
+    CacheOptions {
+        shared: true,
+        cache_heuristic: 0.0,
+        ..CacheOptions::default()
+    }
+}
+
 impl ResponseCache {
-    /// A cache holding at most `max_bytes` of keys and bodies.
-    pub(crate) fn new(max_bytes: u64) -> Self {
+    /// A cache holding at most `max_bytes` of keys and answers.
+    pub(crate) fn new(max_bytes: u64, metrics: Arc<Metrics>) -> Self {
         ResponseCache {
-            entries: Cache::with_weighter(1024, max_bytes.max(1), BySize),
+            entries: Cache::with(
+                1024,
+                max_bytes.max(1),
+                BySize,
+                DefaultHashBuilder::default(),
+                Evictions(metrics.clone()),
+            ),
+            in_flight: Mutex::new(HashMap::new()),
+            metrics,
         }
     }
 
-    /// The key of a rendered request: every part that can change the answer, credentials
-    /// included, so two callers never share an answer meant for different credentials.
-    pub(crate) fn key(request: &OutboundRequest) -> Vec<u8> {
-        let mut key = Vec::with_capacity(request.url.len() + 64 * request.headers.len() + 16);
+    /// The key of a call: its namespace (the connector's `permalink` and the step's
+    /// `index`), the request without its credential (method, URL, headers, body) and the
+    /// credential's `identity`.
+    pub(crate) fn key(
+        permalink: &str,
+        index: usize,
+        request: &OutboundRequest,
+        identity: &str,
+    ) -> Vec<u8> {
+        let mut key = Vec::with_capacity(
+            permalink.len() + request.url.len() + 64 * request.headers.len() + identity.len() + 24,
+        );
+        key.extend_from_slice(permalink.as_bytes());
+        key.push(0);
+        key.extend_from_slice(&index.to_le_bytes());
         key.extend_from_slice(request.method.as_str().as_bytes());
         key.push(0);
         key.extend_from_slice(request.url.as_bytes());
@@ -61,41 +228,268 @@ impl ResponseCache {
             key.extend_from_slice(value.as_bytes());
         }
         key.push(0);
+        key.extend_from_slice(identity.as_bytes());
+        key.push(0);
         if let Some(body) = &request.body {
             key.extend_from_slice(body);
         }
         key
     }
 
-    /// A fresh answer for `key`, if one is cached.
-    pub(crate) fn get(&self, key: &[u8]) -> Option<UpstreamResponse> {
-        let cached = self.entries.get(key)?;
-        if cached.expires > Instant::now() {
-            Some(cached.response)
-        } else {
-            self.entries.remove(key);
-            None
+    /// What is stored for `key`, for `request` (without its credential).
+    pub(crate) fn lookup(&self, key: &[u8], request: &OutboundRequest) -> Lookup {
+        let Some(entry) = self.entries.get(key) else {
+            return Lookup::Miss;
+        };
+        let stored = match entry {
+            Entry::Pass { until } if Instant::now() < until => return Lookup::Pass,
+            Entry::Pass { .. } => return Lookup::Miss,
+            Entry::Stored(stored) => stored,
+        };
+        let now = SystemTime::now();
+        if stored.forced_until.is_some_and(|until| now < until) {
+            return Lookup::Fresh(stored.response.clone());
+        }
+        let Some(parts) = request_parts(request) else {
+            return Lookup::Miss;
+        };
+        match stored.policy.before_request(&parts, now) {
+            BeforeRequest::Fresh(_) => Lookup::Fresh(stored.response.clone()),
+            BeforeRequest::Stale {
+                request,
+                matches: true,
+            } => {
+                let conditional = ["if-none-match", "if-modified-since"]
+                    .into_iter()
+                    .filter_map(|name| {
+                        let value = request.headers.get(name)?;
+                        Some((
+                            HeaderName::from_static(name),
+                            HeaderValue::from_bytes(value.as_bytes()).ok()?,
+                        ))
+                    })
+                    .collect::<Vec<_>>();
+                if conditional.is_empty() {
+                    // Nothing to revalidate with: fetch it anew.
+                    Lookup::Miss
+                } else {
+                    Lookup::Stale {
+                        stored,
+                        conditional,
+                    }
+                }
+            }
+            BeforeRequest::Stale { matches: false, .. } => Lookup::Miss,
         }
     }
 
-    /// Keeps a 2xx `response` for `ttl`.
-    pub(crate) fn insert(&self, key: Vec<u8>, response: &UpstreamResponse, ttl: Duration) {
-        if (200..300).contains(&response.status) {
-            self.entries.insert(
-                key,
-                Cached {
-                    expires: Instant::now() + ttl,
-                    response: response.clone(),
-                },
-            );
+    /// Leads the fetch of `key`, or waits for the caller leading it: `Some` to the leader,
+    /// `None` once the leader is done (look the key up again; what it could not store, each
+    /// waiter then fetches itself, at once).
+    pub(crate) async fn lead_or_wait(&self, key: &[u8]) -> Option<Flight<'_>> {
+        let mut waiter = {
+            let mut in_flight = self.in_flight.lock().ok()?;
+            match in_flight.get(key) {
+                Some(sender) => sender.subscribe(),
+                None => {
+                    in_flight.insert(key.to_vec(), watch::channel(()).0);
+                    return Some(Flight {
+                        cache: self,
+                        key: key.to_vec(),
+                    });
+                }
+            }
+        };
+        // Nothing is ever sent: this returns when the leader drops the sender.
+        let _ = waiter.changed().await;
+        None
+    }
+
+    /// Stores the answer to `request` (sent with its credential) under `key` if RFC 9111
+    /// allows it, or with `forced_ttl` when the upstream gave no freshness and did not
+    /// forbid storing; returns whether it was stored.
+    pub(crate) fn store(
+        &self,
+        key: Vec<u8>,
+        request: &OutboundRequest,
+        response: &UpstreamResponse,
+        forced_ttl: Option<Duration>,
+    ) -> CacheStatus {
+        let stored = self.storable(request, response, forced_ttl);
+        let status = match stored {
+            Some(stored) => {
+                self.entries.insert(key, Entry::Stored(Arc::new(stored)));
+                CacheStatus::Miss
+            }
+            None => {
+                self.entries.insert(
+                    key,
+                    Entry::Pass {
+                        until: Instant::now() + PASS_FOR,
+                    },
+                );
+                CacheStatus::Uncacheable
+            }
+        };
+        CacheSized {
+            bytes: self.entries.weight(),
+        }
+        .emit(&self.metrics);
+        status
+    }
+
+    /// Whether `response` could be stored at all: it carries a caching header (most API
+    /// answers carry none, and need no policy built), or the call forces a freshness.
+    pub(crate) fn may_store(response: &UpstreamResponse, forced_ttl: Option<Duration>) -> bool {
+        let has = |name: &str| response.headers.contains_key(name);
+        forced_ttl.is_some()
+            || has("cache-control")
+            || has("expires")
+            || has("etag")
+            || has("last-modified")
+    }
+
+    fn storable(
+        &self,
+        request: &OutboundRequest,
+        response: &UpstreamResponse,
+        forced_ttl: Option<Duration>,
+    ) -> Option<Stored> {
+        let headers = &response.headers;
+        let has = |name: &str| headers.contains_key(name);
+        if !Self::may_store(response, forced_ttl) {
+            return None;
+        }
+        if vary_star(headers) {
+            return None;
+        }
+        let now = SystemTime::now();
+        let policy = CachePolicy::new_options(
+            &request_parts(request)?,
+            &response_parts(response)?,
+            now,
+            options(),
+        );
+        let explicit =
+            has("expires") || directive(headers, "max-age") || directive(headers, "s-maxage");
+        let forbidden = ["no-store", "no-cache", "private"]
+            .iter()
+            .any(|d| directive(headers, d));
+        let forced_until = match forced_ttl {
+            Some(ttl) if !explicit && !forbidden && (200..300).contains(&response.status) => {
+                Some(now + ttl)
+            }
+            _ => None,
+        };
+        let validators = has("etag") || has("last-modified");
+        let by_rfc = policy.is_storable()
+            && STORED_STATUSES.contains(&response.status)
+            && (!policy.time_to_live(now).is_zero() || validators);
+        (by_rfc || forced_until.is_some()).then(|| Stored {
+            policy,
+            forced_until,
+            response: response.clone(),
+        })
+    }
+
+    /// The upstream answered `response` to the revalidation of `stored` (sent as
+    /// `request`): a matching 304 refreshes the stored answer and serves it; anything else
+    /// is a new answer (`None`: send it and store it as a miss).
+    pub(crate) fn revalidated(
+        &self,
+        key: &[u8],
+        stored: &Stored,
+        request: &OutboundRequest,
+        response: &UpstreamResponse,
+    ) -> Option<UpstreamResponse> {
+        if response.status != 304 {
+            return None;
+        }
+        let now = SystemTime::now();
+        let after =
+            stored
+                .policy
+                .after_response(&request_parts(request)?, &response_parts(response)?, now);
+        let AfterResponse::NotModified(policy, parts) = after else {
+            return None;
+        };
+        let mut refreshed = stored.response.clone();
+        refreshed.headers = header_map_from(&parts.headers);
+        self.entries.insert(
+            key.to_vec(),
+            Entry::Stored(Arc::new(Stored {
+                policy,
+                forced_until: None,
+                response: refreshed.clone(),
+            })),
+        );
+        CacheSized {
+            bytes: self.entries.weight(),
+        }
+        .emit(&self.metrics);
+        Some(refreshed)
+    }
+}
+
+/// Whether the `Cache-Control` of `headers` has `directive` (names only; values are the
+/// policy's business).
+fn directive(headers: &HeaderMap, directive: &str) -> bool {
+    headers
+        .get_all("cache-control")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| {
+            d.split('=')
+                .next()
+                .is_some_and(|name| name.trim().eq_ignore_ascii_case(directive))
+        })
+}
+
+/// `Vary: *`: no later request can be known to match.
+fn vary_star(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("vary")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| v.trim() == "*")
+}
+
+// The upstream client speaks `http` 0.2 (awc), the policy `http` 1: these copy between them.
+
+fn request_parts(request: &OutboundRequest) -> Option<http::request::Parts> {
+    let mut builder = http::Request::builder()
+        .method(request.method.as_str())
+        .uri(request.url.as_str());
+    for (name, value) in &request.headers {
+        builder = builder.header(name.as_str(), value.as_bytes());
+    }
+    builder.body(()).ok().map(|r| r.into_parts().0)
+}
+
+fn response_parts(response: &UpstreamResponse) -> Option<http::response::Parts> {
+    let mut builder = http::Response::builder().status(response.status);
+    for (name, value) in &response.headers {
+        builder = builder.header(name.as_str(), value.as_bytes());
+    }
+    builder.body(()).ok().map(|r| r.into_parts().0)
+}
+
+fn header_map_from(headers: &http::HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (name, value) in headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_str().as_bytes()),
+            HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            out.append(name, value);
         }
     }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use awc::http::header::{HeaderMap, HeaderName, HeaderValue};
     use awc::http::Method;
     use bytes::Bytes;
 
@@ -104,35 +498,126 @@ mod tests {
             method: Method::GET,
             url: "https://api.example.com/items/1".into(),
             headers: vec![(
-                HeaderName::from_static("authorization"),
+                HeaderName::from_static("x-token"),
                 HeaderValue::from_static(token),
             )],
             body: None,
         }
     }
 
-    fn answer(status: u16) -> UpstreamResponse {
+    fn answer(status: u16, headers: &[(&'static str, &'static str)]) -> UpstreamResponse {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
         UpstreamResponse {
             status,
-            headers: HeaderMap::new(),
+            headers: map,
             body: Bytes::from_static(b"{}"),
         }
     }
 
+    fn cache() -> ResponseCache {
+        ResponseCache::new(1 << 20, Metrics::new())
+    }
+
     #[test]
-    fn answers_are_kept_per_credential_for_their_ttl_and_only_when_2xx() {
-        let cache = ResponseCache::new(1 << 20);
-        let (alice, bob) = (
-            ResponseCache::key(&request("Bearer a")),
-            ResponseCache::key(&request("Bearer b")),
+    fn keys_differ_by_namespace_request_and_credential_identity() {
+        let key = |ns, token, identity| ResponseCache::key(ns, 0, &request(token), identity);
+        let base = key("a/0", "t", "");
+        assert_ne!(base, key("b/0", "t", ""));
+        assert_ne!(base, key("a/0", "u", ""));
+        assert_ne!(base, key("a/0", "t", "api-key-1"));
+        assert_eq!(base, key("a/0", "t", ""));
+    }
+
+    #[test]
+    fn fresh_answers_are_served_and_others_are_not_stored() {
+        let cache = cache();
+        let req = request("t");
+        let key = ResponseCache::key("c", 0, &req, "");
+        assert!(matches!(cache.lookup(&key, &req), Lookup::Miss));
+        let fresh = answer(200, &[("cache-control", "max-age=60")]);
+        assert_eq!(
+            cache.store(key.clone(), &req, &fresh, None),
+            CacheStatus::Miss
         );
-        assert_ne!(alice, bob);
-        cache.insert(alice.clone(), &answer(200), Duration::from_secs(60));
-        assert!(cache.get(&alice).is_some());
-        assert!(cache.get(&bob).is_none());
-        cache.insert(bob.clone(), &answer(503), Duration::from_secs(60));
-        assert!(cache.get(&bob).is_none());
-        cache.insert(bob.clone(), &answer(200), Duration::from_millis(0));
-        assert!(cache.get(&bob).is_none(), "expired answers are not served");
+        assert!(matches!(cache.lookup(&key, &req), Lookup::Fresh(_)));
+        for headers in [
+            &[("cache-control", "no-store, max-age=60")][..],
+            &[("cache-control", "private, max-age=60")],
+            &[("cache-control", "max-age=60"), ("vary", "*")],
+            &[],
+        ] {
+            let key = ResponseCache::key("other", 0, &req, &format!("{headers:?}"));
+            assert_eq!(
+                cache.store(key.clone(), &req, &answer(200, headers), None),
+                CacheStatus::Uncacheable,
+                "{headers:?}"
+            );
+            assert!(matches!(cache.lookup(&key, &req), Lookup::Pass));
+        }
+        let key = ResponseCache::key("status", 0, &req, "");
+        let server_error = answer(503, &[("cache-control", "max-age=60")]);
+        assert_eq!(
+            cache.store(key, &req, &server_error, None),
+            CacheStatus::Uncacheable
+        );
+    }
+
+    #[test]
+    fn a_forced_ttl_applies_only_where_the_upstream_gives_no_freshness_nor_forbids_it() {
+        let cache = cache();
+        let req = request("t");
+        let ttl = Some(Duration::from_secs(60));
+        let key = |n: &str| ResponseCache::key(n, 0, &req, "");
+        assert_eq!(
+            cache.store(key("none"), &req, &answer(200, &[]), ttl),
+            CacheStatus::Miss
+        );
+        assert!(matches!(cache.lookup(&key("none"), &req), Lookup::Fresh(_)));
+        let no_store = answer(200, &[("cache-control", "no-store")]);
+        assert_eq!(
+            cache.store(key("ns"), &req, &no_store, ttl),
+            CacheStatus::Uncacheable
+        );
+        // An explicit max-age=0 with a validator is revalidated, never forced fresh.
+        let zero = answer(200, &[("cache-control", "max-age=0"), ("etag", "\"v1\"")]);
+        assert_eq!(
+            cache.store(key("zero"), &req, &zero, ttl),
+            CacheStatus::Miss
+        );
+        assert!(matches!(
+            cache.lookup(&key("zero"), &req),
+            Lookup::Stale { .. }
+        ));
+    }
+
+    #[test]
+    fn a_stale_answer_is_revalidated_and_a_304_refreshes_it() {
+        let cache = cache();
+        let req = request("t");
+        let key = ResponseCache::key("c", 0, &req, "");
+        let first = answer(200, &[("cache-control", "no-cache"), ("etag", "\"v1\"")]);
+        cache.store(key.clone(), &req, &first, None);
+        let Lookup::Stale {
+            stored,
+            conditional,
+        } = cache.lookup(&key, &req)
+        else {
+            panic!("no-cache must be revalidated");
+        };
+        assert_eq!(conditional[0].0, "if-none-match");
+        assert_eq!(conditional[0].1, "\"v1\"");
+        let not_modified = answer(304, &[("etag", "\"v1\""), ("cache-control", "max-age=60")]);
+        let served = cache
+            .revalidated(&key, &stored, &req, &not_modified)
+            .expect("a matching 304 serves the stored answer");
+        assert_eq!(served.status, 200);
+        assert_eq!(served.body, first.body);
+        assert!(matches!(cache.lookup(&key, &req), Lookup::Fresh(_)));
+        // A 304 naming another validator does not refresh anything.
+        let other = answer(304, &[("etag", "\"v2\"")]);
+        assert!(cache.revalidated(&key, &stored, &req, &other).is_none());
     }
 }

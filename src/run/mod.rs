@@ -3,7 +3,7 @@
 //! time, stops at the first failure and assembles the response. A simple connector is a run
 //! of one step.
 
-pub(crate) mod cache;
+pub mod cache;
 pub mod caller;
 pub(crate) mod composite;
 pub(crate) mod error;
@@ -57,7 +57,10 @@ impl SharedRunState {
     /// Shared state with `settings`, recording into `metrics`.
     pub fn new(settings: RunSettings, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(SharedRunState {
-            response_cache: cache::ResponseCache::new(settings.response_cache_bytes),
+            response_cache: cache::ResponseCache::new(
+                settings.response_cache_bytes,
+                metrics.clone(),
+            ),
             settings,
             tokens: TokenCache::new(),
             metrics,

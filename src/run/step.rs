@@ -15,12 +15,12 @@ use bytes::Bytes;
 use minijinja::Value;
 use tracing::Instrument;
 
-use super::cache::ResponseCache;
+use super::cache::{CacheStatus, Lookup, ResponseCache};
 use super::error::{Code, StepFailure};
 use super::messages::{ExecuteStep, StepOutcome, StepResult};
 use super::timing::StepTiming;
 use super::SharedRunState;
-use crate::auth::{self, AppliedAuth, AuthEnv, Credential};
+use crate::auth::{self, AuthEnv, Credential, Prepared};
 use crate::events::{CacheLookedUp, StepFinished, UpstreamRetried};
 use crate::registry::model::HttpMethod;
 use crate::registry::Step;
@@ -201,30 +201,15 @@ fn method(m: HttpMethod) -> Method {
     }
 }
 
-/// The request to send: the rendered parts (moved, not copied) plus the credential.
-fn outbound(
-    step: &Step,
-    rendered: RenderedRequest,
-    credential: Option<&Credential>,
-) -> OutboundRequest {
+/// The request to send, from the rendered parts (moved, not copied); its credential is
+/// added once the response cache has been asked ([`add_credential`]).
+fn outbound(step: &Step, rendered: RenderedRequest) -> OutboundRequest {
     let RenderedRequest {
         mut url,
         query,
-        mut headers,
+        headers,
         body,
     } = rendered;
-    let mut query: Vec<(&str, &str)> = query
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    match credential {
-        Some(Credential::Header(name, value)) => {
-            headers.retain(|(n, _)| n != name);
-            headers.push((name.clone(), value.clone()));
-        }
-        Some(Credential::Query(key, value)) => query.push((key.as_str(), value.as_str())),
-        None => {}
-    }
     if !query.is_empty() {
         let encoded = serde_urlencoded::to_string(&query).unwrap_or_default();
         url.push(if url.contains('?') { '&' } else { '?' });
@@ -299,15 +284,13 @@ async fn execute_step(
     StepOutcome { result, timing }
 }
 
-async fn authenticate(
-    client: &awc::Client,
-    shared: &SharedRunState,
-    env: &StepEnv<'_>,
-) -> Result<Option<AppliedAuth>, StepFailure> {
-    let Some(auth) = &env.step.auth else {
-        return Ok(None);
-    };
-    let env = AuthEnv {
+/// What authentication needs of the step.
+fn auth_env<'a>(
+    client: &'a awc::Client,
+    shared: &'a SharedRunState,
+    env: &'a StepEnv<'_>,
+) -> AuthEnv<'a> {
+    AuthEnv {
         templates: &env.run.registry.templates,
         ctx: &env.template_ctx,
         client,
@@ -315,8 +298,38 @@ async fn authenticate(
         token_timeout: shared.settings.token_timeout,
         max_response_bytes: shared.settings.max_response_bytes,
         metrics: &shared.metrics,
-    };
-    auth::apply(auth, &env).await.map(Some)
+    }
+}
+
+/// The step's authentication with its config rendered (nothing fetched or signed yet).
+fn prepare_auth(
+    client: &awc::Client,
+    shared: &SharedRunState,
+    env: &StepEnv<'_>,
+) -> Result<Option<Prepared>, StepFailure> {
+    env.step
+        .auth
+        .as_ref()
+        .map(|auth| auth::prepare(auth, &auth_env(client, shared, env)))
+        .transpose()
+}
+
+/// Adds `credential` to `request`: a header (replacing one of the same name) or a query
+/// parameter after the others.
+fn add_credential(request: &mut OutboundRequest, credential: &Credential) {
+    match credential {
+        Credential::Header(name, value) => {
+            request.headers.retain(|(n, _)| n != name);
+            request.headers.push((name.clone(), value.clone()));
+        }
+        Credential::Query(key, value) => {
+            let encoded = serde_urlencoded::to_string([(key, value)]).unwrap_or_default();
+            request
+                .url
+                .push(if request.url.contains('?') { '&' } else { '?' });
+            request.url.push_str(&encoded);
+        }
+    }
 }
 
 /// One upstream call under the step's time limit and size cap. Connection failures of
@@ -361,52 +374,26 @@ async fn run_step(
 ) -> Result<StepResult, StepFailure> {
     let step = env.step;
     let rendered = render_request(env)?;
-    let applied = authenticate(client, shared, env).await?;
-    // Only an OAuth token can be refreshed and retried; only then is a copy kept.
-    let retry_source = applied
-        .as_ref()
-        .filter(|a| a.token.is_some())
-        .map(|_| rendered.clone());
-    let request = outbound(step, rendered, applied.as_ref().map(|a| &a.credential));
-    timing.setup = started.elapsed();
-    let cache_key = step.cache_ttl.map(|_| ResponseCache::key(&request));
-    let cached = cache_key
-        .as_ref()
-        .and_then(|key| shared.response_cache.get(key));
-    if step.cache_ttl.is_some() {
+    let prepared = prepare_auth(client, shared, env)?;
+    let request = outbound(step, rendered);
+    let exchange = Exchange {
+        client,
+        shared,
+        env,
+        prepared: prepared.as_ref(),
+    };
+    let response = if step.cache.enabled {
+        let (response, status) = exchange.cached(request, timing, started).await?;
+        timing.cache = status;
         CacheLookedUp {
             connector: &env.run.connector.permalink,
-            hit: cached.is_some(),
+            result: status.as_label(),
         }
         .emit(&shared.metrics);
-    }
-    timing.cache_hit = cached.is_some();
-    let upstream_started = Instant::now();
-    let exchange = async {
-        if let Some(response) = cached {
-            return Ok(response);
-        }
-        let mut response = call_upstream(client, shared, env, &request).await?;
-        if response.status == 401 {
-            // A rejected OAuth token is dropped and the step retried once with a fresh one.
-            let token = applied.as_ref().and_then(|a| a.token.clone());
-            if let (Some((key, token)), Some(rendered)) = (token, retry_source) {
-                shared.tokens.invalidate(&key, &token);
-                let fresh = authenticate(client, shared, env).await?;
-                let retry = outbound(step, rendered, fresh.as_ref().map(|a| &a.credential));
-                response = call_upstream(client, shared, env, &retry).await?;
-            }
-        }
-        Ok::<_, StepFailure>(response)
-    }
-    .await;
-    // Timed whether or not the exchange succeeded: a timeout or network failure spent its
-    // time upstream, and X-Connector-Timing must not report that wait as internal time.
-    timing.external = upstream_started.elapsed();
-    let response = exchange?;
-    if let (Some(key), Some(ttl), false) = (cache_key, step.cache_ttl, timing.cache_hit) {
-        shared.response_cache.insert(key, &response, ttl);
-    }
+        response
+    } else {
+        exchange.send(request, Vec::new(), timing, started).await?.1
+    };
     timing.status_code = Some(response.status);
     if response.status >= 400 {
         return Err(StepFailure::http(response.status, "the upstream"));
@@ -448,4 +435,139 @@ async fn run_step(
         body,
         value: value.unwrap_or_default(),
     })
+}
+
+/// One step's exchange with its upstream: authentication, the call (retried once with a
+/// fresh token after a 401), and the response cache around them.
+struct Exchange<'a> {
+    client: &'a awc::Client,
+    shared: &'a SharedRunState,
+    env: &'a StepEnv<'a>,
+    prepared: Option<&'a Prepared>,
+}
+
+impl Exchange<'_> {
+    /// Authenticates `request`, adds `extra` headers and sends it; returns the request as
+    /// sent (with its credential) and the answer.
+    async fn send(
+        &self,
+        mut request: OutboundRequest,
+        extra: Vec<(HeaderName, HeaderValue)>,
+        timing: &mut StepTiming,
+        started: Instant,
+    ) -> Result<(OutboundRequest, UpstreamResponse), StepFailure> {
+        let auth_env = auth_env(self.client, self.shared, self.env);
+        let applied = match self.prepared {
+            Some(prepared) => Some(prepared.apply(&auth_env).await?),
+            None => None,
+        };
+        // Only an OAuth token can be refreshed and retried; only then is a copy kept.
+        let retry_source = applied
+            .as_ref()
+            .filter(|a| a.token.is_some())
+            .map(|_| request.clone());
+        if let Some(applied) = &applied {
+            add_credential(&mut request, &applied.credential);
+        }
+        request.headers.extend(extra.iter().cloned());
+        timing.setup = started.elapsed();
+        let upstream_started = Instant::now();
+        let exchange = async {
+            let mut response = call_upstream(self.client, self.shared, self.env, &request).await?;
+            if response.status == 401 {
+                // A rejected OAuth token is dropped and the step retried once with a fresh one.
+                let token = applied.as_ref().and_then(|a| a.token.clone());
+                if let (Some((key, token)), Some(mut retry), Some(prepared)) =
+                    (token, retry_source, self.prepared)
+                {
+                    self.shared.tokens.invalidate(&key, &token);
+                    let fresh = prepared.apply(&auth_env).await?;
+                    add_credential(&mut retry, &fresh.credential);
+                    retry.headers.extend(extra.iter().cloned());
+                    response = call_upstream(self.client, self.shared, self.env, &retry).await?;
+                    request = retry;
+                }
+            }
+            Ok::<_, StepFailure>(response)
+        }
+        .await;
+        // Timed whether or not the exchange succeeded: a timeout or network failure spent
+        // its time upstream, and X-Connector-Timing must not report that wait as internal.
+        timing.external = upstream_started.elapsed();
+        Ok((request, exchange?))
+    }
+
+    /// [`Exchange::send`] through the response cache (docs/spec.md §10): a fresh stored
+    /// answer is served without authenticating, a stale one revalidated, a miss fetched
+    /// once for every caller waiting on the same key.
+    async fn cached(
+        &self,
+        request: OutboundRequest,
+        timing: &mut StepTiming,
+        started: Instant,
+    ) -> Result<(UpstreamResponse, CacheStatus), StepFailure> {
+        let cache = &self.shared.response_cache;
+        let step = self.env.step;
+        let forced = step.cache.forced_ttl;
+        let identity = self.prepared.map(Prepared::identity).unwrap_or_default();
+        let key = ResponseCache::key(
+            &self.env.run.connector.permalink,
+            step.index,
+            &request,
+            &identity,
+        );
+        let mut lookup = cache.lookup(&key, &request);
+        let _flight = if matches!(lookup, Lookup::Miss) {
+            let flight = cache.lead_or_wait(&key).await;
+            if flight.is_none() {
+                // Another caller fetched it: its answer, if it could be stored.
+                lookup = cache.lookup(&key, &request);
+                if !matches!(lookup, Lookup::Fresh(_)) {
+                    lookup = Lookup::Pass;
+                }
+            }
+            flight
+        } else {
+            None
+        };
+        match lookup {
+            Lookup::Fresh(response) => {
+                timing.setup = started.elapsed();
+                Ok((response, CacheStatus::Hit))
+            }
+            Lookup::Stale {
+                stored,
+                conditional,
+            } => {
+                let (sent, response) = self
+                    .send(request.clone(), conditional, timing, started)
+                    .await?;
+                if let Some(refreshed) = cache.revalidated(&key, &stored, &sent, &response) {
+                    return Ok((refreshed, CacheStatus::Revalidated));
+                }
+                let (sent, response) = if response.status == 304 {
+                    // A 304 whose validator matches nothing stored: ask again, plainly.
+                    self.send(request, Vec::new(), timing, started).await?
+                } else {
+                    (sent, response)
+                };
+                let status = cache.store(key, &sent, &response, forced);
+                Ok((response, status))
+            }
+            Lookup::Miss => {
+                let (sent, response) = self.send(request, Vec::new(), timing, started).await?;
+                let status = cache.store(key, &sent, &response, forced);
+                Ok((response, status))
+            }
+            Lookup::Pass => {
+                let (sent, response) = self.send(request, Vec::new(), timing, started).await?;
+                let status = if ResponseCache::may_store(&response, forced) {
+                    cache.store(key, &sent, &response, forced)
+                } else {
+                    CacheStatus::Uncacheable
+                };
+                Ok((response, status))
+            }
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! Per-step timings and the `Server-Timing` / `X-Connector-Timing` headers (docs/spec.md §6).
 
+use super::cache::CacheStatus;
 use crate::error::Code;
 
 use std::fmt::Write;
@@ -22,8 +23,8 @@ pub struct StepTiming {
     pub total: Duration,
     /// Upstream status, when it answered.
     pub status_code: Option<u16>,
-    /// Whether the response came from the response cache.
-    pub cache_hit: bool,
+    /// How the response cache served the call.
+    pub cache: CacheStatus,
     /// Upstream host, for the simple connector's `external` entry.
     pub host: String,
 }
@@ -57,10 +58,17 @@ pub fn composite_server_timing(steps: &[StepTiming], total: Duration) -> String 
     for step in steps {
         let _ = write!(
             out,
-            "step.{name};dur={dur};desc=\"Step: {name}\", ",
+            "step.{name};dur={dur};desc=\"Step: {name}",
             name = step.name,
             dur = Ms::of(step.total)
         );
+        // A call the cache served or stored says how (docs/spec.md §10):
+        // `desc="Step: x (Cache Hit)"`; one whose answer could not be stored keeps the seed's
+        // plain desc.
+        if step.cache.involved() {
+            let _ = write!(out, " ({})", step.cache.desc());
+        }
+        out.push_str("\", ");
     }
     let _ = write!(out, "total;dur={};desc=\"Total\"", Ms::of(total));
     out
@@ -84,7 +92,8 @@ fn json_str(out: &mut String, s: &str) {
 }
 
 /// The composite connector's `X-Connector-Timing` JSON:
-/// `{request_id, total_ms, steps: [{name, index, duration_ms, status_code}]}`.
+/// `{request_id, total_ms, steps: [{name, index, duration_ms, status_code, cache?}]}`, with
+/// `cache` (hit, revalidated, miss) for the calls the cache served or stored.
 pub fn composite_connector_timing(
     request_id: &str,
     steps: &[StepTiming],
@@ -108,10 +117,14 @@ pub fn composite_connector_timing(
         );
         match step.status_code {
             Some(code) => {
-                let _ = write!(out, "{code}}}");
+                let _ = write!(out, "{code}");
             }
-            None => out.push_str("null}"),
+            None => out.push_str("null"),
         }
+        if step.cache.involved() {
+            let _ = write!(out, ",\"cache\":\"{}\"", step.cache.as_label());
+        }
+        out.push('}');
     }
     out.push_str("]}");
     out
@@ -119,11 +132,7 @@ pub fn composite_connector_timing(
 
 /// The simple connector's `Server-Timing` header value.
 pub(crate) fn simple_server_timing(step: &StepTiming, total: Duration) -> String {
-    let cache = if step.cache_hit {
-        "Cache Hit"
-    } else {
-        "Cache Miss"
-    };
+    let cache = step.cache.desc();
     format!(
         "setup;dur={};desc=\"Setup\", transform;dur={};desc=\"Transform\", cache;dur=0.0;desc=\"{cache}\", external;dur={};desc=\"{}\", total;dur={};desc=\"Total\"",
         Ms::of(step.setup),
@@ -149,10 +158,11 @@ pub(crate) fn simple_connector_timing(
     json_str(&mut out, request_id);
     let _ = write!(
         out,
-        ",\"total_ms\":{total_ms},\"internal_ms\":{internal},\"external_ms\":{external},\"breakdown\":{{\"setup_ms\":{},\"transform_ms\":{},\"cache_ms\":0.0,\"http_request_ms\":{external}}},\"cache_hit\":{},\"external_host\":",
+        ",\"total_ms\":{total_ms},\"internal_ms\":{internal},\"external_ms\":{external},\"breakdown\":{{\"setup_ms\":{},\"transform_ms\":{},\"cache_ms\":0.0,\"http_request_ms\":{external}}},\"cache_hit\":{},\"cache\":\"{}\",\"external_host\":",
         Ms::of(step.setup),
         Ms::of(step.transform),
-        step.cache_hit
+        step.cache == CacheStatus::Hit,
+        step.cache.as_label()
     );
     json_str(&mut out, &step.host);
     if let Some(error) = error {

@@ -197,6 +197,7 @@ async fn simple_timing_headers_have_the_documented_entries_and_keys() {
         keys(&timing),
         vec![
             "breakdown",
+            "cache",
             "cache_hit",
             "external_host",
             "external_ms",

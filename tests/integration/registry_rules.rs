@@ -1691,7 +1691,7 @@ fn text_output_is_one_line_per_problem_naming_connector_step_and_field() {
     assert_eq!(
         text,
         "error: auth-and-fetch › fetch-user › headers[0].value: unknown filter 'frm_json'\n\
-         warning: auth-and-fetch › fetch-user › retries: unknown field 'retries' is ignored (known fields: name, url, method, headers, query_parameters, authentication, request_body, response_body, response_content_type)\n\
+         warning: auth-and-fetch › fetch-user › retries: unknown field 'retries' is ignored (known fields: name, url, method, headers, query_parameters, authentication, request_body, response_body, response_content_type, cache_ttl_seconds, cache)\n\
          invalid: 1 error(s), 1 warning(s)\n"
     );
 
@@ -1752,7 +1752,7 @@ fn json_output_lists_every_problem_with_its_location() {
         "severity": "warning",
         "connector": "thing",
         "field": "colour",
-        "message": "unknown field 'colour' is ignored (known fields: name, permalink, url, method, headers, query_parameters, path_parameters, authentication, request_body, response_body, response_content_type, cache_ttl_seconds)"
+        "message": "unknown field 'colour' is ignored (known fields: name, permalink, url, method, headers, query_parameters, path_parameters, authentication, request_body, response_body, response_content_type, cache_ttl_seconds, cache)"
     })));
     let method = problems
         .iter()

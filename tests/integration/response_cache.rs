@@ -157,9 +157,9 @@ fn only_get_and_head_connectors_may_be_cached_for_at_most_a_day() {
     let post = json!({"connectors": [{"name": "p", "url": "https://api.example.com/x", "method": "POST", "cache_ttl_seconds": 10}]});
     let err = build_registry(&post.to_string(), &options).unwrap_err();
     assert!(
-        err.report.to_text().contains(
-            "p › cache_ttl_seconds: only GET and HEAD connectors can be cached, not POST"
-        ),
+        err.report
+            .to_text()
+            .contains("p › cache_ttl_seconds: only GET and HEAD calls can be cached, not POST"),
         "{}",
         err.report.to_text()
     );

@@ -202,21 +202,37 @@ fn cache_ttl_seconds_is_a_known_field() {
 }
 
 #[test]
-fn cache_ttl_seconds_in_a_composite_step_is_reported_as_ignored() {
-    // Only simple connectors cache (a step has no cache_ttl_seconds in the model and the
-    // loader never sets one), so here the warning is true and stays.
+fn composite_steps_take_cache_ttl_seconds_and_cache_off_like_simple_connectors() {
+    // Composite GET steps are cached too (docs/spec.md §10), so both fields are known there.
     let (output, out) = validate_registry(&json!({"composite_connectors": [{
         "name": "Flow", "permalink": "flow",
-        "steps": [{"name": "a", "url": "https://api.example.com/x", "cache_ttl_seconds": 60}]
+        "steps": [
+            {"name": "a", "url": "https://api.example.com/x", "cache_ttl_seconds": 60},
+            {"name": "b", "url": "https://api.example.com/y", "cache": "off"}
+        ]
     }]}));
     assert_eq!(output.status.code(), Some(0), "{out}");
+    assert_eq!(out, "ok: 1 connector(s), 0 warning(s)\n");
+    let (output, out) = validate_registry(&json!({"composite_connectors": [{
+        "name": "Flow", "permalink": "flow",
+        "steps": [
+            {"name": "a", "url": "https://api.example.com/x", "method": "POST", "cache_ttl_seconds": 60},
+            {"name": "b", "url": "https://api.example.com/y", "cache": "off", "cache_ttl_seconds": 5},
+            {"name": "c", "url": "https://api.example.com/z", "cache": "sometimes"}
+        ]
+    }]}));
+    assert_eq!(output.status.code(), Some(1), "{out}");
     assert!(
-        out.starts_with(
-            "warning: flow › a › cache_ttl_seconds: unknown field 'cache_ttl_seconds' is ignored"
+        out.contains(
+            "error: flow › a › cache_ttl_seconds: only GET and HEAD calls can be cached, not POST"
         ),
         "{out}"
     );
-    assert!(out.ends_with("ok: 1 connector(s), 1 warning(s)\n"), "{out}");
+    assert!(
+        out.contains("error: flow › b › cache_ttl_seconds: has no effect with cache: \"off\""),
+        "{out}"
+    );
+    assert!(out.contains("error: flow › c › cache"), "{out}");
 }
 
 #[test]

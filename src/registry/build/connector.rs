@@ -4,9 +4,9 @@
 use serde_json::Value;
 
 use super::{checked, revision_of, Builder, CallSite, Checked, Reported};
-use crate::registry::compiled::{CallerReads, Connector, ConnectorKind, Param, Step};
+use crate::registry::compiled::{CallerReads, Connector, ConnectorKind, Param, Step, StepCache};
 use crate::registry::model::{
-    known_fields, AuthenticationDef, CompositeConnectorDef, HttpMethod, KeyValueDef,
+    known_fields, AuthenticationDef, CacheSetting, CompositeConnectorDef, HttpMethod, KeyValueDef,
     SimpleConnectorDef, StepDef,
 };
 use crate::registry::problems::Location;
@@ -27,6 +27,7 @@ struct CallDef<'d> {
     response_body: &'d str,
     response_content_type: &'d str,
     cache_ttl_seconds: Option<u64>,
+    cache: Option<CacheSetting>,
 }
 
 impl<'o> Builder<'o> {
@@ -70,6 +71,7 @@ impl<'o> Builder<'o> {
             response_body: &def.response_body,
             response_content_type: &def.response_content_type,
             cache_ttl_seconds: def.cache_ttl_seconds,
+            cache: def.cache,
         };
         let step = self.call(&site, &call);
         for (key, _) in &path_params {
@@ -228,7 +230,8 @@ impl<'o> Builder<'o> {
                 request_body: &step_def.request_body,
                 response_body: &step_def.response_body,
                 response_content_type: &step_def.response_content_type,
-                cache_ttl_seconds: None,
+                cache_ttl_seconds: step_def.cache_ttl_seconds,
+                cache: step_def.cache,
             };
             match self.call(&site, &call) {
                 Ok(step) => steps.push(step),
@@ -383,15 +386,22 @@ impl<'o> Builder<'o> {
         })
     }
 
-    /// How long answers of a call are cached: `Ok(None)` when they are not.
-    fn cache_ttl(
+    /// Whether and how a call's answers are cached (docs/spec.md §10): GET and HEAD calls
+    /// are, unless `cache` is `"off"`; `cache_ttl_seconds` forces a freshness.
+    fn cache(
         &mut self,
         site: &CallSite<'_>,
         seconds: Option<u64>,
+        setting: Option<CacheSetting>,
         method: Checked<HttpMethod>,
-    ) -> Checked<Option<std::time::Duration>> {
+    ) -> Checked<StepCache> {
+        let cacheable = matches!(method, Ok(HttpMethod::GET | HttpMethod::HEAD));
+        let off = setting == Some(CacheSetting::Off);
         let Some(seconds) = seconds.filter(|s| *s > 0) else {
-            return Ok(None);
+            return Ok(StepCache {
+                enabled: cacheable && !off,
+                forced_ttl: None,
+            });
         };
         if seconds > MAX_CACHE_TTL_SECS {
             self.report.error(
@@ -401,23 +411,32 @@ impl<'o> Builder<'o> {
             );
             return Err(Reported);
         }
+        if off {
+            self.report.error(
+                &site.at,
+                "cache_ttl_seconds",
+                "has no effect with cache: \"off\"; remove one of them",
+            );
+            return Err(Reported);
+        }
         match method {
-            Ok(HttpMethod::GET | HttpMethod::HEAD) => {
-                Ok(Some(std::time::Duration::from_secs(seconds)))
-            }
+            Ok(HttpMethod::GET | HttpMethod::HEAD) => Ok(StepCache {
+                enabled: true,
+                forced_ttl: Some(std::time::Duration::from_secs(seconds)),
+            }),
             Ok(other) => {
                 self.report.error(
                     &site.at,
                     "cache_ttl_seconds",
                     format!(
-                        "only GET and HEAD connectors can be cached, not {}",
+                        "only GET and HEAD calls can be cached, not {}",
                         other.as_str()
                     ),
                 );
                 Err(Reported)
             }
             // The method's own error is reported; the call is rejected for it.
-            Err(Reported) => Ok(None),
+            Err(Reported) => Ok(StepCache::default()),
         }
     }
 
@@ -458,7 +477,7 @@ impl<'o> Builder<'o> {
             self.report.warning(&site.at, "response_content_type",
                 "only the last step's response_content_type is returned to the widget; this one is ignored");
         }
-        let cache_ttl = self.cache_ttl(site, def.cache_ttl_seconds, method)?;
+        let cache = self.cache(site, def.cache_ttl_seconds, def.cache, method)?;
         let (url, origin) = url?;
         Ok(Step {
             name: site.step_name.clone(),
@@ -473,7 +492,7 @@ impl<'o> Builder<'o> {
             response_body: response_body?,
             response_content_type: (!content_type.is_empty()).then(|| content_type.to_string()),
             hot_metrics: Default::default(),
-            cache_ttl,
+            cache,
         })
     }
 }
