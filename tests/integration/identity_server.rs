@@ -1127,3 +1127,68 @@ async fn verifications_are_counted_by_result_without_claim_values() {
     assert_no_claim_or_token(&text, &good);
     assert_no_claim_or_token(&text, &expired);
 }
+
+// ---------------------------------------------------------------------------------------
+// The response cache never mixes members (docs/spec.md §10: the key is the rendered request).
+// ---------------------------------------------------------------------------------------
+
+#[actix_web::test]
+async fn cached_answers_never_go_to_another_member() {
+    let up = recording_upstream().await;
+    let idp = Idp::start(&jwks()).await;
+    let registry = json!({"connectors": [
+        {
+            "name": "Profile", "permalink": "profile", "url": format!("{}/profile", up.base),
+            "headers": [{"key": "X-Member", "value": "{{ user.id }}"}],
+            "cache_ttl_seconds": 60
+        },
+        {
+            "name": "Badge", "permalink": "badge", "url": format!("{}/badge", up.base),
+            "response_body": "badge of {{ user.id }}", "cache_ttl_seconds": 60
+        }
+    ]});
+    let app = serve(registry, &idp, |_| {}).await;
+    let ada = bearer(&eddsa(&claims()));
+    let other = bearer(&eddsa(&claims_with(json!({"sub": "m-0042"}))));
+    let run = |permalink: &'static str, auth: String| {
+        let app = &app;
+        async move {
+            let reply = app
+                .call(
+                    "GET",
+                    &format!("/connectors/{permalink}/execute"),
+                    None,
+                    &[("Authorization", &auth)],
+                )
+                .await;
+            assert_eq!(reply.status, 200, "{permalink}: {}", reply.text());
+            reply
+        }
+    };
+    // The member is in the request: each member has an entry of their own.
+    for _ in 0..2 {
+        let reply = run("profile", ada.clone()).await;
+        assert_eq!(reply.json()["headers"]["x-member"], SUB);
+    }
+    assert_eq!(
+        up.log.count("/profile"),
+        1,
+        "the second run was a cache hit"
+    );
+    let reply = run("profile", other.clone()).await;
+    assert_eq!(reply.json()["headers"]["x-member"], "m-0042");
+    assert_eq!(up.log.count("/profile"), 2, "another member is another key");
+    assert_eq!(
+        run("profile", ada.clone()).await.json()["headers"]["x-member"],
+        SUB
+    );
+    assert_eq!(up.log.count("/profile"), 2);
+    // The member only in response_body: the upstream answer is shared (same request) but
+    // the template is rendered for each run's own member.
+    assert_eq!(
+        run("badge", ada.clone()).await.text(),
+        format!("badge of {SUB}")
+    );
+    assert_eq!(run("badge", other.clone()).await.text(), "badge of m-0042");
+    assert_eq!(up.log.count("/badge"), 1, "one upstream answer, cached");
+}
