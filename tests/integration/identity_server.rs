@@ -1215,3 +1215,133 @@ async fn a_malformed_authorization_header_is_counted_as_malformed() {
     }
     assert_eq!(verifications(&metrics_text(&app).await, "malformed"), 4.0);
 }
+
+// ---------------------------------------------------------------------------------------
+// The flags reach the checks; the keys are needed at start; reloads are checked too.
+// ---------------------------------------------------------------------------------------
+
+#[actix_web::test]
+async fn the_leeway_and_the_audience_follow_their_flags() {
+    let up = recording_upstream().await;
+    let idp = Idp::start(&jwks()).await;
+    let just_expired = eddsa(&claims_with(json!({"exp": now() - 30})));
+    let soon_valid = eddsa(&claims_with(json!({"nbf": now() + 30})));
+    let other_aud = eddsa(&claims_with(json!({"aud": "other-audience"})));
+    let no_aud = eddsa(&claims_with(json!({"aud": null})));
+    // Defaults: 60 s of leeway, the audience checked.
+    let app = serve(member_registry(&up.base), &idp, |_| {}).await;
+    for token in [&just_expired, &soon_valid] {
+        let reply = card(&app, &[("Authorization", &bearer(token))]).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    assert_invalid(
+        &card(&app, &[("Authorization", &bearer(&no_aud))]).await,
+        "audience",
+        &no_aud,
+    );
+    // No leeway; no --identity-audience.
+    let strict = serve(member_registry(&up.base), &idp, |f| {
+        f.identity.identity_leeway_secs = 0;
+        f.identity.identity_audience = None;
+    })
+    .await;
+    assert_invalid(
+        &card(&strict, &[("Authorization", &bearer(&just_expired))]).await,
+        "expired",
+        &just_expired,
+    );
+    assert_invalid(
+        &card(&strict, &[("Authorization", &bearer(&soon_valid))]).await,
+        "not yet valid",
+        &soon_valid,
+    );
+    for token in [&other_aud, &no_aud] {
+        let reply = card(&strict, &[("Authorization", &bearer(token))]).await;
+        assert_eq!(reply.status, 200, "aud is not checked: {}", reply.text());
+    }
+}
+
+#[actix_web::test]
+async fn the_server_does_not_start_without_usable_keys() {
+    let idp = Idp::start(&jwks()).await;
+    let build = |idp: &Idp| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("connectors_registry.json");
+        std::fs::write(&path, member_registry("http://127.0.0.1:9").to_string()).unwrap();
+        let mut args = ServeArgs::for_registry(&path);
+        args.listen = "127.0.0.1:0".parse().unwrap();
+        args.allow_private_upstreams = true;
+        identity_flags(idp)(&mut args);
+        async move {
+            let built = Application::build(args).await;
+            drop(dir);
+            match built {
+                Ok(_) => panic!("the server started without its keys"),
+                Err(e) => {
+                    assert!(matches!(e, StartError::Identity(_)), "{e}");
+                    e.to_string()
+                }
+            }
+        }
+    };
+    idp.served.set_status(503);
+    let text = build(&idp).await;
+    assert!(text.contains("HTTP 503"), "{text}");
+    idp.served.set_status(200);
+    idp.served
+        .set(&json!({"keys": [{"kty": "oct", "kid": "hs", "k": "c2VjcmV0", "alg": "HS256"}]}));
+    let text = build(&idp).await;
+    assert!(text.contains("no usable signing key"), "{text}");
+    assert!(
+        !text.contains(&idp.jwks_url()),
+        "no URL in the message: {text}"
+    );
+    assert_eq!(idp.fetches(), 2);
+}
+
+#[actix_web::test]
+async fn a_published_registry_reading_the_caller_is_checked_as_at_start() {
+    let up = recording_upstream().await;
+    let app = spawn_app_with(
+        json!({"connectors": [{"name": "Plain", "permalink": "plain", "url": format!("{}/plain", up.base)}]}),
+        AppOptions::default().flags(|f| {
+            f.registry_poll_secs = 0;
+            f.admin_token = Some("admin-t0ken".into());
+        }),
+    )
+    .await;
+    std::fs::write(
+        &app.registry_path,
+        reading_registry(&up.base, "user.id").to_string(),
+    )
+    .unwrap();
+    let reply = app
+        .call(
+            "POST",
+            "/admin/registry/sync",
+            None,
+            &[("Authorization", "Bearer admin-t0ken")],
+        )
+        .await;
+    assert_eq!(reply.status, 422, "{}", reply.text());
+    let body = reply.json();
+    let errors = body["sync"]["errors"].as_array().unwrap();
+    assert!(
+        errors.iter().any(|p| p["connector"] == "flow"
+            && p["step"] == "second"
+            && p["field"] == "headers[1].value"
+            && p["message"].as_str().unwrap().starts_with("reads user.*")),
+        "{body}"
+    );
+    // The previous registry keeps serving.
+    assert_eq!(plain(&app, &[]).await.status, 200);
+    let reply = app
+        .call(
+            "POST",
+            "/connectors/composite/flow/execute",
+            Some("{}"),
+            &[],
+        )
+        .await;
+    assert_envelope(&reply, 404, "CONNECTOR_NOT_FOUND", None);
+}
