@@ -1399,3 +1399,101 @@ async fn answers_to_allowed_origins_allow_credentials_for_the_identity_cookie() 
         "answer"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// The real binary: the flags as an operator types them, and its production JSON log.
+// ---------------------------------------------------------------------------------------
+
+#[actix_web::test]
+async fn the_binary_takes_the_identity_flags_and_logs_no_token_or_claim() {
+    use crate::common::process::ServerProcess;
+
+    let up = recording_upstream().await;
+    let idp = Idp::start(&jwks()).await;
+    let registry = member_registry(&up.base);
+    let flags: Vec<String> = [
+        "--identity-issuer",
+        ISS,
+        "--identity-jwks-url",
+        &idp.jwks_url(),
+        "--identity-audience",
+        AUD,
+        "--identity-tenant-claim",
+        TENANT_CLAIM,
+        "--identity-cookie",
+        "member_token",
+        "--allow-origin",
+        "https://widgets.example",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // The start blocks until /readyz answers; the upstreams serve from their own threads.
+    let server = actix_web::rt::task::spawn_blocking(move || {
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        ServerProcess::start(&registry, &flags)
+    })
+    .await
+    .unwrap();
+    let client = awc::Client::default();
+    let call = |method: &str, path: &str, headers: &[(&str, &str)]| {
+        let mut req = client.request(method.parse().unwrap(), format!("{}{path}", server.base));
+        for (k, v) in headers {
+            req = req.insert_header((*k, *v));
+        }
+        async move {
+            let mut res = req.send_body("{}").await.unwrap();
+            let body = res.body().await.unwrap();
+            (
+                res.status().as_u16(),
+                String::from_utf8_lossy(&body).into_owned(),
+            )
+        }
+    };
+    let token = rs256(&claims());
+    let (status, body) = call(
+        "POST",
+        "/connectors/composite/member-flow/execute",
+        &[
+            ("Authorization", &bearer(&token)),
+            ("Content-Type", "application/json"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_second_step_saw_the_member(&last(&up), TENANT);
+    let cookie = format!("member_token={token}");
+    let (status, body) = call(
+        "GET",
+        "/connectors/member-card/execute",
+        &[("Cookie", &cookie), ("Origin", "https://widgets.example")],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let expired = eddsa(&claims_with(json!({"exp": now() - 3600})));
+    let (status, body) = call(
+        "GET",
+        "/connectors/member-card/execute",
+        &[("Authorization", &bearer(&expired))],
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("refused: expired"), "{body}");
+    let (status, _) = call("GET", "/connectors/member-card/execute", &[]).await;
+    assert_eq!(status, 401);
+    assert_eq!(idp.fetches(), 1);
+
+    // Every line is JSON; the refusals are logged; no token or claim value is.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.log().contains("IDENTITY_REQUIRED") {
+        assert!(Instant::now() < deadline, "{}", server.log_tail(20));
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = server.log();
+    assert!(log.contains("IDENTITY_INVALID"), "{log}");
+    for line in log.lines() {
+        serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert_no_claim_or_token(line, &token);
+        assert_no_claim_or_token(line, &expired);
+    }
+}
