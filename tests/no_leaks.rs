@@ -517,3 +517,228 @@ async fn no_log_line_contains_the_secret_while_step_failures_are_logged() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Caller identity (docs/spec.md §9): no token and no claim value in a log line, an error
+// body or /metrics.
+// ---------------------------------------------------------------------------------------
+
+/// Claim values of the member tokens: each must reach the upstream and nothing else.
+const MEMBER_MARKERS: [&str; 7] = [
+    "sub-mark3r-Q1",
+    "email-mark3r-Q2@example.com",
+    "given-mark3r-Q3",
+    "family-mark3r-Q4",
+    "username-mark3r-Q5",
+    "profile-mark3r-Q6",
+    "tenant-mark3r-Q7",
+];
+
+#[actix_web::test]
+async fn no_log_line_error_body_or_metric_contains_a_caller_token_or_claim() {
+    use common::idp::{jwk, now, raw, sign, with_claims_swapped, Idp};
+    use common::keys::{ED25519, P256, P384, RSA};
+    use jsonwebtoken::Algorithm;
+
+    captured_logs();
+    let [sub, email, given, family, username, profile, tenant] = MEMBER_MARKERS;
+    let (iss, aud) = ("https://members.example.com/", "widgets");
+    let claims = |changes: Value| {
+        let mut c = json!({
+            "iss": iss, "aud": aud, "sub": sub, "exp": now() + 300, "iat": now(),
+            "email": email, "given_name": given, "family_name": family,
+            "preferred_username": username, "profile_fields": {"7": profile},
+            "community": tenant
+        });
+        for (k, v) in changes.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let idp = Idp::start(&json!({"keys": [
+        jwk(RSA.1, "rsa-1", Some("RS256")),
+        jwk(P256.1, "ec-1", Some("ES256")),
+        jwk(ED25519.1, "ed-1", Some("EdDSA")),
+    ]}))
+    .await;
+    let (up, _) = leaky_upstream().await;
+    let base = &up.base;
+    let every_claim = [
+        json!({"key": "X-Member", "value": "{{ user.id }} {{ user.email }} {{ tenant_id }}"}),
+        json!({"key": "X-Names", "value": "{{ user.first_name }} {{ user.last_name }} {{ user.username }}"}),
+        json!({"key": "X-Field", "value": "{{ user.profile_fields.by_id(7) }}"}),
+    ];
+    let registry = json!({
+        "connectors": [
+            {"name": "ok", "permalink": "member-ok", "url": format!("{base}/first"),
+             "headers": every_claim, "query_parameters": [{"key": "m", "value": "{{ user.id }}"}],
+             "response_body": "{{ user.first_name }} {{ tenant_id }}"},
+            {"name": "500", "permalink": "member-500", "url": format!("{base}/fail-500"),
+             "headers": every_claim, "query_parameters": [{"key": "m", "value": "{{ user.email }}"}]},
+            {"name": "from-json", "permalink": "member-from-json", "url": format!("{base}/first"),
+             "headers": [{"key": "X-Bad", "value": "{{ (user.id ~ user.email) | from_json }}"}]},
+            {"name": "undefined", "permalink": "member-undefined", "url": format!("{base}/first"),
+             "headers": [{"key": "X-Bad", "value": "{{ user.username }}{{ user.profile_fields.by_id(99).deep }}"}]},
+            {"name": "response", "permalink": "member-response", "url": format!("{base}/text"),
+             "response_body": "{{ (user.first_name ~ response.body) | from_json }}"}
+        ],
+        "composite_connectors": [{
+            "name": "c", "permalink": "c-member",
+            "steps": [
+                {"name": "first", "url": format!("{base}/first"), "headers": every_claim},
+                {"name": "second", "url": format!("{base}/fail-500"),
+                 "headers": [{"key": "X-Earlier", "value": "{{ user.last_name }}{{ steps.first.status_code }}"}]}
+            ]
+        }]
+    });
+    let url = idp.jwks_url();
+    let app = spawn_app_with(
+        registry,
+        AppOptions::default().flags(move |f| {
+            f.identity.identity_issuer = Some(iss.into());
+            f.identity.identity_jwks_url = Some(url);
+            f.identity.identity_audience = Some(aud.into());
+            f.identity.identity_tenant_claim = Some("community".into());
+        }),
+    )
+    .await;
+
+    let valid = sign(Algorithm::ES256, P256.0, "ec-1", &claims(json!({})));
+    let invalid = vec![
+        sign(
+            Algorithm::EdDSA,
+            ED25519.0,
+            "ed-1",
+            &claims(json!({"exp": now() - 3600})),
+        ),
+        sign(
+            Algorithm::RS256,
+            RSA.0,
+            "rsa-1",
+            &claims(json!({"nbf": now() + 3600})),
+        ),
+        sign(
+            Algorithm::RS256,
+            RSA.0,
+            "rsa-1",
+            &claims(json!({"aud": sub})),
+        ),
+        sign(
+            Algorithm::RS256,
+            RSA.0,
+            "rsa-1",
+            &claims(json!({"iss": email})),
+        ),
+        sign(Algorithm::ES384, P384.0, "ec-404", &claims(json!({}))),
+        with_claims_swapped(&valid, &claims(json!({"sub": format!("{sub}-forged")}))),
+        raw(
+            &json!({"alg": "none", "kid": "ed-1"}),
+            &claims(json!({})),
+            "",
+        ),
+        sign(Algorithm::HS256, RSA.1, "rsa-1", &claims(json!({}))),
+        sign(
+            Algorithm::EdDSA,
+            ED25519.0,
+            "ed-1",
+            &claims(json!({"profile_fields": profile})),
+        ),
+        sign(
+            Algorithm::EdDSA,
+            ED25519.0,
+            "ed-1",
+            &claims(json!({"community": {"id": tenant}})),
+        ),
+        sign(
+            Algorithm::EdDSA,
+            ED25519.0,
+            "ed-1",
+            &claims(json!({"padding": "x".repeat(9000)})),
+        ),
+    ];
+    let routes = [
+        ("GET", "/connectors/member-ok/execute"),
+        ("GET", "/connectors/member-500/execute"),
+        ("GET", "/connectors/member-from-json/execute"),
+        ("GET", "/connectors/member-undefined/execute"),
+        ("GET", "/connectors/member-response/execute"),
+        ("POST", "/connectors/composite/c-member/execute"),
+    ];
+    let mut tokens: Vec<Option<&str>> = vec![Some(&valid), None];
+    tokens.extend(invalid.iter().map(|t| Some(t.as_str())));
+    let mut ids = Vec::new();
+    let mut statuses = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        for (j, (method, path)) in routes.iter().enumerate() {
+            let id = format!("idt-{i:02}-{j}");
+            let auth = token.map(|t| format!("Bearer {t}"));
+            let mut headers = vec![("X-Request-ID", id.as_str())];
+            if let Some(auth) = &auth {
+                headers.push(("Authorization", auth));
+            }
+            let reply = app.call(method, path, Some(""), &headers).await;
+            statuses.push((token.is_some() && i == 0, reply.status));
+            if reply.status >= 400 {
+                let text = reply.text();
+                for marker in MEMBER_MARKERS {
+                    assert!(!text.contains(marker), "{id} {path}: '{marker}' in {text}");
+                }
+                if let Some(token) = token {
+                    for part in token.split('.').filter(|p| p.len() >= 16) {
+                        assert!(!text.contains(part), "{id} {path}: the token in {text}");
+                    }
+                }
+            }
+            for (name, value) in reply.headers.iter() {
+                let value = String::from_utf8_lossy(value.as_bytes());
+                for marker in MEMBER_MARKERS {
+                    assert!(
+                        !value.contains(marker),
+                        "{id}: '{marker}' in {name}: {value}"
+                    );
+                }
+            }
+            ids.push(id);
+        }
+    }
+    // The runs did what they were meant to: the valid token's `member-ok` succeeded, every
+    // other failed, and the claims really went upstream (so their absence means something).
+    assert_eq!(statuses[0], (true, 200));
+    assert!(statuses[1..].iter().all(|(_, s)| *s >= 400), "{statuses:?}");
+    let sent = up.log.all();
+    assert!(sent
+        .iter()
+        .any(|r| r.header("x-names").is_some_and(|v| v.contains(given))));
+    assert!(sent.iter().any(|r| r.header("x-field") == Some(profile)));
+    assert!(sent.iter().any(|r| r.query.contains("email-mark3r")));
+
+    // Every run's lines are in both logs before they are searched (the ids cannot be
+    // substrings of one another; span fields are not quoted in the text format).
+    for id in &ids {
+        wait_for_line(&[id]).await;
+    }
+    wait_for_line(&["caller token refused", "idt-02-0", "expired"]).await;
+    wait_for_line(&["identity keys fetched", "unknown_kid"]).await;
+    let metrics = app.get("/metrics").await.text();
+    let mut all_tokens: Vec<&str> = vec![&valid];
+    all_tokens.extend(invalid.iter().map(String::as_str));
+    for (what, text) in [
+        ("json log", json_log()),
+        ("text log", text_log()),
+        ("/metrics", metrics),
+    ] {
+        for (i, line) in text.lines().enumerate() {
+            for marker in MEMBER_MARKERS {
+                assert!(
+                    !line.contains(marker),
+                    "{what} line {i} has '{marker}': {line}"
+                );
+            }
+            for token in &all_tokens {
+                for part in token.split('.').filter(|p| p.len() >= 16) {
+                    assert!(!line.contains(part), "{what} line {i} has a token: {line}");
+                }
+            }
+        }
+    }
+}

@@ -5,6 +5,7 @@ pub mod app;
 pub mod assert;
 pub mod dns;
 pub mod git;
+pub mod idp;
 pub mod keys;
 pub mod process;
 pub mod upstreams;

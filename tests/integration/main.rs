@@ -18,6 +18,7 @@ mod git_cache;
 mod hardening;
 mod hostile_input;
 mod identity;
+mod identity_server;
 mod jwt_algorithms;
 mod metrics;
 mod module_graph;

@@ -261,3 +261,124 @@ fn safe_in_a_url_is_refused() {
         "{out}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Caller identity (docs/spec.md §9): what validate says of `user.*` and `tenant_id` reads.
+// ---------------------------------------------------------------------------------------
+
+/// A composite `flow` whose step `second` reads `user.id` in its first header and, with
+/// `tenant`, `tenant_id` in its first query parameter.
+fn caller_registry(tenant: bool) -> Value {
+    let mut second = json!({
+        "name": "second", "url": "https://api.example.com/members",
+        "headers": [{"key": "X-Member", "value": "{{ user.id }}"}]
+    });
+    if tenant {
+        second["query_parameters"] = json!([{"key": "tenant", "value": "{{ tenant_id }}"}]);
+    }
+    json!({"composite_connectors": [{
+        "name": "Flow", "permalink": "flow",
+        "steps": [{"name": "first", "url": "https://api.example.com/first"}, second]
+    }]})
+}
+
+/// Validates `registry` with the extra `flags`.
+fn validate_with_flags(registry: &Value, flags: &[&str]) -> (Output, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("connectors_registry.json");
+    std::fs::write(&path, registry.to_string()).unwrap();
+    let mut args: Vec<&std::ffi::OsStr> = vec![path.as_os_str()];
+    args.extend(flags.iter().map(std::ffi::OsStr::new));
+    let output = validate(&args);
+    let out = stdout(&output);
+    (output, out)
+}
+
+const USER_READ: &str = "flow › second › headers[0].value: reads user.*, which needs caller identity: --identity-issuer with --identity-jwks-url or --identity-jwks-file";
+const TENANT_READ: &str = "flow › second › query_parameters[0].value: reads tenant_id, which needs --tenant-id or --identity-tenant-claim";
+
+#[test]
+fn reading_the_caller_without_identity_flags_is_a_warning_naming_the_field() {
+    // Validate does not know the server's flags: it warns, and the file is still valid.
+    let (output, out) = validate_with_flags(&caller_registry(true), &[]);
+    assert_eq!(output.status.code(), Some(0), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            format!("warning: {USER_READ} (a server without it refuses this registry)").as_str(),
+            format!("warning: {TENANT_READ} (a server without it refuses this registry)").as_str(),
+            "ok: 1 connector(s), 2 warning(s)",
+        ],
+        "{out}"
+    );
+}
+
+#[test]
+fn with_identity_flags_user_reads_pass_and_an_unserved_tenant_id_read_is_an_error() {
+    let identity = [
+        "--identity-issuer",
+        "https://members.example.com/",
+        "--identity-jwks-url",
+        "https://idp.example/jwks",
+    ];
+    let (output, out) = validate_with_flags(&caller_registry(false), &identity);
+    assert_eq!(output.status.code(), Some(0), "{out}");
+    assert_eq!(out, "ok: 1 connector(s), 0 warning(s)\n");
+
+    let (output, out) = validate_with_flags(&caller_registry(true), &identity);
+    assert_eq!(output.status.code(), Some(1), "{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        vec![
+            format!("error: {TENANT_READ}").as_str(),
+            "invalid: 1 error(s), 0 warning(s)"
+        ],
+        "{out}"
+    );
+
+    let with_tenant = [&identity[..], &["--identity-tenant-claim", "community"]].concat();
+    let (output, out) = validate_with_flags(&caller_registry(true), &with_tenant);
+    assert_eq!(output.status.code(), Some(0), "{out}");
+    assert_eq!(out, "ok: 1 connector(s), 0 warning(s)\n");
+
+    // Any identity flag says what the server has: --tenant-id alone serves tenant_id but
+    // not user.*, so the user read is an error.
+    let (output, out) = validate_with_flags(&caller_registry(true), &["--tenant-id", "acme"]);
+    assert_eq!(output.status.code(), Some(1), "{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        vec![
+            format!("error: {USER_READ}").as_str(),
+            "invalid: 1 error(s), 0 warning(s)"
+        ],
+        "{out}"
+    );
+}
+
+#[test]
+fn validate_never_fetches_the_identity_keys() {
+    // A listener on loopback as the JWKS URL: a fetch would leave a connection in its
+    // backlog (or fail validate, if the fetch were required).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/jwks",
+        listener.local_addr().unwrap().port()
+    );
+    let (output, out) = validate_with_flags(
+        &caller_registry(false),
+        &[
+            "--identity-issuer",
+            "https://members.example.com/",
+            "--identity-jwks-url",
+            &url,
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{out}");
+    assert_eq!(out, "ok: 1 connector(s), 0 warning(s)\n");
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("validate connected to the JWKS URL: {other:?}"),
+    }
+}
