@@ -232,6 +232,7 @@ impl Application {
         let metrics_separately = args.metrics_listen.is_some();
         let console = args.console;
         let origins = args.allow_origin.clone();
+        let cookie_credentials = args.identity.identity_cookie.is_some();
         let app_metrics = metrics.clone();
         // One count for every worker: the cap is on the process, not per worker.
         let run_slots = http::overload::RunSlots::new(args.max_in_flight);
@@ -255,7 +256,7 @@ impl Application {
                 .default_service(web::to(http::not_found))
                 .wrap(actix_web::middleware::Condition::new(
                     !origins.is_empty(),
-                    http::cors(&origins).unwrap_or_default(),
+                    http::cors(&origins, cookie_credentials).unwrap_or_default(),
                 ))
         })
         .shutdown_timeout(args.shutdown_timeout_secs)

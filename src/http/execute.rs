@@ -285,6 +285,13 @@ fn respond(input: &RunInput, outcome: RunOutcome) -> HttpResponse {
         Err(error) => Envelope::from_run(error).response(request_id),
     };
     let headers = response.headers_mut();
+    if input.connector.reads.user {
+        // A member's data: no shared cache (a CDN in front) may keep it for someone else.
+        headers.insert(
+            actix_web::http::header::CACHE_CONTROL,
+            HeaderValue::from_static("private, no-store"),
+        );
+    }
     if let Ok(v) = HeaderValue::from_str(&server_timing) {
         headers.insert(HeaderName::from_static("server-timing"), v);
     }

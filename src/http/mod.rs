@@ -83,8 +83,11 @@ pub(crate) const EXPOSED_HEADERS: [&str; 3] =
     ["Server-Timing", "X-Connector-Timing", "X-Request-ID"];
 
 /// CORS for `origins` (`*` allows any origin): preflights answered, timing and request-id
-/// headers exposed. `None` when no origin is allowed (same-origin only, the default).
-pub(crate) fn cors(origins: &[String]) -> Option<actix_cors::Cors> {
+/// headers exposed. `None` when no origin is allowed (same-origin only, the default). With
+/// `credentials` (the identity cookie, `--identity-cookie`), the named origins may send
+/// cookies and read the answers (`Access-Control-Allow-Credentials: true`); never with `*`,
+/// which the server refuses together with the cookie.
+pub(crate) fn cors(origins: &[String], credentials: bool) -> Option<actix_cors::Cors> {
     if origins.is_empty() {
         return None;
     }
@@ -104,6 +107,9 @@ pub(crate) fn cors(origins: &[String]) -> Option<actix_cors::Cors> {
     } else {
         for origin in origins {
             cors = cors.allowed_origin(origin.trim_end_matches('/'));
+        }
+        if credentials {
+            cors = cors.supports_credentials();
         }
     }
     Some(cors)

@@ -82,14 +82,20 @@ impl IdentityGate {
         let needs_caller = identity.required()
             || connector.reads.user
             || (connector.reads.tenant_id && matches!(self.tenant, TenantSource::Claim(_)));
-        let token = identity.extract(headers).map_err(|e| invalid(&e))?;
-        let from_cookie = token.is_some() && !headers.contains_key(AUTHORIZATION);
-        let token = token.filter(|_| !from_cookie || cookie_use() == CookieUse::Allowed);
-        let result = match token {
-            Some(token) => identity.verify(token).await.map(Some),
-            None => Ok(None),
+        let (result, sent, from_cookie) = match identity.extract(headers) {
+            // A credential was sent, but not one `Bearer <token>`: a malformed token.
+            Err(e) => (Err(e), true, false),
+            Ok(token) => {
+                let from_cookie = token.is_some() && !headers.contains_key(AUTHORIZATION);
+                let token = token.filter(|_| !from_cookie || cookie_use() == CookieUse::Allowed);
+                let result = match token {
+                    Some(token) => identity.verify(token).await.map(Some),
+                    None => Ok(None),
+                };
+                (result, token.is_some(), from_cookie)
+            }
         };
-        if token.is_some() || needs_caller {
+        if sent || needs_caller {
             CallerIdentified {
                 request_id,
                 outcome: VerifyOutcome::of(&result),
