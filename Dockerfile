@@ -3,7 +3,27 @@
 # connector-runtime container image.
 #
 #   docker build -t connector-runtime .
-#   docker run --rm -p 8080:8080 connector-runtime demo --listen 0.0.0.0:8080
+#   docker run --rm -p 8080:8080 connector-runtime
+#
+# The default command is the demo: the example registry against a mock upstream inside the
+# container (on its loopback, port 9090), the console, and a demo member whose token it prints
+# (it trusts the built-in demo key only; `docker run --rm connector-runtime demo token` prints
+# another). The server listens on 0.0.0.0:8080 (CONNECTOR_RUNTIME_LISTEN below).
+#
+# `serve` has no default registry: mount yours and name it (plus whatever it needs: secrets,
+# variables, and for a registry whose templates read user.* or tenant_id, caller identity):
+#
+#   docker run --rm -p 8080:8080 \
+#     -v "$PWD/connectors_registry.json:/etc/connector-runtime/connectors_registry.json:ro" \
+#     -v "$PWD/secrets:/run/secrets:ro" \
+#     connector-runtime serve --registry /etc/connector-runtime/connectors_registry.json \
+#       --secrets-dir /run/secrets \
+#       --identity-issuer https://login.example.com/ \
+#       --identity-jwks-url https://login.example.com/.well-known/jwks.json --tenant-id my-community
+#
+# (or -e CONNECTOR_RUNTIME_REGISTRY=/etc/connector-runtime/connectors_registry.json). The
+# example registry is not in the image for `serve`: its member-items reads user.* and
+# tenant_id, so served without identity flags it would be refused at start.
 #
 # Stage 1 compiles the release binary (rustls with bundled Mozilla roots: no OpenSSL, no CA
 # package needed at run time). Stage 2 is distroless: glibc + libgcc, no shell, no package
@@ -26,11 +46,9 @@ LABEL org.opencontainers.image.title="connector-runtime" \
       org.opencontainers.image.description="Runs templated HTTP connectors and composite connector chains for browser widgets." \
       org.opencontainers.image.licenses="MIT"
 COPY --from=build /out/connector-runtime /usr/local/bin/connector-runtime
-COPY --from=build /src/examples/connectors_registry.json /etc/connector-runtime/connectors_registry.json
 ENV CONNECTOR_RUNTIME_LISTEN=0.0.0.0:8080 \
-    CONNECTOR_RUNTIME_REGISTRY=/etc/connector-runtime/connectors_registry.json \
     CONNECTOR_RUNTIME_LOG_FORMAT=json
 USER nonroot:nonroot
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/connector-runtime"]
-CMD ["serve"]
+CMD ["demo", "--upstream-listen", "127.0.0.1:9090"]

@@ -9,10 +9,12 @@
 #      return data through Prometheus' HTTP API (scripts/e2e/prometheus_dashboard.py), and
 #      load/k6.js is smoke-run against the same server,
 #   4. promtool check config on deploy/prometheus.yml,
-#   5. the deploy registry validates with its secrets and variables,
+#   5. the deploy registry validates with its secrets, variables and the caller identity
+#      flags of docker-compose.yml (nothing it reads is left without them),
 #   6. docker-compose.yml: compose-spec JSON schema, a Compose implementation's `config`,
 #      and the wiring of every file it mounts (scripts/e2e/check_compose.py),
-#   7. (reserved) Chromium tests.
+#   7. headless Chromium (apt: chromium; npm: playwright-core): the widget SDK on another
+#      origin, a signed-in member, and the console (e2e/browser/run.mjs).
 #
 # Every server it starts listens on 127.0.0.1 only and is stopped before it returns.
 set -euo pipefail
@@ -101,10 +103,19 @@ python3 scripts/e2e/prometheus_dashboard.py --binary "$BIN" --prometheus "$(comm
 step "promtool check config deploy/prometheus.yml"
 promtool check config deploy/prometheus.yml
 
-step "the deploy registry validates with its secrets and variables"
+# With the identity flags of docker-compose.yml's runtime (the demo key; check_compose.py
+# checks the compose side): a warning that a read needs identity or a tenant flag fails it.
+step "the deploy registry validates with its secrets, variables and identity flags"
 "$BIN" validate deploy/connectors_registry.json --secrets-dir deploy/secrets \
   --variables-file deploy/variables.json --format json \
-  | python3 -c 'import json,sys; r=json.load(sys.stdin); print("valid:", r["valid"], "connectors:", r["connectors"], "errors:", r["errors"]); sys.exit(0 if r["valid"] else 1)' \
+  --identity-issuer connector-runtime-demo --identity-audience connector-runtime-demo \
+  --identity-jwks-file deploy/demo-jwks.json --tenant-id demo-community \
+  | python3 -c 'import json,sys
+r = json.load(sys.stdin)
+identity = [p for p in r["problems"] if "needs caller identity" in p["message"] or "needs --tenant-id" in p["message"]]
+print("valid:", r["valid"], "connectors:", r["connectors"], "errors:", r["errors"], "identity warnings:", len(identity))
+for p in identity: print("  ", p)
+sys.exit(0 if r["valid"] and not identity else 1)' \
   || fail "deploy/connectors_registry.json does not validate"
 
 # ---------------------------------------------------------------------------- compose
@@ -112,7 +123,7 @@ step "docker-compose.yml"
 python3 scripts/e2e/check_compose.py --schema "$COMPOSE_SCHEMA" --require-schema --require-tool
 
 # ---------------------------------------------------------------------------- CHROMIUM
-step "headless Chromium: widget SDK on another origin + console waterfall (e2e/browser)"
+step "headless Chromium: widget SDK on another origin, a signed-in member, the console (e2e/browser)"
 need_apt chromium chromium
 (cd e2e/browser && npm ci --no-audit --no-fund) || fail "npm ci in e2e/browser failed"
 CONNECTOR_RUNTIME_BIN="$BIN" node e2e/browser/run.mjs \

@@ -7,10 +7,19 @@
 #   3. `mock-upstream` and `serve` on 127.0.0.1 (serve on port 0, its port read from its log;
 #      the mock on a free port, again on another if that one is taken first): the example registry
 #      (examples/connectors_registry.json) against the mock, with --console, --admin-token and
-#      --webhook-secret so every documented route is live,
+#      --webhook-secret so every documented route is live, and caller identity trusting the
+#      mock's demo key (its JWKS at /demo-idp/jwks.json, on loopback), without which the
+#      example's member-items (user.*, tenant_id) would keep the registry from loading,
 #   4. `schemathesis run` with the checks below. A 5xx fails the run unless it is the
 #      documented 502 (upstream failed) or 504 (upstream timed out); any status, Content-Type,
-#      header or body outside the document fails it too.
+#      header or body outside the document fails it too. Credentials go by security scheme:
+#      the admin token to the operator API (adminToken), a demo member's token from
+#      `connector-runtime demo token` to the execution routes (memberToken; optional there, but
+#      schemathesis sends a configured credential on every case, so the refusals are step 5),
+#   5. identity probes through the same checks (schemathesis' Python API): member-items
+#      without a token and with a refused one, get-item with a refused one (401
+#      IDENTITY_REQUIRED / IDENTITY_INVALID and their WWW-Authenticate), member-items with the
+#      member's token (200, the member in the answer).
 #
 # Exits non-zero on any finding. Runnable by hand; CI runs it from .ci/run.
 # SCHEMATHESIS_MAX_EXAMPLES (default 100) and SCHEMATHESIS_SEED (default fixed) tune a run;
@@ -118,17 +127,27 @@ for line in open(sys.argv[1], errors="replace"):
 
 start_mock
 # The example registry reads these secrets; the token is the one the mock upstream accepts.
-MOCK_TOKEN=$(sed -n 's/^pub[^ ]* const TOKEN: &str = "\(.*\)";$/\1/p' src/mock_upstream.rs)
-[ -n "$MOCK_TOKEN" ] || fail "cannot read the mock upstream's TOKEN from src/mock_upstream.rs"
+MOCK_SRC=src/mock_upstream/mod.rs
+MOCK_TOKEN=$(sed -n 's/^pub[^ ]* const TOKEN: &str = "\(.*\)";$/\1/p' "$MOCK_SRC")
+[ -n "$MOCK_TOKEN" ] || fail "cannot read the mock upstream's TOKEN from $MOCK_SRC"
 mkdir -p "$TMP/secrets"
 printf '%s' "$MOCK_TOKEN" > "$TMP/secrets/items_api_token"
 printf '%s' "demo-api-key" > "$TMP/secrets/items_api_key"
 printf '{"api_base_url": "http://127.0.0.1:%s", "auth_base_url": "http://127.0.0.1:%s"}\n' \
   "$MOCK_PORT" "$MOCK_PORT" > "$TMP/variables.json"
 
+# Caller identity: the mock serves the JWKS of the demo's built-in key (public knowledge: for
+# tests and demos only), and `demo token` prints a member token signed by it (iss = aud =
+# connector-runtime-demo, valid 12 h). An http JWKS URL is accepted on loopback only.
+JWKS_URL="http://127.0.0.1:$MOCK_PORT/demo-idp/jwks.json"
+MEMBER_TOKEN=$("$BIN" demo token --sub member-schemathesis) || fail "connector-runtime demo token failed"
+[ -n "$MEMBER_TOKEN" ] || fail "connector-runtime demo token printed nothing"
+
 "$BIN" serve --registry examples/connectors_registry.json --listen "127.0.0.1:0" \
   --allow-private-upstreams --secrets-dir "$TMP/secrets" --variables-file "$TMP/variables.json" \
   --console --admin-token "$ADMIN_TOKEN" --webhook-secret "$WEBHOOK_SECRET" \
+  --identity-issuer connector-runtime-demo --identity-audience connector-runtime-demo \
+  --identity-jwks-url "$JWKS_URL" --tenant-id demo-community \
   --workers 2 --step-timeout-ms 5000 --log-format json >"$TMP/server.log" 2>&1 &
 SERVER_PID=$!
 PIDS+=("$SERVER_PID")
@@ -181,6 +200,15 @@ values = ["item_id=itm_042", "item_id=itm_001", "item_id=", "item_id=..", "other
 [parameters]
 "path.permalink" = { dictionary = "permalinks", probability = 0.5 }
 "header.X-Path-Params" = { dictionary = "path-params", probability = 0.5 }
+
+# By security scheme (components.securitySchemes), not one global Authorization header: with
+# identity on, a token sent to an execution route is always verified, so the admin token there
+# would be 401 IDENTITY_INVALID for every connector and no run would reach an upstream.
+[auth.openapi.adminToken]
+bearer = "$ADMIN_TOKEN"
+
+[auth.openapi.memberToken]
+bearer = "$MEMBER_TOKEN"
 EOF
 
 # One worker: with several, Hypothesis parses lambda sources from threads, which CPython
@@ -191,7 +219,6 @@ rc=0
   cd "$TMP"   # keeps any file schemathesis writes out of the work tree
   "$VENV/bin/schemathesis" --no-color --config-file "$TMP/schemathesis.toml" run "$BASE/openapi.json" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
-    --header "Authorization: Bearer $ADMIN_TOKEN" \
     --max-examples "$MAX_EXAMPLES" \
     --seed "$SEED" \
     --workers 1 \
@@ -200,10 +227,69 @@ rc=0
     --suppress-health-check all
 ) || rc=$?
 
-echo "runs by connector and outcome during the run (connector_runs_total):"
+# The schemathesis run sends the member token on every execution case it authenticates, so
+# the identity refusals are probed here, through the same checks: member-items without a
+# token (401 IDENTITY_REQUIRED, WWW-Authenticate: Bearer) and with a refused one (401
+# IDENTITY_INVALID, Bearer error="invalid_token"), get-item with a refused one (any token sent
+# is verified), and member-items with the member's token (200, the member in the answer).
+step "identity probes against the document (401 IDENTITY_REQUIRED / IDENTITY_INVALID, 200 with the token)"
+cat > "$TMP/identity_probes.py" <<'PY'
+import json
+import sys
+
+import schemathesis
+from schemathesis.specs.openapi import checks as oc
+
+base, member_token = sys.argv[1], sys.argv[2]
+schema = schemathesis.openapi.from_url(base + "/openapi.json")
+simple = schema["/connectors/{permalink}/execute"]["GET"]
+composite = schema["/connectors/composite/{permalink}/execute"]["POST"]
+checks = [oc.status_code_conformance, oc.content_type_conformance,
+          oc.response_headers_conformance, oc.response_schema_conformance]
+refused = {"Authorization": "Bearer not.a.token"}
+member = {"Authorization": "Bearer " + member_token}
+probes = [
+    ("POST member-items, no token", composite, "member-items", {}, {}, 401, "IDENTITY_REQUIRED", "Bearer"),
+    ("POST member-items, a refused token", composite, "member-items", {}, refused, 401, "IDENTITY_INVALID",
+     'Bearer error="invalid_token"'),
+    ("GET get-item, a refused token", simple, "get-item", {"X-Path-Params": "item_id=itm_042"}, refused, 401,
+     "IDENTITY_INVALID", 'Bearer error="invalid_token"'),
+    ("POST member-items, the member's token", composite, "member-items", {}, member, 200, None, None),
+]
+failed = 0
+for label, op, permalink, headers, auth, status, code, challenge in probes:
+    case = op.Case(path_parameters={"permalink": permalink}, headers={**headers, **auth})
+    response = case.call(base_url=base)
+    problems = []
+    try:
+        case.validate_response(response, checks=checks)
+    except Exception as e:  # a FailureGroup: what the document does not allow
+        problems.append(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+    body = {}
+    try:
+        body = json.loads(response.text)
+    except ValueError:
+        pass
+    if response.status_code != status:
+        problems.append(f"status {response.status_code}, expected {status}")
+    if code is not None and (body.get("errors") or {}).get("code") != code:
+        problems.append(f"code {(body.get('errors') or {}).get('code')!r}, expected {code!r}")
+    if challenge is not None and response.headers.get("www-authenticate") != [challenge]:
+        problems.append(f"WWW-Authenticate {response.headers.get('www-authenticate')}, expected [{challenge!r}]")
+    if code is None and body.get("member") != "member-schemathesis":
+        problems.append(f"member {body.get('member')!r}, expected 'member-schemathesis'")
+    failed += bool(problems)
+    print(f"  {'ok  ' if not problems else 'FAIL'} {label}: {response.status_code} "
+          f"{code or body.get('member')}" + "".join(f"\n       {p}" for p in problems))
+sys.exit(1 if failed else 0)
+PY
+"$VENV/bin/python" "$TMP/identity_probes.py" "$BASE" "$MEMBER_TOKEN" || rc_probes=$?
+
+echo "runs by connector and outcome, and member tokens by result, during the run"
+echo "(connector_runs_total, connector_identity_verifications_total):"
 python3 -c 'import sys, urllib.request
 for line in urllib.request.urlopen(sys.argv[1], timeout=5).read().decode().splitlines():
-    if line.startswith("connector_runs_total{") and "(unknown)" not in line:
+    if line.startswith(("connector_runs_total{", "connector_identity_verifications_total{")) and "(unknown)" not in line:
         print("  " + line)' "$BASE/metrics" || true
 
 if ! kill -0 "$SERVER_PID" 2>/dev/null; then
@@ -216,4 +302,5 @@ if grep -q 'panicked' "$TMP/server.log"; then
   fail "the server panicked during the run"
 fi
 [ "$rc" = 0 ] || fail "schemathesis found problems (exit $rc); see above"
+[ "${rc_probes:-0}" = 0 ] || fail "an identity probe did not answer as documented; see above"
 echo "schemathesis.sh: ok"

@@ -9,7 +9,7 @@
 // Artifacts: target/e2e/console-waterfall.png (screenshot), target/e2e/*.log (server logs).
 // Exit status 0 when every check passed, 1 otherwise (2 when the setup itself failed).
 
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, mkdir, readFile, writeFile, rm, access } from 'node:fs/promises';
 import { constants as fsConstants, createWriteStream } from 'node:fs';
@@ -31,6 +31,12 @@ const EXAMPLE_REGISTRY = path.join(ROOT, 'examples', 'connectors_registry.json')
 const WIDGET_PAGE = path.join(HERE, 'widget-page.html');
 const MOCK_TOKEN = 'mock-token-4f2a9c';
 const MOCK_LATENCY_MS = 15; // so every step has a visible, nonzero duration
+// Caller identity: the runtime trusts the demo key, whose JWKS the mock upstream serves and
+// whose tokens `connector-runtime demo token` prints (iss = aud = connector-runtime-demo).
+// The key is public knowledge: trusted here and by the demo only.
+const DEMO_ISSUER = 'connector-runtime-demo';
+const DEMO_TENANT = 'demo-community';
+const MEMBER_SUB = 'member-e2e';
 const OVERALL_TIMEOUT_MS = 180_000;
 
 const CHROMIUM_ARGS = [
@@ -245,6 +251,18 @@ async function waitHttp(name, proc, url, logFile, { okStatus = 200, timeoutMs = 
   throw new SetupError(`${name} was not ready at ${url} within ${timeoutMs} ms (last: ${last}); log ${logFile}:\n${await tail(logFile)}`);
 }
 
+/** A member token from `connector-runtime demo token --sub <sub>` (signed by the demo key). */
+function demoToken(sub) {
+  return new Promise((resolve, reject) => {
+    execFile(BIN, ['demo', 'token', '--sub', sub, '--ttl-secs', '3600'], { timeout: 20000 }, (err, stdout, stderr) => {
+      const token = String(stdout).trim();
+      if (err) reject(new SetupError(`connector-runtime demo token failed: ${err.message}\n${stderr}`));
+      else if (!/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(token)) reject(new SetupError(`connector-runtime demo token printed no JWT: ${j(token.slice(0, 200))}`));
+      else resolve(token);
+    });
+  });
+}
+
 /** Sum of every `connector_runs_total` series on the runtime's /metrics. */
 async function runsTotal(runtime) {
   let res;
@@ -372,6 +390,12 @@ async function main() {
   const registryFile = path.join(tmp, 'connectors_registry.json');
   await writeFile(registryFile, JSON.stringify(registry, null, 2));
 
+  // The example's member-items reads user.* and tenant_id: without identity flags the runtime
+  // refuses the registry. An http JWKS URL is accepted on loopback only (the mock's is).
+  const jwksUrl = `${upstream}/demo-idp/jwks.json`;
+  await waitHttp('mock-upstream', upstreamProc, jwksUrl, upstreamLog);
+  const memberToken = await demoToken(MEMBER_SUB);
+
   // -- the runtime: on port 0, the port it got read from its JSON log
   const runtimeLog = path.join(ARTIFACTS, 'runtime.log');
   const runtimeProc = startChild('connector-runtime serve', [
@@ -382,6 +406,10 @@ async function main() {
     '--allow-private-upstreams',
     '--console',
     '--allow-origin', widgetOrigin,
+    '--identity-issuer', DEMO_ISSUER,
+    '--identity-audience', DEMO_ISSUER,
+    '--identity-jwks-url', jwksUrl,
+    '--tenant-id', DEMO_TENANT,
     '--listen', '127.0.0.1:0',
     '--log-format', 'json',
     '--shutdown-timeout-secs', '2',
@@ -530,8 +558,45 @@ async function main() {
     return entry.serverTiming.map((s) => `${s.name}=${s.duration.toFixed(1)}ms`).join(', ');
   });
 
+  // ============================================================== a signed-in member
+  await check(6, 'member-items with sessionToken (a function) resolves with the member and the greeting', async () => {
+    const sent = page.waitForRequest((req) => req.url().startsWith(`${runtime}/connectors/composite/member-items/execute`) && req.method() === 'POST');
+    const r = await page.evaluate((t) => window.widgetTest.member(t), memberToken);
+    const request = await sent;
+    expect(r.ok, `the call rejected: ${j(r.error)}`);
+    const { data, status, tokenCalls } = r.value;
+    expect(status === 200, `status ${status}, expected 200`);
+    expect(tokenCalls === 1, `the sessionToken function was called ${tokenCalls} times, expected once for the call`);
+    const auth = (await request.allHeaders()).authorization;
+    expect(auth === `Bearer ${memberToken}`, `the request carried Authorization ${j(auth?.slice(0, 20))}..., expected the member's token`);
+    expect(data && typeof data === 'object', `expected parsed JSON, got ${j(data)?.slice(0, 200)}`);
+    expect(data.member === MEMBER_SUB, `member ${j(data.member)}, expected ${j(MEMBER_SUB)} (body ${j(data).slice(0, 300)})`);
+    expect(data.greeting === 'Hello, Ada', `greeting ${j(data.greeting)}, expected "Hello, Ada"`);
+    expect(data.tenant === DEMO_TENANT, `tenant ${j(data.tenant)}, expected ${j(DEMO_TENANT)}`);
+    expect(data.owner_seen_by_upstream === MEMBER_SUB, `the upstream saw owner ${j(data.owner_seen_by_upstream)}, expected ${j(MEMBER_SUB)}`);
+    expect(Array.isArray(data.items) && data.items.length === 3, `items ${j(data.items)}, expected 3`);
+    return `member=${data.member}, greeting ${j(data.greeting)}, tenant ${data.tenant}, email ${data.email}, team ${j(data.team)}`;
+  });
+
+  await check(7, 'member-items without a token rejects with ConnectorExecuteError 401 IDENTITY_REQUIRED', async () => {
+    const sent = page.waitForRequest((req) => req.url().startsWith(`${runtime}/connectors/composite/member-items/execute`) && req.method() === 'POST');
+    const r = await page.evaluate(() => window.widgetTest.signedOut());
+    const request = await sent;
+    expect(!r.ok, `member-items resolved without a token: ${j(r.value)?.slice(0, 200)}`);
+    expect(!r.threwSynchronously, `threw synchronously: ${j(r.error)}`);
+    const e = r.error;
+    expect(e.isExecuteError, `rejected with ${e.name} (${e.message}), not a ConnectorExecuteError`);
+    expect(e.status === 401, `status ${e.status}, expected 401`);
+    expect(e.code === 'IDENTITY_REQUIRED', `code ${j(e.code)}, expected "IDENTITY_REQUIRED"`);
+    expect(e.failureScope === null, `failureScope ${j(e.failureScope)}, expected null`);
+    expect(e.requestId, 'no requestId on the error');
+    const auth = (await request.allHeaders()).authorization;
+    expect(auth === undefined, `the signed-out request still carried Authorization ${j(auth?.slice(0, 20))}...`);
+    return `${e.status} ${e.code}: ${e.detail}`;
+  });
+
   // ============================================================== the console
-  await check(6, 'the console runs auth-and-fetch-user and renders the waterfall', async () => {
+  await check(8, 'the console runs auth-and-fetch-user and renders the waterfall', async () => {
     const cpage = await context.newPage();
     watch(cpage, 'console');
     await cpage.goto(`${runtime}/console`);
@@ -586,7 +651,70 @@ async function main() {
       `; screenshot ${path.relative(process.cwd(), SCREENSHOT)}`;
   });
 
-  await check(7, 'no uncaught script errors in the widget page or the console', async () => {
+  await check(9, 'the console runs member-items: 401 without a member token, the member with one pasted', async () => {
+    const cpage = await context.newPage();
+    watch(cpage, 'console');
+    await cpage.goto(`${runtime}/console`);
+    const item = cpage.locator('#connector-list li[data-permalink="member-items"]');
+    try {
+      await item.waitFor({ state: 'visible' });
+    } catch {
+      const msg = await cpage.locator('#list-message').textContent().catch(() => '?');
+      throw new CheckFailed(`no #connector-list entry for member-items (list message: ${j(msg)})`);
+    }
+    await item.locator('button').click();
+    await cpage.waitForSelector('#connector-list li[data-permalink="member-items"].selected');
+    const execute = cpage.locator('#execute');
+    const tokenField = cpage.locator('#session-token');
+    expect(await tokenField.getAttribute('type') === 'password', `#session-token is type ${j(await tokenField.getAttribute('type'))}, expected password`);
+    /** Clicks Execute and waits for #status to settle on a new run; returns what it shows. */
+    async function run(label) {
+      expect(await execute.isEnabled(), `${label}: #execute is disabled (hint: ${j(await cpage.locator('#execute-hint').textContent().catch(() => '?'))})`);
+      // Forget the previous run's outcome, so the wait below sees this run's.
+      await cpage.evaluate(() => {
+        const s = document.querySelector('#status');
+        s.className = '';
+        s.removeAttribute('data-status');
+      });
+      await execute.click();
+      try {
+        await cpage.waitForFunction(() => {
+          const s = document.querySelector('#status');
+          return s && (s.classList.contains('ok') || s.classList.contains('error'));
+        });
+      } catch {
+        throw new CheckFailed(`${label}: #status never settled: ${j(await cpage.locator('#status').textContent())}`);
+      }
+      return cpage.evaluate(() => {
+        const s = document.querySelector('#status');
+        const envelope = document.querySelector('#error-envelope');
+        return {
+          cls: s.className,
+          code: s.getAttribute('data-status'),
+          text: s.textContent.trim(),
+          envelope: envelope && !envelope.hidden ? envelope.textContent : '',
+          body: document.querySelector('#result-body').textContent,
+          headers: document.querySelector('#result-headers').textContent,
+        };
+      });
+    }
+    const signedOut = await run('without a token');
+    expect(signedOut.code === '401', `without a token #status is ${j({ cls: signedOut.cls, code: signedOut.code, text: signedOut.text })}, expected 401`);
+    expect((signedOut.envelope + signedOut.body).includes('IDENTITY_REQUIRED'), `without a token the console does not show IDENTITY_REQUIRED (envelope ${j(signedOut.envelope.slice(0, 200))}, body ${j(signedOut.body.slice(0, 200))})`);
+    await tokenField.fill(memberToken);
+    const signedIn = await run('with the token');
+    expect(signedIn.cls === 'ok' && signedIn.code === '200', `with the token #status is ${j({ cls: signedIn.cls, code: signedIn.code, text: signedIn.text })}, expected ok 200 (envelope ${j(signedIn.envelope.slice(0, 200))})`);
+    expect(signedIn.body.includes(`"member": "${MEMBER_SUB}"`) || signedIn.body.includes(`"member":"${MEMBER_SUB}"`),
+      `#result-body lacks "member": ${j(MEMBER_SUB)}: ${j(signedIn.body.slice(0, 300))}`);
+    expect(signedIn.body.includes('Hello, Ada'), `#result-body lacks the greeting: ${j(signedIn.body.slice(0, 300))}`);
+    const shown = await cpage.evaluate(() => document.body.innerText);
+    expect(!shown.includes(memberToken), 'the member token is shown on the page');
+    expect(!(signedIn.headers + signedIn.body).includes(memberToken.split('.')[2]), 'the member token appears in the result');
+    await cpage.close();
+    return `without a token: ${signedOut.code} IDENTITY_REQUIRED; with it: ${signedIn.code}, member ${MEMBER_SUB}; the token is not on the page`;
+  });
+
+  await check(10, 'no uncaught script errors in the widget page or the console', async () => {
     expect(pageErrors.length === 0, pageErrors.join('\n'));
   });
 }

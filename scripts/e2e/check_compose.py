@@ -17,7 +17,12 @@
    Prometheus scrape targets and the Grafana datasource URL are compose services on the
    ports they listen on; the Grafana dashboard provider reads the directory the dashboards
    are mounted at; the dashboard's default datasource is the provisioned one's uid; the
-   deploy registry keeps every connector of examples/connectors_registry.json unchanged.
+   deploy registry keeps every connector of examples/connectors_registry.json unchanged;
+   caller identity: a registry whose templates read `user.*` gets --identity-issuer and a key
+   source, one reading `tenant_id` --tenant-id or --identity-tenant-claim (the runtime refuses
+   the registry otherwise); an --identity-jwks-file is mounted and is a JWKS of signing keys
+   (with the demo issuer: exactly the demo key of src/mock_upstream/identity.rs, so that
+   `connector-runtime demo token` tokens verify); an http --identity-jwks-url is on loopback.
 
 Prints one line per check and a closing `N passed, N failed` line; exit 1 on any failure.
 """
@@ -284,6 +289,106 @@ def check_target(what: str, url: str, services: dict, expect_service: str | None
     record(ok, f"{what}: {url} -> service {host}:{port}", why)
 
 
+# The demo's identity provider (src/mock_upstream/identity.rs): the issuer `demo token` signs
+# as, and the key of the JWKS the mock serves.
+DEMO_IDENTITY_SOURCE = ROOT / "src/mock_upstream/identity.rs"
+DEMO_ISSUER = "connector-runtime-demo"
+
+
+def demo_jwks() -> dict | None:
+    """The JWKS of the demo key, rebuilt from the constants of src/mock_upstream/identity.rs."""
+    try:
+        text = DEMO_IDENTITY_SOURCE.read_text()
+    except OSError:
+        return None
+    consts = dict(re.findall(r'const (\w+): &str = "([^"]*)";', text))
+    if not {"ISSUER", "PUBLIC_X", "KID"} <= set(consts) or consts["ISSUER"] != DEMO_ISSUER:
+        return None
+    return {"keys": [{"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
+                      "kid": consts["KID"], "x": consts["PUBLIC_X"]}]}
+
+
+# Attributes of the caller (docs/spec.md §9); `user` set by the template itself
+# (`{% set user = ... %}`) is a local variable, not the caller.
+USER_READ_RE = re.compile(r"(?<![\w.\-'\"\[])user\.(?:id|email|first_name|last_name|username|profile_fields)\b")
+TENANT_READ_RE = re.compile(r"(?<![\w.\-'\"\[])tenant_id\b")
+LOCAL_USER_RE = re.compile(r"\{%-?\s*set\s+user\s*=")
+
+
+def identity_reads(registry: dict) -> tuple[list[str], list[str]]:
+    """`permalink field` of the template strings that read the caller (`user.*`) and
+    `tenant_id`."""
+    user, tenant = [], []
+
+    def walk(value, where: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{where}.{k}" if where else k)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{where}[{i}]")
+        elif isinstance(value, str):
+            if USER_READ_RE.search(value) and not LOCAL_USER_RE.search(value):
+                user.append(where)
+            if TENANT_READ_RE.search(value):
+                tenant.append(where)
+
+    for kind in ("connectors", "composite_connectors"):
+        for c in registry.get(kind, []):
+            walk({k: v for k, v in c.items() if k not in ("name", "permalink")}, c.get("permalink", "?"))
+    return user, tenant
+
+
+def check_identity(name: str, service: dict, cmd: list[str], secrets: dict, registry: dict) -> None:
+    """The runtime's caller identity flags fit its registry, and its key source is real."""
+    user, tenant = identity_reads(registry)
+    issuer = flag(cmd, "--identity-issuer")
+    url = flag(cmd, "--identity-jwks-url")
+    path = flag(cmd, "--identity-jwks-file")
+    if user:
+        record(bool(issuer) and bool(url or path),
+               f"{name}: the registry reads user.* ({', '.join(sorted({u.split('.')[0].split('[')[0] for u in user}))}), "
+               f"so identity is configured (--identity-issuer and --identity-jwks-url/-file)",
+               f"--identity-issuer {issuer!r}, --identity-jwks-url {url!r}, --identity-jwks-file {path!r}: "
+               "the runtime refuses this registry")
+    if tenant:
+        record(bool(flag(cmd, "--tenant-id") or flag(cmd, "--identity-tenant-claim")),
+               f"{name}: the registry reads tenant_id, so --tenant-id or --identity-tenant-claim is given",
+               "neither is: the runtime refuses this registry")
+    if not (issuer or url or path):
+        return
+    record(bool(issuer) and bool(url) != bool(path),
+           f"{name}: identity has --identity-issuer and exactly one of --identity-jwks-url / --identity-jwks-file",
+           f"--identity-issuer {issuer!r}, --identity-jwks-url {url!r}, --identity-jwks-file {path!r}")
+    if url:
+        u = urlparse(url)
+        loopback = u.hostname in ("localhost", "127.0.0.1", "::1") or (u.hostname or "").startswith("127.")
+        record(u.scheme == "https" or (u.scheme == "http" and loopback),
+               f"{name}: --identity-jwks-url {url} is https (or http on loopback)",
+               "the runtime refuses an http JWKS URL that is not on loopback (inside a container, "
+               "loopback is the container itself: use --identity-jwks-file)")
+    if path:
+        host = in_container(path, service, secrets)
+        if not record(bool(host and host.is_file()), f"{name}: --identity-jwks-file {path} is mounted from {host}"):
+            return
+        try:
+            jwks = json.loads(host.read_text())
+        except ValueError as e:
+            record(False, f"{name}: {host.relative_to(ROOT)} is JSON", str(e))
+            return
+        keys = jwks.get("keys") if isinstance(jwks, dict) else None
+        usable = [k for k in keys or [] if isinstance(k, dict) and k.get("kty") in ("RSA", "EC", "OKP")
+                  and k.get("use", "sig") == "sig" and k.get("kid")]
+        record(bool(usable), f"{name}: {host.relative_to(ROOT)} is a JWKS with signing keys ({len(usable)})",
+               f"no key with kty RSA/EC/OKP, use sig and a kid in {jwks!r:.300}")
+        if issuer == DEMO_ISSUER:
+            expected = demo_jwks()
+            record(expected is not None and jwks == expected,
+                   f"{name}: {host.relative_to(ROOT)} is the demo key of {DEMO_IDENTITY_SOURCE.relative_to(ROOT)} "
+                   "(what the mock serves at /demo-idp/jwks.json; `demo token` tokens verify)",
+                   f"expected {expected!r}" if expected else f"cannot read the demo key from {DEMO_IDENTITY_SOURCE}")
+
+
 def check_wiring(doc: dict, dashboard: Path) -> None:
     services = doc.get("services") or {}
     secrets = doc.get("secrets") or {}
@@ -319,6 +424,7 @@ def check_wiring(doc: dict, dashboard: Path) -> None:
         # the deploy registry extends the example registry without changing it
         example = json.loads((ROOT / "examples/connectors_registry.json").read_text())
         deploy = json.loads(reg_text)
+        check_identity(runtime_name, runtime, cmd, secrets, deploy)
         for kind in ("connectors", "composite_connectors"):
             theirs = {c["permalink"]: c for c in deploy.get(kind, [])}
             for c in example.get(kind, []):

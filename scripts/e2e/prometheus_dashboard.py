@@ -6,7 +6,9 @@ Starts, all on 127.0.0.1 with ephemeral ports and a temporary directory:
   * `connector-runtime serve` on deploy/connectors_registry.json with deploy/secrets and a
     variables file pointing at the mock (the same registry and secrets as docker-compose.yml;
     the demo's built-in registry has no OAuth connector, so token cache series would never
-    appear with `demo`),
+    appear with `demo`), and the caller identity of docker-compose.yml: the demo key from
+    deploy/demo-jwks.json (member-items reads user.* and tenant_id; the member's token comes
+    from `connector-runtime demo token`, so a deploy JWKS that is not the demo key fails here),
   * `prometheus` with a temporary config scraping the server every second and temporary
     storage.
 
@@ -196,8 +198,10 @@ def prom_get(prom: str, path: str, params: list[tuple[str, str]]) -> dict:
 # they produce every series the dashboard reads: ok runs of simple and composite
 # connectors, upstream 2xx/4xx/5xx, token cache misses and hits (account-profile), token
 # fetch errors (legacy-partner-profile's token endpoint answers 503) and a client error
-# (get-item without its path parameter).
+# (get-item without its path parameter). member-items runs as the demo member (MEMBER gets
+# the token's Authorization header in main()).
 JSON = {"Content-Type": "application/json"}
+MEMBER: dict[str, str] = {}
 ROUND = [
     ("POST", "/connectors/composite/auth-and-fetch-user/execute", JSON, b'{"clientId": "widget-42"}', 200),
     ("POST", "/connectors/composite/user-with-items/execute?limit=3", {}, b"", 200),
@@ -211,6 +215,7 @@ ROUND = [
     ("GET", "/connectors/upstream-status/execute", {"X-Path-Params": "code=404"}, None, 502),
     ("GET", "/connectors/legacy-partner-profile/execute", {}, None, 502),
     ("GET", "/connectors/get-item/execute", {}, None, 400),
+    ("POST", "/connectors/composite/member-items/execute", MEMBER, b"", 200),
 ]
 
 
@@ -430,6 +435,8 @@ def main() -> int:
     ap.add_argument("--dashboard", default=str(ROOT / "grafana/dashboards/connector-runtime.json"))
     ap.add_argument("--registry", default=str(ROOT / "deploy/connectors_registry.json"))
     ap.add_argument("--secrets-dir", default=str(ROOT / "deploy/secrets"))
+    ap.add_argument("--jwks-file", default=str(ROOT / "deploy/demo-jwks.json"),
+                    help="JWKS the server trusts for the demo issuer (docker-compose.yml's)")
     ap.add_argument("--latency-ms", type=int, default=5)
     ap.add_argument("--warmup", type=float, default=8.0,
                     help="seconds of traffic before the first query")
@@ -441,7 +448,7 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args()
 
-    for path in (args.binary, args.dashboard, args.registry):
+    for path in (args.binary, args.dashboard, args.registry, args.jwks_file):
         if not Path(path).exists():
             raise SystemExit(f"FAIL: {path} does not exist")
     if not shutil.which(args.prometheus) and not Path(args.prometheus).exists():
@@ -472,10 +479,19 @@ def main() -> int:
         "cannot listen on", tmp, timeout=30)
     upstream = f"http://127.0.0.1:{mock_port}"
     (tmp / "variables.json").write_text(json.dumps({"api_base_url": upstream, "auth_base_url": upstream}))
+    token = subprocess.run([args.binary, "demo", "token", "--sub", "member-dashboard"], capture_output=True,
+                           text=True, timeout=30)
+    if token.returncode != 0 or token.stdout.strip().count(".") != 2:
+        raise SystemExit(f"FAIL: `connector-runtime demo token` failed: {(token.stderr or token.stdout)[-500:]}")
+    MEMBER["Authorization"] = f"Bearer {token.stdout.strip()}"
     start("server", [args.binary, "serve", "--registry", args.registry,
                      "--listen", "127.0.0.1:0", "--allow-private-upstreams",
                      "--variables-file", str(tmp / "variables.json"),
                      "--secrets-dir", args.secrets_dir, "--workers", "2",
+                     # as docker-compose.yml: the demo key (public; for local work only)
+                     "--identity-issuer", "connector-runtime-demo",
+                     "--identity-audience", "connector-runtime-demo",
+                     "--identity-jwks-file", args.jwks_file, "--tenant-id", "demo-community",
                      "--log-format", "json"], tmp)
     base = f"http://127.0.0.1:{server_port(tmp)}"
     (tmp / "prometheus.yml").write_text(
