@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::error::Code;
 use crate::identity::jwks::{log_key_event, FetchTrigger, KeyEvent};
 use crate::identity::VerifyOutcome;
-use crate::metrics::{status_class, HotHandles, Metrics};
+use crate::metrics::{status_class, CacheHandles, HotHandles, Metrics};
 
 /// Milliseconds with one decimal, for log fields.
 fn ms(d: Duration) -> f64 {
@@ -263,15 +263,36 @@ pub(crate) struct CacheLookedUp<'a> {
     pub connector: &'a str,
     /// How the answer was found: the `result` label (hit, revalidated, miss, uncacheable).
     pub result: &'static str,
+    /// The connector's counters, resolved once.
+    pub hot: &'a CacheHandles,
 }
+
+/// The `result` values of `connector_response_cache_requests_total`.
+pub(crate) const CACHE_RESULTS: [&str; 4] = ["hit", "revalidated", "miss", "uncacheable"];
 
 impl CacheLookedUp<'_> {
     /// Counts the look-up by connector and result.
     pub(crate) fn emit(&self, metrics: &Metrics) {
-        metrics
-            .response_cache
-            .with_label_values(&[self.connector, self.result])
-            .inc();
+        let counter = self.hot.get(self.result, || {
+            CACHE_RESULTS
+                .iter()
+                .map(|r| {
+                    (
+                        *r,
+                        metrics
+                            .response_cache
+                            .with_label_values(&[self.connector, r]),
+                    )
+                })
+                .collect()
+        });
+        match counter {
+            Some(counter) => counter.inc(),
+            None => metrics
+                .response_cache
+                .with_label_values(&[self.connector, self.result])
+                .inc(),
+        }
     }
 }
 

@@ -257,6 +257,28 @@ impl HotHandles {
     }
 }
 
+/// The `connector_response_cache_requests_total` counters of one connector, one per result,
+/// resolved once (the look-up runs for every GET step).
+#[derive(Debug, Default)]
+pub struct CacheHandles {
+    handles: std::sync::OnceLock<Vec<(&'static str, IntCounter)>>,
+}
+
+impl CacheHandles {
+    /// The counter of `result`, the counters resolved by `resolve` on first use.
+    pub(crate) fn get(
+        &self,
+        result: &'static str,
+        resolve: impl FnOnce() -> Vec<(&'static str, IntCounter)>,
+    ) -> Option<&IntCounter> {
+        self.handles
+            .get_or_init(resolve)
+            .iter()
+            .find(|(r, _)| *r == result)
+            .map(|(_, c)| c)
+    }
+}
+
 /// `2xx`, `3xx`, `4xx` or `5xx`.
 pub(crate) fn status_class(status: u16) -> &'static str {
     match status {

@@ -8,7 +8,7 @@ use awc::http::header::{HeaderName, HeaderValue};
 
 use super::model::HttpMethod;
 use super::problems::Problem;
-use crate::metrics::HotHandles;
+use crate::metrics::{CacheHandles, HotHandles};
 use crate::template::{ContextKind, TemplateId, TemplateSet};
 
 /// One published registry.
@@ -113,6 +113,8 @@ pub struct Connector {
     pub hot_metrics: HotHandles,
     /// What its templates read of the caller (docs/spec.md §9).
     pub reads: CallerReads,
+    /// Its response cache counters by result.
+    pub cache_metrics: CacheHandles,
 }
 
 /// What a connector's templates read of the caller, found when the registry loads.

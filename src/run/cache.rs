@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use awc::http::header::{HeaderMap, HeaderName, HeaderValue};
+use awc::http::header::{
+    HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, ETAG, EXPIRES, LAST_MODIFIED,
+};
 use http_cache_semantics::{AfterResponse, BeforeRequest, CacheOptions, CachePolicy};
 use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
@@ -341,12 +343,12 @@ impl ResponseCache {
     /// Whether `response` could be stored at all: it carries a caching header (most API
     /// answers carry none, and need no policy built), or the call forces a freshness.
     pub(crate) fn may_store(response: &UpstreamResponse, forced_ttl: Option<Duration>) -> bool {
-        let has = |name: &str| response.headers.contains_key(name);
+        let has = |name: &HeaderName| response.headers.contains_key(name);
         forced_ttl.is_some()
-            || has("cache-control")
-            || has("expires")
-            || has("etag")
-            || has("last-modified")
+            || has(&CACHE_CONTROL)
+            || has(&EXPIRES)
+            || has(&ETAG)
+            || has(&LAST_MODIFIED)
     }
 
     fn storable(

@@ -388,6 +388,7 @@ async fn run_step(
         CacheLookedUp {
             connector: &env.run.connector.permalink,
             result: status.as_label(),
+            hot: &env.run.connector.cache_metrics,
         }
         .emit(&shared.metrics);
         response

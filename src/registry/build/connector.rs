@@ -94,6 +94,7 @@ impl<'o> Builder<'o> {
                 fingerprint: revision_of(&item.to_string()),
                 hot_metrics: Default::default(),
                 reads: std::mem::take(&mut self.reads),
+                cache_metrics: Default::default(),
             });
         }
     }
@@ -248,6 +249,7 @@ impl<'o> Builder<'o> {
                 fingerprint: revision_of(&item.to_string()),
                 hot_metrics: Default::default(),
                 reads: std::mem::take(&mut self.reads),
+                cache_metrics: Default::default(),
             });
         }
     }
