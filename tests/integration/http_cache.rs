@@ -4,14 +4,14 @@
 //!
 //! Every test runs the real server against a scripted upstream on 127.0.0.1 ([`origin`]):
 //! the test sets, per path, what the upstream answers to each request (status, headers,
-//! body) from what it received (so it can answer a conditional request with 304),
+//! body, delay) from what it received (so it can answer a conditional request with 304),
 //! and reads back how often each path was called and with which headers. The only sleeps
 //! are waits for an answer's freshness to run out.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix_web::http::header::HttpDate;
 use actix_web::http::StatusCode;
@@ -20,6 +20,7 @@ use bytes::Bytes;
 use connector_runtime::config::ServeArgs;
 use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
+use tokio::sync::Notify;
 
 use crate::common::idp::{jwk, now, sign, Idp};
 use crate::common::keys::RSA;
@@ -39,6 +40,9 @@ struct Answer {
     status: u16,
     headers: Vec<(String, String)>,
     body: Bytes,
+    delay: Duration,
+    /// Answered once this is notified.
+    gate: Option<Arc<Notify>>,
 }
 
 impl Answer {
@@ -48,6 +52,8 @@ impl Answer {
             status,
             headers: Vec::new(),
             body: Bytes::new(),
+            delay: Duration::ZERO,
+            gate: None,
         }
     }
 
@@ -76,6 +82,18 @@ impl Answer {
     /// With `ETag: value`.
     fn etag(self, value: &str) -> Self {
         self.header("etag", value)
+    }
+
+    /// Answered after `delay` (an async wait: the upstream keeps serving others).
+    fn after(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// Answered once the test notifies `gate`.
+    fn when(mut self, gate: &Arc<Notify>) -> Self {
+        self.gate = Some(gate.clone());
+        self
     }
 }
 
@@ -167,6 +185,12 @@ async fn origin() -> Origin {
                         Some(rule) => rule(&got, n),
                         None => Answer::status(404),
                     };
+                    if let Some(gate) = &answer.gate {
+                        gate.notified().await;
+                    }
+                    if !answer.delay.is_zero() {
+                        actix_rt::time::sleep(answer.delay).await;
+                    }
                     let mut reply =
                         HttpResponse::build(StatusCode::from_u16(answer.status).unwrap());
                     for (name, value) in &answer.headers {
@@ -233,6 +257,17 @@ fn simple(permalink: &str, url: String, extra: Value) -> Value {
 
 fn connectors(list: Vec<Value>) -> Value {
     json!({ "connectors": list })
+}
+
+/// Checks that the runtime answered without a 5xx.
+#[track_caller]
+fn no_5xx(reply: &Reply) {
+    assert!(
+        reply.status < 500,
+        "the runtime answered {}: {}",
+        reply.status,
+        reply.text()
+    );
 }
 
 /// `GET /connectors/{permalink}/execute`, which must answer 200.
@@ -1172,4 +1207,448 @@ async fn a_composite_step_revalidated_with_a_304_says_so() {
         second.connector_timing()["steps"][0]["cache"],
         "revalidated"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. Concurrent misses.
+// ---------------------------------------------------------------------------------------
+
+const CALLERS: usize = 20;
+
+#[actix_web::test]
+async fn concurrent_misses_for_a_storable_answer_send_one_request() {
+    let o = origin().await;
+    o.on("/slow", |_, n| {
+        Answer::ok(json!({"n": n}))
+            .cc("max-age=60")
+            .after(Duration::from_millis(300))
+    });
+    let app = spawn_app(connectors(vec![simple("slow", o.url("/slow"), json!({}))])).await;
+    let replies = futures_util::future::join_all((0..CALLERS).map(|_| app.execute("slow"))).await;
+    for reply in &replies {
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(
+            reply.json(),
+            json!({"n": 1}),
+            "every caller shares the one answer"
+        );
+    }
+    assert_eq!(o.count("/slow"), 1);
+    let misses = replies.iter().filter(|r| cache_label(r) == "miss").count();
+    assert_eq!(misses, 1, "one leader; the others are hits");
+}
+
+#[actix_web::test]
+async fn concurrent_misses_for_an_unstorable_answer_each_send_their_own() {
+    const DELAY: Duration = Duration::from_millis(300);
+    let o = origin().await;
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    let log = arrivals.clone();
+    o.on("/slow", move |_, n| {
+        log.lock().unwrap().push(Instant::now());
+        Answer::ok(json!({"n": n})).after(DELAY)
+    });
+    let app = spawn_app(connectors(vec![simple("slow", o.url("/slow"), json!({}))])).await;
+    let replies = futures_util::future::join_all((0..CALLERS).map(|_| app.execute("slow"))).await;
+    let mut seen: Vec<u64> = replies
+        .iter()
+        .map(|reply| {
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            assert_eq!(cache_label(reply), "uncacheable");
+            reply.json()["n"].as_u64().unwrap()
+        })
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (1..=CALLERS as u64).collect::<Vec<_>>(),
+        "own answers"
+    );
+    assert_eq!(o.count("/slow"), CALLERS);
+    // From now on the key goes straight upstream: a later burst waits for no leader, so
+    // its requests reach the upstream together rather than one, then the rest a DELAY later.
+    let later = futures_util::future::join_all((0..CALLERS).map(|_| app.execute("slow"))).await;
+    assert!(later.iter().all(|r| r.status == 200));
+    assert_eq!(o.count("/slow"), 2 * CALLERS);
+    let arrivals = arrivals.lock().unwrap();
+    let burst = &arrivals[CALLERS..];
+    let spread = *burst.iter().max().unwrap() - *burst.iter().min().unwrap();
+    assert!(
+        spread < DELAY / 2,
+        "callers of a pass key do not queue behind one another: spread {spread:?}"
+    );
+}
+
+#[actix_web::test]
+async fn a_key_whose_answer_was_unstorable_is_stored_once_the_upstream_allows_it() {
+    let o = origin().await;
+    o.on("/later", |_, n| {
+        let answer = Answer::ok(json!({"n": n}));
+        if n >= 2 {
+            answer.cc("max-age=60")
+        } else {
+            answer
+        }
+    });
+    let app = spawn_app(connectors(vec![simple(
+        "later",
+        o.url("/later"),
+        json!({}),
+    )]))
+    .await;
+    assert_eq!(cache_label(&ok(&app, "later").await), "uncacheable");
+    assert_eq!(cache_label(&ok(&app, "later").await), "miss");
+    let third = ok(&app, "later").await;
+    assert_hit(&third);
+    assert_eq!(third.json()["n"], 2);
+    assert_eq!(o.count("/later"), 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// 8. Bad input from the upstream: never a 5xx, never a stale answer served as fresh.
+// ---------------------------------------------------------------------------------------
+
+#[actix_web::test]
+async fn malformed_freshness_is_never_taken_as_fresh() {
+    let o = origin().await;
+    let cases: [(&str, Headers); 6] = [
+        ("negative", &[("cache-control", "max-age=-5")]),
+        (
+            "beyond-u64",
+            &[("cache-control", "max-age=99999999999999999999")],
+        ),
+        ("garbage-expires", &[("expires", "garbage")]),
+        ("zero-expires", &[("expires", "0")]),
+        ("empty-max-age", &[("cache-control", "max-age=")]),
+        ("quoted-garbage", &[("cache-control", "max-age=\"soon\"")]),
+    ];
+    for (case, headers) in cases {
+        o.on(&format!("/{case}"), numbered(headers));
+    }
+    let app = spawn_app(connectors(
+        cases
+            .iter()
+            .map(|(c, _)| simple(c, o.url(&format!("/{c}")), json!({})))
+            .collect(),
+    ))
+    .await;
+    for (case, _) in cases {
+        for call in 1..=2 {
+            let reply = app.execute(case).await;
+            no_5xx(&reply);
+            assert_eq!(reply.status, 200, "{case}");
+            assert_eq!(reply.json()["n"], call, "{case}: not served from the cache");
+        }
+        assert_eq!(o.count(&format!("/{case}")), 2, "{case}");
+    }
+}
+
+#[actix_web::test]
+async fn odd_but_valid_freshness_is_honoured() {
+    let o = origin().await;
+    let cases: [(&str, Headers); 2] = [
+        (
+            "unknown-directives",
+            &[("cache-control", "foo, max-age=60, bar=baz")],
+        ),
+        (
+            "u64-max",
+            &[("cache-control", "max-age=18446744073709551615")],
+        ),
+    ];
+    for (case, headers) in cases {
+        o.on(&format!("/{case}"), numbered(headers));
+    }
+    let app = spawn_app(connectors(
+        cases
+            .iter()
+            .map(|(c, _)| simple(c, o.url(&format!("/{c}")), json!({})))
+            .collect(),
+    ))
+    .await;
+    for (case, _) in cases {
+        let first = ok(&app, case).await;
+        let second = ok(&app, case).await;
+        assert_hit(&second);
+        assert_eq!(second.body, first.body, "{case}");
+        assert_eq!(o.count(&format!("/{case}")), 1, "{case}");
+    }
+}
+
+#[actix_web::test]
+async fn an_unquoted_etag_is_revalidated_as_sent() {
+    let o = origin().await;
+    o.on(
+        "/bare",
+        conditional(
+            "if-none-match",
+            "v1",
+            vec![("etag", "v1".into()), ("cache-control", "no-cache".into())],
+            Answer::status(304).etag("v1"),
+        ),
+    );
+    let app = spawn_app(connectors(vec![simple("bare", o.url("/bare"), json!({}))])).await;
+    let first = ok(&app, "bare").await;
+    let second = app.execute("bare").await;
+    no_5xx(&second);
+    assert_eq!(second.status, 200);
+    assert_eq!(second.body, first.body);
+    assert_eq!(o.requests("/bare")[1].header("if-none-match"), Some("v1"));
+}
+
+#[actix_web::test]
+async fn a_304_to_an_unconditional_request_is_passed_on_and_never_stored() {
+    let o = origin().await;
+    o.on("/always-304", |_, _| {
+        Answer::status(304).etag("\"x\"").cc("max-age=60")
+    });
+    let app = spawn_app(connectors(vec![simple(
+        "always-304",
+        o.url("/always-304"),
+        json!({}),
+    )]))
+    .await;
+    for _ in 0..2 {
+        let reply = app.execute("always-304").await;
+        no_5xx(&reply);
+        assert_ne!(cache_label(&reply), "hit");
+    }
+    let sent = o.requests("/always-304");
+    assert_eq!(sent.len(), 2, "a 304 is never stored");
+    assert_eq!(
+        sent[1].header("if-none-match"),
+        None,
+        "nothing to revalidate"
+    );
+}
+
+#[actix_web::test]
+async fn a_304_naming_another_validator_is_followed_by_a_plain_request() {
+    let o = origin().await;
+    o.on("/changed", |r, n| {
+        if r.header("if-none-match").is_some() {
+            // Claims "not modified" but names a representation the cache never stored.
+            return Answer::status(304).etag("\"v2\"").cc("no-cache");
+        }
+        Answer::ok(json!({"n": n}))
+            .etag(&format!("\"v{n}\""))
+            .cc("no-cache")
+    });
+    // A 304 with no validator at all for an answer that had one: not a match either.
+    o.on("/bare-304", |r, n| {
+        if r.header("if-modified-since").is_some() {
+            return Answer::status(304);
+        }
+        Answer::ok(json!({"n": n}))
+            .header("last-modified", "Tue, 15 Nov 1994 12:45:26 GMT")
+            .cc("no-cache")
+    });
+    let app = spawn_app(connectors(vec![
+        simple("changed", o.url("/changed"), json!({})),
+        simple("bare-304", o.url("/bare-304"), json!({})),
+    ]))
+    .await;
+    assert_eq!(ok(&app, "changed").await.json()["n"], 1);
+    let second = app.execute("changed").await;
+    no_5xx(&second);
+    assert_eq!(second.status, 200, "{}", second.text());
+    assert_eq!(second.json()["n"], 3, "the answer to the plain request");
+    assert_ne!(cache_desc(&second), "Cache Revalidated");
+    let sent = o.requests("/changed");
+    assert_eq!(sent.len(), 3);
+    assert_eq!(sent[1].header("if-none-match"), Some("\"v1\""));
+    assert_eq!(sent[2].header("if-none-match"), None, "the retry is plain");
+
+    assert_eq!(ok(&app, "bare-304").await.json()["n"], 1);
+    let second = app.execute("bare-304").await;
+    no_5xx(&second);
+    assert_eq!(second.status, 200, "{}", second.text());
+    assert_eq!(second.json()["n"], 3);
+    assert_eq!(o.count("/bare-304"), 3);
+}
+
+/// An 8 KiB JSON body.
+fn big_body(n: usize) -> Value {
+    json!({"n": n, "pad": "x".repeat(8 * 1024)})
+}
+
+#[actix_web::test]
+async fn a_304_for_an_entry_evicted_meanwhile_still_serves_the_answer() {
+    let o = origin().await;
+    // The revalidation is answered only once the fillers are done, so the entry it
+    // revalidates can be evicted while it is in flight.
+    let (asked, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let (was_asked, released) = (asked.clone(), release.clone());
+    o.on("/slow-etag", move |r, n| {
+        match (r.header("if-none-match"), n) {
+            (Some("\"e1\""), 2) => {
+                was_asked.notify_one();
+                return Answer::status(304).etag("\"e1\"").when(&released);
+            }
+            (Some("\"e1\""), _) => return Answer::status(304).etag("\"e1\""),
+            _ => {}
+        }
+        Answer::ok(big_body(n)).etag("\"e1\"").cc("no-cache")
+    });
+    o.on("/filler", |_, n| Answer::ok(big_body(n)).cc("max-age=60"));
+    let app = spawn_app_with(
+        json!({"connectors": [
+            simple("slow-etag", o.url("/slow-etag"), json!({})),
+            {"name": "filler", "permalink": "filler", "url": o.url("/filler"),
+             "query_parameters": [{"key": "k", "value": "{{ request.query_parameters.k }}"}]}
+        ]}),
+        // Room for about one answer per shard of the cache: the fillers evict.
+        AppOptions::default().flags(|f: &mut ServeArgs| f.response_cache_bytes = 128 * 1024),
+    )
+    .await;
+    let first = app.execute("slow-etag").await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let revalidating = app.execute("slow-etag");
+    let filling = async {
+        asked.notified().await;
+        for k in 0..40 {
+            no_5xx(&app.get(&format!("/connectors/filler/execute?k={k}")).await);
+        }
+        release.notify_one();
+    };
+    let (second, ()) = tokio::join!(revalidating, filling);
+    let m = metrics(&app).await;
+    assert!(
+        metric_sum(&m, "connector_response_cache_evictions_total", &[]) > 0.0,
+        "the fillers evicted: {m}"
+    );
+    no_5xx(&second);
+    assert_eq!(second.status, 200, "{}", second.text());
+    assert_eq!(
+        second.body, first.body,
+        "the 304 serves the body it validated"
+    );
+    // And again: revalidated if the refreshed answer the 304 stored again is still held
+    // (the cache may evict it at once to stay within its bound), else fetched anew with a
+    // plain request; never a 304 or an empty body to the caller.
+    let third = app.execute("slow-etag").await;
+    no_5xx(&third);
+    assert_eq!(third.status, 200, "{}", third.text());
+    let last = o.requests("/slow-etag").pop().unwrap();
+    match cache_label(&third).as_str() {
+        "revalidated" => {
+            assert_eq!(third.body, first.body);
+            assert_eq!(last.header("if-none-match"), Some("\"e1\""));
+        }
+        "miss" => {
+            assert_eq!(third.json()["n"], 3);
+            assert_eq!(last.header("if-none-match"), None);
+        }
+        other => panic!("{other}: {}", third.text()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 9. Bounded size.
+// ---------------------------------------------------------------------------------------
+
+#[actix_web::test]
+async fn the_cache_stays_within_its_bytes_and_evicts_to_do_so() {
+    const BOUND: u64 = 256 * 1024;
+    let o = origin().await;
+    o.on("/big", |r, n| {
+        Answer::ok(json!({"q": r.query, "n": n, "pad": "x".repeat(8 * 1024)})).cc("max-age=60")
+    });
+    let app = spawn_app_with(
+        json!({"connectors": [{"name": "big", "permalink": "big", "url": o.url("/big"),
+            "query_parameters": [{"key": "k", "value": "{{ request.query_parameters.k }}"}]}]}),
+        AppOptions::default().flags(|f: &mut ServeArgs| f.response_cache_bytes = BOUND),
+    )
+    .await;
+    for k in 0..64 {
+        let path = format!("/connectors/big/execute?k={k}");
+        let first = app.get(&path).await;
+        assert_eq!(first.status, 200, "{}", first.text());
+        // Just stored: still there.
+        let again = app.get(&path).await;
+        assert_hit(&again);
+        assert_eq!(again.body, first.body);
+    }
+    let m = metrics(&app).await;
+    let evictions = metric_sum(&m, "connector_response_cache_evictions_total", &[]);
+    let bytes = metric_sum(&m, "connector_response_cache_bytes", &[]);
+    assert!(evictions > 0.0, "64 answers of 8 KiB overflow 256 KiB: {m}");
+    assert!(bytes > 0.0, "{m}");
+    assert!(bytes <= BOUND as f64, "{bytes} bytes held, bound {BOUND}");
+    assert_eq!(o.count("/big"), 64);
+}
+
+#[actix_web::test]
+async fn a_tiny_cache_evicts_and_never_fails_a_call() {
+    let o = origin().await;
+    o.on("/big", |_, n| Answer::ok(big_body(n)).cc("max-age=60"));
+    let app = spawn_app_with(
+        json!({"connectors": [{"name": "big", "permalink": "big", "url": o.url("/big"),
+            "query_parameters": [{"key": "k", "value": "{{ request.query_parameters.k }}"}]}]}),
+        AppOptions::default().flags(|f: &mut ServeArgs| f.response_cache_bytes = 20 * 1024),
+    )
+    .await;
+    for k in 0..8 {
+        let reply = app.get(&format!("/connectors/big/execute?k={k}")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let m = metrics(&app).await;
+    assert!(
+        metric_sum(&m, "connector_response_cache_evictions_total", &[]) > 0.0,
+        "{m}"
+    );
+    assert!(metric_sum(&m, "connector_response_cache_bytes", &[]) <= 20.0 * 1024.0);
+}
+
+// ---------------------------------------------------------------------------------------
+// 10. HEAD.
+// ---------------------------------------------------------------------------------------
+
+/// `HEAD /connectors/head/execute`, which must answer 200.
+async fn call_head(app: &TestApp) -> Reply {
+    let reply = app
+        .call("HEAD", "/connectors/head/execute", None, &[])
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply
+}
+
+#[actix_web::test]
+async fn head_connectors_are_cached_apart_from_get_connectors() {
+    let o = origin().await;
+    o.on("/resource", |_, n| {
+        Answer::ok(json!({"n": n, "pad": "some bytes"})).cc("max-age=60")
+    });
+    let app = spawn_app(connectors(vec![
+        simple("get", o.url("/resource"), json!({})),
+        simple("head", o.url("/resource"), json!({"method": "HEAD"})),
+    ]))
+    .await;
+    let get = ok(&app, "get").await;
+    assert_eq!(get.json()["n"], 1);
+    let first_head = call_head(&app).await;
+    assert_eq!(
+        cache_label(&first_head),
+        "miss",
+        "the GET answer is not the HEAD's"
+    );
+    assert_eq!(first_head.header("content-length").as_deref(), Some("0"));
+    for _ in 0..2 {
+        let get_again = ok(&app, "get").await;
+        assert_hit(&get_again);
+        assert_eq!(get_again.body, get.body);
+        let head_again = call_head(&app).await;
+        assert_hit(&head_again);
+        assert_eq!(
+            head_again.header("content-length").as_deref(),
+            Some("0"),
+            "never the GET body"
+        );
+    }
+    let methods: Vec<String> = o
+        .requests("/resource")
+        .into_iter()
+        .map(|r| r.method)
+        .collect();
+    assert_eq!(methods, ["GET", "HEAD"]);
 }
