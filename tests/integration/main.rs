@@ -17,6 +17,7 @@ mod fuzz_corpus;
 mod git_cache;
 mod hardening;
 mod hostile_input;
+mod http_cache;
 mod identity;
 mod identity_server;
 mod jwt_algorithms;
