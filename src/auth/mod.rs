@@ -329,6 +329,18 @@ impl Prepared {
         }
     }
 
+    /// Whether the credential is an `Authorization` header (the shared-cache rule for
+    /// authenticated requests applies to its answers).
+    pub(crate) fn sends_authorization_header(&self) -> bool {
+        match self {
+            Prepared::Credential(Credential::Header(name, _)) => name == AUTHORIZATION,
+            Prepared::Credential(Credential::Query(..)) => false,
+            Prepared::Jwt { .. }
+            | Prepared::ClientCredentials { .. }
+            | Prepared::JwtBearer { .. } => true,
+        }
+    }
+
     /// Produces the credential: a token of the cache (or fetched), or a JWT signed now.
     pub(crate) async fn apply(&self, env: &AuthEnv<'_>) -> Result<AppliedAuth, StepFailure> {
         match self {

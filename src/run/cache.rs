@@ -29,6 +29,11 @@ const STORED_STATUSES: [u16; 3] = [200, 301, 308];
 /// How long a key whose answer could not be stored goes straight upstream, without waiting
 /// behind a request in flight for the same key (Varnish's hit-for-pass).
 const PASS_FOR: Duration = Duration::from_secs(30);
+/// How many such keys are remembered.
+const PASS_KEYS: usize = 16_384;
+/// The largest `Age` and freshness lifetime taken as they are (RFC 9111 §1.2.2: greater
+/// values are taken as 2^31 seconds).
+const MAX_DELTA_SECONDS: u64 = 1 << 31;
 
 /// How a call's answer was found (the `result` label and the `Server-Timing` desc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -88,11 +93,8 @@ pub(crate) struct Stored {
 /// What the cache holds for a key.
 #[derive(Debug, Clone)]
 pub(crate) enum Entry {
+    /// An answer and its policy.
     Stored(Arc<Stored>),
-    /// The last answer could not be stored.
-    Pass {
-        until: Instant,
-    },
 }
 
 /// What a look-up found.
@@ -119,18 +121,14 @@ pub(crate) struct BySize;
 
 impl Weighter<Vec<u8>, Entry> for BySize {
     fn weight(&self, key: &Vec<u8>, value: &Entry) -> u64 {
-        let stored = match value {
-            Entry::Stored(s) => {
-                s.response.body.len()
-                    + s.response
-                        .headers
-                        .iter()
-                        .map(|(k, v)| k.as_str().len() + v.len() + 32)
-                        .sum::<usize>()
-                    + 512
-            }
-            Entry::Pass { .. } => 64,
-        };
+        let Entry::Stored(s) = value;
+        let stored = s.response.body.len()
+            + s.response
+                .headers
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len() + 32)
+                .sum::<usize>()
+            + 512;
         (key.len() + stored) as u64
     }
 }
@@ -150,6 +148,10 @@ impl Lifecycle<Vec<u8>, Entry> for Evictions {
 /// Cached upstream answers, shared by every worker.
 pub struct ResponseCache {
     entries: Cache<Vec<u8>, Entry, BySize, DefaultHashBuilder, Evictions>,
+    /// Keys whose last answer could not be stored, until when they go straight upstream
+    /// (bounded by count, apart from the answers' byte budget: a busy uncacheable connector
+    /// never evicts stored answers).
+    passes: Cache<Vec<u8>, Instant>,
     /// Keys being fetched, each with the channel its waiters watch (closed when done).
     in_flight: Mutex<HashMap<Vec<u8>, watch::Sender<()>>>,
     metrics: Arc<Metrics>,
@@ -190,16 +192,28 @@ fn options() -> CacheOptions {
 }
 
 impl ResponseCache {
-    /// A cache holding at most `max_bytes` of keys and answers.
-    pub(crate) fn new(max_bytes: u64, metrics: Arc<Metrics>) -> Self {
+    /// A cache holding at most `max_bytes` of keys and answers, each answer at most
+    /// `max_answer_bytes` (`--max-response-bytes`) long.
+    pub(crate) fn new(max_bytes: u64, max_answer_bytes: usize, metrics: Arc<Metrics>) -> Self {
+        let max_bytes = max_bytes.max(1);
+        // The bound is split over shards, and a shard refuses an entry larger than its
+        // share: enough shards for concurrency, few enough that the largest answer fits.
+        let largest = (max_answer_bytes as u64).saturating_add(64 * 1024);
+        let shards = (max_bytes / largest).clamp(1, 32) as usize;
+        let options = quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(1024)
+            .weight_capacity(max_bytes)
+            .shards(shards)
+            .build()
+            .expect("valid cache options");
         ResponseCache {
-            entries: Cache::with(
-                1024,
-                max_bytes.max(1),
+            entries: Cache::with_options(
+                options,
                 BySize,
                 DefaultHashBuilder::default(),
                 Evictions(metrics.clone()),
             ),
+            passes: Cache::new(PASS_KEYS),
             in_flight: Mutex::new(HashMap::new()),
             metrics,
         }
@@ -238,21 +252,28 @@ impl ResponseCache {
         key
     }
 
-    /// What is stored for `key`, for `request` (without its credential).
-    pub(crate) fn lookup(&self, key: &[u8], request: &OutboundRequest) -> Lookup {
-        let Some(entry) = self.entries.get(key) else {
+    /// What is stored for `key`, for `request` (without its credential; `authorization`:
+    /// the credential is an `Authorization` header).
+    pub(crate) fn lookup(
+        &self,
+        key: &[u8],
+        request: &OutboundRequest,
+        authorization: bool,
+    ) -> Lookup {
+        if let Some(until) = self.passes.get(key) {
+            if Instant::now() < until {
+                return Lookup::Pass;
+            }
+            self.passes.remove(key);
+        }
+        let Some(Entry::Stored(stored)) = self.entries.get(key) else {
             return Lookup::Miss;
-        };
-        let stored = match entry {
-            Entry::Pass { until } if Instant::now() < until => return Lookup::Pass,
-            Entry::Pass { .. } => return Lookup::Miss,
-            Entry::Stored(stored) => stored,
         };
         let now = SystemTime::now();
         if stored.forced_until.is_some_and(|until| now < until) {
             return Lookup::Fresh(stored.response.clone());
         }
-        let Some(parts) = request_parts(request) else {
+        let Some(parts) = request_parts(request, authorization) else {
             return Lookup::Miss;
         };
         match stored.policy.before_request(&parts, now) {
@@ -307,29 +328,26 @@ impl ResponseCache {
         None
     }
 
-    /// Stores the answer to `request` (sent with its credential) under `key` if RFC 9111
-    /// allows it, or with `forced_ttl` when the upstream gave no freshness and did not
-    /// forbid storing; returns whether it was stored.
+    /// Stores the answer to `request` (without its credential; `authorization` as for
+    /// [`ResponseCache::lookup`]) under `key` if RFC 9111 allows it, or with `forced_ttl`
+    /// when the upstream gave no freshness and did not forbid storing.
     pub(crate) fn store(
         &self,
         key: Vec<u8>,
         request: &OutboundRequest,
+        authorization: bool,
         response: &UpstreamResponse,
         forced_ttl: Option<Duration>,
     ) -> CacheStatus {
-        let stored = self.storable(request, response, forced_ttl);
-        let status = match stored {
+        let status = match self.storable(request, authorization, response, forced_ttl) {
             Some(stored) => {
+                self.passes.remove(&key);
                 self.entries.insert(key, Entry::Stored(Arc::new(stored)));
                 CacheStatus::Miss
             }
             None => {
-                self.entries.insert(
-                    key,
-                    Entry::Pass {
-                        until: Instant::now() + PASS_FOR,
-                    },
-                );
+                self.entries.remove(&key);
+                self.passes.insert(key, Instant::now() + PASS_FOR);
                 CacheStatus::Uncacheable
             }
         };
@@ -354,36 +372,24 @@ impl ResponseCache {
     fn storable(
         &self,
         request: &OutboundRequest,
+        authorization: bool,
         response: &UpstreamResponse,
         forced_ttl: Option<Duration>,
     ) -> Option<Stored> {
-        let headers = &response.headers;
-        let has = |name: &str| headers.contains_key(name);
-        if !Self::may_store(response, forced_ttl) {
-            return None;
-        }
-        if vary_star(headers) {
+        if !Self::may_store(response, forced_ttl) || vary_star(&response.headers) {
             return None;
         }
         let now = SystemTime::now();
+        let response_parts = response_parts(response.status, &response.headers)?;
         let policy = CachePolicy::new_options(
-            &request_parts(request)?,
-            &response_parts(response)?,
+            &request_parts(request, authorization)?,
+            &response_parts,
             now,
             options(),
         );
-        let explicit =
-            has("expires") || directive(headers, "max-age") || directive(headers, "s-maxage");
-        let forbidden = ["no-store", "no-cache", "private"]
-            .iter()
-            .any(|d| directive(headers, d));
-        let forced_until = match forced_ttl {
-            Some(ttl) if !explicit && !forbidden && (200..300).contains(&response.status) => {
-                Some(now + ttl)
-            }
-            _ => None,
-        };
-        let validators = has("etag") || has("last-modified");
+        let forced_until = forced_until(&response_parts, forced_ttl, now);
+        let has = |name: &HeaderName| response.headers.contains_key(name);
+        let validators = has(&ETAG) || has(&LAST_MODIFIED);
         let by_rfc = policy.is_storable()
             && STORED_STATUSES.contains(&response.status)
             && (!policy.time_to_live(now).is_zero() || validators);
@@ -395,33 +401,38 @@ impl ResponseCache {
     }
 
     /// The upstream answered `response` to the revalidation of `stored` (sent as
-    /// `request`): a matching 304 refreshes the stored answer and serves it; anything else
-    /// is a new answer (`None`: send it and store it as a miss).
+    /// `request`, without its credential): a matching 304 refreshes the stored answer
+    /// (its headers, its freshness, `forced_ttl` again) and serves it; anything else is a
+    /// new answer (`None`: send it and store it as a miss).
     pub(crate) fn revalidated(
         &self,
         key: &[u8],
         stored: &Stored,
         request: &OutboundRequest,
+        authorization: bool,
         response: &UpstreamResponse,
+        forced_ttl: Option<Duration>,
     ) -> Option<UpstreamResponse> {
         if response.status != 304 {
             return None;
         }
         let now = SystemTime::now();
-        let after =
-            stored
-                .policy
-                .after_response(&request_parts(request)?, &response_parts(response)?, now);
+        let after = stored.policy.after_response(
+            &request_parts(request, authorization)?,
+            &response_parts(response.status, &response.headers)?,
+            now,
+        );
         let AfterResponse::NotModified(policy, parts) = after else {
             return None;
         };
         let mut refreshed = stored.response.clone();
         refreshed.headers = header_map_from(&parts.headers);
+        let merged = response_parts(refreshed.status, &refreshed.headers)?;
         self.entries.insert(
             key.to_vec(),
             Entry::Stored(Arc::new(Stored {
                 policy,
-                forced_until: None,
+                forced_until: forced_until(&merged, forced_ttl, now),
                 response: refreshed.clone(),
             })),
         );
@@ -433,11 +444,32 @@ impl ResponseCache {
     }
 }
 
-/// Whether the `Cache-Control` of `headers` has `directive` (names only; values are the
-/// policy's business).
-fn directive(headers: &HeaderMap, directive: &str) -> bool {
+/// Until when `cache_ttl_seconds` keeps an answer fresh: for a stored status whose headers
+/// give no freshness (`max-age`, `s-maxage`, `Expires`) and do not forbid reuse
+/// (`no-store`, `no-cache`, `private`).
+fn forced_until(
+    response: &http::response::Parts,
+    forced_ttl: Option<Duration>,
+    now: SystemTime,
+) -> Option<SystemTime> {
+    let ttl = forced_ttl?;
+    let headers = &response.headers;
+    let explicit = headers.contains_key("expires")
+        || directive(headers, "max-age")
+        || directive(headers, "s-maxage");
+    let forbidden = ["no-store", "no-cache", "private"]
+        .iter()
+        .any(|d| directive(headers, d));
+    let status_ok = STORED_STATUSES.contains(&response.status.as_u16());
+    (!explicit && !forbidden && status_ok).then(|| now + ttl)
+}
+
+/// Whether the `Cache-Control` of `headers` has `directive` (names only, already lower-case
+/// in [`response_parts`]; values are the policy's business).
+fn directive(headers: &http::HeaderMap, directive: &str) -> bool {
     headers
         .get_all("cache-control")
+        .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|d| {
@@ -458,22 +490,86 @@ fn vary_star(headers: &HeaderMap) -> bool {
 
 // The upstream client speaks `http` 0.2 (awc), the policy `http` 1: these copy between them.
 
-fn request_parts(request: &OutboundRequest) -> Option<http::request::Parts> {
+/// The request as the policy sees it: without its credential (so that the URI and `Vary`
+/// match the look-ups, which happen before any credential exists), with a stand-in
+/// `Authorization` when the credential is one (the shared-cache rule for authenticated
+/// requests applies; the key already tells credentials apart).
+fn request_parts(request: &OutboundRequest, authorization: bool) -> Option<http::request::Parts> {
     let mut builder = http::Request::builder()
         .method(request.method.as_str())
         .uri(request.url.as_str());
     for (name, value) in &request.headers {
         builder = builder.header(name.as_str(), value.as_bytes());
     }
+    if authorization && !request.headers.iter().any(|(n, _)| n == "authorization") {
+        builder = builder.header("authorization", "credential");
+    }
     builder.body(()).ok().map(|r| r.into_parts().0)
 }
 
-fn response_parts(response: &UpstreamResponse) -> Option<http::response::Parts> {
-    let mut builder = http::Response::builder().status(response.status);
-    for (name, value) in &response.headers {
-        builder = builder.header(name.as_str(), value.as_bytes());
+/// The answer as the policy sees it, normalised as RFC 9111 asks of a cache: `Cache-Control`
+/// directive names compared without case (§5.2), and delta-seconds (`Age`, `max-age`,
+/// `s-maxage`) beyond 2^31 taken as 2^31 (§1.2.2).
+fn response_parts(status: u16, headers: &HeaderMap) -> Option<http::response::Parts> {
+    let mut builder = http::Response::builder().status(status);
+    for (name, value) in headers {
+        let name = name.as_str();
+        let value = match name {
+            "cache-control" => {
+                let Ok(text) = value.to_str() else {
+                    continue;
+                };
+                normalised_cache_control(text)
+            }
+            "age" => {
+                let Ok(text) = value.to_str() else {
+                    continue;
+                };
+                delta_seconds(text.trim()).unwrap_or_else(|| text.to_string())
+            }
+            _ => {
+                builder = builder.header(name, value.as_bytes());
+                continue;
+            }
+        };
+        builder = builder.header(name, value);
     }
     builder.body(()).ok().map(|r| r.into_parts().0)
+}
+
+/// `text` as a delta-seconds capped at 2^31, if it is one (digits only).
+fn delta_seconds(text: &str) -> Option<String> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let capped = text
+        .parse::<u64>()
+        .map_or(MAX_DELTA_SECONDS, |n| n.min(MAX_DELTA_SECONDS));
+    Some(capped.to_string())
+}
+
+/// A `Cache-Control` value with lower-case directive names and capped delta-seconds.
+fn normalised_cache_control(text: &str) -> String {
+    text.split(',')
+        .map(|directive| {
+            let directive = directive.trim();
+            match directive.split_once('=') {
+                Some((name, value)) => {
+                    let name = name.trim().to_ascii_lowercase();
+                    let value = value.trim();
+                    let value = match name.as_str() {
+                        "max-age" | "s-maxage" => {
+                            delta_seconds(value).unwrap_or_else(|| value.to_string())
+                        }
+                        _ => value.to_string(),
+                    };
+                    format!("{name}={value}")
+                }
+                None => directive.to_ascii_lowercase(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn header_map_from(headers: &http::HeaderMap) -> HeaderMap {
@@ -520,7 +616,7 @@ mod tests {
     }
 
     fn cache() -> ResponseCache {
-        ResponseCache::new(1 << 20, Metrics::new())
+        ResponseCache::new(1 << 20, 64 * 1024, Metrics::new())
     }
 
     #[test]
@@ -538,13 +634,13 @@ mod tests {
         let cache = cache();
         let req = request("t");
         let key = ResponseCache::key("c", 0, &req, "");
-        assert!(matches!(cache.lookup(&key, &req), Lookup::Miss));
+        assert!(matches!(cache.lookup(&key, &req, false), Lookup::Miss));
         let fresh = answer(200, &[("cache-control", "max-age=60")]);
         assert_eq!(
-            cache.store(key.clone(), &req, &fresh, None),
+            cache.store(key.clone(), &req, false, &fresh, None),
             CacheStatus::Miss
         );
-        assert!(matches!(cache.lookup(&key, &req), Lookup::Fresh(_)));
+        assert!(matches!(cache.lookup(&key, &req, false), Lookup::Fresh(_)));
         for headers in [
             &[("cache-control", "no-store, max-age=60")][..],
             &[("cache-control", "private, max-age=60")],
@@ -553,16 +649,16 @@ mod tests {
         ] {
             let key = ResponseCache::key("other", 0, &req, &format!("{headers:?}"));
             assert_eq!(
-                cache.store(key.clone(), &req, &answer(200, headers), None),
+                cache.store(key.clone(), &req, false, &answer(200, headers), None),
                 CacheStatus::Uncacheable,
                 "{headers:?}"
             );
-            assert!(matches!(cache.lookup(&key, &req), Lookup::Pass));
+            assert!(matches!(cache.lookup(&key, &req, false), Lookup::Pass));
         }
         let key = ResponseCache::key("status", 0, &req, "");
         let server_error = answer(503, &[("cache-control", "max-age=60")]);
         assert_eq!(
-            cache.store(key, &req, &server_error, None),
+            cache.store(key, &req, false, &server_error, None),
             CacheStatus::Uncacheable
         );
     }
@@ -574,23 +670,26 @@ mod tests {
         let ttl = Some(Duration::from_secs(60));
         let key = |n: &str| ResponseCache::key(n, 0, &req, "");
         assert_eq!(
-            cache.store(key("none"), &req, &answer(200, &[]), ttl),
+            cache.store(key("none"), &req, false, &answer(200, &[]), ttl),
             CacheStatus::Miss
         );
-        assert!(matches!(cache.lookup(&key("none"), &req), Lookup::Fresh(_)));
+        assert!(matches!(
+            cache.lookup(&key("none"), &req, false),
+            Lookup::Fresh(_)
+        ));
         let no_store = answer(200, &[("cache-control", "no-store")]);
         assert_eq!(
-            cache.store(key("ns"), &req, &no_store, ttl),
+            cache.store(key("ns"), &req, false, &no_store, ttl),
             CacheStatus::Uncacheable
         );
         // An explicit max-age=0 with a validator is revalidated, never forced fresh.
         let zero = answer(200, &[("cache-control", "max-age=0"), ("etag", "\"v1\"")]);
         assert_eq!(
-            cache.store(key("zero"), &req, &zero, ttl),
+            cache.store(key("zero"), &req, false, &zero, ttl),
             CacheStatus::Miss
         );
         assert!(matches!(
-            cache.lookup(&key("zero"), &req),
+            cache.lookup(&key("zero"), &req, false),
             Lookup::Stale { .. }
         ));
     }
@@ -601,11 +700,11 @@ mod tests {
         let req = request("t");
         let key = ResponseCache::key("c", 0, &req, "");
         let first = answer(200, &[("cache-control", "no-cache"), ("etag", "\"v1\"")]);
-        cache.store(key.clone(), &req, &first, None);
+        cache.store(key.clone(), &req, false, &first, None);
         let Lookup::Stale {
             stored,
             conditional,
-        } = cache.lookup(&key, &req)
+        } = cache.lookup(&key, &req, false)
         else {
             panic!("no-cache must be revalidated");
         };
@@ -613,13 +712,15 @@ mod tests {
         assert_eq!(conditional[0].1, "\"v1\"");
         let not_modified = answer(304, &[("etag", "\"v1\""), ("cache-control", "max-age=60")]);
         let served = cache
-            .revalidated(&key, &stored, &req, &not_modified)
+            .revalidated(&key, &stored, &req, false, &not_modified, None)
             .expect("a matching 304 serves the stored answer");
         assert_eq!(served.status, 200);
         assert_eq!(served.body, first.body);
-        assert!(matches!(cache.lookup(&key, &req), Lookup::Fresh(_)));
+        assert!(matches!(cache.lookup(&key, &req, false), Lookup::Fresh(_)));
         // A 304 naming another validator does not refresh anything.
         let other = answer(304, &[("etag", "\"v2\"")]);
-        assert!(cache.revalidated(&key, &stored, &req, &other).is_none());
+        assert!(cache
+            .revalidated(&key, &stored, &req, false, &other, None)
+            .is_none());
     }
 }

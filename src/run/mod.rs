@@ -59,6 +59,7 @@ impl SharedRunState {
         Arc::new(SharedRunState {
             response_cache: cache::ResponseCache::new(
                 settings.response_cache_bytes,
+                settings.max_response_bytes,
                 metrics.clone(),
             ),
             settings,

@@ -1,6 +1,7 @@
 //! The [`StepActor`]: renders one step's request, authenticates it, calls the upstream,
 //! and applies `response_body`. One per worker thread; steps of many runs overlap in it.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -393,7 +394,7 @@ async fn run_step(
         .emit(&shared.metrics);
         response
     } else {
-        exchange.send(request, Vec::new(), timing, started).await?.1
+        exchange.send(&request, &[], timing, started).await?
     };
     timing.status_code = Some(response.status);
     if response.status >= 400 {
@@ -448,45 +449,44 @@ struct Exchange<'a> {
 }
 
 impl Exchange<'_> {
-    /// Authenticates `request`, adds `extra` headers and sends it; returns the request as
-    /// sent (with its credential) and the answer.
+    /// Authenticates `request`, adds `extra` headers and sends it. Without a credential or
+    /// extra headers the request is sent as it is (not copied).
     async fn send(
         &self,
-        mut request: OutboundRequest,
-        extra: Vec<(HeaderName, HeaderValue)>,
+        request: &OutboundRequest,
+        extra: &[(HeaderName, HeaderValue)],
         timing: &mut StepTiming,
         started: Instant,
-    ) -> Result<(OutboundRequest, UpstreamResponse), StepFailure> {
+    ) -> Result<UpstreamResponse, StepFailure> {
         let auth_env = auth_env(self.client, self.shared, self.env);
         let applied = match self.prepared {
             Some(prepared) => Some(prepared.apply(&auth_env).await?),
             None => None,
         };
-        // Only an OAuth token can be refreshed and retried; only then is a copy kept.
-        let retry_source = applied
-            .as_ref()
-            .filter(|a| a.token.is_some())
-            .map(|_| request.clone());
-        if let Some(applied) = &applied {
-            add_credential(&mut request, &applied.credential);
-        }
-        request.headers.extend(extra.iter().cloned());
+        let with = |credential: Option<&Credential>| {
+            let mut request = request.clone();
+            if let Some(credential) = credential {
+                add_credential(&mut request, credential);
+            }
+            request.headers.extend(extra.iter().cloned());
+            request
+        };
+        let sent: Cow<'_, OutboundRequest> = match &applied {
+            None if extra.is_empty() => Cow::Borrowed(request),
+            applied => Cow::Owned(with(applied.as_ref().map(|a| &a.credential))),
+        };
         timing.setup = started.elapsed();
         let upstream_started = Instant::now();
         let exchange = async {
-            let mut response = call_upstream(self.client, self.shared, self.env, &request).await?;
+            let mut response = call_upstream(self.client, self.shared, self.env, &sent).await?;
             if response.status == 401 {
                 // A rejected OAuth token is dropped and the step retried once with a fresh one.
                 let token = applied.as_ref().and_then(|a| a.token.clone());
-                if let (Some((key, token)), Some(mut retry), Some(prepared)) =
-                    (token, retry_source, self.prepared)
-                {
+                if let (Some((key, token)), Some(prepared)) = (token, self.prepared) {
                     self.shared.tokens.invalidate(&key, &token);
                     let fresh = prepared.apply(&auth_env).await?;
-                    add_credential(&mut retry, &fresh.credential);
-                    retry.headers.extend(extra.iter().cloned());
+                    let retry = with(Some(&fresh.credential));
                     response = call_upstream(self.client, self.shared, self.env, &retry).await?;
-                    request = retry;
                 }
             }
             Ok::<_, StepFailure>(response)
@@ -495,12 +495,13 @@ impl Exchange<'_> {
         // Timed whether or not the exchange succeeded: a timeout or network failure spent
         // its time upstream, and X-Connector-Timing must not report that wait as internal.
         timing.external = upstream_started.elapsed();
-        Ok((request, exchange?))
+        exchange
     }
 
     /// [`Exchange::send`] through the response cache (docs/spec.md §10): a fresh stored
     /// answer is served without authenticating, a stale one revalidated, a miss fetched
-    /// once for every caller waiting on the same key.
+    /// once for every caller waiting on the same key. The cache sees `request` without its
+    /// credential (the key holds the credential's identity).
     async fn cached(
         &self,
         request: OutboundRequest,
@@ -511,18 +512,21 @@ impl Exchange<'_> {
         let step = self.env.step;
         let forced = step.cache.forced_ttl;
         let identity = self.prepared.map(Prepared::identity).unwrap_or_default();
+        let authorization = self
+            .prepared
+            .is_some_and(Prepared::sends_authorization_header);
         let key = ResponseCache::key(
             &self.env.run.connector.permalink,
             step.index,
             &request,
             &identity,
         );
-        let mut lookup = cache.lookup(&key, &request);
+        let mut lookup = cache.lookup(&key, &request, authorization);
         let _flight = if matches!(lookup, Lookup::Miss) {
             let flight = cache.lead_or_wait(&key).await;
             if flight.is_none() {
                 // Another caller fetched it: its answer, if it could be stored.
-                lookup = cache.lookup(&key, &request);
+                lookup = cache.lookup(&key, &request, authorization);
                 if !matches!(lookup, Lookup::Fresh(_)) {
                     lookup = Lookup::Pass;
                 }
@@ -530,6 +534,9 @@ impl Exchange<'_> {
             flight
         } else {
             None
+        };
+        let store = |response: &UpstreamResponse, key: Vec<u8>| {
+            cache.store(key, &request, authorization, response, forced)
         };
         match lookup {
             Lookup::Fresh(response) => {
@@ -540,30 +547,30 @@ impl Exchange<'_> {
                 stored,
                 conditional,
             } => {
-                let (sent, response) = self
-                    .send(request.clone(), conditional, timing, started)
-                    .await?;
-                if let Some(refreshed) = cache.revalidated(&key, &stored, &sent, &response) {
+                let response = self.send(&request, &conditional, timing, started).await?;
+                if let Some(refreshed) =
+                    cache.revalidated(&key, &stored, &request, authorization, &response, forced)
+                {
                     return Ok((refreshed, CacheStatus::Revalidated));
                 }
-                let (sent, response) = if response.status == 304 {
+                let response = if response.status == 304 {
                     // A 304 whose validator matches nothing stored: ask again, plainly.
-                    self.send(request, Vec::new(), timing, started).await?
+                    self.send(&request, &[], timing, started).await?
                 } else {
-                    (sent, response)
+                    response
                 };
-                let status = cache.store(key, &sent, &response, forced);
+                let status = store(&response, key);
                 Ok((response, status))
             }
             Lookup::Miss => {
-                let (sent, response) = self.send(request, Vec::new(), timing, started).await?;
-                let status = cache.store(key, &sent, &response, forced);
+                let response = self.send(&request, &[], timing, started).await?;
+                let status = store(&response, key);
                 Ok((response, status))
             }
             Lookup::Pass => {
-                let (sent, response) = self.send(request, Vec::new(), timing, started).await?;
+                let response = self.send(&request, &[], timing, started).await?;
                 let status = if ResponseCache::may_store(&response, forced) {
-                    cache.store(key, &sent, &response, forced)
+                    store(&response, key)
                 } else {
                     CacheStatus::Uncacheable
                 };

@@ -869,10 +869,6 @@ async fn answers_for_different_api_keys_never_mix() {
 }
 
 #[actix_web::test]
-#[ignore = "BUG: an api_key placed in the query is never reused: src/run/step.rs Exchange::cached \
-            stores the policy with the request as sent (`cache.store(key, &sent, ..)`, lines 554/559/565, its URL ending \
-            in ?api_key=...) while ResponseCache::lookup (src/run/cache.rs line 256) asks before_request with \
-            the URL without it, so the stored URI never matches and every call is a miss"]
 async fn an_answer_for_an_api_key_in_the_query_is_reused_for_that_key() {
     let (o, app) = keyed_by_api_key("query").await;
     call_with_each_key(&app).await;
@@ -1322,12 +1318,10 @@ async fn a_key_whose_answer_was_unstorable_is_stored_once_the_upstream_allows_it
 #[actix_web::test]
 async fn malformed_freshness_is_never_taken_as_fresh() {
     let o = origin().await;
-    let cases: [(&str, Headers); 6] = [
+    // (A max-age beyond u64 is RFC 9111's "very long", not malformed:
+    // a_max_age_beyond_u64_is_taken_as_very_long.)
+    let cases: [(&str, Headers); 5] = [
         ("negative", &[("cache-control", "max-age=-5")]),
-        (
-            "beyond-u64",
-            &[("cache-control", "max-age=99999999999999999999")],
-        ),
         ("garbage-expires", &[("expires", "garbage")]),
         ("zero-expires", &[("expires", "0")]),
         ("empty-max-age", &[("cache-control", "max-age=")]),
@@ -1387,11 +1381,6 @@ async fn odd_but_valid_freshness_is_honoured() {
 }
 
 #[actix_web::test]
-#[ignore = "BUG: Cache-Control directive names are compared case-sensitively: http-cache-semantics' \
-            parse_cache_control keeps them as sent, and src/run/cache.rs (response_parts at line 469, building the \
-            policy in ResponseCache::storable at line 367) passes them unchanged, so `NO-STORE, max-age=60` and \
-            `PRIVATE, max-age=60` are stored and reused and `MAX-AGE=60` is not; RFC 9111 §5.2 \
-            compares directive names case-insensitively"]
 async fn cache_control_directive_names_are_case_insensitive() {
     let o = origin().await;
     let cases: [(&str, &'static str, usize); 4] = [
@@ -1595,11 +1584,6 @@ async fn a_304_for_an_entry_evicted_meanwhile_still_serves_the_answer() {
 }
 
 #[actix_web::test]
-#[ignore = "BUG: an upstream Age of u64::MAX seconds panics the step once the entry is a second old: \
-            http-cache-semantics' CachePolicy::age adds the resident time to Duration::from_secs(Age) \
-            and overflows; src/run/cache.rs passes Age through unclamped (response_parts, line 469) \
-            and calls policy.before_request in ResponseCache::lookup (line 256). RFC 9111 §1.2.2 \
-            says to take an overflowing delta-seconds as 2147483648"]
 async fn an_age_too_big_to_add_to_is_never_a_5xx() {
     let o = origin().await;
     o.on(
@@ -1627,10 +1611,6 @@ async fn an_age_too_big_to_add_to_is_never_a_5xx() {
 }
 
 #[actix_web::test]
-#[ignore = "BUG: RFC 9111 §1.2.2: a max-age beyond the greatest integer the cache can represent \
-            MUST be taken as 2147483648 (or the greatest it can represent); http-cache-semantics \
-            parses it as u64 and takes a parse failure as 0, so src/run/cache.rs (ResponseCache::storable, \
-            policy.time_to_live at line 387) never reuses such an answer"]
 async fn a_max_age_beyond_u64_is_taken_as_very_long() {
     let o = origin().await;
     o.on(
@@ -1702,11 +1682,6 @@ async fn a_tiny_cache_evicts_and_never_fails_a_call() {
 }
 
 #[actix_web::test]
-#[ignore = "BUG: src/run/cache.rs ResponseCache::new (line 194) builds quick_cache::sync::Cache::with(1024, max_bytes, ..), \
-            which splits --response-cache-bytes over 4 x cores shards (8 here, up to 32) and never admits \
-            an entry heavier than 0.97 x its shard's share: with 64 KiB an 8 KiB answer (an eighth of the \
-            bound) is never stored; with the default 64 MiB on 8+ cores no answer over ~2 MiB is \
-            (the eviction counter still counts each refusal)"]
 async fn an_answer_an_eighth_of_the_bound_is_stored() {
     let o = origin().await;
     o.on("/big", |_, n| Answer::ok(big_body(n)).cc("max-age=60"));
@@ -1780,10 +1755,6 @@ async fn head_connectors_are_cached_apart_from_get_connectors() {
 // ---------------------------------------------------------------------------------------
 
 #[actix_web::test]
-#[ignore = "BUG: src/run/cache.rs ResponseCache::revalidated stores the refreshed answer with \
-            forced_until: None (line 422) and has no forced_ttl parameter: after the first 304, \
-            cache_ttl_seconds no longer applies to an upstream that still sends no freshness, so \
-            every later call revalidates instead of being a hit for cache_ttl_seconds"]
 async fn cache_ttl_seconds_still_applies_after_a_revalidation() {
     let o = origin().await;
     o.on(
@@ -1814,11 +1785,6 @@ async fn cache_ttl_seconds_still_applies_after_a_revalidation() {
 }
 
 #[actix_web::test]
-#[ignore = "BUG: src/run/cache.rs stores the policy with the request as sent (credential included: \
-            `store(key, &sent, ..)` in src/run/step.rs Exchange::cached, lines 554/559/565) but looks it up with the \
-            request without its credential (src/run/cache.rs ResponseCache::lookup, before_request at line 256): an answer with \
-            `Vary` naming the credential's header (Authorization, X-Api-Key) never matches, so it is \
-            never reused, although the key already holds the credential's identity"]
 async fn an_answer_varying_on_the_credential_header_is_reused_for_that_credential() {
     let o = origin().await;
     o.on("/keyed", |r, n| {
