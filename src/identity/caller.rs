@@ -49,8 +49,9 @@ impl fmt::Debug for Caller {
     }
 }
 
-/// The attributes of `user`, in the order `enumerate` lists them.
-const USER_ATTRIBUTES: [&str; 6] = [
+/// The attributes of `user`, in the order `enumerate` lists them (and the load-time analysis
+/// accepts).
+pub const USER_ATTRIBUTES: [&str; 6] = [
     "id",
     "email",
     "first_name",

@@ -13,6 +13,7 @@ use minijinja::Environment;
 
 use super::field::Field;
 use super::secrets::is_secret_name;
+use crate::identity::caller::USER_ATTRIBUTES;
 
 /// Which top-level variables a template's context has (docs/spec.md §2): those of a simple
 /// connector or those of a composite step.
@@ -67,15 +68,6 @@ pub(crate) struct Analysis {
 
 const STEP_ATTRIBUTES: &[&str] = &["body", "status_code", "headers"];
 const REQUEST_ATTRIBUTES: &[&str] = &["body_text", "body_raw", "query_parameters", "headers"];
-/// The attributes of `user` (docs/spec.md §9).
-const USER_ATTRIBUTES: &[&str] = &[
-    "id",
-    "email",
-    "first_name",
-    "last_name",
-    "username",
-    "profile_fields",
-];
 const LOCAL_NAMES: &[&str] = &["loop", "self", "caller", "varargs", "kwargs", "super"];
 
 /// Why `get_secret` may only appear as a direct call with a literal name.
