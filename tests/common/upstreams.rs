@@ -27,6 +27,26 @@ pub struct Received {
 }
 
 impl Received {
+    /// What `req` with `body` was.
+    pub fn of(req: &HttpRequest, body: &[u8]) -> Self {
+        Received {
+            method: req.method().to_string(),
+            path: req.path().to_string(),
+            query: req.query_string().to_string(),
+            headers: req
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: String::from_utf8_lossy(body).into_owned(),
+        }
+    }
+
     /// A header's value.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -48,22 +68,7 @@ pub struct Log(pub Arc<Mutex<Vec<Received>>>);
 impl Log {
     /// Records a request.
     pub fn record(&self, req: &HttpRequest, body: &[u8]) {
-        self.0.lock().unwrap().push(Received {
-            method: req.method().to_string(),
-            path: req.path().to_string(),
-            query: req.query_string().to_string(),
-            headers: req
-                .headers()
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
-            body: String::from_utf8_lossy(body).into_owned(),
-        });
+        self.0.lock().unwrap().push(Received::of(req, body));
     }
 
     /// A copy of the requests so far.

@@ -143,25 +143,6 @@ impl Origin {
     }
 }
 
-fn received(req: &HttpRequest, body: &[u8]) -> Received {
-    Received {
-        method: req.method().to_string(),
-        path: req.path().to_string(),
-        query: req.query_string().to_string(),
-        headers: req
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        body: String::from_utf8_lossy(body).into_owned(),
-    }
-}
-
 /// Starts a scripted upstream: every request (any method, any path) is recorded, then
 /// answered by the path's rule (404 without one).
 async fn origin() -> Origin {
@@ -174,7 +155,7 @@ async fn origin() -> Origin {
             web::route().to(move |req: HttpRequest, body: Bytes, log: web::Data<Log>| {
                 let script = script.clone();
                 async move {
-                    let got = received(&req, &body);
+                    let got = Received::of(&req, &body);
                     // Recorded and counted under one lock: concurrent requests get distinct n.
                     let n = {
                         let mut all = log.0.lock().unwrap();
