@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
 
-use crate::identity::IdentityArgs;
+use crate::identity::{IdentityArgs, KeySet};
 use crate::registry::{build_registry, BuildOptions, CallerIdentity, LoadMode, Report};
 use crate::template::{SecretStore, Variables};
 
@@ -123,6 +123,24 @@ pub(crate) fn run(args: &ValidateArgs) -> Result<i32, Failure> {
     let variables =
         Variables::load(args.variables_file.as_deref()).map_err(|e| Failure::new(2, e))?;
     args.identity.validate().map_err(|e| Failure::new(2, e))?;
+    if let Some(path) = &args.identity.identity_jwks_file {
+        // A key file is read as `serve` would read it (a URL is never fetched here).
+        let keys = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| KeySet::parse(&bytes).map_err(|e| e.to_string()))
+            .map_err(|e| {
+                Failure::new(2, format!("--identity-jwks-file {}: {e}", path.display()))
+            })?;
+        if keys.is_empty() {
+            return Err(Failure::new(
+                2,
+                format!(
+                    "--identity-jwks-file {}: no usable signing key",
+                    path.display()
+                ),
+            ));
+        }
+    }
     let validation = validate_text(
         &text,
         secrets,

@@ -382,3 +382,39 @@ fn validate_never_fetches_the_identity_keys() {
         other => panic!("validate connected to the JWKS URL: {other:?}"),
     }
 }
+
+#[test]
+fn a_jwks_file_given_to_validate_is_read_as_serve_would() {
+    // A file, unlike a URL, can be checked in the registry's CI: an unreadable or empty key
+    // file fails validate as it would fail the server's start.
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("jwks.json");
+    std::fs::write(
+        &good,
+        r#"{"keys": [{"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "kid": "k1", "x": "-KgBKNXRfxzGn7pTovXoM2l7_ZHvO8u9jqyRypPwbfw"}]}"#,
+    )
+    .unwrap();
+    let empty = dir.path().join("empty.json");
+    std::fs::write(&empty, r#"{"keys": []}"#).unwrap();
+    let missing = dir.path().join("missing.json");
+    let run = |file: &std::path::Path| {
+        validate_with_flags(
+            &caller_registry(false),
+            &[
+                "--identity-issuer",
+                "https://members.example.com/",
+                "--identity-jwks-file",
+                file.to_str().unwrap(),
+            ],
+        )
+        .0
+    };
+    let ok = run(&good);
+    assert_eq!(ok.status.code(), Some(0), "{}", stdout(&ok));
+    for bad in [&empty, &missing] {
+        let output = run(bad);
+        assert_eq!(output.status.code(), Some(2), "{}", bad.display());
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert!(err.contains("--identity-jwks-file"), "{err}");
+    }
+}
