@@ -285,6 +285,9 @@ pub struct RunInput {
     pub vars: Arc<Vec<(&'static str, Value)>>,
     /// Caller overrides.
     pub overrides: CallerOverrides,
+    /// The caller's body and `Content-Type`, sent on as they are by a simple POST, PUT or
+    /// PATCH connector without a `request_body` (docs/spec.md §15, the platform's rule).
+    pub forwarded_body: Option<(Bytes, Option<HeaderValue>)>,
 }
 
 impl RunInput {
@@ -298,6 +301,12 @@ impl RunInput {
         overrides: CallerOverrides,
         caller: CallerVars,
     ) -> Self {
+        let forwarded_body = forwards_body(&connector).then(|| {
+            let content_type = request
+                .content_type()
+                .and_then(|ct| HeaderValue::from_str(ct).ok());
+            (request.body().clone(), content_type)
+        });
         let request = Arc::new(request);
         let mut vars = Vec::with_capacity(6);
         if connector.kind == ConnectorKind::Simple {
@@ -322,6 +331,7 @@ impl RunInput {
             request_id,
             vars: Arc::new(vars),
             overrides,
+            forwarded_body,
         }
     }
 
@@ -329,4 +339,18 @@ impl RunInput {
     pub(crate) fn is_composite(&self) -> bool {
         self.connector.kind == ConnectorKind::Composite
     }
+}
+
+/// Whether `connector` sends the caller's body on: a simple POST, PUT or PATCH connector with
+/// a blank `request_body` (a composite step with a blank one sends no body).
+fn forwards_body(connector: &Connector) -> bool {
+    use crate::registry::model::HttpMethod;
+    connector.kind == ConnectorKind::Simple
+        && connector.steps.first().is_some_and(|step| {
+            step.request_body.is_none()
+                && matches!(
+                    step.method,
+                    HttpMethod::POST | HttpMethod::PUT | HttpMethod::PATCH
+                )
+        })
 }

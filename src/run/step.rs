@@ -10,7 +10,7 @@ use std::pin::Pin;
 
 use actix::dev::{MessageResponse, OneshotSender};
 use actix::{Actor, Context, Handler};
-use awc::http::header::{HeaderName, HeaderValue};
+use awc::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use awc::http::Method;
 use bytes::Bytes;
 use minijinja::Value;
@@ -177,11 +177,20 @@ fn render_request(env: &StepEnv<'_>) -> Result<RenderedRequest, StepFailure> {
         };
         headers.push((name.clone(), value));
     }
-    let body = step
+    let mut body = step
         .request_body
         .as_ref()
         .map(|id| render(env, id).map(Bytes::from))
         .transpose()?;
+    if let Some((forwarded, content_type)) = &env.run.forwarded_body {
+        body = Some(forwarded.clone());
+        // The caller's Content-Type goes with its body, unless the registry sets one.
+        if let Some(content_type) = content_type {
+            if !headers.iter().any(|(n, _)| n == CONTENT_TYPE) {
+                headers.push((CONTENT_TYPE, content_type.clone()));
+            }
+        }
+    }
     Ok(RenderedRequest {
         url,
         query,

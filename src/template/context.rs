@@ -27,6 +27,16 @@ impl RequestView {
         }
     }
 
+    /// The caller's body, as sent.
+    pub(crate) fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The caller's `Content-Type`.
+    pub(crate) fn content_type(&self) -> Option<&str> {
+        self.content_type.as_deref()
+    }
+
     /// `body_text`: the body as UTF-8 text, `None` when empty or not UTF-8.
     pub(crate) fn body_text(&self) -> Value {
         self.body_text

@@ -38,23 +38,71 @@ async fn body_text_and_body_raw_fill_the_request_body() {
 }
 
 #[actix_web::test]
-async fn a_connector_without_request_body_sends_no_body() {
+async fn a_blank_request_body_forwards_the_callers_body_on_post_put_and_patch_only() {
+    // docs/spec.md §15, the platform's documented rule: a simple POST/PUT/PATCH connector
+    // without request_body sends the caller's body (and its Content-Type) unchanged.
     let up = echo_upstream().await;
-    let registry = json!({"connectors": [{
-        "name": "Bodiless", "permalink": "bodiless", "method": "POST",
-        "url": format!("{}/echo", up.base)
-    }]});
+    let connector = |method: &str, extra: serde_json::Value| {
+        let mut c = json!({
+            "name": format!("Forward {method}"), "permalink": format!("forward-{}", method.to_lowercase()),
+            "method": method, "url": format!("{}/echo", up.base)
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let registry = json!({
+        "connectors": [
+            connector("POST", json!({})),
+            connector("PUT", json!({})),
+            connector("PATCH", json!({"headers": [{"key": "Content-Type", "value": "application/merge-patch+json"}]})),
+            connector("DELETE", json!({})),
+        ],
+        "composite_connectors": [{"name": "Flow", "permalink": "flow", "steps": [
+            {"name": "a", "method": "POST", "url": format!("{}/echo", up.base)}
+        ]}]
+    });
     let app = spawn_app(registry).await;
+    for method in ["POST", "PUT", "PATCH"] {
+        let path = format!("/connectors/forward-{}/execute", method.to_lowercase());
+        let reply = app
+            .call(
+                method,
+                &path,
+                Some(r#"{"note":"as sent"}"#),
+                &[("Content-Type", "application/json")],
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{method}: {}", reply.text());
+        let received = up.log.all().last().cloned().unwrap();
+        assert_eq!(received.method, method);
+        assert_eq!(received.body, r#"{"note":"as sent"}"#, "{method}");
+        let expected = if method == "PATCH" {
+            "application/merge-patch+json"
+        } else {
+            "application/json"
+        };
+        assert_eq!(
+            received.header("content-type"),
+            Some(expected),
+            "{method}: the registry's Content-Type wins"
+        );
+    }
+    // Other methods, and composite steps, send no body.
     let reply = app
         .call(
-            "POST",
-            "/connectors/bodiless/execute",
+            "DELETE",
+            "/connectors/forward-delete/execute",
             Some("caller data"),
             &[],
         )
         .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_eq!(up.log.to("/echo")[0].body, "");
+    assert_eq!(up.log.all().last().unwrap().body, "");
+    let reply = app.composite("flow", "", "caller data").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(up.log.all().last().unwrap().body, "");
 }
 
 #[actix_web::test]
