@@ -473,6 +473,11 @@ impl KeyStore {
         self.current.load()
     }
 
+    /// The keys serving now, as an `Arc` to keep.
+    pub(crate) fn load_full_keys(&self) -> Arc<KeySet> {
+        self.current.load_full()
+    }
+
     /// Fetches the keys now (the periodic refresh); on failure the current keys stay.
     pub async fn refresh(&self) -> Result<usize, JwksError> {
         let _fetching = self.fetching.lock().await;

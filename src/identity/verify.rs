@@ -275,6 +275,18 @@ impl ClaimRules {
         header: &TokenHeader,
         key: &DecodingKey,
     ) -> Result<Caller, IdentityError> {
+        self.verify_until(token, header, key)
+            .map(|(caller, _)| caller)
+    }
+
+    /// [`ClaimRules::verify`], with the last second (Unix time) at which the token still
+    /// passes the time checks: its `exp` plus the leeway.
+    pub fn verify_until(
+        &self,
+        token: &str,
+        header: &TokenHeader,
+        key: &DecodingKey,
+    ) -> Result<(Caller, u64), IdentityError> {
         let data =
             jsonwebtoken::decode::<Map<String, Value>>(token, key, self.validation(header.alg))
                 .map_err(|e| map_error(e.kind()))?;
@@ -291,7 +303,12 @@ impl ClaimRules {
                 return Err(IdentityError::NotYetValid);
             }
         }
-        Caller::from_claims(&claims, &self.tenant)
+        let exp = claims
+            .get("exp")
+            .and_then(numeric_date)
+            .ok_or(Malformed::NoExpiry)?;
+        let caller = Caller::from_claims(&claims, &self.tenant)?;
+        Ok((caller, exp.saturating_add(self.leeway)))
     }
 }
 

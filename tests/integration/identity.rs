@@ -556,3 +556,40 @@ async fn an_https_url_is_fetched_over_tls() {
     );
     assert_eq!(endpoint.log.count("/jwks"), 0, "no request in clear");
 }
+
+#[actix_web::test]
+async fn a_token_verified_once_is_reused_only_while_its_keys_serve_and_it_is_valid() {
+    // A page sends one token with every call: its signature is checked once, but the reuse
+    // never outlives the token (exp + leeway) nor the key set that verified it.
+    let served = Served::new(&initial_jwks());
+    let endpoint = jwks_endpoint(&served).await;
+    let mut a = args(format!("{}/jwks", endpoint.base));
+    a.identity_leeway_secs = 0;
+    let identity = Identity::start(&a).await.unwrap().unwrap();
+
+    // Reused (what that saves is measured by `cargo bench --bench identity`): the same
+    // answer every time.
+    let token = sign(Algorithm::RS256, RSA.0, "rsa-1", &claims());
+    for _ in 0..3 {
+        assert_eq!(identity.verify_now(&token), Ok(expected_caller()));
+    }
+
+    // Never past exp (leeway 0 here): a token valid for one more second stops verifying.
+    let short = sign(
+        Algorithm::EdDSA,
+        ED25519.0,
+        "ed-1",
+        &claims_with(json!({"exp": now() + 1})),
+    );
+    assert!(identity.verify_now(&short).is_ok());
+    actix_rt::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(identity.verify_now(&short), Err(IdentityError::Expired));
+
+    // A key set swapped in (here by a refetch for an unknown kid) drops every reuse: a
+    // token of a key that left the set is refused at once.
+    let rotated = json!({"keys": [jwk(P384.1, "ec-2", None)]});
+    served.set(&rotated);
+    let newcomer = sign(Algorithm::ES384, P384.0, "ec-2", &claims());
+    assert_eq!(identity.verify(&newcomer).await, Ok(expected_caller()));
+    assert_eq!(identity.verify_now(&token), Err(IdentityError::UnknownKey));
+}
