@@ -17,3 +17,19 @@ pub use app::*;
 pub use assert::*;
 #[allow(unused_imports)]
 pub use upstreams::*;
+
+/// `base` with `extra` merged in; a `null` in `extra` removes the key (registries and token
+/// claims are built this way).
+pub fn merged(mut base: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
+    if let (serde_json::Value::Object(base), serde_json::Value::Object(extra)) = (&mut base, extra)
+    {
+        for (k, v) in extra {
+            if v.is_null() {
+                base.remove(&k);
+            } else {
+                base.insert(k, v);
+            }
+        }
+    }
+    base
+}

@@ -65,15 +65,7 @@ fn claims() -> Value {
 
 /// `claims()` with `changes` merged in (a `null` change removes the claim).
 fn claims_with(changes: Value) -> Value {
-    let mut c = claims();
-    for (k, v) in changes.as_object().unwrap() {
-        if v.is_null() {
-            c.as_object_mut().unwrap().remove(k);
-        } else {
-            c[k] = v.clone();
-        }
-    }
-    c
+    crate::common::merged(claims(), changes)
 }
 
 fn rs256(claims: &Value) -> String {

@@ -15,19 +15,7 @@ use serde_json::{json, Map, Value};
 // Registry builders
 // ---------------------------------------------------------------------------------------
 
-/// Merges `extra` into `base`; a `null` in `extra` removes the key.
-fn merged(mut base: Value, extra: Value) -> Value {
-    if let (Value::Object(base), Value::Object(extra)) = (&mut base, extra) {
-        for (k, v) in extra {
-            if v.is_null() {
-                base.remove(&k);
-            } else {
-                base.insert(k, v);
-            }
-        }
-    }
-    base
-}
+use crate::common::merged;
 
 /// A valid simple connector `thing` with `extra` merged in.
 fn connector(extra: Value) -> Value {
