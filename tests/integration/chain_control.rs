@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use bytes::Bytes;
 use connector_runtime::config::ServeArgs;
 use connector_runtime::server::{build_options, Application};
@@ -23,7 +24,7 @@ use tokio::net::TcpStream;
 use crate::common::process::{metric_sum, ServerProcess};
 use crate::common::{
     assert_envelope, closed_port, parse_server_timing, post_url, spawn_app, spawn_app_with,
-    upstream, AppOptions, Reply, Upstream, NETWORK_SCOPE,
+    AppOptions, Reply, NETWORK_SCOPE,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -176,11 +177,16 @@ async fn lab_route(req: HttpRequest, body: Bytes, lab: web::Data<LabState>) -> H
 }
 
 struct Lab {
-    up: Upstream,
+    /// `http://127.0.0.1:PORT`.
+    base: String,
     state: web::Data<LabState>,
+    _handle: ServerHandle,
 }
 
 impl Lab {
+    /// Starts the lab on 127.0.0.1. Unlike the shared upstream helper it does not allow
+    /// half-closed connections, so a caller that goes away drops its handler at once (as the
+    /// runtime itself is set up, src/server.rs) and the call is seen as dropped.
     async fn start() -> Lab {
         let state = web::Data::new(LabState {
             t0: Instant::now(),
@@ -189,17 +195,31 @@ impl Lab {
             max_in_flight: AtomicUsize::new(0),
         });
         let data = state.clone();
-        let up = upstream(move |cfg| {
-            cfg.app_data(data.clone())
-                .route("/{tail:.*}", web::route().to(lab_route));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .route("/{tail:.*}", web::route().to(lab_route))
         })
-        .await;
-        Lab { up, state }
+        .workers(1)
+        .h1_allow_half_closed(false)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        Lab {
+            base: format!("http://127.0.0.1:{port}"),
+            state,
+            _handle: handle,
+        }
     }
 
     /// `http://127.0.0.1:PORT` followed by `rest` (which may hold templates).
     fn url(&self, rest: &str) -> String {
-        format!("{}{rest}", self.up.base)
+        format!("{}{rest}", self.base)
     }
 
     fn calls(&self) -> Vec<Call> {
@@ -228,6 +248,70 @@ impl Lab {
     fn max_in_flight(&self) -> usize {
         self.state.max_in_flight.load(Ordering::SeqCst)
     }
+}
+
+/// The instrument itself: the lab records a call whose caller gave up as dropped and never
+/// answered, and counts calls in flight together (so the cancellation and concurrency tests
+/// below measure what they claim).
+#[actix_web::test]
+async fn the_lab_sees_dropped_calls_and_concurrency() {
+    let lab = Lab::start().await;
+    let address = lab.base.trim_start_matches("http://").to_string();
+    let mut callers = Vec::new();
+    for _ in 0..2 {
+        let mut caller = TcpStream::connect(&address).await.unwrap();
+        caller
+            .write_all(b"GET /slow?delay=3000 HTTP/1.1\r\nHost: lab\r\n\r\n")
+            .await
+            .unwrap();
+        callers.push(caller);
+    }
+    eventually(Duration::from_secs(5), "both calls to arrive", async || {
+        lab.count("/slow") == 2
+    })
+    .await;
+    drop(callers);
+    eventually(
+        Duration::from_secs(5),
+        "the calls to be dropped",
+        async || lab.to("/slow").iter().all(|c| c.dropped),
+    )
+    .await;
+    assert_eq!(lab.count("/slow"), 2);
+    assert!(lab.to("/slow").iter().all(|c| c.end.is_none()));
+    assert_eq!(lab.max_in_flight(), 2);
+    assert_eq!(lab.state.in_flight.load(Ordering::SeqCst), 0);
+
+    // An HTTP client (the runtime's kind) that gives up drops the call as well.
+    let client = awc::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .finish();
+    assert!(client
+        .get(lab.url("/given-up?delay=3000"))
+        .send()
+        .await
+        .is_err());
+    eventually(
+        Duration::from_secs(5),
+        "the given-up call to be dropped",
+        async || lab.only("/given-up").dropped,
+    )
+    .await;
+
+    let answer = awc::Client::new()
+        .get(lab.url("/r?fail=1&retry_after=7"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 503);
+    assert_eq!(answer.headers().get("retry-after").unwrap(), "7");
+    let answer = awc::Client::new()
+        .get(lab.url("/r?fail=1&retry_after=7"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    assert!(answer.headers().get("retry-after").is_none());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -424,6 +508,15 @@ async fn in_parallel_a_step_that_reads_another_waits_for_it_and_the_rest_do_not(
         .map(|s| s["name"].clone())
         .collect();
     assert_eq!(names, vec![json!("a"), json!("c"), json!("b")]);
+    assert_eq!(
+        server_timing(&reply),
+        entries(&[
+            ("step.a", "Step: a"),
+            ("step.c", "Step: c"),
+            ("step.b", "Step: b"),
+            ("total", "Total")
+        ])
+    );
     let (ta, tc) = (timing_of(&reply, "a"), timing_of(&reply, "c"));
     assert!(
         tc["start_ms"].as_f64().unwrap() >= ta["start_ms"].as_f64().unwrap() + 250.0,
