@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
+use actix_web::http::header::HttpDate;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use bytes::Bytes;
 use connector_runtime::config::ServeArgs;
@@ -104,7 +105,8 @@ impl Drop for Pending {
 
 /// Every path of the lab answers JSON `{method, path, query, body}` after the query's
 /// `delay` (ms), with status `status` (default 200); the first `fail` calls to a path
-/// answer `fail_status` (default 503) instead, with `Retry-After: <retry_after>` when given.
+/// answer `fail_status` (default 503) instead, with `Retry-After: <retry_after>` when given
+/// (or, with `retry_after_in=N`, the HTTP date N seconds from now).
 async fn lab_route(req: HttpRequest, body: Bytes, lab: web::Data<LabState>) -> HttpResponse {
     let query: HashMap<String, String> =
         serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
@@ -161,6 +163,10 @@ async fn lab_route(req: HttpRequest, body: Bytes, lab: web::Data<LabState>) -> H
     if failing {
         if let Some(after) = query.get("retry_after") {
             answer.insert_header(("Retry-After", after.as_str()));
+        }
+        if let Some(secs) = query.get("retry_after_in").and_then(|v| v.parse().ok()) {
+            let at = std::time::SystemTime::now() + Duration::from_secs(secs);
+            answer.insert_header(("Retry-After", HttpDate::from(at).to_string()));
         }
     }
     let reply = answer.content_type("application/json").body(
@@ -568,6 +574,36 @@ async fn depends_on_orders_steps_without_a_data_dependency() {
     let (a, b, free) = (lab.only("/a"), lab.only("/b"), lab.only("/free"));
     assert!(b.start >= a.end(), "b started before a ended: {a:?} {b:?}");
     assert!(free.start < a.end(), "the free step waited: {a:?} {free:?}");
+}
+
+#[actix_web::test]
+async fn in_parallel_skipped_and_continued_steps_count_as_finished() {
+    let lab = Lab::start().await;
+    let app = spawn_app(registry(vec![composite(
+        "par-states",
+        json!({"execution": "parallel"}),
+        vec![
+            json!({"name": "skip", "url": lab.url("/skip"), "when": "false"}),
+            json!({"name": "soft", "url": lab.url("/soft?delay=200&status=503"), "on_error": "continue"}),
+            json!({"name": "next", "url": lab.url("/next"), "method": "POST",
+                   "request_body": "{{ steps.skip.skipped }}|{{ steps.soft.error.status_code }}"}),
+        ],
+    )]))
+    .await;
+    let reply = app.composite("par-states", "", "").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(lab.count("/skip"), 0);
+    let (soft, next) = (lab.only("/soft"), lab.only("/next"));
+    assert!(next.start >= soft.end(), "next did not wait for soft");
+    assert_eq!(next.body, "True|503");
+    let states: Vec<Value> = timing_steps(&reply)
+        .iter()
+        .map(|s| s["state"].clone())
+        .collect();
+    assert_eq!(
+        states,
+        vec![json!("skipped"), json!("continued"), json!("ok")]
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -993,7 +1029,7 @@ async fn a_fan_out_over_the_limit_is_refused_before_any_call() {
         json!({}),
         vec![
             json!({"name": "fan", "for_each": "request.body_text | from_json",
-                    "url": lab.url("/n/{{ item }}")}),
+                    "url": lab.url("/n/{{ item }}"), "on_error": "continue"}),
         ],
     )]))
     .await;
@@ -1188,6 +1224,60 @@ async fn retry_after_replaces_the_backoff() {
     assert!(
         gap < Duration::from_millis(500),
         "waited {gap:?} for a 10 ms backoff"
+    );
+}
+
+#[actix_web::test]
+async fn retry_after_as_an_http_date_is_honoured() {
+    let lab = Lab::start().await;
+    let app = spawn_app(registry(vec![composite(
+        "after-date",
+        json!({}),
+        vec![
+            json!({"name": "a", "url": lab.url("/dated?fail=1&retry_after_in=2"),
+                    "retry": {"attempts": 2, "backoff_ms": 10}}),
+        ],
+    )]))
+    .await;
+    let reply = app.composite("after-date", "", "").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let calls = lab.to("/dated");
+    assert_eq!(calls.len(), 2);
+    // An HTTP date has whole seconds: 2 s from now is at least 1 s away.
+    let gap = calls[1].start - calls[0].end();
+    assert!(gap >= Duration::from_millis(900), "waited {gap:?}");
+}
+
+#[actix_web::test]
+async fn the_backoff_doubles_with_jitter_between_half_and_all_of_it() {
+    let lab = Lab::start().await;
+    let app = spawn_app(registry(vec![composite(
+        "backoff",
+        json!({}),
+        vec![json!({"name": "a", "url": lab.url("/r?fail=2"),
+                    "retry": {"attempts": 3, "backoff_ms": 400}})],
+    )]))
+    .await;
+    let reply = app.composite("backoff", "", "").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let calls = lab.to("/r");
+    assert_eq!(calls.len(), 3);
+    let first = calls[1].start - calls[0].end();
+    let second = calls[2].start - calls[1].end();
+    // Waits in [200, 400] ms and [400, 800] ms; timers never fire early, the upper bounds
+    // have room for a slow machine.
+    assert!(first >= Duration::from_millis(195), "first wait {first:?}");
+    assert!(
+        first < Duration::from_millis(400 + 350),
+        "first wait {first:?}"
+    );
+    assert!(
+        second >= Duration::from_millis(395),
+        "second wait {second:?}"
+    );
+    assert!(
+        second < Duration::from_millis(800 + 350),
+        "second wait {second:?}"
     );
 }
 
@@ -1724,6 +1814,30 @@ fn chain_control_fields_are_checked_at_load_naming_connector_step_and_field() {
             "depends_on",
         ),
         (
+            "when reads item",
+            vec![base_step(
+                "a",
+                json!({"for_each": "[1]", "when": "item == 1"}),
+            )],
+            "a",
+            "when",
+        ),
+        (
+            "when reads its own step",
+            vec![base_step(
+                "a",
+                json!({"when": "steps.a.status_code == 200"}),
+            )],
+            "a",
+            "when",
+        ),
+        (
+            "when with a comment",
+            vec![base_step("a", json!({"when": "true {# why #}"}))],
+            "a",
+            "when",
+        ),
+        (
             "on_error unknown",
             vec![base_step("a", json!({"on_error": "explode"}))],
             "a",
@@ -1745,6 +1859,26 @@ fn chain_control_fields_are_checked_at_load_naming_connector_step_and_field() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn a_composite_response_body_is_checked_at_load() {
+    for (template, why) in [
+        ("{{ steps.nope.body }}", "an unknown step"),
+        ("{{ item }}", "item, which only for_each steps have"),
+    ] {
+        let problems = validate(&registry(vec![composite(
+            "flow",
+            json!({ "response_body": template }),
+            vec![base_step("a", json!({}))],
+        )]));
+        assert!(
+            errors_of(&problems).iter().any(|p| p["connector"] == "flow"
+                && p["step"].is_null()
+                && p["field"] == "response_body"),
+            "{why}: {problems:#?}"
+        );
+    }
 }
 
 #[test]
