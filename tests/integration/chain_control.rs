@@ -975,6 +975,23 @@ async fn steps_x_items_as_an_attribute_is_the_list_of_items() {
 }
 
 #[actix_web::test]
+async fn for_each_items_reach_the_authentication_config() {
+    let lab = Lab::start().await;
+    let app = spawn_app(registry(vec![composite(
+        "fan-auth",
+        json!({}),
+        vec![json!({"name": "fan", "for_each": "['a', 'b']", "url": lab.url("/k/{{ item_index }}"),
+                    "authentication": {"type": "api_key",
+                                       "config": {"key": "X-Key", "value": "key-{{ item }}", "in": "header"}}})],
+    )]))
+    .await;
+    let reply = app.composite("fan-auth", "", "").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(lab.only("/k/0").header("x-key"), Some("key-a"));
+    assert_eq!(lab.only("/k/1").header("x-key"), Some("key-b"));
+}
+
+#[actix_web::test]
 async fn an_empty_for_each_list_is_ok_with_an_empty_array() {
     let lab = Lab::start().await;
     let app = spawn_app(registry(vec![composite(
@@ -1750,6 +1767,15 @@ fn a_registry_using_every_chain_control_field_validates() {
                 json!({"method": "POST", "request_body": "x",
                        "headers": [{"key": "Idempotency-Key", "value": "k"}],
                        "retry": {"attempts": 1}, "for_each": "[1]", "max_concurrency": 1}),
+            ),
+            // Idempotent methods retry without a key.
+            base_step("e", json!({"method": "PUT", "retry": {"attempts": 2}})),
+            base_step("f", json!({"method": "DELETE", "retry": {"attempts": 2}})),
+            base_step("g", json!({"method": "HEAD", "retry": {"attempts": 2}})),
+            base_step("h", json!({"method": "OPTIONS", "retry": {"attempts": 2}})),
+            base_step(
+                "i",
+                json!({"method": "GET", "retry": {"attempts": 2}, "depends_on": ["a", "b"]}),
             ),
         ],
     )]);
