@@ -1003,6 +1003,11 @@ async fn an_empty_for_each_list_is_ok_with_an_empty_array() {
     let reply = app.composite("fan-empty", "", "").await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json(), json!([]));
+    // docs/spec.md §12: as the last step a for_each answers its array as JSON.
+    assert_eq!(
+        reply.header("content-type").as_deref(),
+        Some("application/json")
+    );
     assert!(lab.calls().is_empty());
     assert_eq!(timing_of(&reply, "fan")["state"], "ok");
 }
@@ -1197,6 +1202,10 @@ async fn retry_tries_again_after_503s_until_the_upstream_answers() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["path"], "/r");
     assert_eq!(lab.count("/r"), 3);
+    // docs/spec.md §12: the timing entry carries the tries after retries.
+    let a = timing_of(&reply, "a");
+    assert_eq!(a["attempts"], 3, "{a}");
+    assert_eq!(a["status_code"], 200, "{a}");
     let retries = metric(
         &app,
         "connector_step_retries_total",
