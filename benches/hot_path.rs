@@ -17,7 +17,7 @@ use connector_runtime::metrics::Metrics;
 use connector_runtime::registry::{build_registry, BuildOptions, Registry};
 use connector_runtime::run::step::StepActor;
 use connector_runtime::run::timing::{
-    composite_connector_timing, composite_server_timing, StepTiming,
+    composite_connector_timing, composite_server_timing, Ids, StepTiming,
 };
 use connector_runtime::run::{CallerOverrides, CallerVars, CompositeRunActor, RunInput};
 use connector_runtime::server::StepActors;
@@ -176,7 +176,7 @@ fn orchestrate_run(c: &mut Criterion) {
         });
         StepActor::new(
             client,
-            StepActors::from_args(&ServeArgs::for_registry("unused"), metrics.clone())
+            StepActors::from_args(&ServeArgs::for_registry("unused"), metrics.clone(), None)
                 .expect("the default flags are valid")
                 .shared,
         )
@@ -227,7 +227,14 @@ fn timing_headers(c: &mut Criterion) {
                 let total = Duration::from_micros(210_090);
                 black_box((
                     composite_server_timing(&steps, total),
-                    composite_connector_timing("0123456789abcdef", &steps, total),
+                    composite_connector_timing(
+                        Ids {
+                            request_id: "0123456789abcdef",
+                            trace_id: None,
+                        },
+                        &steps,
+                        total,
+                    ),
                 ))
             })
         },

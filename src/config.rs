@@ -182,6 +182,9 @@ pub struct ServeArgs {
     /// Caller identity: `user.*` and `tenant_id` from a verified token (docs/spec.md §9).
     #[command(flatten, next_help_heading = "Caller identity")]
     pub identity: crate::identity::IdentityArgs,
+    /// Traces: OpenTelemetry over OTLP/HTTP (docs/spec.md §13).
+    #[command(flatten, next_help_heading = "Tracing")]
+    pub trace: crate::trace::TraceArgs,
 }
 
 impl ServeArgs {

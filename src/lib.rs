@@ -23,4 +23,5 @@ pub mod run;
 pub mod server;
 pub mod telemetry;
 pub mod template;
+pub mod trace;
 pub mod upstream;

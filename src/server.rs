@@ -47,6 +47,9 @@ pub enum StartError {
     /// Caller identity could not start (its flags, or its keys at start).
     #[error(transparent)]
     Identity(#[from] IdentityStartError),
+    /// Tracing could not start (its exporter's settings).
+    #[error(transparent)]
+    Trace(#[from] crate::trace::TraceError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -76,7 +79,11 @@ pub struct StepActors {
 
 impl StepActors {
     /// The step actors described by `args`, recording into `metrics`.
-    pub fn from_args(args: &ServeArgs, metrics: Arc<Metrics>) -> Result<Self, StartError> {
+    pub fn from_args(
+        args: &ServeArgs,
+        metrics: Arc<Metrics>,
+        tracing: Option<Arc<crate::trace::Tracing>>,
+    ) -> Result<Self, StartError> {
         let overrides = parse_overrides(&args.resolve).map_err(StartError::Config)?;
         Ok(StepActors {
             client: ClientSettings {
@@ -100,6 +107,7 @@ impl StepActors {
                     max_fanout: args.max_fanout as usize,
                 },
                 metrics,
+                tracing,
             ),
         })
     }
@@ -170,6 +178,7 @@ pub struct Application {
     server: Server,
     registry: RegistryHandle,
     registry_actor: Addr<RegistryActor>,
+    tracing: Option<Arc<crate::trace::Tracing>>,
 }
 
 impl Application {
@@ -197,7 +206,8 @@ impl Application {
     ) -> Result<Self, StartError> {
         let metrics = Metrics::new();
         let identity = identity_gate(&args, &metrics).await?;
-        let step_actors = StepActors::from_args(&args, metrics.clone())?;
+        let tracing = crate::trace::Tracing::start(&args.trace)?;
+        let step_actors = StepActors::from_args(&args, metrics.clone(), tracing.clone())?;
         let registry = RegistryHandle::new();
         let watch = matches!(source, RegistrySource::File(_));
         let branch = source.branch().map(str::to_string);
@@ -235,6 +245,7 @@ impl Application {
         let origins = args.allow_origin.clone();
         let cookie_credentials = args.identity.identity_cookie.is_some();
         let app_metrics = metrics.clone();
+        let app_tracing = tracing.clone();
         // One count for every worker: the cap is on the process, not per worker.
         let run_slots = http::overload::RunSlots::new(args.max_in_flight);
         let mut server = HttpServer::new(move || {
@@ -248,6 +259,7 @@ impl Application {
                 allow_origins: origins.clone().into(),
                 run_slots: run_slots.clone(),
                 identity: identity.clone(),
+                tracing: app_tracing.clone(),
             };
             let mut app = App::new().app_data(web::Data::new(state));
             if !metrics_separately {
@@ -290,6 +302,7 @@ impl Application {
             server,
             registry,
             registry_actor,
+            tracing,
         })
     }
 
@@ -331,6 +344,11 @@ impl Application {
 
     /// Serves until stopped through [`Application::handle`] (no signal handling of its own).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        if let Some(tracing) = self.tracing {
+            // The spans still buffered go out before the process ends.
+            tracing.shutdown();
+        }
+        served
     }
 }

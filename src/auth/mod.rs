@@ -51,6 +51,8 @@ pub(crate) struct AuthEnv<'a> {
     pub max_response_bytes: usize,
     /// Token cache hits, misses and fetch errors are counted here.
     pub metrics: &'a crate::metrics::Metrics,
+    /// Where token requests' CLIENT spans go, when traced.
+    pub trace: crate::trace::Parent<'a>,
 }
 
 impl AuthEnv<'_> {

@@ -65,6 +65,7 @@ async fn fetch(
         &request,
         env.token_timeout,
         env.max_response_bytes,
+        env.trace,
     )
     .await
     .map_err(|e| {

@@ -124,7 +124,7 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Failure> {
             .map(|_| "application/json".to_string());
         let body = Bytes::from(args.payload.clone().unwrap_or_default());
         let step_actors =
-            StepActors::from_args(&args.serve, metrics).map_err(|e| Failure::new(2, e))?;
+            StepActors::from_args(&args.serve, metrics, None).map_err(|e| Failure::new(2, e))?;
         let input = Arc::new(resolved.into_input(
             request_id,
             body,

@@ -91,8 +91,25 @@ async fn handle(
     // Debug level: at the default level a run costs no span (entering one on every poll was
     // measurable); the info-level failure events carry the request id and connector.
     let span = tracing::debug_span!("run", request_id = %request_id, connector = %permalink);
+    let trace = state.tracing.as_ref().map(|tracing| {
+        let route = match kind {
+            ConnectorKind::Simple => SIMPLE_ROUTE,
+            ConnectorKind::Composite => COMPOSITE_ROUTE,
+        };
+        tracing.server(req.headers(), req.method().as_str(), route, req.path())
+    });
     async move {
-        let mut response = match run(&req, &permalink, payload, &state, kind, &request_id).await {
+        let ran = run(
+            &req,
+            &permalink,
+            payload,
+            &state,
+            kind,
+            &request_id,
+            trace.as_ref(),
+        )
+        .await;
+        let mut response = match ran {
             Ok(response) => response,
             Err(refused) => {
                 // Only a permalink the registry knows becomes a label value (labels stay
@@ -122,6 +139,14 @@ async fn handle(
             // Lets pages on allowed origins read Server-Timing (Resource Timing API).
             headers.insert(HeaderName::from_static("timing-allow-origin"), origin);
         }
+        if let Some(cx) = &trace {
+            let status = response.status().as_u16();
+            crate::trace::attribute(cx, "connector.permalink", permalink.clone());
+            crate::trace::attribute(cx, "connector.request_id", request_id.to_string());
+            // A server span is an error for the server's own failures (5xx) only.
+            let error = (status >= 500).then(|| status.to_string());
+            crate::trace::end(cx, Some(status), error.as_deref());
+        }
         response
     }
     .instrument(span)
@@ -136,6 +161,7 @@ async fn run(
     state: &AppState,
     kind: ConnectorKind,
     request_id: &str,
+    trace: Option<&opentelemetry::Context>,
 ) -> Result<HttpResponse, RequestError> {
     // Connector calls are plain request/response: an `Upgrade` request would leave its body
     // open-ended (the connection is handed over), so it is refused before the body is read.
@@ -181,7 +207,7 @@ async fn run(
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let input = Arc::new(resolved.into_input(
+    let mut input = resolved.into_input(
         request_id.into(),
         body,
         content_type,
@@ -192,7 +218,9 @@ async fn run(
             req.headers().get(name).cloned()
         },
         caller,
-    ));
+    );
+    input.trace = trace.cloned();
+    let input = Arc::new(input);
     let outcome = {
         let _in_flight = InFlight::start(&state.metrics);
         CompositeRunActor::new(
@@ -302,17 +330,22 @@ fn respond(input: &RunInput, outcome: RunOutcome) -> HttpResponse {
 }
 
 fn timing_headers(input: &RunInput, outcome: &RunOutcome) -> (String, String) {
+    let trace_id = input.trace.as_ref().map(crate::trace::trace_id);
+    let ids = timing::Ids {
+        request_id: &input.request_id,
+        trace_id: trace_id.as_deref(),
+    };
     if input.is_composite() {
         (
             timing::composite_server_timing(&outcome.timings, outcome.total),
-            timing::composite_connector_timing(&input.request_id, &outcome.timings, outcome.total),
+            timing::composite_connector_timing(ids, &outcome.timings, outcome.total),
         )
     } else {
         let step = outcome.timings.first().cloned().unwrap_or_default();
         let error = outcome.result.as_ref().err().map(|e| e.failure.code);
         (
             timing::simple_server_timing(&step, outcome.total),
-            timing::simple_connector_timing(&input.request_id, &step, outcome.total, error),
+            timing::simple_connector_timing(ids, &step, outcome.total, error),
         )
     }
 }

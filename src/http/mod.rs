@@ -43,6 +43,8 @@ pub struct AppState {
     pub run_slots: overload::RunSlots,
     /// Caller identity (docs/spec.md §9).
     pub identity: Arc<crate::run::IdentityGate>,
+    /// Traces, when an OTLP endpoint is configured (docs/spec.md §13).
+    pub tracing: Option<Arc<crate::trace::Tracing>>,
 }
 
 /// What the operator API and the push webhook need.

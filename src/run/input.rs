@@ -288,6 +288,8 @@ pub struct RunInput {
     /// The caller's body and `Content-Type`, sent on as they are by a simple POST, PUT or
     /// PATCH connector without a `request_body` (docs/spec.md §15, the platform's rule).
     pub forwarded_body: Option<(Bytes, Option<HeaderValue>)>,
+    /// The context of the request's SERVER span, when tracing is on.
+    pub trace: Option<opentelemetry::Context>,
 }
 
 impl RunInput {
@@ -332,6 +334,7 @@ impl RunInput {
             vars: Arc::new(vars),
             overrides,
             forwarded_body,
+            trace: None,
         }
     }
 

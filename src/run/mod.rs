@@ -53,11 +53,17 @@ pub struct SharedRunState {
     pub metrics: Arc<Metrics>,
     /// Cached answers of cacheable simple connectors.
     pub response_cache: cache::ResponseCache,
+    /// Traces, when an OTLP endpoint is configured.
+    pub tracing: Option<Arc<crate::trace::Tracing>>,
 }
 
 impl SharedRunState {
     /// Shared state with `settings`, recording into `metrics`.
-    pub fn new(settings: RunSettings, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(
+        settings: RunSettings,
+        metrics: Arc<Metrics>,
+        tracing: Option<Arc<crate::trace::Tracing>>,
+    ) -> Arc<Self> {
         Arc::new(SharedRunState {
             response_cache: cache::ResponseCache::new(
                 settings.response_cache_bytes,
@@ -67,6 +73,7 @@ impl SharedRunState {
             settings,
             tokens: TokenCache::new(),
             metrics,
+            tracing,
         })
     }
 }

@@ -137,6 +137,8 @@ struct StepEnv<'a> {
     /// Whether `steps.<name>` of this call is read: by a later step, the composite's own
     /// `response_body`, or its `for_each` step (an item's result).
     keep_value: bool,
+    /// The step's span, when the run is traced (its calls' CLIENT spans go under it).
+    trace: Option<opentelemetry::Context>,
 }
 
 impl<'a> StepEnv<'a> {
@@ -149,6 +151,7 @@ impl<'a> StepEnv<'a> {
             template_ctx: TemplateContext::value(run.vars.clone(), vars.clone()),
             vars,
             keep_value,
+            trace: None,
         }
     }
 
@@ -159,6 +162,7 @@ impl<'a> StepEnv<'a> {
         vars.push(("item_index", Value::from(index)));
         let mut env = StepEnv::new(self.run, self.step, vars);
         env.keep_value = true;
+        env.trace = self.trace.clone();
         env
     }
 }
@@ -301,7 +305,10 @@ async fn execute_step(
         start: started.saturating_duration_since(msg.run_started),
         ..StepTiming::default()
     };
-    let env = StepEnv::new(run, step, step_vars(run, msg.steps));
+    let mut env = StepEnv::new(run, step, step_vars(run, msg.steps));
+    if let (Some(tracing), Some(run_trace)) = (&shared.tracing, &run.trace) {
+        env.trace = Some(tracing.step(run_trace, &run.connector.permalink, &step.name, msg.index));
+    }
     let ran = if step.control.when.is_none() && step.control.for_each.is_none() {
         match run_call(client, shared, &env, &mut timing, started).await {
             Ok(result) => Ran::Answered(result),
@@ -349,6 +356,9 @@ async fn execute_step(
         ok_state: &step.ok_state_metric,
     }
     .emit(&shared.metrics);
+    if let Some(cx) = &env.trace {
+        end_step_span(cx, &timing, result.as_ref().err());
+    }
     let result = match result {
         Err(failure) if timing.state == StepState::Continued => Ok(StepResult {
             status: timing.status_code.unwrap_or(502),
@@ -364,6 +374,25 @@ async fn execute_step(
         timing,
         item,
     }
+}
+
+/// Ends a step's span with what the step came to: its state, cache use, tries and items
+/// as attributes, its failure's code as the error.
+fn end_step_span(cx: &opentelemetry::Context, timing: &StepTiming, failure: Option<&StepFailure>) {
+    crate::trace::attribute(cx, "connector.step.state", timing.state.as_str());
+    if timing.cache.involved() {
+        crate::trace::attribute(cx, "connector.step.cache", timing.cache.as_label());
+    }
+    if timing.attempts > 1 {
+        crate::trace::attribute(cx, "connector.step.attempts", i64::from(timing.attempts));
+    }
+    if let Some(items) = &timing.items {
+        crate::trace::attribute(cx, "connector.step.items", items.len() as i64);
+    }
+    let error = failure
+        .filter(|_| timing.state == StepState::Failed)
+        .map(|f| f.code.as_str());
+    crate::trace::end(cx, timing.status_code, error);
 }
 
 /// What a step came to.
@@ -568,22 +597,30 @@ async fn run_call(
     };
     let deadline = started + limit;
     let call = run_step(client, shared, env, timing, started, Some(deadline));
+    let which = if control.timeout.is_some() {
+        "its timeout_ms"
+    } else {
+        "--step-timeout-ms"
+    };
+    let passed = || {
+        StepFailure::new(
+            Code::DownstreamTimeout,
+            format!(
+                "the step did not finish within {which} ({} ms)",
+                limit.as_millis()
+            ),
+        )
+    };
     match actix_rt::time::timeout(limit, call).await {
-        Ok(result) => result,
-        Err(_) => {
-            let which = if control.timeout.is_some() {
-                "its timeout_ms"
-            } else {
-                "--step-timeout-ms"
-            };
-            Err(StepFailure::new(
-                Code::DownstreamTimeout,
-                format!(
-                    "the step did not finish within {which} ({} ms)",
-                    limit.as_millis()
-                ),
-            ))
+        // A call cut short at the step's limit says so, not the call's own remainder.
+        Err(_) => Err(passed()),
+        Ok(Err(failure))
+            if failure.code == Code::DownstreamTimeout
+                && Instant::now() + Duration::from_millis(5) >= deadline =>
+        {
+            Err(passed())
         }
+        Ok(result) => result,
     }
 }
 
@@ -601,7 +638,13 @@ fn auth_env<'a>(
         token_timeout: shared.settings.token_timeout,
         max_response_bytes: shared.settings.max_response_bytes,
         metrics: &shared.metrics,
+        trace: trace_parent(shared, env),
     }
+}
+
+/// Where the step's upstream calls are traced, if they are.
+fn trace_parent<'a>(shared: &'a SharedRunState, env: &'a StepEnv<'_>) -> crate::trace::Parent<'a> {
+    shared.tracing.as_deref().zip(env.trace.as_ref())
 }
 
 /// The step's authentication with its config rendered (nothing fetched or signed yet).
@@ -647,11 +690,9 @@ async fn call_upstream(
 ) -> Result<UpstreamResponse, StepFailure> {
     let connector = env.run.connector.permalink.as_str();
     let step = env.step.name.as_str();
-    // Within the step's own limit, when it has one.
+    // The step's own limit replaces --step-timeout-ms, when it has one.
     let timeout = match deadline {
-        Some(deadline) => deadline
-            .saturating_duration_since(Instant::now())
-            .min(shared.settings.step_timeout),
+        Some(deadline) => deadline.saturating_duration_since(Instant::now()),
         None => shared.settings.step_timeout,
     };
     send_with_retry(
@@ -660,6 +701,7 @@ async fn call_upstream(
         timeout,
         shared.settings.max_response_bytes,
         shared.settings.retry,
+        trace_parent(shared, env),
         |retry, error| {
             UpstreamRetried {
                 request_id: &env.run.request_id,
@@ -693,6 +735,7 @@ async fn run_step(
         env,
         prepared: prepared.as_ref(),
         deadline,
+        try_deadline: std::cell::Cell::new(deadline),
     };
     let response = match &step.control.retry {
         None => {
@@ -794,6 +837,9 @@ struct Exchange<'a> {
     prepared: Option<&'a Prepared>,
     /// The end of the step's own time limit, when it has one (`timeout_ms`, `retry`).
     deadline: Option<Instant>,
+    /// The end of the try in flight: the step's limit, or with `retry` an equal share of
+    /// what is left of it for each try left, so a try that hangs leaves time to retry.
+    try_deadline: std::cell::Cell<Option<Instant>>,
 }
 
 impl Exchange<'_> {
@@ -830,6 +876,12 @@ impl Exchange<'_> {
     ) -> Result<UpstreamResponse, StepFailure> {
         let mut attempt = 1;
         loop {
+            if let Some(deadline) = self.deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let tries_left = retry.attempts.saturating_sub(attempt) + 1;
+                self.try_deadline
+                    .set(Some(Instant::now() + left / tries_left));
+            }
             let result = self.fetch(request, timing, started).await;
             timing.attempts = attempt;
             let Some(reason) = retry_reason(retry, &result).filter(|_| attempt < retry.attempts)
@@ -893,8 +945,14 @@ impl Exchange<'_> {
         }
         let upstream_started = Instant::now();
         let exchange = async {
-            let mut response =
-                call_upstream(self.client, self.shared, self.env, &sent, self.deadline).await?;
+            let mut response = call_upstream(
+                self.client,
+                self.shared,
+                self.env,
+                &sent,
+                self.try_deadline.get(),
+            )
+            .await?;
             if response.status == 401 {
                 // A rejected OAuth token is dropped and the step retried once with a fresh one.
                 let token = applied.as_ref().and_then(|a| a.token.clone());
@@ -902,9 +960,14 @@ impl Exchange<'_> {
                     self.shared.tokens.invalidate(&key, &token);
                     let fresh = prepared.apply(&auth_env).await?;
                     let retry = with(Some(&fresh.credential));
-                    response =
-                        call_upstream(self.client, self.shared, self.env, &retry, self.deadline)
-                            .await?;
+                    response = call_upstream(
+                        self.client,
+                        self.shared,
+                        self.env,
+                        &retry,
+                        self.try_deadline.get(),
+                    )
+                    .await?;
                 }
             }
             Ok::<_, StepFailure>(response)

@@ -146,18 +146,34 @@ fn json_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// Which request a timing header is about: its request id and, when traced, its trace id.
+#[derive(Debug, Clone, Copy)]
+pub struct Ids<'a> {
+    /// The request id.
+    pub request_id: &'a str,
+    /// The trace id (32 hex digits), when the request is traced.
+    pub trace_id: Option<&'a str>,
+}
+
+impl Ids<'_> {
+    /// `{"request_id":"…"` and `,"trace_id":"…"` when traced.
+    fn open(&self, out: &mut String) {
+        out.push_str("{\"request_id\":");
+        json_str(out, self.request_id);
+        if let Some(trace_id) = self.trace_id {
+            out.push_str(",\"trace_id\":");
+            json_str(out, trace_id);
+        }
+    }
+}
+
 /// The composite connector's `X-Connector-Timing` JSON:
 /// `{request_id, total_ms, steps: [{name, index, duration_ms, status_code, cache?, start_ms,
 /// state, attempts?, items?}]}`, with `cache` (hit, revalidated, miss) for the calls the cache
 /// served or stored, `attempts` after retries and `items` for `for_each` steps.
-pub fn composite_connector_timing(
-    request_id: &str,
-    steps: &[StepTiming],
-    total: Duration,
-) -> String {
+pub fn composite_connector_timing(ids: Ids<'_>, steps: &[StepTiming], total: Duration) -> String {
     let mut out = String::with_capacity(64 + 80 * steps.len());
-    out.push_str("{\"request_id\":");
-    json_str(&mut out, request_id);
+    ids.open(&mut out);
     let _ = write!(out, ",\"total_ms\":{},\"steps\":[", Ms::of(total));
     for (i, step) in steps.iter().enumerate() {
         if i > 0 {
@@ -233,7 +249,7 @@ pub(crate) fn simple_server_timing(step: &StepTiming, total: Duration) -> String
 
 /// The simple connector's `X-Connector-Timing` JSON; `error` names the failure code.
 pub(crate) fn simple_connector_timing(
-    request_id: &str,
+    ids: Ids<'_>,
     step: &StepTiming,
     total: Duration,
     error: Option<Code>,
@@ -242,8 +258,7 @@ pub(crate) fn simple_connector_timing(
     let total_ms = Ms::of(total);
     let internal = Ms(total_ms.0.saturating_sub(external.0));
     let mut out = String::with_capacity(320);
-    out.push_str("{\"request_id\":");
-    json_str(&mut out, request_id);
+    ids.open(&mut out);
     let _ = write!(
         out,
         ",\"total_ms\":{total_ms},\"internal_ms\":{internal},\"external_ms\":{external},\"breakdown\":{{\"setup_ms\":{},\"transform_ms\":{},\"cache_ms\":0.0,\"http_request_ms\":{external}}},\"cache_hit\":{},\"cache\":\"{}\",\"external_host\":",
@@ -278,7 +293,10 @@ mod tests {
             ..Default::default()
         }];
         let doc: serde_json::Value = serde_json::from_str(&composite_connector_timing(
-            "r-1",
+            Ids {
+                request_id: "r-1",
+                trace_id: None,
+            },
             &steps,
             Duration::from_millis(2),
         ))
@@ -293,7 +311,10 @@ mod tests {
             ..Default::default()
         };
         let doc: serde_json::Value = serde_json::from_str(&simple_connector_timing(
-            "r-2",
+            Ids {
+                request_id: "r-2",
+                trace_id: Some("0af7651916cd43dd8448eb211c80319c"),
+            },
             &simple,
             Duration::from_millis(7),
             Some(Code::DownstreamTimeout),
@@ -303,6 +324,7 @@ mod tests {
         assert_eq!(doc["breakdown"]["http_request_ms"], serde_json::json!(5.0));
         assert_eq!(doc["timeout"], serde_json::json!(true));
         assert_eq!(doc["external_host"], "api.example.com");
+        assert_eq!(doc["trace_id"], "0af7651916cd43dd8448eb211c80319c");
     }
 
     #[test]

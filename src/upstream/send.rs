@@ -9,6 +9,7 @@ use awc::http::Method;
 use bytes::Bytes;
 
 use super::resolver::{ForbiddenAddress, NoAddresses};
+use crate::trace::Parent;
 
 /// A fully rendered upstream request.
 #[derive(Debug, Clone)]
@@ -61,6 +62,19 @@ pub(crate) enum UpstreamError {
     /// The URL could not be parsed.
     #[error("the rendered URL is not valid: {0}")]
     InvalidUrl(String),
+}
+
+impl UpstreamError {
+    /// The failure's type for a span's `error.type` (a fixed word, never data).
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Timeout(_) => "timeout",
+            UpstreamError::Forbidden(_) => "address_forbidden",
+            UpstreamError::Network(_) => "network",
+            UpstreamError::TooLarge(_) => "response_too_large",
+            UpstreamError::InvalidUrl(_) => "invalid_url",
+        }
+    }
 }
 
 /// When to try an upstream call again: only after a failure while *connecting* (refused,
@@ -125,6 +139,7 @@ pub(crate) async fn send(
     request: &OutboundRequest,
     timeout: Duration,
     max_bytes: usize,
+    trace: Parent<'_>,
 ) -> Result<UpstreamResponse, UpstreamError> {
     send_with_retry(
         client,
@@ -132,6 +147,7 @@ pub(crate) async fn send(
         timeout,
         max_bytes,
         RetryPolicy::NONE,
+        trace,
         |_, _| {},
     )
     .await
@@ -147,6 +163,7 @@ pub(crate) async fn send_with_retry(
     timeout: Duration,
     max_bytes: usize,
     retry: RetryPolicy,
+    trace: Parent<'_>,
     mut on_retry: impl FnMut(u32, &UpstreamError),
 ) -> Result<UpstreamResponse, UpstreamError> {
     let deadline = Instant::now() + timeout;
@@ -158,7 +175,7 @@ pub(crate) async fn send_with_retry(
     let attempts = async {
         let mut done = 0;
         loop {
-            let failed = match exchange(client, request, max_bytes).await {
+            let failed = match traced_exchange(client, request, max_bytes, trace).await {
                 Ok(response) => return Ok(response),
                 Err(failed) => failed,
             };
@@ -182,14 +199,42 @@ pub(crate) async fn send_with_retry(
     }
 }
 
+/// One attempt, as a CLIENT span when traced (docs/spec.md §13): the span's context goes
+/// upstream in `traceparent` / `tracestate`, its status says how the attempt ended.
+async fn traced_exchange(
+    client: &awc::Client,
+    request: &OutboundRequest,
+    max_bytes: usize,
+    trace: Parent<'_>,
+) -> Result<UpstreamResponse, FailedAttempt> {
+    let Some((tracing, parent)) = trace else {
+        return exchange(client, request, max_bytes, &[]).await;
+    };
+    let (cx, context_headers) = tracing.client(parent, request.method.as_str(), &request.url);
+    let attempt = exchange(client, request, max_bytes, &context_headers);
+    // A span whose attempt is dropped (time limit, cancelled run) still ends.
+    let guard = crate::trace::EndOnDrop(Some(cx));
+    let result = attempt.await;
+    let cx = guard.disarm();
+    match &result {
+        Ok(response) => {
+            let error = (response.status >= 400).then(|| response.status.to_string());
+            crate::trace::end(&cx, Some(response.status), error.as_deref());
+        }
+        Err(failed) => crate::trace::end(&cx, None, Some(failed.error.kind())),
+    }
+    result
+}
+
 /// One attempt: connect (or reuse a pooled connection), send, read the whole body.
 async fn exchange(
     client: &awc::Client,
     request: &OutboundRequest,
     max_bytes: usize,
+    extra: &[(HeaderName, HeaderValue)],
 ) -> Result<UpstreamResponse, FailedAttempt> {
     let mut builder = client.request(request.method.clone(), request.url.as_str());
-    for (name, value) in &request.headers {
+    for (name, value) in request.headers.iter().chain(extra) {
         builder = builder.append_header((name.clone(), value.clone()));
     }
     let sent = match &request.body {

@@ -708,7 +708,7 @@ async fn before_a_registry_is_loaded_readyz_is_503_and_runs_are_registry_not_loa
     args.allow_private_upstreams = true;
     let options = build_options(&args).unwrap();
     let metrics = connector_runtime::metrics::Metrics::new();
-    let step_actors = StepActors::from_args(&args, metrics.clone()).unwrap();
+    let step_actors = StepActors::from_args(&args, metrics.clone(), None).unwrap();
     let registry = RegistryHandle::new();
     let actor = actix::Actor::start(RegistryActor::new(
         args.registry_source(),
@@ -744,6 +744,7 @@ async fn before_a_registry_is_loaded_readyz_is_503_and_runs_are_registry_not_loa
                     None,
                     &args.identity,
                 )),
+                tracing: None,
             }))
             .configure(http::configure)
             .default_service(web::to(http::not_found))

@@ -1,0 +1,280 @@
+//! Traces (docs/spec.md §13): OpenTelemetry spans exported over OTLP/HTTP (protobuf) — a
+//! SERVER span per execute request, a child per step, a CLIENT span per upstream call — and
+//! W3C trace context taken from callers and sent to upstreams. Off, at the cost of one
+//! `Option` check per request, when no endpoint is configured.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider,
+};
+use opentelemetry_sdk::Resource;
+
+/// Whether upstream calls carry the trace context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Propagation {
+    /// Every upstream call carries `traceparent` / `tracestate` of its CLIENT span.
+    #[default]
+    On,
+    /// Upstreams see no trace context.
+    Off,
+}
+
+/// The tracing flags (the standard `OTEL_*` variables configure the rest).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TraceArgs {
+    /// OTLP/HTTP endpoint to export traces to (`/v1/traces` is appended unless present);
+    /// without it `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT`;
+    /// with none of them tracing is off.
+    #[arg(long, env = "CONNECTOR_RUNTIME_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Whether upstream calls carry W3C `traceparent` / `tracestate`.
+    #[arg(long, env = "CONNECTOR_RUNTIME_TRACE_PROPAGATION", value_enum, default_value_t = Propagation::On)]
+    pub trace_propagation: Propagation,
+}
+
+/// Why tracing could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("tracing: {0}")]
+pub struct TraceError(String);
+
+/// The process's tracer: where spans go and whether upstreams see the context.
+pub struct Tracing {
+    provider: SdkTracerProvider,
+    tracer: SdkTracer,
+    propagate: bool,
+}
+
+impl std::fmt::Debug for Tracing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracing")
+            .field("propagate", &self.propagate)
+            .finish()
+    }
+}
+
+/// The endpoint traces go to, from the flag or the standard variables; `None`: tracing off.
+fn endpoint(args: &TraceArgs) -> Option<Option<String>> {
+    let set = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    match &args.otlp_endpoint {
+        Some(url) if !url.trim().is_empty() => {
+            let url = url.trim().trim_end_matches('/');
+            let full = if url.ends_with("/v1/traces") {
+                url.to_string()
+            } else {
+                format!("{url}/v1/traces")
+            };
+            Some(Some(full))
+        }
+        // The exporter reads the variables itself (the signal-specific one verbatim, the
+        // general one with `/v1/traces` appended).
+        _ if set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
+            || set("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() =>
+        {
+            Some(None)
+        }
+        _ => None,
+    }
+}
+
+impl Tracing {
+    /// Starts the exporter when an endpoint is configured; `Ok(None)` when tracing is off.
+    /// Spans are sent in batches from the SDK's own thread (`OTEL_BSP_SCHEDULE_DELAY`,
+    /// default 5 s); a collector that is down loses spans, never a run.
+    pub fn start(args: &TraceArgs) -> Result<Option<Arc<Tracing>>, TraceError> {
+        let Some(url) = endpoint(args) else {
+            return Ok(None);
+        };
+        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_timeout(Duration::from_secs(5));
+        if let Some(url) = url {
+            exporter = exporter.with_endpoint(url);
+        }
+        let exporter = exporter.build().map_err(|e| TraceError(e.to_string()))?;
+        let mut resource = Resource::builder();
+        if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+            resource = resource.with_service_name("connector-runtime");
+        }
+        let processor = BatchSpanProcessor::builder(exporter)
+            .with_batch_config(BatchConfigBuilder::default().build())
+            .build();
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .with_resource(resource.build())
+            .build();
+        let tracer = provider.tracer("connector-runtime");
+        Ok(Some(Arc::new(Tracing {
+            provider,
+            tracer,
+            propagate: args.trace_propagation == Propagation::On,
+        })))
+    }
+
+    /// The SERVER span of one execute request, continuing the caller's trace when its
+    /// `traceparent` is valid.
+    pub(crate) fn server(
+        &self,
+        headers: &HeaderMap,
+        method: &str,
+        route: &str,
+        path: &str,
+    ) -> Context {
+        let parent = TraceContextPropagator::new().extract(&RequestHeaders(headers));
+        let span = self
+            .tracer
+            .span_builder(format!("{method} {route}"))
+            .with_kind(SpanKind::Server)
+            .with_attributes([
+                KeyValue::new("http.request.method", method.to_string()),
+                KeyValue::new("http.route", route.to_string()),
+                KeyValue::new("url.path", path.to_string()),
+            ])
+            .start_with_context(&self.tracer, &parent);
+        parent.with_span(span)
+    }
+
+    /// The span of one step, under the run's SERVER span.
+    pub(crate) fn step(&self, run: &Context, connector: &str, step: &str, index: usize) -> Context {
+        let span = self
+            .tracer
+            .span_builder(format!("step {step}"))
+            .with_kind(SpanKind::Internal)
+            .with_attributes([
+                KeyValue::new("connector.permalink", connector.to_string()),
+                KeyValue::new("connector.step.name", step.to_string()),
+                KeyValue::new("connector.step.index", index as i64),
+            ])
+            .start_with_context(&self.tracer, run);
+        run.with_span(span)
+    }
+
+    /// A CLIENT span for one upstream call under `parent`, and the headers that carry its
+    /// context upstream (none with `--trace-propagation off`).
+    pub(crate) fn client(
+        &self,
+        parent: &Context,
+        method: &str,
+        url: &str,
+    ) -> (Context, Vec<(HeaderName, HeaderValue)>) {
+        let host = url
+            .split_once("://")
+            .map(|(_, rest)| rest)
+            .unwrap_or(url)
+            .split(['/', '?'])
+            .next()
+            .unwrap_or_default();
+        let (address, port) = match host.rsplit_once(':') {
+            Some((address, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
+                (address, port.parse::<i64>().ok())
+            }
+            _ => (host, None),
+        };
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", method.to_string()),
+            KeyValue::new("server.address", address.to_string()),
+        ];
+        if let Some(port) = port {
+            attributes.push(KeyValue::new("server.port", port));
+        }
+        let span = self
+            .tracer
+            .span_builder(method.to_string())
+            .with_kind(SpanKind::Client)
+            .with_attributes(attributes)
+            .start_with_context(&self.tracer, parent);
+        let cx = parent.with_span(span);
+        let mut headers = Vec::new();
+        if self.propagate {
+            TraceContextPropagator::new().inject_context(&cx, &mut OutboundHeaders(&mut headers));
+        }
+        (cx, headers)
+    }
+
+    /// Sends what is still buffered and stops the exporter (at shutdown).
+    pub fn shutdown(&self) {
+        let _ = self.provider.shutdown();
+    }
+}
+
+/// Where an upstream call's CLIENT span goes: the tracer and the parent (a step's span),
+/// `None` when the call is not traced.
+pub(crate) type Parent<'a> = Option<(&'a Tracing, &'a Context)>;
+
+/// Ends the span of `cx`: `status` is the HTTP status when one came back, `error` the
+/// failure's type (a code, never a message with data).
+pub(crate) fn end(cx: &Context, status: Option<u16>, error: Option<&str>) {
+    let span = cx.span();
+    if let Some(status) = status {
+        span.set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
+    }
+    if let Some(error) = error {
+        span.set_attribute(KeyValue::new("error.type", error.to_string()));
+        span.set_status(Status::error(error.to_string()));
+    }
+    span.end();
+}
+
+/// Ends the span it holds if it is dropped before [`EndOnDrop::disarm`] (its future was
+/// dropped: a time limit passed, or the run was cancelled), marked as cancelled.
+pub(crate) struct EndOnDrop(pub Option<Context>);
+
+impl EndOnDrop {
+    /// The context back, the span still open.
+    pub(crate) fn disarm(mut self) -> Context {
+        self.0.take().unwrap_or_default()
+    }
+}
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        if let Some(cx) = self.0.take() {
+            end(&cx, None, Some("cancelled"));
+        }
+    }
+}
+
+/// Adds an attribute to the span of `cx`.
+pub(crate) fn attribute(cx: &Context, key: &'static str, value: impl Into<opentelemetry::Value>) {
+    cx.span().set_attribute(KeyValue::new(key, value));
+}
+
+/// The trace id of `cx`, as 32 hex digits.
+pub(crate) fn trace_id(cx: &Context) -> String {
+    cx.span().span_context().trace_id().to_string()
+}
+
+struct RequestHeaders<'a>(&'a HeaderMap);
+
+impl Extractor for RequestHeaders<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
+}
+
+struct OutboundHeaders<'a>(&'a mut Vec<(HeaderName, HeaderValue)>);
+
+impl Injector for OutboundHeaders<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(key.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            self.0.push((name, value));
+        }
+    }
+}
