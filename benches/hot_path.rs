@@ -255,7 +255,9 @@ fn metrics(c: &mut Criterion) {
                 duration: timing.total,
                 upstream: timing.external,
                 failure: None,
+                state: "ok",
                 hot: &connector.steps[0].hot_metrics,
+                ok_state: &connector.steps[0].ok_state_metric,
             }
             .emit(&metrics);
             RunFinished {

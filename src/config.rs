@@ -87,6 +87,10 @@ pub struct ServeArgs {
         default_value_t = 15_000
     )]
     pub step_timeout_ms: u64,
+    /// Most items a `for_each` step may fan out to; a longer list fails the run with 422
+    /// FAN_OUT_TOO_LARGE before any item is called.
+    #[arg(long, env = "CONNECTOR_RUNTIME_MAX_FANOUT", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub max_fanout: u64,
     /// Time limit of one OAuth token request, in milliseconds.
     #[arg(
         long,

@@ -65,6 +65,8 @@ error_codes! {
     TemplateRenderingError => "TEMPLATE_RENDERING_ERROR", 422, Some("Configuration (template rendering)"), "template_error";
     /// A simple connector's `response_body` failed to render.
     ResponseTemplateRenderingError => "RESPONSE_TEMPLATE_RENDERING_ERROR", 422, Some("Configuration (response template rendering)"), "template_error";
+    /// A `for_each` list is longer than `--max-fanout`.
+    FanOutTooLarge => "FAN_OUT_TOO_LARGE", 422, Some("Configuration (for_each)"), "template_error";
     /// Signing a JWT failed.
     JwtSigningError => "JWT_SIGNING_ERROR", 422, Some("Authentication (JWT signing)"), "jwt_error";
     /// Anything the runtime did not expect.
@@ -137,6 +139,19 @@ impl StepFailure {
         StepFailure::new(
             Code::DownstreamHttpError,
             format!("{what} answered HTTP {status}"),
+        )
+    }
+
+    /// Whether `on_error: "continue"` may record this failure and go on: a failed call
+    /// (an upstream's 4xx/5xx, network, timeout, size), not a broken template.
+    pub(crate) fn is_call_failure(&self) -> bool {
+        matches!(
+            self.code,
+            Code::DownstreamHttpError
+                | Code::DownstreamNetworkError
+                | Code::DownstreamTimeout
+                | Code::DownstreamResponseTooLarge
+                | Code::UpstreamAddressForbidden
         )
     }
 

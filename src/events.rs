@@ -5,7 +5,10 @@
 //! Events take plain values (names, codes, durations), so every layer can emit them
 //! without this module knowing the layers.
 
+use std::sync::OnceLock;
 use std::time::Duration;
+
+use prometheus::IntCounter;
 
 use crate::error::Code;
 use crate::identity::jwks::{log_key_event, FetchTrigger, KeyEvent};
@@ -39,13 +42,35 @@ pub struct StepFinished<'a> {
     pub upstream: Duration,
     /// Why it failed, if it did: the code and its caller-safe detail.
     pub failure: Option<(Code, &'a str)>,
+    /// How it ended: `ok`, `skipped`, `failed` or `continued` (which has a failure too).
+    pub state: &'static str,
     /// The step's cached metric handles for the common case (ok, 2xx).
     pub hot: &'a HotHandles,
+    /// The step's `connector_step_states_total{state="ok"}` counter, resolved once.
+    pub ok_state: &'a OnceLock<IntCounter>,
 }
 
 impl StepFinished<'_> {
-    /// Records the step's duration and upstream status class; logs failures at info.
+    /// Records the step's state, duration and upstream status class; logs failures at info.
     pub fn emit(&self, metrics: &Metrics) {
+        if self.state == "ok" {
+            self.ok_state
+                .get_or_init(|| {
+                    metrics
+                        .step_states
+                        .with_label_values(&[self.connector, self.step, "ok"])
+                })
+                .inc();
+        } else {
+            metrics
+                .step_states
+                .with_label_values(&[self.connector, self.step, self.state])
+                .inc();
+        }
+        if self.state == "skipped" {
+            tracing::debug!(step = self.step, index = self.index, "step skipped");
+            return;
+        }
         let outcome = self.failure.map_or("ok", |(code, _)| code.outcome_label());
         let class = self.status.map(status_class);
         if outcome == "ok" && class == Some("2xx") {
@@ -251,6 +276,42 @@ impl UpstreamRetried<'_> {
             retry = self.retry,
             detail = self.detail,
             "connecting upstream failed; retrying"
+        );
+    }
+}
+
+/// A step's try failed as its `retry` names, and is made again after `wait`.
+#[derive(Debug)]
+pub(crate) struct StepRetried<'a> {
+    /// The run's request id.
+    pub request_id: &'a str,
+    /// Connector permalink.
+    pub connector: &'a str,
+    /// Step name.
+    pub step: &'a str,
+    /// The try that failed (from 1).
+    pub attempt: u32,
+    /// `status`, `network` or `timeout`.
+    pub reason: &'static str,
+    /// The wait before the next try.
+    pub wait: Duration,
+}
+
+impl StepRetried<'_> {
+    /// Counts the retry and logs it.
+    pub(crate) fn emit(&self, metrics: &Metrics) {
+        metrics
+            .step_retries
+            .with_label_values(&[self.connector, self.step, self.reason])
+            .inc();
+        tracing::info!(
+            request_id = self.request_id,
+            connector = self.connector,
+            step = self.step,
+            attempt = self.attempt,
+            reason = self.reason,
+            wait_ms = ms(self.wait),
+            "step try failed; retrying"
         );
     }
 }

@@ -250,6 +250,7 @@ pub fn template_render(data: &[u8]) {
                 earlier_steps: &earlier,
                 current_and_later_steps: &later,
                 path_params: &path_params,
+                item: field == Field::RequestBody,
             };
             // The load-time checks must not panic; their verdict does not matter here, the
             // render below must be safe either way.

@@ -33,6 +33,12 @@ pub struct Metrics {
     /// `connector_upstream_retries_total{connector, step}`: calls made again after a
     /// connection failure.
     pub upstream_retries: IntCounterVec,
+    /// `connector_step_states_total{connector, step, state}` (ok | skipped | failed |
+    /// continued, docs/spec.md §12).
+    pub step_states: IntCounterVec,
+    /// `connector_step_retries_total{connector, step, reason}` (status | network | timeout):
+    /// tries made again under a step's `retry`.
+    pub step_retries: IntCounterVec,
     /// `connector_token_cache_requests_total{result}` (hit | miss).
     pub token_cache: IntCounterVec,
     /// `connector_token_fetch_errors_total`.
@@ -126,6 +132,16 @@ impl Metrics {
                 "Upstream calls retried after failing to connect (idempotent methods only).",
                 &["connector", "step"],
             ),
+            step_states: counter(
+                "connector_step_states_total",
+                "Steps by how they ended: ok, skipped (when was false), failed, continued (failed with on_error continue).",
+                &["connector", "step", "state"],
+            ),
+            step_retries: counter(
+                "connector_step_retries_total",
+                "Step tries made again under the step's retry, by reason (status | network | timeout).",
+                &["connector", "step", "reason"],
+            ),
             token_cache: counter(
                 "connector_token_cache_requests_total",
                 "OAuth token look-ups, by result (hit | miss).",
@@ -197,6 +213,8 @@ impl Metrics {
         let _ = r.register(Box::new(m.in_flight.clone()));
         let _ = r.register(Box::new(m.upstream_responses.clone()));
         let _ = r.register(Box::new(m.upstream_retries.clone()));
+        let _ = r.register(Box::new(m.step_states.clone()));
+        let _ = r.register(Box::new(m.step_retries.clone()));
         let _ = r.register(Box::new(m.token_cache.clone()));
         let _ = r.register(Box::new(m.token_fetch_errors.clone()));
         let _ = r.register(Box::new(m.registry_loads.clone()));

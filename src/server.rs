@@ -97,6 +97,7 @@ impl StepActors {
                         backoff: Duration::from_millis(args.upstream_retry_backoff_ms),
                     },
                     response_cache_bytes: args.response_cache_bytes,
+                    max_fanout: args.max_fanout as usize,
                 },
                 metrics,
             ),

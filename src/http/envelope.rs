@@ -154,6 +154,7 @@ mod tests {
         let error = RunError {
             failure: StepFailure::new(Code::UnexpectedError, "the step executor stopped"),
             step: Some(("fetch".into(), 1)),
+            item: None,
         };
         let response = Envelope::from_run(&error).response("r-1");
         assert_eq!(response.status().as_u16(), 500);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use awc::http::header::{HeaderName, HeaderValue};
 
-use super::model::HttpMethod;
+use super::model::{Execution, HttpMethod};
 use super::problems::Problem;
 use crate::metrics::{CacheHandles, HotHandles};
 use crate::template::{ContextKind, TemplateId, TemplateSet};
@@ -115,6 +115,62 @@ pub struct Connector {
     pub reads: CallerReads,
     /// Its response cache counters by result.
     pub cache_metrics: CacheHandles,
+    /// How its steps are scheduled (composites; a simple connector's one step runs alone).
+    pub execution: Execution,
+    /// The composite's own `response_body` and `response_content_type`.
+    pub answer: Answer,
+}
+
+/// A composite's own answer settings (docs/spec.md §12).
+#[derive(Debug, Default)]
+pub struct Answer {
+    /// Built from any steps instead of being the last step's response.
+    pub body: Option<TemplateId>,
+    /// Content-Type of the answer.
+    pub content_type: Option<String>,
+}
+
+/// What a step does besides its call (docs/spec.md §12): its condition, fan-out, retries,
+/// time limit, error handling and the steps it waits for.
+#[derive(Debug, Default)]
+pub struct StepControl {
+    /// `when`: the step is skipped when this expression is falsy.
+    pub when: Option<TemplateId>,
+    /// `for_each`: the list the step runs once per item of, and how many run at once.
+    pub for_each: Option<ForEach>,
+    /// `retry`.
+    pub retry: Option<StepRetry>,
+    /// `timeout_ms`: the step's own time limit (each item's, with `for_each`).
+    pub timeout: Option<std::time::Duration>,
+    /// `on_error: "continue"`: a failed call is recorded and the chain goes on.
+    pub continue_on_error: bool,
+    /// Indices of the earlier steps that must finish before this one starts: those its
+    /// templates read and those in its `depends_on`, ascending.
+    pub needs: Vec<usize>,
+}
+
+/// A step's `for_each`.
+#[derive(Debug)]
+pub struct ForEach {
+    /// The list expression.
+    pub list: TemplateId,
+    /// Items in flight at once.
+    pub max_concurrency: usize,
+}
+
+/// A step's `retry`.
+#[derive(Debug, Clone)]
+pub struct StepRetry {
+    /// Tries in all, the first included.
+    pub attempts: u32,
+    /// The wait before the second try (doubled for each further one, with jitter).
+    pub backoff: std::time::Duration,
+    /// Upstream statuses that are tried again.
+    pub statuses: Vec<u16>,
+    /// Whether network failures are.
+    pub network: bool,
+    /// Whether timeouts of one try are.
+    pub timeout: bool,
 }
 
 /// What a connector's templates read of the caller, found when the registry loads.
@@ -165,6 +221,10 @@ pub struct Step {
     pub hot_metrics: HotHandles,
     /// Whether and how its answers are cached (docs/spec.md §10).
     pub cache: StepCache,
+    /// Condition, fan-out, retries, time limit and error handling (docs/spec.md §12).
+    pub control: StepControl,
+    /// Counts of its ok runs in `connector_step_states_total`, resolved once.
+    pub ok_state_metric: std::sync::OnceLock<prometheus::IntCounter>,
 }
 
 /// How a call's answers are cached.

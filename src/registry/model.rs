@@ -94,6 +94,66 @@ pub(crate) struct CompositeConnectorDef {
     /// The calls, in order. At least one.
     #[schemars(length(min = 1))]
     pub steps: Vec<StepDef>,
+    /// `"sequential"` (default): one step after another. `"parallel"`: each step starts as
+    /// soon as the steps it reads and those in its `depends_on` have finished (docs/spec.md §12).
+    #[serde(default)]
+    pub execution: Option<Execution>,
+    /// Template of the answer, built from any steps (`steps.*`, `request.*`) instead of the
+    /// last step's response.
+    #[serde(default)]
+    pub response_body: String,
+    /// Content-Type of the answer.
+    #[serde(default)]
+    pub response_content_type: String,
+}
+
+/// How a composite's steps are scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Execution {
+    /// In the listed order, one at a time.
+    #[default]
+    Sequential,
+    /// Each step as soon as the steps it needs have finished.
+    Parallel,
+}
+
+/// What a failed step does to its chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// The run fails with the step's error.
+    #[default]
+    Fail,
+    /// The failure is recorded as `steps.<name>.error` and the chain goes on.
+    Continue,
+}
+
+/// `retry` of a composite step.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub(crate) struct RetryDef {
+    /// Tries in all, the first included (1-5).
+    #[schemars(range(min = 1, max = 5))]
+    pub attempts: u32,
+    /// Wait before the second try, in milliseconds (doubled for each further one, with
+    /// jitter). Default 100, at most 10000.
+    #[serde(default)]
+    #[schemars(range(max = 10000))]
+    pub backoff_ms: Option<u64>,
+    /// What is retried: statuses (400-599), `"network"`, `"timeout"`. Default
+    /// `[502, 503, 504, "network", "timeout"]`.
+    #[serde(default)]
+    pub retry_on: Option<Vec<RetryOnDef>>,
+}
+
+/// One entry of `retry.retry_on`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub(crate) enum RetryOnDef {
+    /// An upstream status, 400-599.
+    Status(u16),
+    /// `"network"` or `"timeout"`.
+    Failure(String),
 }
 
 /// One call of a composite connector.
@@ -135,6 +195,30 @@ pub(crate) struct StepDef {
     /// As for simple connectors: `"off"` never caches this step's answers.
     #[serde(default)]
     pub cache: Option<CacheSetting>,
+    /// A Jinja2 expression (no `{{ }}`); when it is false the step is skipped.
+    #[serde(default)]
+    pub when: Option<String>,
+    /// `"fail"` (default) or `"continue"`: record the failure as `steps.<name>.error` and go on.
+    #[serde(default)]
+    pub on_error: Option<OnError>,
+    /// A Jinja2 expression yielding a list: the step runs once per item, with `item` and
+    /// `item_index` in its templates.
+    #[serde(default)]
+    pub for_each: Option<String>,
+    /// Items of `for_each` running at once: 1-16, default 4.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 16))]
+    pub max_concurrency: Option<u64>,
+    /// Tries again after the failures it names, with exponential backoff.
+    #[serde(default)]
+    pub retry: Option<RetryDef>,
+    /// This step's time limit in milliseconds (1-300000), retries included.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 300000))]
+    pub timeout_ms: Option<u64>,
+    /// Earlier steps that must finish first, even without a data dependency.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
 }
 
 /// HTTP methods a connector may use.
@@ -238,7 +322,7 @@ pub(crate) mod known_fields {
 
     use super::{
         AuthenticationDef, CompositeConnectorDef, KeyValueDef, PathParameterDef, RegistryFile,
-        SimpleConnectorDef, StepDef,
+        RetryDef, SimpleConnectorDef, StepDef,
     };
 
     /// The property names of `T`'s schema, in declaration order.
@@ -271,6 +355,8 @@ pub(crate) mod known_fields {
     /// A path parameter.
     pub(crate) static PATH_PARAMETER: LazyLock<Vec<String>> =
         LazyLock::new(properties::<PathParameterDef>);
+    /// A step's `retry`.
+    pub(crate) static RETRY: LazyLock<Vec<String>> = LazyLock::new(properties::<RetryDef>);
     /// `authentication`.
     pub(crate) static AUTHENTICATION: LazyLock<Vec<String>> =
         LazyLock::new(properties::<AuthenticationDef>);
@@ -323,11 +409,30 @@ mod tests {
             response_content_type: String::new(),
             cache_ttl_seconds: Some(60),
             cache: Some(CacheSetting::Auto),
+            when: Some("true".into()),
+            on_error: Some(OnError::Continue),
+            for_each: Some("[1]".into()),
+            max_concurrency: Some(2),
+            retry: Some(RetryDef {
+                attempts: 2,
+                backoff_ms: Some(10),
+                retry_on: Some(vec![RetryOnDef::Status(503)]),
+            }),
+            timeout_ms: Some(100),
+            depends_on: vec!["a".into()],
         };
         let composite = CompositeConnectorDef {
             name: "c".into(),
             permalink: None,
             steps: vec![step.clone()],
+            execution: Some(Execution::Parallel),
+            response_body: "{{ 1 }}".into(),
+            response_content_type: "application/json".into(),
+        };
+        let retry = RetryDef {
+            attempts: 2,
+            backoff_ms: Some(10),
+            retry_on: None,
         };
         let key_value = KeyValueDef {
             key: "k".into(),
@@ -350,6 +455,7 @@ mod tests {
         assert_eq!(*known_fields::KEY_VALUE, serde_keys(key_value));
         assert_eq!(*known_fields::PATH_PARAMETER, serde_keys(path_parameter));
         assert_eq!(*known_fields::AUTHENTICATION, serde_keys(authentication));
+        assert_eq!(*known_fields::RETRY, serde_keys(retry));
         assert_eq!(
             *known_fields::FILE,
             ["connectors", "composite_connectors", "$schema"]

@@ -9,6 +9,20 @@ pub(crate) const MAX_URL_LEN: usize = 2048;
 pub(crate) const MAX_VALUE_LEN: usize = 1000;
 /// Longest response cache lifetime.
 pub(crate) const MAX_CACHE_TTL_SECS: u64 = 86_400;
+/// Most `for_each` items of one step in flight at once.
+pub(crate) const MAX_FOR_EACH_CONCURRENCY: u64 = 16;
+/// `max_concurrency` when a `for_each` step sets none.
+pub(crate) const DEFAULT_FOR_EACH_CONCURRENCY: usize = 4;
+/// Most tries of one step (`retry.attempts`).
+pub(crate) const MAX_RETRY_ATTEMPTS: u32 = 5;
+/// Longest `retry.backoff_ms`.
+pub(crate) const MAX_RETRY_BACKOFF_MS: u64 = 10_000;
+/// `retry.backoff_ms` when a step sets none.
+pub(crate) const DEFAULT_RETRY_BACKOFF_MS: u64 = 100;
+/// What `retry` retries when it names nothing.
+pub(crate) const DEFAULT_RETRY_STATUSES: &[u16] = &[502, 503, 504];
+/// Longest `timeout_ms` of a step (five minutes).
+pub(crate) const MAX_STEP_TIMEOUT_MS: u64 = 300_000;
 /// Longest path parameter value (docs/spec.md §3).
 pub(crate) const MAX_PATH_PARAM_VALUE_LEN: usize = 200;
 

@@ -1,7 +1,10 @@
 //! The [`CompositeRunActor`]: one per execution, owned by the request that started it. It
-//! sends [`ExecuteStep`] to the worker's [`StepActor`] for each step in turn, keeps each
-//! result for the steps after it, stops at the first failure and answers with the last
-//! step's response and every step's timing. A simple connector is a run of one step.
+//! sends [`ExecuteStep`] to the worker's [`StepActor`] for each step in turn — or, in
+//! parallel mode, for every step whose inputs are ready, several at once — keeps each result
+//! for the steps after it, stops at the first failure (a step with `on_error: "continue"`
+//! records its failure as a result) and answers with the composite's own `response_body` or
+//! the last answering step's response, and every step's timing. A simple connector is a run
+//! of one step.
 //!
 //! Because the request owns the run, cancellation follows the caller: when the caller goes
 //! away, actix-web drops the request's future and with it the run's [`RunHandle`], which
@@ -17,15 +20,18 @@ use std::time::{Duration, Instant};
 
 use actix::Addr;
 use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use minijinja::Value;
 
 use super::error::{Code, RunError, StepFailure};
 use super::input::RunInput;
-use super::messages::{ExecuteStep, StepOutcome};
+use super::messages::{ExecuteStep, StepOutcome, StepResult};
 use super::step::StepActor;
 use super::timing::StepTiming;
 use crate::events::{RunCancelled, RunFinished};
 use crate::metrics::Metrics;
+use crate::registry::model::Execution;
+use crate::template::context::TemplateContext;
 
 /// A successful run: what goes back to the widget.
 #[derive(Debug, Clone)]
@@ -49,13 +55,16 @@ pub struct RunOutcome {
     pub total: Duration,
 }
 
-/// Drives one run: step after step, in the order the connector lists them.
+/// Drives one run: step after step in the order the connector lists them, or, with
+/// `execution: "parallel"`, each step as soon as the steps it needs have finished.
 pub struct CompositeRunActor {
     input: Arc<RunInput>,
     step_actor: Addr<StepActor>,
     metrics: Arc<Metrics>,
-    /// `steps.<name>` of the steps that succeeded so far.
-    results: Vec<(String, Value)>,
+    /// `steps.<name>` of the steps finished so far, by step index.
+    results: Vec<Option<(String, Value)>>,
+    /// The latest step (by index) that answered, and its answer.
+    answer: Option<(usize, StepResult)>,
     timings: Vec<StepTiming>,
     started: Instant,
     finished: bool,
@@ -69,7 +78,8 @@ impl CompositeRunActor {
             input,
             step_actor,
             metrics,
-            results: Vec::with_capacity(steps),
+            results: vec![None; steps],
+            answer: None,
             timings: Vec::with_capacity(steps),
             started: Instant::now(),
             finished: false,
@@ -84,64 +94,171 @@ impl CompositeRunActor {
         RunHandle(actix_rt::spawn(self.run()))
     }
 
-    /// Runs every step in order and returns the outcome; the run is counted and, when it
-    /// failed, logged once.
+    /// Runs every step and returns the outcome; the run is counted and, when it failed,
+    /// logged once.
     pub async fn run(mut self) -> RunOutcome {
         let input = self.input.clone();
-        let steps = &input.connector.steps;
-        for (index, step) in steps.iter().enumerate() {
-            let outcome = self.dispatch(index).await;
-            self.timings.push(outcome.timing);
-            match outcome.result {
-                Ok(result) if index + 1 < steps.len() => {
-                    self.results.push((step.name.clone(), result.value));
-                }
-                Ok(result) => {
-                    let content_type = step.response_content_type.clone().or(result.content_type);
-                    return self.finish(Ok(RunSuccess {
-                        status: result.status,
-                        content_type,
-                        body: result.body,
-                    }));
-                }
-                Err(failure) => {
-                    let error = self.run_error(failure, index);
-                    return self.finish(Err(error));
-                }
-            }
+        let steps = input.connector.steps.len();
+        if steps == 0 {
+            let failure = StepFailure::new(Code::UnexpectedError, "the connector has no steps");
+            return self.finish(Err(RunError {
+                failure,
+                step: None,
+                item: None,
+            }));
         }
-        let failure = StepFailure::new(Code::UnexpectedError, "the connector has no steps");
-        self.finish(Err(RunError {
-            failure,
-            step: None,
-        }))
+        let ended = match input.connector.execution {
+            Execution::Sequential => self.sequential().await,
+            Execution::Parallel => self.parallel().await,
+        };
+        let result = match ended {
+            Ok(()) => self.answer(),
+            Err(error) => Err(error),
+        };
+        self.finish(result)
     }
 
-    /// Sends step `index` to the step actor, with the results so far, and waits for it.
-    async fn dispatch(&self, index: usize) -> StepOutcome {
+    /// One step after another, in the listed order.
+    async fn sequential(&mut self) -> Result<(), RunError> {
+        for index in 0..self.input.connector.steps.len() {
+            let (index, outcome) = self.dispatch(index).await;
+            self.record(index, outcome)?;
+        }
+        Ok(())
+    }
+
+    /// Each step as soon as every step it needs has finished (docs/spec.md §12); the first
+    /// failure drops the steps still running (and their upstream calls) and starts no other.
+    async fn parallel(&mut self) -> Result<(), RunError> {
+        let input = self.input.clone();
+        let steps = &input.connector.steps;
+        let mut started = vec![false; steps.len()];
+        let mut running = FuturesUnordered::new();
+        loop {
+            for (index, step) in steps.iter().enumerate() {
+                let ready = step
+                    .control
+                    .needs
+                    .iter()
+                    .all(|&j| self.results[j].is_some());
+                if !started[index] && ready {
+                    started[index] = true;
+                    running.push(self.dispatch(index));
+                }
+            }
+            let Some((index, outcome)) = running.next().await else {
+                return Ok(());
+            };
+            self.record(index, outcome)?;
+        }
+    }
+
+    /// Keeps a finished step's result for the steps after it, or turns its failure into
+    /// the run's.
+    fn record(&mut self, index: usize, outcome: StepOutcome) -> Result<(), RunError> {
+        self.timings.push(outcome.timing);
+        match outcome.result {
+            Ok(result) => {
+                let name = self.input.connector.steps[index].name.clone();
+                self.results[index] = Some((name, result.value.clone()));
+                if result.answers && self.answer.as_ref().is_none_or(|(i, _)| *i < index) {
+                    self.answer = Some((index, result));
+                }
+                Ok(())
+            }
+            Err(failure) => Err(self.run_error(failure, index, outcome.item)),
+        }
+    }
+
+    /// The run's answer: the composite's own `response_body`, or the latest step that
+    /// answered (the last one, unless it was skipped or continued after an error); with
+    /// no such step, 204 without a body.
+    fn answer(&mut self) -> Result<RunSuccess, RunError> {
+        let connector = &self.input.connector;
+        let own = &connector.answer;
+        let answered = self.answer.take();
+        let step_content_type = answered.as_ref().and_then(|(index, result)| {
+            connector.steps[*index]
+                .response_content_type
+                .clone()
+                .or_else(|| result.content_type.clone())
+        });
+        if let Some(template) = &own.body {
+            let ctx = TemplateContext::value(
+                self.input.vars.clone(),
+                vec![("steps", self.steps_value())],
+            );
+            let body = self
+                .input
+                .registry
+                .templates
+                .render(template, &ctx)
+                .map_err(|e| RunError {
+                    failure: StepFailure::from_render(template, &e),
+                    step: None,
+                    item: None,
+                })?;
+            return Ok(RunSuccess {
+                status: 200,
+                content_type: own.content_type.clone().or(step_content_type),
+                body: Bytes::from(body),
+            });
+        }
+        Ok(match answered {
+            Some((_, result)) => RunSuccess {
+                status: result.status,
+                content_type: own.content_type.clone().or(step_content_type),
+                body: result.body,
+            },
+            None => RunSuccess {
+                status: 204,
+                content_type: own.content_type.clone(),
+                body: Bytes::new(),
+            },
+        })
+    }
+
+    /// `steps` as templates see it: the finished steps, in the listed order.
+    fn steps_value(&self) -> Value {
+        Value::from_pairs(self.results.iter().flatten().cloned())
+    }
+
+    /// Sends step `index` to the step actor, with the results so far; the future owns what
+    /// it needs, so several can be in flight at once.
+    fn dispatch(&self, index: usize) -> impl Future<Output = (usize, StepOutcome)> + 'static {
         let message = ExecuteStep {
             run: self.input.clone(),
             index,
-            steps: Value::from_pairs(self.results.iter().cloned()),
+            steps: self.steps_value(),
+            run_started: self.started,
         };
-        match self.step_actor.send(message).await {
-            Ok(outcome) => outcome,
-            Err(_) => StepOutcome {
-                result: Err(StepFailure::new(
-                    Code::UnexpectedError,
-                    "the step executor stopped unexpectedly",
-                )),
-                timing: StepTiming::default(),
-            },
+        let sent = self.step_actor.send(message);
+        async move {
+            let outcome = match sent.await {
+                Ok(outcome) => outcome,
+                Err(_) => StepOutcome {
+                    result: Err(StepFailure::new(
+                        Code::UnexpectedError,
+                        "the step executor stopped unexpectedly",
+                    )),
+                    timing: StepTiming::default(),
+                    item: None,
+                },
+            };
+            (index, outcome)
         }
     }
 
-    fn run_error(&self, failure: StepFailure, index: usize) -> RunError {
+    fn run_error(&self, failure: StepFailure, index: usize, item: Option<usize>) -> RunError {
         let step = self
             .input
             .is_composite()
             .then(|| (self.input.connector.steps[index].name.clone(), index));
-        RunError { failure, step }
+        RunError {
+            failure,
+            step,
+            item,
+        }
     }
 
     fn finish(mut self, result: Result<RunSuccess, RunError>) -> RunOutcome {
@@ -164,9 +281,12 @@ impl CompositeRunActor {
             hot: &connector.hot_metrics,
         }
         .emit(&self.metrics);
+        let mut timings = std::mem::take(&mut self.timings);
+        // Listed order, whatever order the steps of a parallel run finished in.
+        timings.sort_by_key(|t| t.index);
         RunOutcome {
             result,
-            timings: std::mem::take(&mut self.timings),
+            timings,
             total,
         }
     }
@@ -188,6 +308,7 @@ impl Future for RunHandle {
                         "the run stopped before it finished",
                     ),
                     step: None,
+                    item: None,
                 }),
                 timings: Vec::new(),
                 total: Duration::ZERO,

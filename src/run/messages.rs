@@ -1,6 +1,7 @@
 //! The message between the run actor and the step actors, and the step's answer.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::Message;
 use bytes::Bytes;
@@ -22,6 +23,8 @@ pub(crate) struct ExecuteStep {
     pub index: usize,
     /// `steps` as templates see it: a dict of earlier step results.
     pub steps: Value,
+    /// When the run started (step timings are offsets from it).
+    pub run_started: Instant,
 }
 
 /// A step's result or failure, with its timing either way.
@@ -31,6 +34,8 @@ pub(crate) struct StepOutcome {
     pub result: Result<StepResult, StepFailure>,
     /// Where the time went.
     pub timing: StepTiming,
+    /// The `for_each` item that failed, if one did.
+    pub item: Option<usize>,
 }
 
 /// A successful step.
@@ -42,6 +47,10 @@ pub(crate) struct StepResult {
     pub content_type: Option<String>,
     /// Body after `response_body` (or the upstream body).
     pub body: Bytes,
-    /// `steps.<name>` for later steps: `body`, `status_code`, `headers`.
+    /// `steps.<name>` for later steps: `body`, `status_code`, `headers`, `skipped`, `error`
+    /// (and `items`).
     pub value: Value,
+    /// Whether this is an answer the run may return: false for a skipped step and for one
+    /// that failed with `on_error: "continue"`.
+    pub answers: bool,
 }

@@ -38,6 +38,8 @@ pub struct RunSettings {
     pub retry: RetryPolicy,
     /// Largest total size of the response cache.
     pub response_cache_bytes: u64,
+    /// Most items one `for_each` step may fan out to (`--max-fanout`).
+    pub max_fanout: usize,
 }
 
 /// State shared by every run in the process.

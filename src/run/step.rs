@@ -3,29 +3,35 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use std::future::Future;
 use std::pin::Pin;
 
 use actix::dev::{MessageResponse, OneshotSender};
 use actix::{Actor, Context, Handler};
-use awc::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use awc::http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use awc::http::Method;
 use bytes::Bytes;
+use futures_util::StreamExt;
+use minijinja::value::ValueKind;
 use minijinja::Value;
 use tracing::Instrument;
 
 use super::cache::{CacheStatus, Lookup, ResponseCache};
 use super::error::{Code, StepFailure};
 use super::messages::{ExecuteStep, StepOutcome, StepResult};
-use super::timing::StepTiming;
+use super::timing::{ItemTiming, StepState, StepTiming};
 use super::SharedRunState;
 use crate::auth::{self, AuthEnv, Credential, Prepared};
-use crate::events::{CacheLookedUp, StepFinished, UpstreamRetried};
+use crate::events::{CacheLookedUp, StepFinished, StepRetried, UpstreamRetried};
+use crate::registry::compiled::{ForEach, StepRetry};
 use crate::registry::model::HttpMethod;
 use crate::registry::Step;
-use crate::template::context::{body_value, headers_value, response_value, TemplateContext};
+use crate::template::context::{
+    body_value, continued_step_value, for_each_step_value, headers_value, response_value,
+    skipped_step_value, step_value, TemplateContext,
+};
 use crate::template::TemplateId;
 use crate::upstream::origin::rendered_url_matches;
 use crate::upstream::{send_with_retry, OutboundRequest, UpstreamResponse};
@@ -119,12 +125,42 @@ fn header_value(field: &str, value: &str) -> Result<HeaderValue, StepFailure> {
     })
 }
 
-/// What rendering one step needs: its run, its definition and its template context.
+/// What rendering one step (or one of its `for_each` items) needs: its run, its definition
+/// and its template context.
 struct StepEnv<'a> {
     run: &'a super::RunInput,
     step: &'a Step,
-    /// The template context of the step's request templates.
+    /// The per-step variables: `steps` (composites), `item` and `item_index` (an item).
+    vars: Vec<(&'static str, Value)>,
+    /// The template context of the step's request templates (the run's variables and `vars`).
     template_ctx: Value,
+    /// Whether `steps.<name>` of this call is read: by a later step, the composite's own
+    /// `response_body`, or its `for_each` step (an item's result).
+    keep_value: bool,
+}
+
+impl<'a> StepEnv<'a> {
+    fn new(run: &'a super::RunInput, step: &'a Step, vars: Vec<(&'static str, Value)>) -> Self {
+        let keep_value =
+            step.index + 1 < run.connector.steps.len() || run.connector.answer.body.is_some();
+        StepEnv {
+            run,
+            step,
+            template_ctx: TemplateContext::value(run.vars.clone(), vars.clone()),
+            vars,
+            keep_value,
+        }
+    }
+
+    /// The environment of item `index` of a `for_each` step.
+    fn for_item(&self, item: Value, index: usize) -> StepEnv<'a> {
+        let mut vars = self.vars.clone();
+        vars.push(("item", item));
+        vars.push(("item_index", Value::from(index)));
+        let mut env = StepEnv::new(self.run, self.step, vars);
+        env.keep_value = true;
+        env
+    }
 }
 
 /// The request before authentication is added.
@@ -233,18 +269,11 @@ fn outbound(step: &Step, rendered: RenderedRequest) -> OutboundRequest {
     }
 }
 
-/// The per-step variables: `steps` (composites only) and, for `response_body`, `response`.
-fn step_vars(
-    run: &super::RunInput,
-    steps: &Value,
-    response: Option<Value>,
-) -> Vec<(&'static str, Value)> {
+/// The per-step variables: `steps` (composites only).
+fn step_vars(run: &super::RunInput, steps: Value) -> Vec<(&'static str, Value)> {
     let mut vars = Vec::with_capacity(2);
     if run.is_composite() {
-        vars.push(("steps", steps.clone()));
-    }
-    if let Some(response) = response {
-        vars.push(("response", response));
+        vars.push(("steps", steps));
     }
     vars
 }
@@ -269,16 +298,43 @@ async fn execute_step(
         name: step.name.clone(),
         index: msg.index,
         host: host_of(&step.origin),
+        start: started.saturating_duration_since(msg.run_started),
         ..StepTiming::default()
     };
-    let steps = msg.steps;
-    let env = StepEnv {
-        run,
-        step,
-        template_ctx: TemplateContext::value(run.vars.clone(), step_vars(run, &steps, None)),
+    let env = StepEnv::new(run, step, step_vars(run, msg.steps));
+    let ran = if step.control.when.is_none() && step.control.for_each.is_none() {
+        match run_call(client, shared, &env, &mut timing, started).await {
+            Ok(result) => Ran::Answered(result),
+            Err(failure) => Ran::Failed(failure, None),
+        }
+    } else {
+        controlled(client, shared, &env, &mut timing, started, msg.run_started).await
     };
-    let result = run_step(client, shared, &env, &steps, &mut timing, started).await;
     timing.total = started.elapsed();
+    let (result, item) = match ran {
+        Ran::Answered(result) => (Ok(result), None),
+        Ran::Skipped => {
+            timing.state = StepState::Skipped;
+            (
+                Ok(StepResult {
+                    status: 204,
+                    content_type: None,
+                    body: Bytes::new(),
+                    value: skipped_step_value(),
+                    answers: false,
+                }),
+                None,
+            )
+        }
+        Ran::Failed(failure, item) => {
+            if step.control.continue_on_error && failure.is_call_failure() {
+                timing.state = StepState::Continued;
+            } else {
+                timing.state = StepState::Failed;
+            }
+            (Err(failure), item)
+        }
+    };
     StepFinished {
         request_id: &run.request_id,
         connector: &run.connector.permalink,
@@ -288,10 +344,233 @@ async fn execute_step(
         duration: timing.total,
         upstream: timing.external,
         failure: result.as_ref().err().map(|f| (f.code, f.detail.as_str())),
+        state: timing.state.as_str(),
         hot: &step.hot_metrics,
+        ok_state: &step.ok_state_metric,
     }
     .emit(&shared.metrics);
-    StepOutcome { result, timing }
+    let result = match result {
+        Err(failure) if timing.state == StepState::Continued => Ok(StepResult {
+            status: timing.status_code.unwrap_or(502),
+            content_type: None,
+            body: Bytes::new(),
+            value: continued_step_value(failure.code.as_str(), timing.status_code, &failure.detail),
+            answers: false,
+        }),
+        other => other,
+    };
+    StepOutcome {
+        result,
+        timing,
+        item,
+    }
+}
+
+/// What a step came to.
+enum Ran {
+    /// It answered (a `for_each` step: every item did).
+    Answered(StepResult),
+    /// Its `when` was false.
+    Skipped,
+    /// It failed (at the `for_each` item given).
+    Failed(StepFailure, Option<usize>),
+}
+
+/// A step with a `when` or a `for_each` (docs/spec.md §12).
+async fn controlled(
+    client: &awc::Client,
+    shared: &SharedRunState,
+    env: &StepEnv<'_>,
+    timing: &mut StepTiming,
+    started: Instant,
+    run_started: Instant,
+) -> Ran {
+    let control = &env.step.control;
+    let templates = &env.run.registry.templates;
+    if let Some(when) = &control.when {
+        match templates.evaluate(when, &env.template_ctx) {
+            Ok(value) if value.is_true() => {}
+            Ok(_) => return Ran::Skipped,
+            Err(e) => return Ran::Failed(StepFailure::from_render(when, &e), None),
+        }
+    }
+    let Some(for_each) = &control.for_each else {
+        return match run_call(client, shared, env, timing, started).await {
+            Ok(result) => Ran::Answered(result),
+            Err(failure) => Ran::Failed(failure, None),
+        };
+    };
+    let items = match fan_out_list(shared, env, for_each) {
+        Ok(items) => items,
+        Err(failure) => return Ran::Failed(failure, None),
+    };
+    let count = items.len();
+    let calls = items.into_iter().enumerate().map(|(index, item)| {
+        let env = env.for_item(item, index);
+        async move {
+            let started = Instant::now();
+            let mut item_timing = StepTiming::default();
+            let result = run_call(client, shared, &env, &mut item_timing, started).await;
+            let timing = ItemTiming {
+                index,
+                start: started.saturating_duration_since(run_started),
+                total: started.elapsed(),
+                status_code: item_timing.status_code,
+            };
+            (index, result, timing)
+        }
+    });
+    // At most `max_concurrency` items in flight; the first failure drops the others.
+    let mut running = futures_util::stream::iter(calls).buffer_unordered(for_each.max_concurrency);
+    let mut results: Vec<Option<StepResult>> = vec![None; count];
+    let mut item_timings = Vec::with_capacity(count);
+    while let Some((index, result, item_timing)) = running.next().await {
+        let status = item_timing.status_code;
+        item_timings.push(item_timing);
+        match result {
+            Ok(result) => results[index] = Some(result),
+            Err(failure) => {
+                item_timings.sort_by_key(|t| t.index);
+                timing.items = Some(item_timings);
+                timing.status_code = status;
+                return Ran::Failed(failure, Some(index));
+            }
+        }
+    }
+    item_timings.sort_by_key(|t| t.index);
+    timing.items = Some(item_timings);
+    timing.status_code = Some(200);
+    let results: Vec<StepResult> = results.into_iter().flatten().collect();
+    let body = json_array_of_bodies(&results);
+    let value = for_each_step_value(&body, results.into_iter().map(|r| r.value).collect());
+    Ran::Answered(StepResult {
+        status: 200,
+        content_type: Some("application/json".into()),
+        body: Bytes::from(body),
+        value,
+        answers: true,
+    })
+}
+
+/// The items of a `for_each` step: its expression's list, at most `--max-fanout` long.
+fn fan_out_list(
+    shared: &SharedRunState,
+    env: &StepEnv<'_>,
+    for_each: &ForEach,
+) -> Result<Vec<Value>, StepFailure> {
+    let list = env
+        .run
+        .registry
+        .templates
+        .evaluate(&for_each.list, &env.template_ctx)
+        .map_err(|e| StepFailure::from_render(&for_each.list, &e))?;
+    let max = shared.settings.max_fanout;
+    let too_many = |count: String| {
+        StepFailure::new(
+            Code::FanOutTooLarge,
+            format!("for_each: yields {count} items, more than --max-fanout ({max})"),
+        )
+    };
+    match list.kind() {
+        ValueKind::Seq | ValueKind::Iterable => {}
+        kind => {
+            return Err(StepFailure::new(
+                Code::TemplateRenderingError,
+                format!("for_each: yields {}, not a list", kind_article(kind)),
+            ))
+        }
+    }
+    if let Some(len) = list.len().filter(|len| *len > max) {
+        return Err(too_many(len.to_string()));
+    }
+    let items: Vec<Value> = list
+        .try_iter()
+        .map_err(|_| {
+            StepFailure::new(
+                Code::TemplateRenderingError,
+                "for_each: the list cannot be iterated",
+            )
+        })?
+        .take(max + 1)
+        .collect();
+    if items.len() > max {
+        return Err(too_many(format!("more than {max}")));
+    }
+    Ok(items)
+}
+
+/// `a string`, `a map`, ... for a for_each error.
+fn kind_article(kind: ValueKind) -> &'static str {
+    match kind {
+        ValueKind::String => "a string",
+        ValueKind::Map => "a dict",
+        ValueKind::Number => "a number",
+        ValueKind::Bool => "a boolean",
+        ValueKind::None => "none",
+        ValueKind::Undefined => "an undefined value",
+        ValueKind::Bytes => "bytes",
+        _ => "a value",
+    }
+}
+
+/// The text of a JSON array of the items' bodies: each as JSON when it parses as JSON, else
+/// as a JSON string (none for a binary body).
+fn json_array_of_bodies(results: &[StepResult]) -> String {
+    let mut out =
+        String::with_capacity(2 + results.iter().map(|r| r.body.len() + 1).sum::<usize>());
+    out.push('[');
+    for (i, result) in results.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        match std::str::from_utf8(&result.body) {
+            Ok(text) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => {
+                out.push_str(text.trim())
+            }
+            Ok(text) => out.push_str(&serde_json::Value::from(text).to_string()),
+            Err(_) => out.push_str("null"),
+        }
+    }
+    out.push(']');
+    out
+}
+
+/// One call of a step (or of one `for_each` item) under the step's time limit: the whole
+/// limit of `timeout_ms`, or `--step-timeout-ms` for a step that retries, bounds the token
+/// fetch, every try and every wait between them.
+async fn run_call(
+    client: &awc::Client,
+    shared: &SharedRunState,
+    env: &StepEnv<'_>,
+    timing: &mut StepTiming,
+    started: Instant,
+) -> Result<StepResult, StepFailure> {
+    let control = &env.step.control;
+    let limit = control
+        .timeout
+        .or_else(|| control.retry.as_ref().map(|_| shared.settings.step_timeout));
+    let Some(limit) = limit else {
+        return run_step(client, shared, env, timing, started, None).await;
+    };
+    let deadline = started + limit;
+    let call = run_step(client, shared, env, timing, started, Some(deadline));
+    match actix_rt::time::timeout(limit, call).await {
+        Ok(result) => result,
+        Err(_) => {
+            let which = if control.timeout.is_some() {
+                "its timeout_ms"
+            } else {
+                "--step-timeout-ms"
+            };
+            Err(StepFailure::new(
+                Code::DownstreamTimeout,
+                format!(
+                    "the step did not finish within {which} ({} ms)",
+                    limit.as_millis()
+                ),
+            ))
+        }
+    }
 }
 
 /// What authentication needs of the step.
@@ -350,13 +629,21 @@ async fn call_upstream(
     shared: &SharedRunState,
     env: &StepEnv<'_>,
     request: &OutboundRequest,
+    deadline: Option<Instant>,
 ) -> Result<UpstreamResponse, StepFailure> {
     let connector = env.run.connector.permalink.as_str();
     let step = env.step.name.as_str();
+    // Within the step's own limit, when it has one.
+    let timeout = match deadline {
+        Some(deadline) => deadline
+            .saturating_duration_since(Instant::now())
+            .min(shared.settings.step_timeout),
+        None => shared.settings.step_timeout,
+    };
     send_with_retry(
         client,
         request,
-        shared.settings.step_timeout,
+        timeout,
         shared.settings.max_response_bytes,
         shared.settings.retry,
         |retry, error| {
@@ -378,9 +665,9 @@ async fn run_step(
     client: &awc::Client,
     shared: &SharedRunState,
     env: &StepEnv<'_>,
-    steps: &Value,
     timing: &mut StepTiming,
     started: Instant,
+    deadline: Option<Instant>,
 ) -> Result<StepResult, StepFailure> {
     let step = env.step;
     let rendered = render_request(env)?;
@@ -391,19 +678,18 @@ async fn run_step(
         shared,
         env,
         prepared: prepared.as_ref(),
+        deadline,
     };
-    let response = if step.cache.enabled {
-        let (response, status) = exchange.cached(request, timing, started).await?;
-        timing.cache = status;
-        CacheLookedUp {
-            connector: &env.run.connector.permalink,
-            result: status.as_label(),
-            hot: &env.run.connector.cache_metrics,
+    let response = match &step.control.retry {
+        None => {
+            timing.attempts = 1;
+            exchange.fetch(&request, timing, started).await?
         }
-        .emit(&shared.metrics);
-        response
-    } else {
-        exchange.send(&request, &[], timing, started).await?
+        Some(retry) => {
+            exchange
+                .fetch_retrying(&request, retry, timing, started)
+                .await?
+        }
     };
     timing.status_code = Some(response.status);
     if response.status >= 400 {
@@ -413,15 +699,15 @@ async fn run_step(
     let content_type = response.content_type().map(str::to_string);
     let status = response.status;
     let headers = headers_value(response.headers);
-    // Later steps read `steps.<name>`; the last step's result is never read, so it is not built.
-    let read_later = env.step.index + 1 < env.run.connector.steps.len();
+    // `steps.<name>` is built only when something reads it (never for the last step of a
+    // plain chain).
+    let keep_value = env.keep_value;
     let (body, value) = match &step.response_body {
         Some(id) => {
             let response_ctx = response_value(body_value(&response.body), status, headers.clone());
-            let ctx = TemplateContext::value(
-                env.run.vars.clone(),
-                step_vars(env.run, steps, Some(response_ctx)),
-            );
+            let mut vars = env.vars.clone();
+            vars.push(("response", response_ctx));
+            let ctx = TemplateContext::value(env.run.vars.clone(), vars);
             let rendered = env.run.registry.templates.render(id, &ctx).map_err(|e| {
                 let mut failure = StepFailure::from_render(id, &e);
                 if !env.run.is_composite() && failure.code == Code::TemplateRenderingError {
@@ -430,12 +716,11 @@ async fn run_step(
                 failure
             })?;
             let value =
-                read_later.then(|| response_value(Value::from(rendered.as_str()), status, headers));
+                keep_value.then(|| step_value(Value::from(rendered.as_str()), status, headers));
             (Bytes::from(rendered), value)
         }
         None => {
-            let value =
-                read_later.then(|| response_value(body_value(&response.body), status, headers));
+            let value = keep_value.then(|| step_value(body_value(&response.body), status, headers));
             (response.body, value)
         }
     };
@@ -445,7 +730,45 @@ async fn run_step(
         content_type,
         body,
         value: value.unwrap_or_default(),
+        answers: true,
     })
+}
+
+/// Why `result` is tried again under `retry`, if it is: `status`, `network` or `timeout`.
+fn retry_reason(
+    retry: &StepRetry,
+    result: &Result<UpstreamResponse, StepFailure>,
+) -> Option<&'static str> {
+    match result {
+        Ok(response) => retry
+            .statuses
+            .contains(&response.status)
+            .then_some("status"),
+        Err(f) if f.code == Code::DownstreamNetworkError && retry.network => Some("network"),
+        Err(f) if f.code == Code::DownstreamTimeout && retry.timeout => Some("timeout"),
+        Err(_) => None,
+    }
+}
+
+/// The wait before try `attempt + 1`: `backoff · 2^(attempt-1)`, with jitter (50-100%).
+fn backoff(retry: &StepRetry, attempt: u32) -> Duration {
+    let full = retry
+        .backoff
+        .saturating_mul(1u32 << (attempt.saturating_sub(1)).min(10));
+    full.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+/// The wait a response's `Retry-After` asks for: seconds or an HTTP date.
+fn retry_after(response: &UpstreamResponse) -> Option<Duration> {
+    let value = response.headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
 }
 
 /// One step's exchange with its upstream: authentication, the call (retried once with a
@@ -455,9 +778,75 @@ struct Exchange<'a> {
     shared: &'a SharedRunState,
     env: &'a StepEnv<'a>,
     prepared: Option<&'a Prepared>,
+    /// The end of the step's own time limit, when it has one (`timeout_ms`, `retry`).
+    deadline: Option<Instant>,
 }
 
 impl Exchange<'_> {
+    /// One try: through the response cache when the step's answers are cached.
+    async fn fetch(
+        &self,
+        request: &OutboundRequest,
+        timing: &mut StepTiming,
+        started: Instant,
+    ) -> Result<UpstreamResponse, StepFailure> {
+        if !self.env.step.cache.enabled {
+            return self.send(request, &[], timing, started).await;
+        }
+        let (response, status) = self.cached(request, timing, started).await?;
+        timing.cache = status;
+        CacheLookedUp {
+            connector: &self.env.run.connector.permalink,
+            result: status.as_label(),
+            hot: &self.env.run.connector.cache_metrics,
+        }
+        .emit(&self.shared.metrics);
+        Ok(response)
+    }
+
+    /// [`Exchange::fetch`] tried again as `retry` says (docs/spec.md §12): after the
+    /// failures it names, with exponential backoff or the upstream's `Retry-After`, while
+    /// the wait still ends before the step's time limit.
+    async fn fetch_retrying(
+        &self,
+        request: &OutboundRequest,
+        retry: &StepRetry,
+        timing: &mut StepTiming,
+        started: Instant,
+    ) -> Result<UpstreamResponse, StepFailure> {
+        let mut attempt = 1;
+        loop {
+            let result = self.fetch(request, timing, started).await;
+            timing.attempts = attempt;
+            let Some(reason) = retry_reason(retry, &result).filter(|_| attempt < retry.attempts)
+            else {
+                return result;
+            };
+            let wait = result
+                .as_ref()
+                .ok()
+                .and_then(retry_after)
+                .unwrap_or_else(|| backoff(retry, attempt));
+            if self
+                .deadline
+                .is_some_and(|deadline| Instant::now() + wait >= deadline)
+            {
+                return result;
+            }
+            StepRetried {
+                request_id: &self.env.run.request_id,
+                connector: &self.env.run.connector.permalink,
+                step: &self.env.step.name,
+                attempt,
+                reason,
+                wait,
+            }
+            .emit(&self.shared.metrics);
+            actix_rt::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
     /// Authenticates `request`, adds `extra` headers and sends it. Without a credential or
     /// extra headers the request is sent as it is (not copied).
     async fn send(
@@ -487,7 +876,8 @@ impl Exchange<'_> {
         timing.setup = started.elapsed();
         let upstream_started = Instant::now();
         let exchange = async {
-            let mut response = call_upstream(self.client, self.shared, self.env, &sent).await?;
+            let mut response =
+                call_upstream(self.client, self.shared, self.env, &sent, self.deadline).await?;
             if response.status == 401 {
                 // A rejected OAuth token is dropped and the step retried once with a fresh one.
                 let token = applied.as_ref().and_then(|a| a.token.clone());
@@ -495,7 +885,9 @@ impl Exchange<'_> {
                     self.shared.tokens.invalidate(&key, &token);
                     let fresh = prepared.apply(&auth_env).await?;
                     let retry = with(Some(&fresh.credential));
-                    response = call_upstream(self.client, self.shared, self.env, &retry).await?;
+                    response =
+                        call_upstream(self.client, self.shared, self.env, &retry, self.deadline)
+                            .await?;
                 }
             }
             Ok::<_, StepFailure>(response)
@@ -503,7 +895,7 @@ impl Exchange<'_> {
         .await;
         // Timed whether or not the exchange succeeded: a timeout or network failure spent
         // its time upstream, and X-Connector-Timing must not report that wait as internal.
-        timing.external = upstream_started.elapsed();
+        timing.external += upstream_started.elapsed();
         exchange
     }
 
@@ -513,7 +905,7 @@ impl Exchange<'_> {
     /// credential (the key holds the credential's identity).
     async fn cached(
         &self,
-        request: OutboundRequest,
+        request: &OutboundRequest,
         timing: &mut StepTiming,
         started: Instant,
     ) -> Result<(UpstreamResponse, CacheStatus), StepFailure> {
@@ -527,15 +919,15 @@ impl Exchange<'_> {
         let key = ResponseCache::key(
             &self.env.run.connector.permalink,
             step.index,
-            &request,
+            request,
             &identity,
         );
-        let mut lookup = cache.lookup(&key, &request, authorization);
+        let mut lookup = cache.lookup(&key, request, authorization);
         let _flight = if matches!(lookup, Lookup::Miss) {
             let flight = cache.lead_or_wait(&key).await;
             if flight.is_none() {
                 // Another caller fetched it: its answer, if it could be stored.
-                lookup = cache.lookup(&key, &request, authorization);
+                lookup = cache.lookup(&key, request, authorization);
                 if !matches!(lookup, Lookup::Fresh(_)) {
                     lookup = Lookup::Pass;
                 }
@@ -545,7 +937,7 @@ impl Exchange<'_> {
             None
         };
         let store = |response: &UpstreamResponse, key: Vec<u8>| {
-            cache.store(key, &request, authorization, response, forced)
+            cache.store(key, request, authorization, response, forced)
         };
         match lookup {
             Lookup::Fresh(response) => {
@@ -556,15 +948,15 @@ impl Exchange<'_> {
                 stored,
                 conditional,
             } => {
-                let response = self.send(&request, &conditional, timing, started).await?;
+                let response = self.send(request, &conditional, timing, started).await?;
                 if let Some(refreshed) =
-                    cache.revalidated(&key, &stored, &request, authorization, &response, forced)
+                    cache.revalidated(&key, &stored, request, authorization, &response, forced)
                 {
                     return Ok((refreshed, CacheStatus::Revalidated));
                 }
                 let response = if response.status == 304 {
                     // A 304 whose validator matches nothing stored: ask again, plainly.
-                    self.send(&request, &[], timing, started).await?
+                    self.send(request, &[], timing, started).await?
                 } else {
                     response
                 };
@@ -572,12 +964,12 @@ impl Exchange<'_> {
                 Ok((response, status))
             }
             Lookup::Miss => {
-                let response = self.send(&request, &[], timing, started).await?;
+                let response = self.send(request, &[], timing, started).await?;
                 let status = store(&response, key);
                 Ok((response, status))
             }
             Lookup::Pass => {
-                let response = self.send(&request, &[], timing, started).await?;
+                let response = self.send(request, &[], timing, started).await?;
                 let status = if ResponseCache::may_store(&response, forced) {
                     store(&response, key)
                 } else {

@@ -27,6 +27,53 @@ pub struct StepTiming {
     pub cache: CacheStatus,
     /// Upstream host, for the simple connector's `external` entry.
     pub host: String,
+    /// When it started, from the start of the run.
+    pub start: Duration,
+    /// How it ended.
+    pub state: StepState,
+    /// Tries of its upstream call (more than 1 after `retry`).
+    pub attempts: u32,
+    /// Its items' timings, in item order, for a `for_each` step.
+    pub items: Option<Vec<ItemTiming>>,
+}
+
+/// How a step ended (`state` in `X-Connector-Timing`, docs/spec.md §12).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StepState {
+    /// It answered.
+    #[default]
+    Ok,
+    /// Its `when` was false.
+    Skipped,
+    /// It failed, and so did the run.
+    Failed,
+    /// It failed with `on_error: "continue"`, and the chain went on.
+    Continued,
+}
+
+impl StepState {
+    /// The state's name in timings and metric labels.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            StepState::Ok => "ok",
+            StepState::Skipped => "skipped",
+            StepState::Failed => "failed",
+            StepState::Continued => "continued",
+        }
+    }
+}
+
+/// One `for_each` item's call.
+#[derive(Debug, Clone, Default)]
+pub struct ItemTiming {
+    /// Position in the list, from 0.
+    pub index: usize,
+    /// When it started, from the start of the run.
+    pub start: Duration,
+    /// Its whole duration.
+    pub total: Duration,
+    /// Upstream status, when it answered.
+    pub status_code: Option<u16>,
 }
 
 /// A duration printed as milliseconds with one decimal (`120.5`), with integer arithmetic
@@ -68,6 +115,14 @@ pub fn composite_server_timing(steps: &[StepTiming], total: Duration) -> String 
         if step.cache.involved() {
             let _ = write!(out, " ({})", step.cache.desc());
         }
+        match (step.state, &step.items) {
+            (StepState::Skipped, _) => out.push_str(" (skipped)"),
+            (StepState::Continued, _) => out.push_str(" (continued after error)"),
+            (_, Some(items)) => {
+                let _ = write!(out, " ({} items)", items.len());
+            }
+            _ => {}
+        }
         out.push_str("\", ");
     }
     let _ = write!(out, "total;dur={};desc=\"Total\"", Ms::of(total));
@@ -92,8 +147,9 @@ fn json_str(out: &mut String, s: &str) {
 }
 
 /// The composite connector's `X-Connector-Timing` JSON:
-/// `{request_id, total_ms, steps: [{name, index, duration_ms, status_code, cache?}]}`, with
-/// `cache` (hit, revalidated, miss) for the calls the cache served or stored.
+/// `{request_id, total_ms, steps: [{name, index, duration_ms, status_code, cache?, start_ms,
+/// state, attempts?, items?}]}`, with `cache` (hit, revalidated, miss) for the calls the cache
+/// served or stored, `attempts` after retries and `items` for `for_each` steps.
 pub fn composite_connector_timing(
     request_id: &str,
     steps: &[StepTiming],
@@ -123,6 +179,38 @@ pub fn composite_connector_timing(
         }
         if step.cache.involved() {
             let _ = write!(out, ",\"cache\":\"{}\"", step.cache.as_label());
+        }
+        let _ = write!(
+            out,
+            ",\"start_ms\":{},\"state\":\"{}\"",
+            Ms::of(step.start),
+            step.state.as_str()
+        );
+        if step.attempts > 1 {
+            let _ = write!(out, ",\"attempts\":{}", step.attempts);
+        }
+        if let Some(items) = &step.items {
+            out.push_str(",\"items\":[");
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let _ = write!(
+                    out,
+                    "{{\"index\":{},\"start_ms\":{},\"duration_ms\":{},\"status_code\":",
+                    item.index,
+                    Ms::of(item.start),
+                    Ms::of(item.total)
+                );
+                match item.status_code {
+                    Some(code) => {
+                        let _ = write!(out, "{code}");
+                    }
+                    None => out.push_str("null"),
+                }
+                out.push('}');
+            }
+            out.push(']');
         }
         out.push('}');
     }
@@ -197,7 +285,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             doc,
-            serde_json::json!({"request_id": "r-1", "total_ms": 2.0, "steps": [{"name": "a\"b", "index": 0, "duration_ms": 1.3, "status_code": 200}]})
+            serde_json::json!({"request_id": "r-1", "total_ms": 2.0, "steps": [{"name": "a\"b", "index": 0, "duration_ms": 1.3, "status_code": 200, "start_ms": 0.0, "state": "ok"}]})
         );
         let simple = StepTiming {
             host: "api.example.com".into(),

@@ -38,6 +38,8 @@ pub(crate) struct Scope<'a> {
     pub current_and_later_steps: &'a [String],
     /// Declared path parameters (simple connectors).
     pub path_params: &'a [String],
+    /// Whether `item` and `item_index` exist here (the request fields of a `for_each` step).
+    pub item: bool,
 }
 
 /// One problem found in a template.
@@ -66,7 +68,15 @@ pub(crate) struct Analysis {
     pub reads_tenant_id: bool,
 }
 
-const STEP_ATTRIBUTES: &[&str] = &["body", "status_code", "headers"];
+const STEP_ATTRIBUTES: &[&str] = &[
+    "body",
+    "status_code",
+    "headers",
+    "skipped",
+    "error",
+    "items",
+];
+const RESPONSE_ATTRIBUTES: &[&str] = &["body", "status_code", "headers"];
 const REQUEST_ATTRIBUTES: &[&str] = &["body_text", "body_raw", "query_parameters", "headers"];
 const LOCAL_NAMES: &[&str] = &["loop", "self", "caller", "varargs", "kwargs", "super"];
 
@@ -392,6 +402,7 @@ impl<'s, 'e> Walker<'s, 'e> {
             "steps" => s.kind == ContextKind::Composite,
             "pathParams" | "body_text" | "body_raw" => s.kind == ContextKind::Simple,
             "response" => s.field == Field::ResponseBody,
+            "item" | "item_index" => s.item,
             // The caller (docs/spec.md §9): whether the server provides it is checked by the
             // registry build, which knows the server's identity settings.
             "user" | "tenant_id" => true,
@@ -434,6 +445,10 @@ impl<'s, 'e> Walker<'s, 'e> {
                 format!(" (composite steps read the caller's body as request.{root})")
             }
             "response" => " (response is only available in response_body)".to_string(),
+            "item" | "item_index" => {
+                " (item and item_index exist only in the request fields of a for_each step)"
+                    .to_string()
+            }
             _ => String::new(),
         };
         self.error(line, format!("unknown variable '{root}'{hint}"));
@@ -473,7 +488,7 @@ impl<'s, 'e> Walker<'s, 'e> {
                     ),
                 );
             }
-            ("response", Some(attr)) if !STEP_ATTRIBUTES.contains(&attr) && !guarded => {
+            ("response", Some(attr)) if !RESPONSE_ATTRIBUTES.contains(&attr) && !guarded => {
                 self.error(
                     line,
                     format!("response has no attribute '{attr}'; use body, status_code or headers"),
@@ -516,7 +531,7 @@ impl<'s, 'e> Walker<'s, 'e> {
                     self.error(
                         line,
                         format!(
-                        "steps.{step} has no attribute '{attr}'; use body, status_code or headers"
+                        "steps.{step} has no attribute '{attr}'; use body, status_code, headers, skipped, error or items"
                     ),
                     );
                 }
@@ -622,6 +637,9 @@ fn field_label(field: Field) -> &'static str {
         Field::AuthConfig => "authentication config",
         Field::RequestBody => "request_body",
         Field::ResponseBody => "response_body",
+        Field::When => "when",
+        Field::ForEach => "for_each",
+        Field::CompositeResponseBody => "the composite's response_body",
     }
 }
 

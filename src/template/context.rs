@@ -168,6 +168,66 @@ pub(crate) fn response_value(body: Value, status_code: u16, headers: Value) -> V
     ])
 }
 
+/// `steps.<name>` of a step that answered: its response plus `skipped: false` and
+/// `error: none` (docs/spec.md §12).
+pub(crate) fn step_value(body: Value, status_code: u16, headers: Value) -> Value {
+    Value::from_pairs([
+        ("body", body),
+        ("status_code", Value::from(status_code)),
+        ("headers", headers),
+        ("skipped", Value::from(false)),
+        ("error", Value::from(())),
+    ])
+}
+
+/// `steps.<name>` of a skipped step.
+pub(crate) fn skipped_step_value() -> Value {
+    Value::from_pairs([
+        ("body", Value::from(())),
+        ("status_code", Value::from(())),
+        ("headers", empty_map()),
+        ("skipped", Value::from(true)),
+        ("error", Value::from(())),
+    ])
+}
+
+/// `steps.<name>` of a step that failed with `on_error: "continue"`: `error` is
+/// `{code, status_code, detail}` (`status_code` none when the upstream never answered).
+pub(crate) fn continued_step_value(code: &str, status_code: Option<u16>, detail: &str) -> Value {
+    let status = status_code.map_or(Value::from(()), Value::from);
+    Value::from_pairs([
+        ("body", Value::from(())),
+        ("status_code", status.clone()),
+        ("headers", empty_map()),
+        ("skipped", Value::from(false)),
+        (
+            "error",
+            Value::from_pairs([
+                ("code", Value::from(code)),
+                ("status_code", status),
+                ("detail", Value::from(detail)),
+            ]),
+        ),
+    ])
+}
+
+/// `steps.<name>` of a `for_each` step: `body` is the text of the JSON array of the item
+/// bodies and `items` each item's `{body, status_code, headers}`.
+pub(crate) fn for_each_step_value(body: &str, items: Vec<Value>) -> Value {
+    Value::from_pairs([
+        ("body", Value::from(body)),
+        ("status_code", Value::from(200)),
+        ("headers", empty_map()),
+        ("items", Value::from(items)),
+        ("skipped", Value::from(false)),
+        ("error", Value::from(())),
+    ])
+}
+
+fn empty_map() -> Value {
+    Value::from_pairs(std::iter::empty::<(&str, Value)>())
+}
+
 /// A response body as templates see it: UTF-8 text, or `None` for binary content.
 pub(crate) fn body_value(body: &[u8]) -> Value {
     match std::str::from_utf8(body) {

@@ -53,6 +53,10 @@ impl Default for RenderLimits {
     }
 }
 
+/// The variable an expression's value is kept in (a name no registry can read: the
+/// load-time checks know no such variable).
+const EXPRESSION_VALUE: &str = "__expression_value";
+
 /// Deepest nesting of frames (loops, macro calls, `with` blocks) a render may reach.
 pub(crate) const RECURSION_LIMIT: usize = 100;
 
@@ -267,6 +271,72 @@ impl TemplateSet {
             name: name.into(),
             literal: literal_output(source),
         })
+    }
+
+    /// Compiles the expression `source` (a `when` or `for_each`) under a unique `location`:
+    /// [`TemplateSet::evaluate`] gives its value. `source` must already have passed
+    /// [`TemplateSet::check_expression`], so it cannot close the block it is wrapped in.
+    pub(crate) fn add_expression(
+        &mut self,
+        location: &str,
+        field: Field,
+        source: &str,
+    ) -> Result<TemplateId, Error> {
+        let name = field.template_name(location);
+        // The expression starts on line 1, so an error's line is the expression's.
+        let compiled = format!("{{% set {EXPRESSION_VALUE} = ({source}\n) %}}");
+        self.env.add_template_owned(name.clone(), compiled)?;
+        Ok(TemplateId {
+            name: name.into(),
+            literal: None,
+        })
+    }
+
+    /// Why `source` is not one Jinja2 expression, if it is not.
+    pub(crate) fn check_expression(&self, source: &str) -> Result<(), String> {
+        if source.trim().is_empty() {
+            return Err("must not be empty".into());
+        }
+        if ["{{", "}}", "{%", "%}", "{#", "#}"]
+            .iter()
+            .any(|tag| source.contains(tag))
+        {
+            return Err(
+                "is a Jinja2 expression, written without {{ }} or {% %} (e.g. steps.auth.status_code == 200)"
+                    .into(),
+            );
+        }
+        self.env
+            .compile_expression(source)
+            .map(|_| ())
+            .map_err(|e| {
+                format!(
+                    "is not a Jinja2 expression: {}",
+                    e.detail().unwrap_or("invalid syntax")
+                )
+            })
+    }
+
+    /// Evaluates an expression compiled by [`TemplateSet::add_expression`] with `ctx`.
+    pub fn evaluate(&self, id: &TemplateId, ctx: &Value) -> Result<Value, RenderError> {
+        let template = self.env.get_template(id.name()).map_err(|e| RenderError {
+            message: format!("template is missing from the registry ({})", e.kind()),
+            jwt_signing: false,
+        })?;
+        let captured = python::with_text_limit(self.limits.max_output_bytes, || {
+            template.render_captured(ctx)
+        })
+        .map_err(|e| {
+            let mut error = describe_error(&e, template.source());
+            if let Some(secrets) = &self.redactor {
+                error.message = secrets.redact(&error.message);
+            }
+            error
+        })?;
+        Ok(captured
+            .state()
+            .lookup(EXPRESSION_VALUE)
+            .unwrap_or(Value::UNDEFINED))
     }
 
     /// The environment, for static checks (filter and global look-ups).

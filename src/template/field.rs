@@ -16,6 +16,12 @@ pub enum Field {
     RequestBody,
     /// The transform applied to the upstream response.
     ResponseBody,
+    /// A step's `when` condition (an expression).
+    When,
+    /// A step's `for_each` list (an expression).
+    ForEach,
+    /// A composite's own `response_body`: the answer built from any steps.
+    CompositeResponseBody,
 }
 
 /// Separates the parts of an internal template name; the field tag comes last.
@@ -24,13 +30,16 @@ const NAME_SEPARATOR: char = '\u{1f}';
 impl Field {
     /// Every field, in the order a connector lists them.
     #[cfg(any(test, feature = "fuzzing"))]
-    pub(crate) const ALL: [Field; 6] = [
+    pub(crate) const ALL: [Field; 9] = [
         Field::Url,
         Field::HeaderValue,
         Field::QueryValue,
         Field::AuthConfig,
         Field::RequestBody,
         Field::ResponseBody,
+        Field::When,
+        Field::ForEach,
+        Field::CompositeResponseBody,
     ];
 
     /// Whether `get_secret()` may be called here (docs/spec.md §2: header and query values and
@@ -42,9 +51,18 @@ impl Field {
         )
     }
 
-    /// Whether `jwt_encode()` may be called here (everywhere but `response_body`).
+    /// Whether `jwt_encode()` may be called here (in the fields of a request).
     pub(crate) fn allows_jwt_encode(self) -> bool {
-        self != Field::ResponseBody
+        !matches!(
+            self,
+            Field::ResponseBody | Field::CompositeResponseBody | Field::When | Field::ForEach
+        )
+    }
+
+    /// Whether the field is an expression evaluated to a value (`when`, `for_each`) rather
+    /// than a template rendered to text.
+    pub(crate) fn is_expression(self) -> bool {
+        matches!(self, Field::When | Field::ForEach)
     }
 
     /// Short tag used in internal template names.
@@ -56,6 +74,9 @@ impl Field {
             Field::AuthConfig => "auth",
             Field::RequestBody => "request_body",
             Field::ResponseBody => "response_body",
+            Field::When => "when",
+            Field::ForEach => "for_each",
+            Field::CompositeResponseBody => "composite_response_body",
         }
     }
 
@@ -67,6 +88,9 @@ impl Field {
             "auth" => Field::AuthConfig,
             "request_body" => Field::RequestBody,
             "response_body" => Field::ResponseBody,
+            "when" => Field::When,
+            "for_each" => Field::ForEach,
+            "composite_response_body" => Field::CompositeResponseBody,
             _ => return None,
         })
     }

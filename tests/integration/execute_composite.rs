@@ -298,8 +298,16 @@ async fn composite_timing_headers_have_the_exact_seed_format() {
     for (i, (step, name)) in steps.iter().zip(["auth", "fetch-user"]).enumerate() {
         assert_eq!(
             keys(step),
-            vec!["duration_ms", "index", "name", "status_code"]
+            vec![
+                "duration_ms",
+                "index",
+                "name",
+                "start_ms",
+                "state",
+                "status_code"
+            ]
         );
+        assert_eq!(step["state"], "ok");
         assert_eq!(step["name"], name);
         assert_eq!(step["index"], i);
         assert_eq!(step["status_code"], 200);

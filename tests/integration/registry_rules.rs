@@ -1679,7 +1679,7 @@ fn text_output_is_one_line_per_problem_naming_connector_step_and_field() {
     assert_eq!(
         text,
         "error: auth-and-fetch › fetch-user › headers[0].value: unknown filter 'frm_json'\n\
-         warning: auth-and-fetch › fetch-user › retries: unknown field 'retries' is ignored (known fields: name, url, method, headers, query_parameters, authentication, request_body, response_body, response_content_type, cache_ttl_seconds, cache)\n\
+         warning: auth-and-fetch › fetch-user › retries: unknown field 'retries' is ignored (known fields: name, url, method, headers, query_parameters, authentication, request_body, response_body, response_content_type, cache_ttl_seconds, cache, when, on_error, for_each, max_concurrency, retry, timeout_ms, depends_on)\n\
          invalid: 1 error(s), 1 warning(s)\n"
     );
 

@@ -4,10 +4,12 @@
 use serde_json::Value;
 
 use super::{checked, revision_of, Builder, CallSite, Checked, Reported};
-use crate::registry::compiled::{CallerReads, Connector, ConnectorKind, Param, Step, StepCache};
+use crate::registry::compiled::{
+    Answer, CallerReads, Connector, ConnectorKind, Param, Step, StepCache,
+};
 use crate::registry::model::{
-    known_fields, AuthenticationDef, CacheSetting, CompositeConnectorDef, HttpMethod, KeyValueDef,
-    SimpleConnectorDef, StepDef,
+    known_fields, AuthenticationDef, CacheSetting, CompositeConnectorDef, Execution, HttpMethod,
+    KeyValueDef, SimpleConnectorDef, StepDef,
 };
 use crate::registry::problems::Location;
 use crate::registry::rules::{
@@ -60,6 +62,7 @@ impl<'o> Builder<'o> {
             current_and_later_steps: &steps,
             path_params: &names,
             is_last: true,
+            item: false,
         };
         let call = CallDef {
             url: &def.url,
@@ -95,6 +98,8 @@ impl<'o> Builder<'o> {
                 hot_metrics: Default::default(),
                 reads: std::mem::take(&mut self.reads),
                 cache_metrics: Default::default(),
+                execution: Execution::Sequential,
+                answer: Answer::default(),
             });
         }
     }
@@ -189,6 +194,9 @@ impl<'o> Builder<'o> {
             if let Value::Object(obj) = raw {
                 self.unknown_fields(&step_at, "", obj, &known_fields::STEP);
                 self.key_value_unknown_fields(&step_at, "", obj);
+                if let Some(Value::Object(retry)) = obj.get("retry") {
+                    self.unknown_fields(&step_at, "retry", retry, &known_fields::RETRY);
+                }
             }
             let Ok(step_def) = self.typed::<StepDef>(&step_at, "", raw) else {
                 complete = false;
@@ -221,6 +229,7 @@ impl<'o> Builder<'o> {
                 current_and_later_steps: &labels[j..],
                 path_params: &[],
                 is_last: j + 1 == raw_steps.len(),
+                item: step_def.for_each.is_some(),
             };
             let call = CallDef {
                 url: &step_def.url,
@@ -234,12 +243,24 @@ impl<'o> Builder<'o> {
                 cache_ttl_seconds: step_def.cache_ttl_seconds,
                 cache: step_def.cache,
             };
-            match self.call(&site, &call) {
-                Ok(step) => steps.push(step),
-                Err(Reported) => complete = false,
+            self.step_reads.clear();
+            let step = self.call(&site, &call);
+            let control = self.control(&site, &step_def, &labels);
+            match (step, control) {
+                (Ok(mut step), Ok(control)) => {
+                    step.control = control;
+                    steps.push(step);
+                }
+                _ => complete = false,
             }
         }
-        if let (Ok(permalink), true) = (permalink, complete) {
+        let answer = self.answer(
+            &at,
+            permalink.as_deref().unwrap_or(&at.connector),
+            &def,
+            &labels,
+        );
+        if let (Ok(permalink), true, Ok(answer)) = (permalink, complete, answer) {
             self.connectors.push(Connector {
                 name: def.name,
                 permalink,
@@ -250,8 +271,52 @@ impl<'o> Builder<'o> {
                 hot_metrics: Default::default(),
                 reads: std::mem::take(&mut self.reads),
                 cache_metrics: Default::default(),
+                execution: def.execution.unwrap_or_default(),
+                answer,
             });
         }
+    }
+
+    /// A composite's own `response_body` (reading any step) and `response_content_type`.
+    fn answer(
+        &mut self,
+        at: &Location,
+        permalink: &str,
+        def: &CompositeConnectorDef,
+        labels: &[String],
+    ) -> Checked<Answer> {
+        let site = CallSite {
+            at: at.clone(),
+            permalink,
+            kind: ConnectorKind::Composite,
+            step_name: String::new(),
+            index: labels.len(),
+            earlier_steps: labels,
+            current_and_later_steps: &[],
+            path_params: &[],
+            is_last: true,
+            item: false,
+        };
+        let body = self.optional_template(
+            &site,
+            "response_body",
+            Field::CompositeResponseBody,
+            &def.response_body,
+        );
+        self.step_reads.clear();
+        let content_type = def.response_content_type.trim();
+        if content_type.bytes().any(|b| b.is_ascii_control()) {
+            self.report.error(
+                at,
+                "response_content_type",
+                "must be a single-line header value",
+            );
+            return Err(Reported);
+        }
+        Ok(Answer {
+            body: body?,
+            content_type: (!content_type.is_empty()).then(|| content_type.to_string()),
+        })
     }
 
     /// Checks a header key: a valid name, not one the runtime sets, and not a forwarding
@@ -495,6 +560,8 @@ impl<'o> Builder<'o> {
             response_content_type: (!content_type.is_empty()).then(|| content_type.to_string()),
             hot_metrics: Default::default(),
             cache,
+            control: Default::default(),
+            ok_state_metric: Default::default(),
         })
     }
 }

@@ -8,6 +8,7 @@
 
 mod auth;
 mod connector;
+mod control;
 mod templates;
 
 use std::collections::HashMap;
@@ -106,6 +107,7 @@ pub fn build_registry(text: &str, options: &BuildOptions) -> BuildResult {
         connectors: Vec::new(),
         permalinks: HashMap::new(),
         reads: CallerReads::default(),
+        step_reads: Vec::new(),
     };
     builder.file(text);
     let Builder {
@@ -167,6 +169,8 @@ struct Builder<'o> {
     permalinks: HashMap<String, String>,
     /// What the templates of the connector being checked read of the caller.
     reads: CallerReads,
+    /// The earlier steps the templates of the step being checked read.
+    step_reads: Vec<String>,
 }
 
 /// Where a call sits, for scoping its templates and naming its problems.
@@ -180,6 +184,8 @@ struct CallSite<'a> {
     current_and_later_steps: &'a [String],
     path_params: &'a [String],
     is_last: bool,
+    /// Whether its request templates see `item` and `item_index` (a `for_each` step).
+    item: bool,
 }
 
 impl<'o> Builder<'o> {

@@ -15,12 +15,64 @@ impl<'o> Builder<'o> {
         field: Field,
         source: &str,
     ) -> Checked<TemplateId> {
+        self.checked(site, field_path, field, source)?;
+        let location = format!("{}/{}/{}", site.permalink, site.index, field_path);
+        self.templates.add(&location, field, source).map_err(|e| {
+            self.report.error(
+                &site.at,
+                field_path,
+                format!("template error: {}", e.detail().unwrap_or("cannot compile")),
+            );
+            Reported
+        })
+    }
+
+    /// Checks and compiles one expression (`when`, `for_each`): a single Jinja2 expression,
+    /// under the same static checks as a template.
+    pub(super) fn expression(
+        &mut self,
+        site: &CallSite<'_>,
+        field_path: &str,
+        field: Field,
+        source: &str,
+    ) -> Checked<TemplateId> {
+        if let Err(message) = self.templates.check_expression(source) {
+            self.report.error(&site.at, field_path, message);
+            return Err(Reported);
+        }
+        self.checked(site, field_path, field, &format!("{{{{ ({source}\n) }}}}"))?;
+        let location = format!("{}/{}/{}", site.permalink, site.index, field_path);
+        self.templates
+            .add_expression(&location, field, source)
+            .map_err(|e| {
+                self.report.error(
+                    &site.at,
+                    field_path,
+                    format!(
+                        "expression error: {}",
+                        e.detail().unwrap_or("cannot compile")
+                    ),
+                );
+                Reported
+            })
+    }
+
+    /// Runs the static checks of one template and reports what they find; records the
+    /// steps and the caller attributes it reads.
+    fn checked(
+        &mut self,
+        site: &CallSite<'_>,
+        field_path: &str,
+        field: Field,
+        source: &str,
+    ) -> Checked<()> {
         let scope = Scope {
             field,
             kind: site.kind.context(),
             earlier_steps: site.earlier_steps,
             current_and_later_steps: site.current_and_later_steps,
             path_params: site.path_params,
+            item: site.item && !field.is_expression(),
         };
         let analysis = analyze(source, &scope, self.templates.env());
         let multiline = source.contains('\n');
@@ -51,18 +103,16 @@ impl<'o> Builder<'o> {
             }
         }
         self.caller_reads(site, field_path, &analysis);
-        if !analysis.errors.is_empty() {
-            return Err(Reported);
+        for step in analysis.step_reads {
+            if !self.step_reads.contains(&step) {
+                self.step_reads.push(step);
+            }
         }
-        let location = format!("{}/{}/{}", site.permalink, site.index, field_path);
-        self.templates.add(&location, field, source).map_err(|e| {
-            self.report.error(
-                &site.at,
-                field_path,
-                format!("template error: {}", e.detail().unwrap_or("cannot compile")),
-            );
-            Reported
-        })
+        if analysis.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Reported)
+        }
     }
 
     /// Records what a template reads of the caller, and refuses a read the server cannot
