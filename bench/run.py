@@ -63,7 +63,7 @@ SCENARIOS = {
     # Two targets of ours, the first the baseline: the same two steps one after the other,
     # then both at once. The answer holds both steps' bodies (composite response_body).
     "F": dict(registry="f_parallel_steps.json", path="/connectors/composite/item-and-listing/execute",
-              script="wrk_post.lua", body=None, conns=64, expect=(b'"id": "itm_042"', b'"count": 3'),
+              script="wrk_post.lua", body=None, conns=64, expect=(b'"item": {"id":"itm_042"', b'"count":3'),
               step_latency=0.050,
               variants=[("sequential", "f_sequential_steps.json"), ("parallel", "f_parallel_steps.json")]),
 }

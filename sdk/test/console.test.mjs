@@ -27,7 +27,7 @@ const CHAIN_TIMING = {
     { name: 'catalog', index: 1, start_ms: 0.6, duration_ms: 50, status_code: 200, state: 'ok' },
     { name: 'profile', index: 2, start_ms: 21, duration_ms: 40, status_code: 200, state: 'ok' },
     { name: 'offers', index: 3, start_ms: 21.2, duration_ms: 0.1, status_code: null, state: 'skipped' },
-    { name: 'audit', index: 4, start_ms: 61.5, duration_ms: 8, status_code: 503, state: 'continued' },
+    { name: 'audit', index: 4, start_ms: 61.5, duration_ms: 8, status_code: 503, state: 'continued', attempts: 2 },
     {
       name: 'details', index: 5, start_ms: 51, duration_ms: 65, status_code: 200, state: 'ok',
       items: [
@@ -176,7 +176,7 @@ describe('console pure helpers', () => {
     const by = Object.fromEntries(model.segments.map((s) => [s.id, s]));
     assert.equal(by.offers.detail, 'skipped');
     assert.equal(by.offers.failed, false);
-    assert.equal(by.audit.detail, '503 · continued after error');
+    assert.equal(by.audit.detail, '503 · continued after error · 2 attempts');
     assert.equal(by.audit.failed, false, 'a continued step did not fail the run');
     assert.equal(by.details.detail, '3 items · 200');
     assert.deepEqual(plain(by.details.items.map((it) => [it.index, it.offset, it.duration, it.lane])), [[0, 51.2, 30, 0], [1, 51.3, 32, 1], [2, 81.5, 34, 0]]);
@@ -278,7 +278,7 @@ describe('console in a DOM', () => {
     assert.equal(subs[2].style.left, ((81.5 / 120) * 100).toFixed(3) + '%');
     assert.equal(page.$$('#waterfall .sub-bar').length, 3, 'only the for_each step has sub-bars');
     const labels = page.$$('#waterfall .wf-label').map((l) => l.textContent);
-    assert.deepEqual(labels.slice(3), ['offers · skipped · 0.1 ms', 'audit · 503 · continued after error · 8.0 ms', 'details · 3 items · 200 · 65.0 ms']);
+    assert.deepEqual(labels.slice(3), ['offers · skipped · 0.1 ms', 'audit · 503 · continued after error · 2 attempts · 8.0 ms', 'details · 3 items · 200 · 65.0 ms']);
   });
 
   test('simple GET: path params prefilled and sent in X-Path-Params; payload disabled; breakdown waterfall', async () => {
