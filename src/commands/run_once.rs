@@ -165,17 +165,31 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Failure> {
             }
         };
         println!(
-            "{:<4} {:<24} {:>7} {:>10} {:>10} {:>10} {:>10}",
-            "#", "step", "status", "setup ms", "upstream", "transform", "total ms"
+            "{:<4} {:<24} {:<10} {:>7} {:>9} {:>10} {:>10} {:>10} {:>10}",
+            "#",
+            "step",
+            "state",
+            "status",
+            "start ms",
+            "setup ms",
+            "upstream",
+            "transform",
+            "total ms"
         );
         for t in &outcome.timings {
+            let state = match &t.items {
+                Some(items) => format!("{} ×{}", t.state.as_str(), items.len()),
+                None => t.state.as_str().to_string(),
+            };
             println!(
-                "{:<4} {:<24} {:>7} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
+                "{:<4} {:<24} {:<10} {:>7} {:>9.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
                 t.index,
                 t.name,
+                state,
                 t.status_code
                     .map(|s| s.to_string())
                     .unwrap_or_else(|| "-".into()),
+                ms(t.start),
                 ms(t.setup),
                 ms(t.external),
                 ms(t.transform),
