@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """connector-runtime benchmarks: one command, figures as ratios measured in the same run.
 
-    python3 bench/run.py                                   # scenarios A-E, ours only
+    python3 bench/run.py                                   # scenarios A-F, ours only
+    python3 bench/run.py --scenarios F --rounds 1 --seconds 2   # one scenario, quickly
     python3 bench/run.py --peer "bare-actix=PORT=18092 exec /path/bare-actix-peer:18092"
 
 Builds the release binary, starts the upstreams (nginx from bench/nginx.conf on :18081 for
-A, C, D, E; `connector-runtime mock-upstream --latency-ms 50` on :18082 for B), starts the
+A, C, D, E; `connector-runtime mock-upstream --latency-ms 50` on :18082 for B and F), starts the
 runtime on each scenario's registry (bench/scenarios/), drives it with wrk, and prints a
 table: runs/s, p50, p99, server CPU microseconds per run (utime+stime of the server and all
 its processes, from /proc), peak RSS, non-2xx count. Peers (`NAME=SHELL COMMAND:PORT`) run
@@ -20,8 +21,13 @@ Scenarios:
   E  A whose second step's answer is cacheable (Cache-Control: public, max-age=60): every
      run after the first serves step 2 from the response cache (Cache Hit), step 1 still
      calls the token endpoint
+  F  chain control: a composite with two independent GET steps against the 50 ms upstream,
+     64 callers, run with "execution": "parallel" and, as the baseline in the same run, the
+     same registry with "execution": "sequential" (A B A B); reports the p50 of both and
+     parallel/sequential (about 0.5: parallel takes one step's 50 ms, sequential two)
 
-Needs: wrk and nginx (`apt-get install -y wrk nginx-light`), a Rust toolchain.
+Needs: wrk and nginx (`apt-get install -y wrk nginx-light`; B and F alone need no nginx), a Rust
+toolchain.
 """
 import argparse
 import os
@@ -41,6 +47,7 @@ ROOT = os.path.dirname(HERE)
 BIN = os.path.join(ROOT, "target", "release", "connector-runtime")
 TICK = os.sysconf("SC_CLK_TCK")
 OURS_PORT = 18094
+SLOW_UPSTREAM = ("B", "F")  # scenarios against `mock-upstream --latency-ms 50` on :18082
 
 SCENARIOS = {
     "A": dict(registry="a_auth_and_fetch.json", path="/connectors/composite/auth-and-fetch-user/execute",
@@ -53,6 +60,12 @@ SCENARIOS = {
               script="wrk_post.lua", body=None, conns=64, expect=b"Ada Lovelace"),
     "D": dict(registry="d_simple_path_params.json", path="/connectors/get-item/execute?limit=5",
               script="wrk_get_item.lua", body=None, conns=64, expect=b"itm_042"),
+    # Two targets of ours, the first the baseline: the same two steps one after the other,
+    # then both at once. The answer holds both steps' bodies (composite response_body).
+    "F": dict(registry="f_parallel_steps.json", path="/connectors/composite/item-and-listing/execute",
+              script="wrk_post.lua", body=None, conns=64, expect=(b'"item": {"id":"itm_042"', b'"count":3'),
+              step_latency=0.050,
+              variants=[("sequential", "f_sequential_steps.json"), ("parallel", "f_parallel_steps.json")]),
 }
 
 
@@ -139,7 +152,9 @@ def check_answer(port, path, scenario):
                                  method=method, headers={"Content-Type": "application/json",
                                                          "X-Path-Params": "item_id=itm_042"})
     answer = urllib.request.urlopen(req, timeout=10).read()
-    assert sc["expect"] in answer, (scenario, answer[:300])
+    expected = sc["expect"] if isinstance(sc["expect"], tuple) else (sc["expect"],)
+    for want in expected:
+        assert want in answer, (scenario, want, answer[:300])
 
 
 def start(cmd, port, env=None):
@@ -160,9 +175,9 @@ def stop(p):
             pass
 
 
-def ours_command(scenario):
-    registry = os.path.join(HERE, "scenarios", SCENARIOS[scenario]["registry"])
-    return [BIN, "serve", "--registry", registry, "--listen", f"127.0.0.1:{OURS_PORT}",
+def ours_command(registry, port=OURS_PORT):
+    registry = os.path.join(HERE, "scenarios", registry)
+    return [BIN, "serve", "--registry", registry, "--listen", f"127.0.0.1:{port}",
             "--allow-private-upstreams", "--registry-poll-secs", "0"]
 
 
@@ -179,27 +194,32 @@ def measure(name, proc, port, scenario, seconds, results):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenarios", default="A,B,C,D,E")
+    ap.add_argument("--scenarios", default="A,B,C,D,E,F")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--peer", action="append", default=[], help="NAME=SHELL COMMAND:PORT (scenario A)")
     ap.add_argument("--no-build", action="store_true")
     a = ap.parse_args()
-    for tool in ("wrk", "nginx"):
+    scenarios = [s.strip().upper() for s in a.scenarios.split(",") if s.strip()]
+    unknown = [s for s in scenarios if s not in SCENARIOS]
+    if unknown:
+        raise SystemExit(f"unknown scenario(s) {', '.join(unknown)}: the scenarios are {', '.join(sorted(SCENARIOS))}")
+    needs_nginx = any(s not in SLOW_UPSTREAM for s in scenarios)
+    for tool in ("wrk", "nginx") if needs_nginx else ("wrk",):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing: apt-get install -y wrk nginx-light")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # B opens ~3000 sockets
     if not a.no_build:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-    scenarios = [s.strip().upper() for s in a.scenarios.split(",") if s.strip()]
     results, upstreams, upstream_ms = {}, [], None
     try:
-        conf = "/tmp/connector-bench-nginx.conf"
-        with open(conf, "w") as f:
-            f.write(open(os.path.join(HERE, "nginx.conf")).read().replace("@BENCH_DIR@", HERE))
-        upstreams.append(start(["nginx", "-c", conf], 18081))
-        if "B" in scenarios:
+        if needs_nginx:
+            conf = "/tmp/connector-bench-nginx.conf"
+            with open(conf, "w") as f:
+                f.write(open(os.path.join(HERE, "nginx.conf")).read().replace("@BENCH_DIR@", HERE))
+            upstreams.append(start(["nginx", "-c", conf], 18081))
+        if any(s in SLOW_UPSTREAM for s in scenarios):
             upstreams.append(start([BIN, "mock-upstream", "--listen", "127.0.0.1:18082", "--latency-ms", "50",
                                     "--workers", "1"], 18082))
         if "B" in scenarios:
@@ -220,7 +240,11 @@ def main():
                     name, rest = peer.split("=", 1)
                     cmd, port = rest.rsplit(":", 1)
                     targets.append((name, cmd, int(port)))
-            targets.append(("ours", ours_command(scenario), OURS_PORT))
+            if "variants" in SCENARIOS[scenario]:
+                for i, (name, registry) in enumerate(SCENARIOS[scenario]["variants"]):
+                    targets.append((name, ours_command(registry, OURS_PORT + i), OURS_PORT + i))
+            else:
+                targets.append(("ours", ours_command(SCENARIOS[scenario]["registry"]), OURS_PORT))
             procs = []
             try:
                 for name, cmd, port in targets:
@@ -282,10 +306,23 @@ def report(results, scenarios, a, upstream_ms=None):
             ("B throughput >= 90% of conns / chain latency (upstream measured alone)", med(ours, "rps") / ideal, 0.90, True),
             ("B peak RSS <= 128 MiB", max(r["rss"] for r in ours), 128, False),
         ]
-    for scenario in ("C", "D"):
-        if (scenario, "ours") in results:
-            bad = sum(r["bad"] for r in results[(scenario, "ours")])
-            verdicts.append((f"{scenario} zero non-2xx", bad, 0, False))
+    if ("F", "parallel") in results and ("F", "sequential") in results:
+        par, seq = results[("F", "parallel")], results[("F", "sequential")]
+        step_ms = SCENARIOS["F"]["step_latency"] * 1000
+        ratio = med(par, "p50") / med(seq, "p50")
+        print(f"F (2 independent steps, {step_ms:.0f} ms upstream each): p50 parallel {med(par, 'p50'):.2f} ms, "
+              f"sequential {med(seq, 'p50'):.2f} ms -> parallel/sequential {ratio:.2f} "
+              f"(ideal 0.50: one step's {step_ms:.0f} ms instead of two); "
+              f"runs/s {med(par, 'rps') / med(seq, 'rps'):.2f}x")
+        verdicts += [
+            ("F p50 parallel/sequential <= 0.60", ratio, 0.60, False),
+            (f"F p50 parallel <= 1.3x one step ({step_ms:.0f} ms)", med(par, "p50") / step_ms, 1.3, False),
+        ]
+    for scenario, name in (("C", "ours"), ("D", "ours"), ("F", "sequential"), ("F", "parallel")):
+        if (scenario, name) in results:
+            bad = sum(r["bad"] for r in results[(scenario, name)])
+            label = scenario if name == "ours" else f"{scenario} {name}"
+            verdicts.append((f"{label} zero non-2xx", bad, 0, False))
     for label, value, limit, at_least in verdicts:
         ok = value >= limit if at_least else value <= limit
         print(f"{'PASS' if ok else 'FAIL'}  {label}: {value:.2f}")

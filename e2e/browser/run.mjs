@@ -28,6 +28,7 @@ const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const ARTIFACTS = path.join(ROOT, 'target', 'e2e');
 const SCREENSHOT = path.join(ARTIFACTS, 'console-waterfall.png');
 const EXAMPLE_REGISTRY = path.join(ROOT, 'examples', 'connectors_registry.json');
+const CHAIN_CONTROL_REGISTRY = path.join(ROOT, 'examples', 'chain_control.json');
 const WIDGET_PAGE = path.join(HERE, 'widget-page.html');
 const MOCK_TOKEN = 'mock-token-4f2a9c';
 const MOCK_LATENCY_MS = 15; // so every step has a visible, nonzero duration
@@ -387,6 +388,9 @@ async function main() {
       },
     ],
   });
+  // The chain control examples (docs/spec.md §12): member-dashboard runs its steps in parallel.
+  const chainControl = JSON.parse(await readFile(CHAIN_CONTROL_REGISTRY, 'utf8'));
+  registry.composite_connectors.push(...chainControl.composite_connectors);
   const registryFile = path.join(tmp, 'connectors_registry.json');
   await writeFile(registryFile, JSON.stringify(registry, null, 2));
 
@@ -714,7 +718,38 @@ async function main() {
     return `without a token: ${signedOut.code} IDENTITY_REQUIRED; with it: ${signedIn.code}, member ${MEMBER_SUB}; the token is not on the page`;
   });
 
-  await check(10, 'no uncaught script errors in the widget page or the console', async () => {
+  await check(10, 'the console draws member-dashboard (parallel): token and catalog overlap, record-view after both', async () => {
+    const cpage = await context.newPage();
+    watch(cpage, 'console');
+    await cpage.goto(`${runtime}/console`);
+    const item = cpage.locator('#connector-list li[data-permalink="member-dashboard"]');
+    await item.waitFor({ state: 'visible' });
+    await item.locator('button').click();
+    await cpage.locator('#execute').click();
+    await cpage.waitForFunction(() => {
+      const s = document.querySelector('#status');
+      return s && (s.classList.contains('ok') || s.classList.contains('error'));
+    });
+    const status = await cpage.evaluate(() => document.querySelector('#status').getAttribute('data-status'));
+    expect(status === '200', `#status is ${j(status)}: ${j((await cpage.locator('#result-body').textContent()).slice(0, 300))}`);
+    const bars = Object.fromEntries(await cpage.$$eval('#waterfall .bar[data-step]', (els) => els.map((b) => {
+      const r = b.getBoundingClientRect();
+      return [b.getAttribute('data-step'), { left: r.left, right: r.right, width: r.width, state: b.getAttribute('data-state'), offset: Number(b.getAttribute('data-offset-ms')) }];
+    })));
+    for (const step of ['token', 'profile', 'catalog', 'record-view']) {
+      expect(bars[step], `no #waterfall .bar[data-step="${step}"] (bars: ${j(bars)})`);
+      expect(bars[step].state === 'ok', `bar ${step} has data-state ${j(bars[step].state)}, expected ok`);
+      expect(bars[step].width > 0, `bar ${step} has rendered width ${bars[step].width}px`);
+    }
+    expect(bars.catalog.left < bars.token.right, `catalog (${j(bars.catalog)}) does not overlap token (${j(bars.token)}): the steps are not drawn at their start_ms`);
+    expect(bars.profile.left >= bars.token.right - 1, `profile (${j(bars.profile)}) starts before token (${j(bars.token)}) ends`);
+    const after = Math.max(bars.profile.right, bars.catalog.right) - 1;
+    expect(bars['record-view'].left >= after, `record-view (${j(bars['record-view'])}) starts before profile and catalog end (${after}px)`);
+    await cpage.close();
+    return ['token', 'catalog', 'profile', 'record-view'].map((s) => `${s} at ${bars[s].offset} ms (${bars[s].left.toFixed(0)}-${bars[s].right.toFixed(0)}px)`).join('; ');
+  });
+
+  await check(11, 'no uncaught script errors in the widget page or the console', async () => {
     expect(pageErrors.length === 0, pageErrors.join('\n'));
   });
 }

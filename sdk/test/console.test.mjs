@@ -18,6 +18,26 @@ const CONNECTORS = {
 };
 const SIMPLE_TIMING = { request_id: 'req-s', total_ms: 20, internal_ms: 5, external_ms: 15, breakdown: { setup_ms: 3, transform_ms: 2, cache_ms: 0, http_request_ms: 15 }, cache_hit: false, external_host: 'api.example' };
 const COMPOSITE_TIMING = { request_id: 'req-c', total_ms: 210, steps: [{ name: 'auth', index: 0, duration_ms: 120, status_code: 200 }, { name: 'fetch-user', index: 1, duration_ms: 85, status_code: 200 }] };
+// Chain control (docs/spec.md §12): a parallel run, each step at its start_ms, with a skipped
+// step, one that continued after an error and a for_each step whose 3 items ran 2 at a time.
+const CHAIN_TIMING = {
+  request_id: 'req-p', total_ms: 120,
+  steps: [
+    { name: 'token', index: 0, start_ms: 0.5, duration_ms: 20, status_code: 200, state: 'ok' },
+    { name: 'catalog', index: 1, start_ms: 0.6, duration_ms: 50, status_code: 200, state: 'ok' },
+    { name: 'profile', index: 2, start_ms: 21, duration_ms: 40, status_code: 200, state: 'ok' },
+    { name: 'offers', index: 3, start_ms: 21.2, duration_ms: 0.1, status_code: null, state: 'skipped' },
+    { name: 'audit', index: 4, start_ms: 61.5, duration_ms: 8, status_code: 503, state: 'continued', attempts: 2 },
+    {
+      name: 'details', index: 5, start_ms: 51, duration_ms: 65, status_code: 200, state: 'ok',
+      items: [
+        { index: 0, start_ms: 51.2, duration_ms: 30, status_code: 200 },
+        { index: 1, start_ms: 51.3, duration_ms: 32, status_code: 200 },
+        { index: 2, start_ms: 81.5, duration_ms: 34, status_code: 200 },
+      ],
+    },
+  ],
+};
 
 function json(body, status, headers) {
   return new Response(JSON.stringify(body), { status: status || 200, headers: { 'Content-Type': 'application/json', ...(headers || {}) } });
@@ -136,6 +156,43 @@ describe('console pure helpers', () => {
     assert.equal(waterfallModel(null), null);
     assert.equal(waterfallModel({ total_ms: 1 }), null);
   });
+  test('waterfallModel: chain control steps sit at their start_ms, so parallel steps overlap', async () => {
+    const page = await openConsole();
+    const model = page.ctx.ConnectorConsole.waterfallModel(CHAIN_TIMING);
+    assert.deepEqual(plain(model.segments.map((s) => [s.id, s.offset, s.duration, s.state])), [
+      ['token', 0.5, 20, 'ok'], ['catalog', 0.6, 50, 'ok'], ['profile', 21, 40, 'ok'],
+      ['offers', 21.2, 0.1, 'skipped'], ['audit', 61.5, 8, 'continued'], ['details', 51, 65, 'ok'],
+    ]);
+    assert.equal(model.scale, 120);
+    const [token, catalog, profile] = model.segments;
+    assert.ok(catalog.left < token.left + token.width, 'token and catalog overlap');
+    assert.ok(Math.abs(profile.left - (21 / 120) * 100) < 1e-9);
+    assert.ok(Math.abs(catalog.width - (50 / 120) * 100) < 1e-9);
+  });
+  test('waterfallModel: states mark skipped, continued and failed steps; for_each items get lanes', async () => {
+    const page = await openConsole();
+    const { waterfallModel } = page.ctx.ConnectorConsole;
+    const model = waterfallModel(CHAIN_TIMING);
+    const by = Object.fromEntries(model.segments.map((s) => [s.id, s]));
+    assert.equal(by.offers.detail, 'skipped');
+    assert.equal(by.offers.failed, false);
+    assert.equal(by.audit.detail, '503 · continued after error · 2 attempts');
+    assert.equal(by.audit.failed, false, 'a continued step did not fail the run');
+    assert.equal(by.details.detail, '3 items · 200');
+    assert.deepEqual(plain(by.details.items.map((it) => [it.index, it.offset, it.duration, it.lane])), [[0, 51.2, 30, 0], [1, 51.3, 32, 1], [2, 81.5, 34, 0]]);
+    assert.equal(by.details.lanes, 2, 'two items at a time');
+    assert.ok(Math.abs(by.details.items[2].left - (81.5 / 120) * 100) < 1e-9);
+    // A failed step is marked by its state, whatever its status; the steps after it are not.
+    const failed = waterfallModel({
+      total_ms: 30,
+      steps: [
+        { name: 'a', start_ms: 0, duration_ms: 10, status_code: 200, state: 'ok' },
+        { name: 'b', start_ms: 10, duration_ms: 20, status_code: null, state: 'failed', items: [{ index: 0, start_ms: 10, duration_ms: 20, status_code: null }] },
+      ],
+    }, { failed: true });
+    assert.deepEqual(plain(failed.segments.map((s) => [s.failed, s.detail])), [[false, '200'], [true, '1 item · no answer']]);
+    assert.equal(failed.segments[1].items[0].failed, true);
+  });
   test('parsePayload and rowsToObject', async () => {
     const page = await openConsole();
     const { parsePayload, rowsToObject } = page.ctx.ConnectorConsole;
@@ -201,6 +258,27 @@ describe('console in a DOM', () => {
     assert.deepEqual(labels, ['auth · 200 · 120.0 ms', 'fetch-user · 200 · 85.0 ms']);
     assert.equal(page.$('#execute').disabled, false, 'enabled again after the run');
     assert.equal(page.ctx.location.hash, '#auth-and-fetch-user');
+  });
+
+  test('composite with chain control: bars at start_ms, skipped and continued marked, item sub-bars', async () => {
+    const page = await openConsole((url) => (url.startsWith('/connectors/composite/') ? json({ ok: true }, 200, { 'X-Connector-Timing': JSON.stringify(CHAIN_TIMING) }) : null));
+    pick(page, 'auth-and-fetch-user');
+    page.$('#execute').click();
+    await settle();
+    const bars = page.$$('#waterfall .bar[data-step]');
+    assert.deepEqual(bars.map((b) => b.getAttribute('data-step')), ['token', 'catalog', 'profile', 'offers', 'audit', 'details']);
+    assert.deepEqual(bars.map((b) => b.getAttribute('data-offset-ms')), ['0.5', '0.6', '21', '21.2', '61.5', '51']);
+    assert.deepEqual(bars.map((b) => b.getAttribute('data-state')), ['ok', 'ok', 'ok', 'skipped', 'continued', 'ok']);
+    assert.equal(bars[1].style.left, ((0.6 / 120) * 100).toFixed(3) + '%', 'catalog starts with token, not after it');
+    assert.ok(bars[3].classList.contains('skipped'));
+    assert.ok(bars[4].classList.contains('continued'));
+    assert.ok(!bars.some((b) => b.classList.contains('failed')));
+    const subs = page.$$('#waterfall .wf-row[data-step="details"] .sub-bar');
+    assert.deepEqual(subs.map((b) => [b.getAttribute('data-item'), b.getAttribute('data-lane'), b.getAttribute('data-offset-ms')]), [['0', '0', '51.2'], ['1', '1', '51.3'], ['2', '0', '81.5']]);
+    assert.equal(subs[2].style.left, ((81.5 / 120) * 100).toFixed(3) + '%');
+    assert.equal(page.$$('#waterfall .sub-bar').length, 3, 'only the for_each step has sub-bars');
+    const labels = page.$$('#waterfall .wf-label').map((l) => l.textContent);
+    assert.deepEqual(labels.slice(3), ['offers · skipped · 0.1 ms', 'audit · 503 · continued after error · 2 attempts · 8.0 ms', 'details · 3 items · 200 · 65.0 ms']);
   });
 
   test('simple GET: path params prefilled and sent in X-Path-Params; payload disabled; breakdown waterfall', async () => {

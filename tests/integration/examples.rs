@@ -208,7 +208,12 @@ fn the_schema_rejects_registries_the_loader_rejects() {
 
 /// The example registry with its origin defaults pointed at `api` and `auth`.
 fn example_registry_on(api: &str, auth: &str) -> Value {
-    let text = read(&root().join("examples/connectors_registry.json"))
+    example_file_on("examples/connectors_registry.json", api, auth)
+}
+
+/// The example registry `file` with its origin defaults pointed at `api` and `auth`.
+fn example_file_on(file: &str, api: &str, auth: &str) -> Value {
+    let text = read(&root().join(file))
         .replace(
             "default('https://api.example.com')",
             &format!("default('{api}')"),
@@ -253,4 +258,235 @@ async fn the_examples_run_on_their_default_origins_when_the_variables_are_unset(
     assert_eq!(reply.json(), json!({"id": "usr_1", "name": "Ada"}));
     assert_eq!(up.log.count("/oauth/token"), 1);
     assert_eq!(up.log.count("/users/me"), 1);
+}
+
+/// The demo upstream's routes (`connector-runtime mock-upstream`) that
+/// `examples/chain_control.json` calls: a token endpoint that takes 40 ms, `/users/me` behind
+/// the token, `/items` (`limit`, `q`; `q=outage` answers 503) and `/items/{id}`, and
+/// `/echo/{tail}`.
+async fn demo_like_upstream() -> crate::common::Upstream {
+    use crate::common::Log;
+    use actix_web::{web, HttpRequest, HttpResponse};
+    use bytes::Bytes;
+
+    fn item(id: &str) -> Value {
+        json!({"id": id, "name": format!("Item {id}"), "price": 9.99})
+    }
+    crate::common::upstream(|cfg| {
+        cfg.route(
+            "/oauth/token",
+            web::post().to(
+                |req: HttpRequest, body: Bytes, log: web::Data<Log>| async move {
+                    log.record(&req, &body);
+                    actix_rt::time::sleep(std::time::Duration::from_millis(40)).await;
+                    HttpResponse::Ok().json(json!({"access_token": "tok-123", "expires_in": 3600}))
+                },
+            ),
+        )
+        .route(
+            "/users/me",
+            web::get().to(
+                |req: HttpRequest, body: Bytes, log: web::Data<Log>| async move {
+                    log.record(&req, &body);
+                    match req
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                    {
+                        Some("Bearer tok-123") => HttpResponse::Ok()
+                            .json(json!({"id": "usr_1", "name": "Ada", "plan": "pro"})),
+                        _ => HttpResponse::Unauthorized().json(json!({"error": "bad token"})),
+                    }
+                },
+            ),
+        )
+        .route(
+            "/items",
+            web::get().to(
+                |req: HttpRequest, body: Bytes, log: web::Data<Log>| async move {
+                    log.record(&req, &body);
+                    let query = crate::common::Received::of(&req, &body).query_pairs();
+                    let get = |k: &str| {
+                        query
+                            .iter()
+                            .find(|(key, _)| key == k)
+                            .map(|(_, v)| v.clone())
+                    };
+                    if get("q").as_deref() == Some("outage") {
+                        return HttpResponse::ServiceUnavailable().json(json!({"error": "down"}));
+                    }
+                    let limit: usize = get("limit").and_then(|l| l.parse().ok()).unwrap_or(5);
+                    let items: Vec<Value> =
+                        (1..=limit).map(|i| item(&format!("itm_{i:03}"))).collect();
+                    HttpResponse::Ok().json(json!({"items": items, "count": limit}))
+                },
+            ),
+        )
+        .route(
+            "/items/{id}",
+            web::get().to(
+                |req: HttpRequest, body: Bytes, log: web::Data<Log>| async move {
+                    log.record(&req, &body);
+                    let id = req.match_info().get("id").unwrap_or_default().to_string();
+                    HttpResponse::Ok().json(item(&id))
+                },
+            ),
+        )
+        .route(
+            "/echo/{tail:.*}",
+            web::route().to(
+                |req: HttpRequest, body: Bytes, log: web::Data<Log>| async move {
+                    log.record(&req, &body);
+                    HttpResponse::Ok().json(json!({"received": String::from_utf8_lossy(&body)}))
+                },
+            ),
+        );
+    })
+    .await
+}
+
+/// One step of an `X-Connector-Timing` header, by name.
+fn timing_step<'a>(timing: &'a Value, name: &str) -> &'a Value {
+    timing["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no step {name} in {timing}"))
+}
+
+fn ends_at(step: &Value) -> f64 {
+    step["start_ms"].as_f64().unwrap() + step["duration_ms"].as_f64().unwrap()
+}
+
+#[actix_web::test]
+async fn the_chain_control_examples_do_what_they_show() {
+    let up = demo_like_upstream().await;
+    let app = crate::common::spawn_app(example_file_on(
+        "examples/chain_control.json",
+        &up.base,
+        &up.base,
+    ))
+    .await;
+
+    // member-dashboard (parallel): catalog starts with token, not after it; profile waits
+    // for the token it reads; record-view for profile and catalog (depends_on).
+    let reply = app
+        .composite("member-dashboard", "?limit=2&view_id=v-7", "")
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(
+        reply.json(),
+        json!({"name": "Ada", "items": ["Item itm_001", "Item itm_002"], "view_recorded": true})
+    );
+    let timing = reply.connector_timing();
+    let (token, catalog) = (
+        timing_step(&timing, "token"),
+        timing_step(&timing, "catalog"),
+    );
+    let (profile, view) = (
+        timing_step(&timing, "profile"),
+        timing_step(&timing, "record-view"),
+    );
+    assert!(
+        catalog["start_ms"].as_f64() < Some(ends_at(token)),
+        "{timing}"
+    );
+    assert!(
+        profile["start_ms"].as_f64() >= Some(ends_at(token) - 0.5),
+        "{timing}"
+    );
+    let last = ends_at(profile).max(ends_at(catalog));
+    assert!(view["start_ms"].as_f64() >= Some(last - 0.5), "{timing}");
+    for step in timing["steps"].as_array().unwrap() {
+        assert_eq!(step["state"], "ok", "{timing}");
+    }
+    let views = up.log.to("/echo/dashboard-views");
+    assert_eq!(views.len(), 1);
+    assert_eq!(
+        views[0].header("idempotency-key"),
+        Some("dashboard-view-v-7")
+    );
+
+    // profile-with-recommendations: skipped unless asked for; a failing upstream is recorded
+    // and the chain goes on.
+    let reply = app.composite("profile-with-recommendations", "", "").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.json(),
+        json!({"name": "Ada", "recommendations": null})
+    );
+    let timing = reply.connector_timing();
+    assert_eq!(timing_step(&timing, "recommendations")["state"], "skipped");
+    let reply = app
+        .composite("profile-with-recommendations", "?recommend=yes&q=Item", "")
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.json(),
+        json!({"name": "Ada", "recommendations": ["Item itm_001", "Item itm_002", "Item itm_003"]})
+    );
+    let reply = app
+        .composite(
+            "profile-with-recommendations",
+            "?recommend=yes&q=outage",
+            "",
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.json(),
+        json!({"name": "Ada", "recommendations": {"unavailable": "DOWNSTREAM_HTTP_ERROR"}})
+    );
+    let timing = reply.connector_timing();
+    assert_eq!(
+        timing_step(&timing, "recommendations")["state"],
+        "continued"
+    );
+
+    // item-details: one call per id found, item_index in a header and the step's
+    // response_body, the results in item order.
+    let reply = app.composite("item-details", "?limit=3", "").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let position = |i: u64| {
+        let id = format!("itm_{i:03}");
+        json!({"id": id, "name": format!("Item {id}"), "price": 9.99, "position": i})
+    };
+    assert_eq!(
+        reply.json(),
+        json!({"count": 3, "items": [position(1), position(2), position(3)]})
+    );
+    let mut indices: Vec<(String, String)> = (1..=3)
+        .map(|i| {
+            let calls = up.log.to(&format!("/items/itm_{i:03}"));
+            assert_eq!(calls.len(), 1);
+            (
+                calls[0].path.clone(),
+                calls[0]
+                    .header("x-item-index")
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    indices.sort();
+    assert_eq!(
+        indices,
+        [
+            ("/items/itm_001".to_string(), "0".to_string()),
+            ("/items/itm_002".to_string(), "1".to_string()),
+            ("/items/itm_003".to_string(), "2".to_string()),
+        ]
+    );
+    let timing = reply.connector_timing();
+    assert_eq!(
+        timing_step(&timing, "details")["items"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
 }
