@@ -26,8 +26,8 @@
 # tenant_id, so served without identity flags it would be refused at start.
 #
 # Stage 1 compiles the release binary (rustls with bundled Mozilla roots: no OpenSSL, no CA
-# package needed at run time). Stage 2 is distroless: glibc + libgcc, no shell, no package
-# manager, running as the unprivileged "nonroot" user (uid 65532).
+# package needed at run time). Stage 2 is Debian slim with git for --registry-git, running as
+# the unprivileged "nonroot" user (uid 65532).
 
 ARG RUST_VERSION=1.95
 
@@ -41,14 +41,22 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     cargo build --release --locked --bin connector-runtime \
  && install -D -m 0755 target/release/connector-runtime /out/connector-runtime
 
-FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
+# The runtime stage needs `git` (and ssh for ssh:// remotes) for --registry-git, which runs
+# the git command line: distroless has none, so the stage is Debian slim with only those
+# packages, running as the same unprivileged uid 65532 distroless calls "nonroot".
+FROM debian:bookworm-slim AS runtime
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends git openssh-client ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 65532 nonroot \
+ && useradd --system --uid 65532 --gid 65532 --home-dir /home/nonroot --create-home --shell /usr/sbin/nologin nonroot
 LABEL org.opencontainers.image.title="connector-runtime" \
       org.opencontainers.image.description="Runs templated HTTP connectors and composite connector chains for browser widgets." \
       org.opencontainers.image.licenses="MIT"
 COPY --from=build /out/connector-runtime /usr/local/bin/connector-runtime
 ENV CONNECTOR_RUNTIME_LISTEN=0.0.0.0:8080 \
     CONNECTOR_RUNTIME_LOG_FORMAT=json
-USER nonroot:nonroot
+USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/connector-runtime"]
 CMD ["demo", "--upstream-listen", "127.0.0.1:9090"]
