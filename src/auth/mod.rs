@@ -41,8 +41,11 @@ pub(crate) struct AuthEnv<'a> {
     pub templates: &'a TemplateSet,
     /// The step's template context.
     pub ctx: &'a Value,
-    /// This worker's upstream client.
-    pub client: &'a awc::Client,
+    /// This worker's upstream transport.
+    pub client: &'a crate::upstream::Transport,
+    /// The step name (or simple connector's permalink) whose `"<name>.token"` mock answers
+    /// a token request when the transport is a mock set.
+    pub mock_name: &'a str,
     /// The shared token cache.
     pub tokens: &'a TokenCache,
     /// Time limit of a token request.

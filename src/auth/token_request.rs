@@ -11,6 +11,7 @@ use super::tokens::FetchedToken;
 use super::AuthEnv;
 use crate::error::{Code, StepFailure};
 use crate::events::TokenFetchFailed;
+use crate::upstream::transport::MockKey;
 use crate::upstream::{send, OutboundRequest};
 
 /// Tokens are reused until this long before they expire.
@@ -62,6 +63,10 @@ async fn fetch(
     };
     let response = send(
         env.client,
+        MockKey {
+            name: env.mock_name,
+            token: true,
+        },
         &request,
         env.token_timeout,
         env.max_response_bytes,

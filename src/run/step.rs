@@ -34,18 +34,23 @@ use crate::template::context::{
 };
 use crate::template::TemplateId;
 use crate::upstream::origin::rendered_url_matches;
-use crate::upstream::{send_with_retry, OutboundRequest, UpstreamResponse};
+use crate::upstream::transport::MockKey;
+use crate::upstream::{send_with_retry, OutboundRequest, Transport, UpstreamResponse};
 
 /// Executes steps for the runs of one worker thread, with that thread's upstream client.
 pub struct StepActor {
-    client: awc::Client,
+    client: Transport,
     shared: Arc<SharedRunState>,
 }
 
 impl StepActor {
-    /// A step actor using `client` (this thread's) and the process-wide `shared` state.
-    pub fn new(client: awc::Client, shared: Arc<SharedRunState>) -> Self {
-        StepActor { client, shared }
+    /// A step actor sending through `client` (this thread's awc client, or a test's mocks)
+    /// with the process-wide `shared` state.
+    pub fn new(client: impl Into<Transport>, shared: Arc<SharedRunState>) -> Self {
+        StepActor {
+            client: client.into(),
+            shared,
+        }
     }
 }
 
@@ -287,7 +292,7 @@ fn host_of(origin: &str) -> String {
 }
 
 async fn execute_step(
-    client: &awc::Client,
+    client: &Transport,
     shared: &SharedRunState,
     msg: ExecuteStep,
 ) -> StepOutcome {
@@ -378,7 +383,7 @@ enum Ran {
 
 /// A step with a `when` or a `for_each` (docs/spec.md §12).
 async fn controlled(
-    client: &awc::Client,
+    client: &Transport,
     shared: &SharedRunState,
     env: &StepEnv<'_>,
     timing: &mut StepTiming,
@@ -539,7 +544,7 @@ fn json_array_of_bodies(results: &[StepResult]) -> String {
 /// limit of `timeout_ms`, or `--step-timeout-ms` for a step that retries, bounds the token
 /// fetch, every try and every wait between them.
 async fn run_call(
-    client: &awc::Client,
+    client: &Transport,
     shared: &SharedRunState,
     env: &StepEnv<'_>,
     timing: &mut StepTiming,
@@ -573,9 +578,19 @@ async fn run_call(
     }
 }
 
+/// The mock that answers the step under `connector-runtime test`: the step's name, or a
+/// simple connector's permalink (docs/spec.md §14).
+fn mock_name<'a>(env: &'a StepEnv<'_>) -> &'a str {
+    if env.run.is_composite() {
+        &env.step.name
+    } else {
+        &env.run.connector.permalink
+    }
+}
+
 /// What authentication needs of the step.
 fn auth_env<'a>(
-    client: &'a awc::Client,
+    client: &'a Transport,
     shared: &'a SharedRunState,
     env: &'a StepEnv<'_>,
 ) -> AuthEnv<'a> {
@@ -583,6 +598,7 @@ fn auth_env<'a>(
         templates: &env.run.registry.templates,
         ctx: &env.template_ctx,
         client,
+        mock_name: mock_name(env),
         tokens: &shared.tokens,
         token_timeout: shared.settings.token_timeout,
         max_response_bytes: shared.settings.max_response_bytes,
@@ -592,7 +608,7 @@ fn auth_env<'a>(
 
 /// The step's authentication with its config rendered (nothing fetched or signed yet).
 fn prepare_auth(
-    client: &awc::Client,
+    client: &Transport,
     shared: &SharedRunState,
     env: &StepEnv<'_>,
 ) -> Result<Option<Prepared>, StepFailure> {
@@ -625,7 +641,7 @@ fn add_credential(request: &mut OutboundRequest, credential: &Credential) {
 /// idempotent requests are retried within that same time limit (`--upstream-retries`); each
 /// retry is logged and counted in `connector_upstream_retries_total`.
 async fn call_upstream(
-    client: &awc::Client,
+    client: &Transport,
     shared: &SharedRunState,
     env: &StepEnv<'_>,
     request: &OutboundRequest,
@@ -642,6 +658,10 @@ async fn call_upstream(
     };
     send_with_retry(
         client,
+        MockKey {
+            name: mock_name(env),
+            token: false,
+        },
         request,
         timeout,
         shared.settings.max_response_bytes,
@@ -662,7 +682,7 @@ async fn call_upstream(
 }
 
 async fn run_step(
-    client: &awc::Client,
+    client: &Transport,
     shared: &SharedRunState,
     env: &StepEnv<'_>,
     timing: &mut StepTiming,
@@ -774,7 +794,7 @@ fn retry_after(response: &UpstreamResponse) -> Option<Duration> {
 /// One step's exchange with its upstream: authentication, the call (retried once with a
 /// fresh token after a 401), and the response cache around them.
 struct Exchange<'a> {
-    client: &'a awc::Client,
+    client: &'a Transport,
     shared: &'a SharedRunState,
     env: &'a StepEnv<'a>,
     prepared: Option<&'a Prepared>,
