@@ -234,6 +234,7 @@ impl Application {
         let console = args.console;
         let origins = args.allow_origin.clone();
         let cookie_credentials = args.identity.identity_cookie.is_some();
+        let debug_requests = args.debug_requests;
         let app_metrics = metrics.clone();
         // One count for every worker: the cap is on the process, not per worker.
         let run_slots = http::overload::RunSlots::new(args.max_in_flight);
@@ -248,6 +249,7 @@ impl Application {
                 allow_origins: origins.clone().into(),
                 run_slots: run_slots.clone(),
                 identity: identity.clone(),
+                debug_requests,
             };
             let mut app = App::new().app_data(web::Data::new(state));
             if !metrics_separately {

@@ -43,6 +43,9 @@ pub struct AppState {
     pub run_slots: overload::RunSlots,
     /// Caller identity (docs/spec.md §9).
     pub identity: Arc<crate::run::IdentityGate>,
+    /// Whether every caller may ask for `X-Debug-Request` (`--debug-requests`); without
+    /// it only a caller presenting the admin token may (docs/spec.md §14).
+    pub debug_requests: bool,
 }
 
 /// What the operator API and the push webhook need.

@@ -744,6 +744,7 @@ async fn before_a_registry_is_loaded_readyz_is_503_and_runs_are_registry_not_loa
                     None,
                     &args.identity,
                 )),
+                debug_requests: false,
             }))
             .configure(http::configure)
             .default_service(web::to(http::not_found))
