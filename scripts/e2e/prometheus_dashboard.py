@@ -216,6 +216,9 @@ ROUND = [
     ("GET", "/connectors/legacy-partner-profile/execute", {}, None, 502),
     ("GET", "/connectors/get-item/execute", {}, None, 400),
     ("POST", "/connectors/composite/member-items/execute", MEMBER, b"", 200),
+    # Chain control: parallel steps, a for_each, a skipped step, a step retried on 503 that
+    # continues after its error (step states and retries series).
+    ("POST", "/connectors/composite/item-overview/execute", {}, b"", 200),
 ]
 
 

@@ -1,4 +1,5 @@
-//! `GET /healthz` (the process is up) and `GET /readyz` (a registry is loaded).
+//! `GET /healthz` and `GET /livez` (the process is up; Kubernetes' name) and `GET /readyz`
+//! (a registry is loaded).
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;

@@ -64,6 +64,7 @@ pub struct OperatorAccess {
 /// Mounts every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/livez", web::get().to(health::healthz))
         .route("/openapi.json", web::get().to(openapi::document))
         .route("/readyz", web::get().to(health::readyz))
         .route("/sdk/connectors-sdk.js", web::get().to(assets::sdk_classic))

@@ -429,9 +429,23 @@ async fn controlled(
     let mut running = futures_util::stream::iter(calls).buffer_unordered(for_each.max_concurrency);
     let mut results: Vec<Option<StepResult>> = vec![None; count];
     let mut item_timings = Vec::with_capacity(count);
+    // The items' bodies together stay under the cap of one upstream body, so a fan-out
+    // holds no more than one step could.
+    let max_bytes = shared.settings.max_response_bytes;
+    let mut total_bytes = 0usize;
     while let Some((index, result, item_timing)) = running.next().await {
         let status = item_timing.status_code;
         item_timings.push(item_timing);
+        let result = result.and_then(|result| {
+            total_bytes += result.body.len();
+            if total_bytes > max_bytes {
+                return Err(StepFailure::new(
+                    Code::DownstreamResponseTooLarge,
+                    format!("for_each: the items' bodies together are larger than the {max_bytes}-byte limit"),
+                ));
+            }
+            Ok(result)
+        });
         match result {
             Ok(result) => results[index] = Some(result),
             Err(failure) => {
@@ -893,7 +907,10 @@ impl Exchange<'_> {
             None if extra.is_empty() => Cow::Borrowed(request),
             applied => Cow::Owned(with(applied.as_ref().map(|a| &a.credential))),
         };
-        timing.setup = started.elapsed();
+        if timing.setup.is_zero() {
+            // Until the first call: a retry's wait is not setup.
+            timing.setup = started.elapsed();
+        }
         let upstream_started = Instant::now();
         let exchange = async {
             let mut response =
