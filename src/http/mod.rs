@@ -82,9 +82,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::scope("/connectors").default_service(web::to(execute::dispatch)));
 }
 
-/// Headers scripts on allowed origins may read (the SDK reads all three).
-pub(crate) const EXPOSED_HEADERS: [&str; 3] =
-    ["Server-Timing", "X-Connector-Timing", "X-Request-ID"];
+/// Headers scripts on allowed origins may read (the SDK reads the first three;
+/// `X-Debug-Request` is there only when asked for and allowed, docs/spec.md §14).
+pub(crate) const EXPOSED_HEADERS: [&str; 4] = [
+    "Server-Timing",
+    "X-Connector-Timing",
+    "X-Request-ID",
+    crate::run::debug::HEADER,
+];
 
 /// CORS for `origins` (`*` allows any origin): preflights answered, timing and request-id
 /// headers exposed. `None` when no origin is allowed (same-origin only, the default). With
@@ -103,6 +108,7 @@ pub(crate) fn cors(origins: &[String], credentials: bool) -> Option<actix_cors::
             "X-CSRF-Token",
             "X-Request-ID",
             "Authorization",
+            crate::run::debug::HEADER,
         ])
         .expose_headers(EXPOSED_HEADERS)
         .max_age(600);

@@ -288,6 +288,9 @@ pub struct RunInput {
     /// The caller's body and `Content-Type`, sent on as they are by a simple POST, PUT or
     /// PATCH connector without a `request_body` (docs/spec.md §15, the platform's rule).
     pub forwarded_body: Option<(Bytes, Option<HeaderValue>)>,
+    /// The steps' resolved requests, kept only when the caller asked for `X-Debug-Request`
+    /// and may have it (docs/spec.md §14).
+    pub debug: Option<super::debug::DebugLog>,
 }
 
 impl RunInput {
@@ -332,6 +335,7 @@ impl RunInput {
             vars: Arc::new(vars),
             overrides,
             forwarded_body,
+            debug: None,
         }
     }
 

@@ -18,6 +18,8 @@ use minijinja::value::ValueKind;
 use minijinja::Value;
 use tracing::Instrument;
 
+mod view;
+
 use super::cache::{CacheStatus, Lookup, ResponseCache};
 use super::error::{Code, StepFailure};
 use super::messages::{ExecuteStep, StepOutcome, StepResult};
@@ -706,6 +708,9 @@ async fn run_step(
     let step = env.step;
     let rendered = render_request(env)?;
     let prepared = prepare_auth(client, shared, env)?;
+    if let Some(log) = &env.run.debug {
+        view::record(log, client, shared, env);
+    }
     let request = outbound(step, rendered);
     let exchange = Exchange {
         client,
