@@ -6,6 +6,7 @@ mod common;
 
 mod auth;
 mod cancellation;
+mod chain_control;
 mod cli_demo;
 mod dns_pinning;
 mod errors;
