@@ -208,9 +208,12 @@ fn the_json_report_is_for_tools() {
     );
 }
 
+/// An element's name and attributes.
+type Element = (String, Vec<(String, String)>);
+
 /// The attributes of every `name` element of a JUnit document, and the text of each
 /// `failure`: parsed as XML (a malformed document fails the parse).
-fn junit_elements(xml: &str) -> (Vec<(String, Vec<(String, String)>)>, Vec<String>) {
+fn junit_elements(xml: &str) -> (Vec<Element>, Vec<String>) {
     use quick_xml::events::Event;
     let mut reader = quick_xml::Reader::from_str(xml);
     let mut elements = Vec::new();
