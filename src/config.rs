@@ -64,6 +64,11 @@ pub struct ServeArgs {
     /// Bearer token of the operator API (/admin/...); the API is off without it.
     #[arg(long, env = "CONNECTOR_RUNTIME_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Answer `X-Debug-Request: 1` with the resolved upstream requests in an `X-Debug-Request`
+    /// header (secrets shown as their template text). Without it, only requests carrying
+    /// `X-Admin-Token: <admin token>` get it. For development (on in `demo`).
+    #[arg(long, env = "CONNECTOR_RUNTIME_DEBUG_REQUESTS")]
+    pub debug_requests: bool,
     /// Address to listen on.
     #[arg(
         long,

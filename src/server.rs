@@ -244,6 +244,7 @@ impl Application {
         let console = args.console;
         let origins = args.allow_origin.clone();
         let cookie_credentials = args.identity.identity_cookie.is_some();
+        let debug_requests = args.debug_requests;
         let app_metrics = metrics.clone();
         let app_tracing = tracing.clone();
         // One count for every worker: the cap is on the process, not per worker.
@@ -260,6 +261,7 @@ impl Application {
                 run_slots: run_slots.clone(),
                 identity: identity.clone(),
                 tracing: app_tracing.clone(),
+                debug_requests,
             };
             let mut app = App::new().app_data(web::Data::new(state));
             if !metrics_separately {

@@ -41,8 +41,11 @@ pub(crate) struct AuthEnv<'a> {
     pub templates: &'a TemplateSet,
     /// The step's template context.
     pub ctx: &'a Value,
-    /// This worker's upstream client.
-    pub client: &'a awc::Client,
+    /// This worker's upstream transport.
+    pub client: &'a crate::upstream::Transport,
+    /// The step name (or simple connector's permalink) whose `"<name>.token"` mock answers
+    /// a token request when the transport is a mock set.
+    pub mock_name: &'a str,
     /// The shared token cache.
     pub tokens: &'a TokenCache,
     /// Time limit of a token request.
@@ -328,6 +331,87 @@ impl Prepared {
             Prepared::ClientCredentials { key, .. } | Prepared::JwtBearer { key, .. } => {
                 key.as_str().into()
             }
+        }
+    }
+
+    /// The authentication as `X-Debug-Request` shows it (docs/spec.md §14), from a config
+    /// rendered with secrets as their template text: its type and rendered config. A
+    /// client secret or private key written into the registry itself (not read with
+    /// `get_secret()`) is shown as `[hidden]`.
+    pub(crate) fn describe(&self) -> serde_json::Value {
+        use serde_json::json;
+        let hidden = |value: &str| {
+            if value.contains("get_secret(") {
+                value.to_string()
+            } else {
+                "[hidden]".to_string()
+            }
+        };
+        match self {
+            Prepared::Credential(Credential::Header(name, value)) => json!({
+                "type": "api_key",
+                "placement": "header",
+                "key": name.as_str(),
+                "value": String::from_utf8_lossy(value.as_bytes()),
+            }),
+            Prepared::Credential(Credential::Query(key, value)) => json!({
+                "type": "api_key",
+                "placement": "query",
+                "key": key,
+                "value": value,
+            }),
+            Prepared::Jwt {
+                private_key,
+                algorithm,
+                claims,
+                headers,
+                ..
+            } => json!({
+                "type": "jwt",
+                "algorithm": algorithm,
+                "claims": claims,
+                "jwt_headers": headers,
+                "private_key": hidden(private_key),
+            }),
+            Prepared::ClientCredentials {
+                token_url, form, ..
+            } => {
+                let mut config = Map::new();
+                config.insert("type".into(), "oauth_client_credentials".into());
+                config.insert("token_url".into(), token_url.clone().into());
+                for (name, value) in form.iter().filter(|(n, _)| *n != "grant_type") {
+                    let value = if *name == "client_secret" {
+                        hidden(value)
+                    } else {
+                        value.clone()
+                    };
+                    config.insert((*name).into(), value.into());
+                }
+                serde_json::Value::Object(config)
+            }
+            Prepared::JwtBearer {
+                token_url,
+                client_id,
+                private_key,
+                subject,
+                audience,
+                algorithm,
+                extra,
+                headers,
+                max_lifetime,
+                ..
+            } => json!({
+                "type": "oauth_jwt_bearer",
+                "token_url": token_url,
+                "client_id": client_id,
+                "subject": subject,
+                "audience": audience,
+                "algorithm": algorithm,
+                "additional_claims": extra,
+                "jwt_headers": headers,
+                "token_ttl": max_lifetime.as_secs(),
+                "private_key": hidden(private_key),
+            }),
         }
     }
 

@@ -11,7 +11,8 @@ use super::tokens::FetchedToken;
 use super::AuthEnv;
 use crate::error::{Code, StepFailure};
 use crate::events::TokenFetchFailed;
-use crate::upstream::{send, OutboundRequest};
+use crate::upstream::transport::MockKey;
+use crate::upstream::{send, Caller, OutboundRequest};
 
 /// Tokens are reused until this long before they expire.
 pub(crate) const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
@@ -62,10 +63,16 @@ async fn fetch(
     };
     let response = send(
         env.client,
+        Caller {
+            key: MockKey {
+                name: env.mock_name,
+                token: true,
+            },
+            trace: env.trace,
+        },
         &request,
         env.token_timeout,
         env.max_response_bytes,
-        env.trace,
     )
     .await
     .map_err(|e| {

@@ -124,6 +124,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<i32, Failure> {
         serve.listen = args.listen;
         serve.allow_private_upstreams = true;
         serve.console = true;
+        serve.debug_requests = true;
         // The demo member's tokens are verified against the mock's JWKS (on loopback even
         // when the mock listens on every address).
         let mut jwks_addr = upstream_addr;

@@ -4,6 +4,7 @@ pub(crate) mod demo;
 pub(crate) mod mock_upstream;
 pub(crate) mod run_once;
 pub(crate) mod serve;
+pub mod test;
 pub mod validate;
 
 use std::fmt::Display;
@@ -25,8 +26,8 @@ pub struct Cli {
 pub enum Command {
     /// Check a registry file and print every problem (exit 1 on errors).
     Validate(validate::ValidateArgs),
-    /// Print the JSON Schema of the registry file.
-    Schema,
+    /// Print the JSON Schema of the registry file (or, with --tests, of test files).
+    Schema(SchemaArgs),
     /// Serve connectors over HTTP.
     Serve(crate::config::ServeArgs),
     /// Execute one connector once and print status, body and step timings.
@@ -35,6 +36,17 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Serve a fake upstream API (token endpoint, users, items, echo) for demos and tests.
     MockUpstream(mock_upstream::MockUpstreamArgs),
+    /// Run the test cases of test files against the registry, with mocked upstreams (exit 1
+    /// when any fails, 2 for a bad test file).
+    Test(test::TestArgs),
+}
+
+/// What `schema` prints.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SchemaArgs {
+    /// The JSON Schema of test files (connectors_tests.json) instead of the registry's.
+    #[arg(long)]
+    pub tests: bool,
 }
 
 impl Cli {
@@ -82,8 +94,13 @@ pub fn run(cli: Cli) -> i32 {
         Command::MockUpstream(args) => exit_code(mock_upstream::run(args)),
         Command::Run(args) => exit_code(run_once::run(args)),
         Command::Demo(args) => exit_code(demo::run(args)),
-        Command::Schema => {
-            let schema = crate::registry::model::json_schema();
+        Command::Test(args) => exit_code(test::run(args)),
+        Command::Schema(args) => {
+            let schema = if args.tests {
+                test::model::json_schema()
+            } else {
+                crate::registry::model::json_schema()
+            };
             println!(
                 "{}",
                 serde_json::to_string_pretty(&schema).unwrap_or_default()

@@ -17,6 +17,7 @@ use crate::events::{InFlight, RequestRejected};
 use crate::metrics::UNKNOWN_CONNECTOR;
 use crate::registry::ConnectorKind;
 use crate::run::caller::CookieUse;
+use crate::run::debug::{self, DebugLog};
 use crate::run::input::{RequestError, RunRequest};
 use crate::run::timing;
 use crate::run::{CompositeRunActor, RunInput, RunOutcome};
@@ -220,6 +221,9 @@ async fn run(
         caller,
     );
     input.trace = trace.cloned();
+    if debug_allowed(req, state) {
+        input.debug = Some(DebugLog::default());
+    }
     let input = Arc::new(input);
     let outcome = {
         let _in_flight = InFlight::start(&state.metrics);
@@ -232,6 +236,26 @@ async fn run(
         .await
     };
     Ok(respond(&input, outcome))
+}
+
+/// Whether the caller asked for `X-Debug-Request: 1` and may have it (docs/spec.md §14):
+/// the server runs with `--debug-requests`, or the request carries the admin token in
+/// `X-Admin-Token`.
+fn debug_allowed(req: &HttpRequest, state: &AppState) -> bool {
+    let headers = req.headers();
+    let asked = headers
+        .get(debug::HEADER)
+        .is_some_and(|v| v.as_bytes().trim_ascii() == b"1");
+    if !asked {
+        return false;
+    }
+    state.debug_requests
+        || match (&state.operator.admin_token, headers.get("x-admin-token")) {
+            (Some(token), Some(presented)) => {
+                super::admin::constant_time_eq(presented.as_bytes(), token.as_bytes())
+            }
+            _ => false,
+        }
 }
 
 /// Whether `req` may use the identity cookie: it comes from an origin of `--allow-origin`
@@ -325,6 +349,11 @@ fn respond(input: &RunInput, outcome: RunOutcome) -> HttpResponse {
     }
     if let Ok(v) = HeaderValue::from_str(&connector_timing) {
         headers.insert(HeaderName::from_static("x-connector-timing"), v);
+    }
+    if let Some(log) = &input.debug {
+        if let Ok(v) = HeaderValue::from_str(&log.header_value(input.is_composite())) {
+            headers.insert(HeaderName::from_static("x-debug-request"), v);
+        }
     }
     response
 }

@@ -45,6 +45,9 @@ pub struct AppState {
     pub identity: Arc<crate::run::IdentityGate>,
     /// Traces, when an OTLP endpoint is configured (docs/spec.md §13).
     pub tracing: Option<Arc<crate::trace::Tracing>>,
+    /// Whether every caller may ask for `X-Debug-Request` (`--debug-requests`); without
+    /// it only a caller presenting the admin token may (docs/spec.md §14).
+    pub debug_requests: bool,
 }
 
 /// What the operator API and the push webhook need.
@@ -81,9 +84,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::scope("/connectors").default_service(web::to(execute::dispatch)));
 }
 
-/// Headers scripts on allowed origins may read (the SDK reads all three).
-pub(crate) const EXPOSED_HEADERS: [&str; 3] =
-    ["Server-Timing", "X-Connector-Timing", "X-Request-ID"];
+/// Headers scripts on allowed origins may read (the SDK reads the first three;
+/// `X-Debug-Request` is there only when asked for and allowed, docs/spec.md §14).
+pub(crate) const EXPOSED_HEADERS: [&str; 4] = [
+    "Server-Timing",
+    "X-Connector-Timing",
+    "X-Request-ID",
+    crate::run::debug::HEADER,
+];
 
 /// CORS for `origins` (`*` allows any origin): preflights answered, timing and request-id
 /// headers exposed. `None` when no origin is allowed (same-origin only, the default). With
@@ -102,6 +110,7 @@ pub(crate) fn cors(origins: &[String], credentials: bool) -> Option<actix_cors::
             "X-CSRF-Token",
             "X-Request-ID",
             "Authorization",
+            crate::run::debug::HEADER,
         ])
         .expose_headers(EXPOSED_HEADERS)
         .max_age(600);

@@ -70,8 +70,14 @@ pub(crate) fn token(member: &Member) -> Result<String, crate::jwt::JwtError> {
         "iat": now,
         "exp": now + member.ttl_secs,
     });
+    sign(&claims)
+}
+
+/// `claims` signed with the demo key (its `kid` in the header); `connector-runtime test`
+/// signs the `user` of its cases this way.
+pub(crate) fn sign(claims: &Value) -> Result<String, crate::jwt::JwtError> {
     let headers = json!({"kid": KID});
-    crate::jwt::sign(&claims, PRIVATE_KEY, "EdDSA", headers.as_object())
+    crate::jwt::sign(claims, PRIVATE_KEY, "EdDSA", headers.as_object())
 }
 
 /// The identity flags of a server trusting the demo key, fetched from `jwks_url`.

@@ -290,6 +290,9 @@ pub struct RunInput {
     pub forwarded_body: Option<(Bytes, Option<HeaderValue>)>,
     /// The context of the request's SERVER span, when tracing is on.
     pub trace: Option<opentelemetry::Context>,
+    /// The steps' resolved requests, kept only when the caller asked for `X-Debug-Request`
+    /// and may have it (docs/spec.md §14).
+    pub debug: Option<super::debug::DebugLog>,
 }
 
 impl RunInput {
@@ -335,6 +338,7 @@ impl RunInput {
             overrides,
             forwarded_body,
             trace: None,
+            debug: None,
         }
     }
 

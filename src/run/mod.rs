@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod caller;
 pub(crate) mod composite;
+pub mod debug;
 pub(crate) mod error;
 pub(crate) mod input;
 pub(crate) mod messages;

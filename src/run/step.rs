@@ -18,6 +18,8 @@ use minijinja::value::ValueKind;
 use minijinja::Value;
 use tracing::Instrument;
 
+mod view;
+
 use super::cache::{CacheStatus, Lookup, ResponseCache};
 use super::error::{Code, StepFailure};
 use super::messages::{ExecuteStep, StepOutcome, StepResult};
@@ -34,18 +36,23 @@ use crate::template::context::{
 };
 use crate::template::TemplateId;
 use crate::upstream::origin::rendered_url_matches;
-use crate::upstream::{send_with_retry, OutboundRequest, UpstreamResponse};
+use crate::upstream::transport::MockKey;
+use crate::upstream::{send_with_retry, Caller, OutboundRequest, Transport, UpstreamResponse};
 
 /// Executes steps for the runs of one worker thread, with that thread's upstream client.
 pub struct StepActor {
-    client: awc::Client,
+    client: Transport,
     shared: Arc<SharedRunState>,
 }
 
 impl StepActor {
-    /// A step actor using `client` (this thread's) and the process-wide `shared` state.
-    pub fn new(client: awc::Client, shared: Arc<SharedRunState>) -> Self {
-        StepActor { client, shared }
+    /// A step actor sending through `client` (this thread's awc client, or a test's mocks)
+    /// with the process-wide `shared` state.
+    pub fn new(client: impl Into<Transport>, shared: Arc<SharedRunState>) -> Self {
+        StepActor {
+            client: client.into(),
+            shared,
+        }
     }
 }
 
@@ -291,7 +298,7 @@ fn host_of(origin: &str) -> String {
 }
 
 async fn execute_step(
-    client: &awc::Client,
+    client: &Transport,
     shared: &SharedRunState,
     msg: ExecuteStep,
 ) -> StepOutcome {
@@ -407,7 +414,7 @@ enum Ran {
 
 /// A step with a `when` or a `for_each` (docs/spec.md §12).
 async fn controlled(
-    client: &awc::Client,
+    client: &Transport,
     shared: &SharedRunState,
     env: &StepEnv<'_>,
     timing: &mut StepTiming,
@@ -582,7 +589,7 @@ fn json_array_of_bodies(results: &[StepResult]) -> String {
 /// limit of `timeout_ms`, or `--step-timeout-ms` for a step that retries, bounds the token
 /// fetch, every try and every wait between them.
 async fn run_call(
-    client: &awc::Client,
+    client: &Transport,
     shared: &SharedRunState,
     env: &StepEnv<'_>,
     timing: &mut StepTiming,
@@ -624,9 +631,19 @@ async fn run_call(
     }
 }
 
+/// The mock that answers the step under `connector-runtime test`: the step's name, or a
+/// simple connector's permalink (docs/spec.md §14).
+fn mock_name<'a>(env: &'a StepEnv<'_>) -> &'a str {
+    if env.run.is_composite() {
+        &env.step.name
+    } else {
+        &env.run.connector.permalink
+    }
+}
+
 /// What authentication needs of the step.
 fn auth_env<'a>(
-    client: &'a awc::Client,
+    client: &'a Transport,
     shared: &'a SharedRunState,
     env: &'a StepEnv<'_>,
 ) -> AuthEnv<'a> {
@@ -634,6 +651,7 @@ fn auth_env<'a>(
         templates: &env.run.registry.templates,
         ctx: &env.template_ctx,
         client,
+        mock_name: mock_name(env),
         tokens: &shared.tokens,
         token_timeout: shared.settings.token_timeout,
         max_response_bytes: shared.settings.max_response_bytes,
@@ -649,7 +667,7 @@ fn trace_parent<'a>(shared: &'a SharedRunState, env: &'a StepEnv<'_>) -> crate::
 
 /// The step's authentication with its config rendered (nothing fetched or signed yet).
 fn prepare_auth(
-    client: &awc::Client,
+    client: &Transport,
     shared: &SharedRunState,
     env: &StepEnv<'_>,
 ) -> Result<Option<Prepared>, StepFailure> {
@@ -682,7 +700,7 @@ fn add_credential(request: &mut OutboundRequest, credential: &Credential) {
 /// idempotent requests are retried within that same time limit (`--upstream-retries`); each
 /// retry is logged and counted in `connector_upstream_retries_total`.
 async fn call_upstream(
-    client: &awc::Client,
+    client: &Transport,
     shared: &SharedRunState,
     env: &StepEnv<'_>,
     request: &OutboundRequest,
@@ -697,11 +715,17 @@ async fn call_upstream(
     };
     send_with_retry(
         client,
+        Caller {
+            key: MockKey {
+                name: mock_name(env),
+                token: false,
+            },
+            trace: trace_parent(shared, env),
+        },
         request,
         timeout,
         shared.settings.max_response_bytes,
         shared.settings.retry,
-        trace_parent(shared, env),
         |retry, error| {
             UpstreamRetried {
                 request_id: &env.run.request_id,
@@ -718,7 +742,7 @@ async fn call_upstream(
 }
 
 async fn run_step(
-    client: &awc::Client,
+    client: &Transport,
     shared: &SharedRunState,
     env: &StepEnv<'_>,
     timing: &mut StepTiming,
@@ -728,6 +752,9 @@ async fn run_step(
     let step = env.step;
     let rendered = render_request(env)?;
     let prepared = prepare_auth(client, shared, env)?;
+    if let Some(log) = &env.run.debug {
+        view::record(log, client, shared, env);
+    }
     let request = outbound(step, rendered);
     let exchange = Exchange {
         client,
@@ -831,7 +858,7 @@ fn retry_after(response: &UpstreamResponse) -> Option<Duration> {
 /// One step's exchange with its upstream: authentication, the call (retried once with a
 /// fresh token after a 401), and the response cache around them.
 struct Exchange<'a> {
-    client: &'a awc::Client,
+    client: &'a Transport,
     shared: &'a SharedRunState,
     env: &'a StepEnv<'a>,
     prepared: Option<&'a Prepared>,

@@ -344,6 +344,17 @@ impl TemplateSet {
         &self.env
     }
 
+    /// The registry text of a compiled template (for `X-Debug-Request`).
+    pub(crate) fn source(&self, id: &TemplateId) -> Option<String> {
+        if let Some(literal) = &id.literal {
+            return Some(literal.to_string());
+        }
+        self.env
+            .get_template(id.name())
+            .ok()
+            .map(|t| t.source().to_string())
+    }
+
     /// Renders a compiled template with `ctx`.
     pub fn render(&self, id: &TemplateId, ctx: &Value) -> Result<String, RenderError> {
         if let Some(literal) = &id.literal {

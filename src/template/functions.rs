@@ -1,5 +1,6 @@
 //! The platform's template functions: `get_secret`, `get_variable`, `now` and `jwt_encode`.
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use minijinja::value::{Kwargs, Rest, Value};
@@ -8,6 +9,27 @@ use minijinja::{Environment, Error, State};
 use super::field::Field;
 use super::filters::own_error;
 use super::secrets::{SecretStore, Variables};
+
+thread_local! {
+    /// Whether `get_secret()` answers with its own template text instead of the value (set
+    /// only around [`with_secrets_as_text`]).
+    static SECRETS_AS_TEXT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `render` (synchronous renders on this thread) with every `get_secret('x')` giving
+/// the text `{{ get_secret('x') }}` rather than the secret: what `X-Debug-Request` shows
+/// (docs/spec.md §14). A secret value cannot come out of such a render.
+pub(crate) fn with_secrets_as_text<R>(render: impl FnOnce() -> R) -> R {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            SECRETS_AS_TEXT.with(|flag| flag.set(false));
+        }
+    }
+    SECRETS_AS_TEXT.with(|flag| flag.set(true));
+    let _reset = Reset;
+    render()
+}
 
 /// Registers the functions on `env`, reading secrets and variables from the given stores.
 pub(crate) fn register(
@@ -21,6 +43,9 @@ pub(crate) fn register(
             return Err(own_error(
                 "get_secret: secrets may only be read in header values, query values and authentication config",
             ));
+        }
+        if SECRETS_AS_TEXT.with(Cell::get) {
+            return Ok(Value::from(format!("{{{{ get_secret('{name}') }}}}")));
         }
         match secrets.get(name) {
             Some(secret) => Ok(Value::from(secret.expose())),

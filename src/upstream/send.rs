@@ -9,7 +9,18 @@ use awc::http::Method;
 use bytes::Bytes;
 
 use super::resolver::{ForbiddenAddress, NoAddresses};
+use super::transport::{MockKey, Transport};
 use crate::trace::Parent;
+
+/// Who makes an upstream call: its mock key (for the test transport) and where its CLIENT
+/// span goes (when traced).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Caller<'a> {
+    /// The step (or its token request) the call is for.
+    pub key: MockKey<'a>,
+    /// The tracer and the step's span, when the run is traced.
+    pub trace: Parent<'a>,
+}
 
 /// A fully rendered upstream request.
 #[derive(Debug, Clone)]
@@ -132,22 +143,23 @@ impl From<UpstreamError> for FailedAttempt {
     }
 }
 
-/// Sends `request` with `client`, allowing `timeout` for everything (connect, send, read)
-/// and at most `max_bytes` of body. No retries.
+/// Sends `request` through `transport`, allowing `timeout` for everything (connect, send,
+/// read) and at most `max_bytes` of body. No retries. `key` names the mock that answers it
+/// when the transport is a mock set.
 pub(crate) async fn send(
-    client: &awc::Client,
+    transport: &Transport,
+    caller: Caller<'_>,
     request: &OutboundRequest,
     timeout: Duration,
     max_bytes: usize,
-    trace: Parent<'_>,
 ) -> Result<UpstreamResponse, UpstreamError> {
     send_with_retry(
-        client,
+        transport,
+        caller,
         request,
         timeout,
         max_bytes,
         RetryPolicy::NONE,
-        trace,
         |_, _| {},
     )
     .await
@@ -156,8 +168,34 @@ pub(crate) async fn send(
 /// Like [`send`], retrying as `retry` allows. `timeout` covers every attempt and every wait
 /// between them: a retry whose wait would not end before the deadline is not made (the
 /// connection failure is reported instead of a time-out). `on_retry(n, error)` is called
-/// before retry `n` (1-based) with the error that caused it.
+/// before retry `n` (1-based) with the error that caused it. A mock transport answers at
+/// once, from the mock `key` names, and never touches the network.
 pub(crate) async fn send_with_retry(
+    transport: &Transport,
+    caller: Caller<'_>,
+    request: &OutboundRequest,
+    timeout: Duration,
+    max_bytes: usize,
+    retry: RetryPolicy,
+    on_retry: impl FnMut(u32, &UpstreamError),
+) -> Result<UpstreamResponse, UpstreamError> {
+    let Caller { key, trace } = caller;
+    match transport {
+        Transport::Network(client) => {
+            send_over(client, request, timeout, max_bytes, retry, trace, on_retry).await
+        }
+        Transport::Mock(mocks) => mocks.answer(key, request),
+        Transport::Record(client, mocks) => {
+            let result =
+                send_over(client, request, timeout, max_bytes, retry, trace, on_retry).await;
+            mocks.record(key, request, result.as_ref().ok());
+            result
+        }
+    }
+}
+
+/// [`send_with_retry`] over the network with `client`.
+async fn send_over(
     client: &awc::Client,
     request: &OutboundRequest,
     timeout: Duration,

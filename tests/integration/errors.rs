@@ -745,6 +745,7 @@ async fn before_a_registry_is_loaded_readyz_is_503_and_runs_are_registry_not_loa
                     &args.identity,
                 )),
                 tracing: None,
+                debug_requests: false,
             }))
             .configure(http::configure)
             .default_service(web::to(http::not_found))

@@ -14,12 +14,17 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Every `examples/*.json` registry.
+/// Every `examples/*.json` registry (test files, `*_tests.json`, are checked by
+/// test_command.rs).
 fn example_files() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("examples"))
         .expect("examples/ exists")
         .map(|entry| entry.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with("_tests.json"))
+        })
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no examples/*.json found");

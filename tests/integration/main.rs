@@ -34,6 +34,7 @@ mod shutdown;
 mod slow_bodies;
 mod soak;
 mod template_compat;
+mod test_command;
 mod upstream_limits;
 mod url_rendering;
 mod validate_cli;
