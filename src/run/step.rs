@@ -322,7 +322,16 @@ async fn execute_step(
             Err(failure) => Ran::Failed(failure, None),
         }
     } else {
-        controlled(client, shared, &env, &mut timing, started, msg.run_started).await
+        // Boxed: a fan-out's state is large, and a plain step should not carry (and copy) it.
+        Box::pin(controlled(
+            client,
+            shared,
+            &env,
+            &mut timing,
+            started,
+            msg.run_started,
+        ))
+        .await
     };
     timing.total = started.elapsed();
     let (result, item) = match ran {
@@ -602,6 +611,20 @@ async fn run_call(
     let Some(limit) = limit else {
         return run_step(client, shared, env, timing, started, None).await;
     };
+    // Boxed, as the timer is: a step without a limit of its own does not carry them.
+    Box::pin(limited(client, shared, env, timing, started, limit)).await
+}
+
+/// [`run_call`] under the step's own `limit`.
+async fn limited(
+    client: &Transport,
+    shared: &SharedRunState,
+    env: &StepEnv<'_>,
+    timing: &mut StepTiming,
+    started: Instant,
+    limit: Duration,
+) -> Result<StepResult, StepFailure> {
+    let control = &env.step.control;
     let deadline = started + limit;
     let call = run_step(client, shared, env, timing, started, Some(deadline));
     let which = if control.timeout.is_some() {
@@ -769,11 +792,8 @@ async fn run_step(
             timing.attempts = 1;
             exchange.fetch(&request, timing, started).await?
         }
-        Some(retry) => {
-            exchange
-                .fetch_retrying(&request, retry, timing, started)
-                .await?
-        }
+        // Boxed: a step without `retry` does not carry the retry loop's state.
+        Some(retry) => Box::pin(exchange.fetch_retrying(&request, retry, timing, started)).await?,
     };
     timing.status_code = Some(response.status);
     if response.status >= 400 {

@@ -103,29 +103,35 @@ pub(crate) fn ms(d: Duration) -> f64 {
 pub fn composite_server_timing(steps: &[StepTiming], total: Duration) -> String {
     let mut out = String::with_capacity(64 * (steps.len() + 1));
     for step in steps {
-        let _ = write!(
-            out,
-            "step.{name};dur={dur};desc=\"Step: {name}",
-            name = step.name,
-            dur = Ms::of(step.total)
-        );
+        out.push_str("step.");
+        out.push_str(&step.name);
+        out.push_str(";dur=");
+        push_ms(&mut out, step.total);
+        out.push_str(";desc=\"Step: ");
+        out.push_str(&step.name);
         // A call the cache served or stored says how (docs/spec.md §10):
         // `desc="Step: x (Cache Hit)"`; one whose answer could not be stored keeps the seed's
         // plain desc.
         if step.cache.involved() {
-            let _ = write!(out, " ({})", step.cache.desc());
+            out.push_str(" (");
+            out.push_str(step.cache.desc());
+            out.push(')');
         }
         match (step.state, &step.items) {
             (StepState::Skipped, _) => out.push_str(" (skipped)"),
             (StepState::Continued, _) => out.push_str(" (continued after error)"),
             (_, Some(items)) => {
-                let _ = write!(out, " ({} items)", items.len());
+                out.push_str(" (");
+                push_u64(&mut out, items.len() as u64);
+                out.push_str(" items)");
             }
             _ => {}
         }
         out.push_str("\", ");
     }
-    let _ = write!(out, "total;dur={};desc=\"Total\"", Ms::of(total));
+    out.push_str("total;dur=");
+    push_ms(&mut out, total);
+    out.push_str(";desc=\"Total\"");
     out
 }
 
@@ -167,43 +173,73 @@ impl Ids<'_> {
     }
 }
 
+/// Appends `n` in decimal: these headers are written for every answer, and `write!` through
+/// `core::fmt` costs several times this.
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or("0"));
+}
+
+/// Appends `d` as milliseconds with one decimal (as [`Ms`] displays it).
+fn push_ms(out: &mut String, d: Duration) {
+    let tenths = Ms::of(d).0;
+    push_u64(out, tenths / 10);
+    out.push('.');
+    out.push(char::from(b'0' + (tenths % 10) as u8));
+}
+
+/// Appends a status code, or `null`.
+fn push_status(out: &mut String, status: Option<u16>) {
+    match status {
+        Some(code) => push_u64(out, u64::from(code)),
+        None => out.push_str("null"),
+    }
+}
+
 /// The composite connector's `X-Connector-Timing` JSON:
 /// `{request_id, total_ms, steps: [{name, index, duration_ms, status_code, cache?, start_ms,
 /// state, attempts?, items?}]}`, with `cache` (hit, revalidated, miss) for the calls the cache
 /// served or stored, `attempts` after retries and `items` for `for_each` steps.
 pub fn composite_connector_timing(ids: Ids<'_>, steps: &[StepTiming], total: Duration) -> String {
-    let mut out = String::with_capacity(64 + 80 * steps.len());
+    let mut out = String::with_capacity(64 + 110 * steps.len());
     ids.open(&mut out);
-    let _ = write!(out, ",\"total_ms\":{},\"steps\":[", Ms::of(total));
+    out.push_str(",\"total_ms\":");
+    push_ms(&mut out, total);
+    out.push_str(",\"steps\":[");
     for (i, step) in steps.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
         out.push_str("{\"name\":");
         json_str(&mut out, &step.name);
-        let _ = write!(
-            out,
-            ",\"index\":{},\"duration_ms\":{},\"status_code\":",
-            step.index,
-            Ms::of(step.total)
-        );
-        match step.status_code {
-            Some(code) => {
-                let _ = write!(out, "{code}");
-            }
-            None => out.push_str("null"),
-        }
+        out.push_str(",\"index\":");
+        push_u64(&mut out, step.index as u64);
+        out.push_str(",\"duration_ms\":");
+        push_ms(&mut out, step.total);
+        out.push_str(",\"status_code\":");
+        push_status(&mut out, step.status_code);
         if step.cache.involved() {
-            let _ = write!(out, ",\"cache\":\"{}\"", step.cache.as_label());
+            out.push_str(",\"cache\":\"");
+            out.push_str(step.cache.as_label());
+            out.push('"');
         }
-        let _ = write!(
-            out,
-            ",\"start_ms\":{},\"state\":\"{}\"",
-            Ms::of(step.start),
-            step.state.as_str()
-        );
+        out.push_str(",\"start_ms\":");
+        push_ms(&mut out, step.start);
+        out.push_str(",\"state\":\"");
+        out.push_str(step.state.as_str());
+        out.push('"');
         if step.attempts > 1 {
-            let _ = write!(out, ",\"attempts\":{}", step.attempts);
+            out.push_str(",\"attempts\":");
+            push_u64(&mut out, u64::from(step.attempts));
         }
         if let Some(items) = &step.items {
             out.push_str(",\"items\":[");
@@ -211,19 +247,14 @@ pub fn composite_connector_timing(ids: Ids<'_>, steps: &[StepTiming], total: Dur
                 if i > 0 {
                     out.push(',');
                 }
-                let _ = write!(
-                    out,
-                    "{{\"index\":{},\"start_ms\":{},\"duration_ms\":{},\"status_code\":",
-                    item.index,
-                    Ms::of(item.start),
-                    Ms::of(item.total)
-                );
-                match item.status_code {
-                    Some(code) => {
-                        let _ = write!(out, "{code}");
-                    }
-                    None => out.push_str("null"),
-                }
+                out.push_str("{\"index\":");
+                push_u64(&mut out, item.index as u64);
+                out.push_str(",\"start_ms\":");
+                push_ms(&mut out, item.start);
+                out.push_str(",\"duration_ms\":");
+                push_ms(&mut out, item.total);
+                out.push_str(",\"status_code\":");
+                push_status(&mut out, item.status_code);
                 out.push('}');
             }
             out.push(']');
@@ -325,6 +356,21 @@ mod tests {
         assert_eq!(doc["timeout"], serde_json::json!(true));
         assert_eq!(doc["external_host"], "api.example.com");
         assert_eq!(doc["trace_id"], "0af7651916cd43dd8448eb211c80319c");
+    }
+
+    #[test]
+    fn numbers_are_written_as_core_fmt_writes_them() {
+        for n in [0u64, 7, 10, 99, 1_000, 18_446_744_073_709_551_615] {
+            let mut out = String::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string());
+        }
+        for micros in [0u64, 49, 50, 999, 1_000, 120_450, 3_600_000_000] {
+            let d = Duration::from_micros(micros);
+            let mut out = String::new();
+            push_ms(&mut out, d);
+            assert_eq!(out, Ms::of(d).to_string(), "{micros} µs");
+        }
     }
 
     #[test]
