@@ -167,16 +167,7 @@ impl MockUpstreams {
     ) {
         let answer = response.map(|r| MockAnswer {
             status: r.status,
-            headers: r
-                .headers
-                .iter()
-                .map(|(n, v)| {
-                    (
-                        n.as_str().to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
+            headers: header_texts(r.headers.iter()),
             body: r.body.clone(),
         });
         self.keep(recorded(&key.text(), request, answer));
@@ -188,17 +179,22 @@ fn recorded(key: &str, request: &OutboundRequest, answer: Option<MockAnswer>) ->
         key: key.to_string(),
         method: request.method.as_str().to_string(),
         url: request.url.clone(),
-        headers: request
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
+        headers: header_texts(request.headers.iter().map(|(n, v)| (n, v))),
         body: request.body.clone(),
         answer,
     }
+}
+
+/// Header names and values as text, in order (a value that is not UTF-8 lossily).
+fn header_texts<'h>(
+    headers: impl Iterator<Item = (&'h HeaderName, &'h HeaderValue)>,
+) -> Vec<(String, String)> {
+    headers
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
 }
