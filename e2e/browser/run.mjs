@@ -6,7 +6,7 @@
 //
 // Env: CONNECTOR_RUNTIME_BIN (default target/release/connector-runtime; builds nothing),
 //      CHROMIUM_BIN (default /usr/bin/chromium), E2E_KEEP_TMP=1 keeps the temp dir.
-// Artifacts: target/e2e/console-waterfall.png (screenshot), target/e2e/*.log (server logs).
+// Artifacts: target/e2e/console-waterfall.png, console-request-tabs.png (screenshots), target/e2e/*.log (server logs).
 // Exit status 0 when every check passed, 1 otherwise (2 when the setup itself failed).
 
 import { execFile, spawn } from 'node:child_process';
@@ -27,6 +27,7 @@ const BIN = process.env.CONNECTOR_RUNTIME_BIN
 const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const ARTIFACTS = path.join(ROOT, 'target', 'e2e');
 const SCREENSHOT = path.join(ARTIFACTS, 'console-waterfall.png');
+const REQUEST_SCREENSHOT = path.join(ARTIFACTS, 'console-request-tabs.png');
 const EXAMPLE_REGISTRY = path.join(ROOT, 'examples', 'connectors_registry.json');
 const CHAIN_CONTROL_REGISTRY = path.join(ROOT, 'examples', 'chain_control.json');
 const WIDGET_PAGE = path.join(HERE, 'widget-page.html');
@@ -792,6 +793,7 @@ async function main() {
     const fetchUser = await openRequest('fetch-user');
     expect(fetchUser.method === 'GET' && fetchUser.url === `${upstream}/users/me`, `fetch-user: ${j(fetchUser)}`);
     expect(/^Authorization: Bearer \S+/m.test(fetchUser.headers), `fetch-user: headers ${j(fetchUser.headers)}`);
+    await cpage.locator('#waterfall').screenshot({ path: REQUEST_SCREENSHOT });
     // A simple connector with a secret: its template text, never its value.
     await runInConsole('search-items');
     const search = await openRequest('http_request');
