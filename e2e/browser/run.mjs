@@ -792,7 +792,7 @@ async function main() {
     expect(/"client_id": "w"/.test(auth.request_body), `auth: request_body ${j(auth.request_body)} lacks client_id w`);
     const fetchUser = await openRequest('fetch-user');
     expect(fetchUser.method === 'GET' && fetchUser.url === `${upstream}/users/me`, `fetch-user: ${j(fetchUser)}`);
-    expect(/^Authorization: Bearer \S+/m.test(fetchUser.headers), `fetch-user: headers ${j(fetchUser.headers)}`);
+    expect(/^authorization: Bearer \S+/im.test(fetchUser.headers), `fetch-user: headers ${j(fetchUser.headers)}`);
     await cpage.locator('#waterfall').screenshot({ path: REQUEST_SCREENSHOT });
     // A simple connector with a secret: its template text, never its value.
     await runInConsole('search-items');
