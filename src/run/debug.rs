@@ -125,7 +125,11 @@ mod tests {
             .unwrap()
             .ends_with(CUT_MARKER));
         let empty = DebugLog::default();
-        assert_eq!(empty.header_value(false), None, "a simple connector that resolved nothing");
+        assert_eq!(
+            empty.header_value(false),
+            None,
+            "a simple connector that resolved nothing"
+        );
         assert_eq!(empty.header_value(true).as_deref(), Some(r#"{"steps":[]}"#));
         let many = Value::Array((0..5000).map(|i| json!(i)).collect());
         let text = fit(many, 1024);

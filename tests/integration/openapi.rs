@@ -705,7 +705,9 @@ async fn every_documented_operation_exists_and_answers_as_documented() {
             problems.push(format!("{label}: {e}"));
         }
         if path.starts_with("/connectors/") && reply.header("x-debug-request").is_none() {
-            problems.push(format!("{label}: asked with the admin token, no X-Debug-Request"));
+            problems.push(format!(
+                "{label}: asked with the admin token, no X-Debug-Request"
+            ));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
