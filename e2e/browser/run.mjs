@@ -6,7 +6,7 @@
 //
 // Env: CONNECTOR_RUNTIME_BIN (default target/release/connector-runtime; builds nothing),
 //      CHROMIUM_BIN (default /usr/bin/chromium), E2E_KEEP_TMP=1 keeps the temp dir.
-// Artifacts: target/e2e/console-waterfall.png (screenshot), target/e2e/*.log (server logs).
+// Artifacts: target/e2e/console-waterfall.png, console-request-tabs.png (screenshots), target/e2e/*.log (server logs).
 // Exit status 0 when every check passed, 1 otherwise (2 when the setup itself failed).
 
 import { execFile, spawn } from 'node:child_process';
@@ -27,6 +27,7 @@ const BIN = process.env.CONNECTOR_RUNTIME_BIN
 const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const ARTIFACTS = path.join(ROOT, 'target', 'e2e');
 const SCREENSHOT = path.join(ARTIFACTS, 'console-waterfall.png');
+const REQUEST_SCREENSHOT = path.join(ARTIFACTS, 'console-request-tabs.png');
 const EXAMPLE_REGISTRY = path.join(ROOT, 'examples', 'connectors_registry.json');
 const CHAIN_CONTROL_REGISTRY = path.join(ROOT, 'examples', 'chain_control.json');
 const WIDGET_PAGE = path.join(HERE, 'widget-page.html');
@@ -409,6 +410,7 @@ async function main() {
     '--secrets-dir', secretsDir,
     '--allow-private-upstreams',
     '--console',
+    '--debug-requests',
     '--allow-origin', widgetOrigin,
     '--identity-issuer', DEMO_ISSUER,
     '--identity-audience', DEMO_ISSUER,
@@ -749,7 +751,74 @@ async function main() {
     return ['token', 'catalog', 'profile', 'record-view'].map((s) => `${s} at ${bars[s].offset} ms (${bars[s].left.toFixed(0)}-${bars[s].right.toFixed(0)}px)`).join('; ');
   });
 
-  await check(11, 'no uncaught script errors in the widget page or the console', async () => {
+  await check(11, 'X-Debug-Request: the console shows each step\'s resolved request in its Request tab; another origin can read the header', async () => {
+    const cpage = await context.newPage();
+    watch(cpage, 'console');
+    await cpage.goto(`${runtime}/console`);
+    /** Selects `permalink`, runs it and waits for #status to settle on 200. */
+    async function runInConsole(permalink, payload) {
+      const item = cpage.locator(`#connector-list li[data-permalink="${permalink}"]`);
+      await item.waitFor({ state: 'visible' });
+      await item.locator('button').click();
+      await cpage.waitForSelector(`#connector-list li[data-permalink="${permalink}"].selected`);
+      if (payload !== undefined) await cpage.fill('#payload', payload);
+      await cpage.evaluate(() => {
+        const s = document.querySelector('#status');
+        s.className = '';
+        s.removeAttribute('data-status');
+      });
+      await cpage.locator('#execute').click();
+      await cpage.waitForFunction(() => {
+        const s = document.querySelector('#status');
+        return s && (s.classList.contains('ok') || s.classList.contains('error'));
+      });
+      const status = await cpage.evaluate(() => document.querySelector('#status').getAttribute('data-status'));
+      expect(status === '200', `${permalink}: #status is ${j(status)}: ${j((await cpage.locator('#result-body').textContent()).slice(0, 300))}`);
+    }
+    /** Clicks the Request tab of `step`; returns its panel's fields as text. */
+    async function openRequest(step) {
+      const tab = cpage.locator(`#waterfall .wf-tab[data-step="${step}"]`);
+      expect(await tab.count() === 1, `no Request tab for ${step} (tabs: ${j(await cpage.$$eval('#waterfall .wf-tab', (els) => els.map((e) => e.getAttribute('data-step'))))})`);
+      await tab.click();
+      const panel = cpage.locator(`#waterfall .wf-request[data-step="${step}"]`);
+      await panel.waitFor({ state: 'visible' });
+      expect(await tab.getAttribute('aria-expanded') === 'true', `${step}: the tab is not aria-expanded after the click`);
+      return panel.evaluate((p) => Object.fromEntries([...p.querySelectorAll('[data-field]')].map((f) => [f.getAttribute('data-field'), f.textContent])));
+    }
+    // A composite: both steps, the second's URL and headers as resolved.
+    await runInConsole('auth-and-fetch-user', '{"clientId":"w"}');
+    const auth = await openRequest('auth');
+    expect(auth.method === 'POST' && auth.url === `${upstream}/oauth/token`, `auth: ${j(auth)}`);
+    expect(/"client_id": "w"/.test(auth.request_body), `auth: request_body ${j(auth.request_body)} lacks client_id w`);
+    const fetchUser = await openRequest('fetch-user');
+    expect(fetchUser.method === 'GET' && fetchUser.url === `${upstream}/users/me`, `fetch-user: ${j(fetchUser)}`);
+    expect(/^authorization: Bearer \S+/im.test(fetchUser.headers), `fetch-user: headers ${j(fetchUser.headers)}`);
+    await cpage.locator('#waterfall').screenshot({ path: REQUEST_SCREENSHOT });
+    // A simple connector with a secret: its template text, never its value.
+    await runInConsole('search-items');
+    const search = await openRequest('http_request');
+    expect(search.url.startsWith(`${upstream}/items`), `search-items: url ${j(search.url)}`);
+    expect(search.authentication.includes("{{ get_secret('items_api_key') }}"), `search-items: authentication ${j(search.authentication)}`);
+    const shown = await cpage.evaluate(() => document.body.innerText);
+    expect(!shown.includes('e2e-api-key'), 'the secret value is shown on the console page');
+    await cpage.close();
+    // Another origin (the widget page): the preflight allows the request header and the
+    // answer's header is exposed to its script.
+    const cross = await page.evaluate(async (rt) => {
+      const r = await fetch(`${rt}/connectors/get-item/execute`, { headers: { 'X-Debug-Request': '1', 'X-Path-Params': 'item_id=itm_042' } });
+      return { status: r.status, debug: r.headers.get('X-Debug-Request') };
+    }, runtime);
+    expect(cross.status === 200, `cross-origin get-item: status ${cross.status}`);
+    expect(cross.debug, 'cross-origin: X-Debug-Request is not readable (not exposed by CORS?)');
+    const doc = JSON.parse(cross.debug);
+    expect(doc.url === `${upstream}/items/itm_042`, `cross-origin: url ${j(doc.url)}`);
+    const bearer = Object.entries(doc.headers || {}).find(([k]) => k.toLowerCase() === 'authorization');
+    expect(bearer && bearer[1] === "Bearer {{ get_secret('items_api_token') }}", `cross-origin: Authorization ${j(bearer)}`);
+    expect(!cross.debug.includes(MOCK_TOKEN), 'cross-origin: the secret value is in the header');
+    return `auth-and-fetch-user: ${auth.method} ${auth.url}, ${fetchUser.method} ${fetchUser.url}; search-items authentication ${search.authentication.replace(/\s+/g, ' ')}; cross-origin header ${cross.debug.length} bytes`;
+  });
+
+  await check(12, 'no uncaught script errors in the widget page or the console', async () => {
     expect(pageErrors.length === 0, pageErrors.join('\n'));
   });
 }

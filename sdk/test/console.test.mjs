@@ -114,6 +114,9 @@ describe('console/index.html is self-contained', () => {
     assert.deepEqual(srcs, ['/sdk/connectors-sdk.js']);
     assert.doesNotMatch(HTML, /<link[^>]+stylesheet/i);
   });
+  test('builds the page from text nodes only: no HTML parsing of data', () => {
+    assert.doesNotMatch(HTML, /innerHTML|outerHTML|insertAdjacentHTML|document\.write|DOMParser/);
+  });
   test('has the stable ids the brief names', () => {
     const doc = parseHTML(HTML);
     for (const id of ['connector-list', 'payload', 'execute', 'status', 'result-body', 'error-envelope', 'waterfall', 'request-id']) {
@@ -401,6 +404,180 @@ describe('console in a DOM', () => {
     assert.equal(page.$('#connector-list li[data-permalink="get-item"]').className, 'selected');
     assert.equal(page.$('#connector-list li[data-permalink="get-item"] button').getAttribute('aria-current'), 'true');
     assert.equal(page.$('#connector-list li[data-permalink="create-item"] button').getAttribute('aria-current'), null);
+  });
+});
+
+describe('console: X-Debug-Request (a "Request" tab per step)', () => {
+  // The answer header as the runtime writes it (docs/spec.md §14): a secret as its template
+  // text, a for_each step with one entry per item, a skipped step absent. The values carry
+  // markup that must stay text.
+  const COMPOSITE_DEBUG = {
+    steps: [
+      {
+        step: 'auth', url: 'https://auth.example/oauth/token', method: 'POST',
+        headers: { 'Content-Type': 'application/json' }, query_parameters: {},
+        request_body: '{"client_secret":"{{ get_secret(\'client_secret\') }}","grant":"<b>x</b>"}',
+        authentication: null, response_body: null, response_content_type: null,
+      },
+      {
+        step: 'fetch-user', url: 'https://api.example/users/u1?lang=fr', method: 'GET',
+        headers: { Accept: 'application/json', 'X-Note': '<img src=x onerror=alert(1)>' }, query_parameters: { lang: 'fr' },
+        request_body: null, authentication: { type: 'bearer', token: "{{ get_secret('api_token') }}" },
+        response_body: '{"name": {{ response.name | tojson }}}', response_content_type: 'application/json',
+      },
+    ],
+  };
+  const DEBUG_CHAIN = {
+    steps: [
+      { step: 'details', item: 1, url: 'https://api.example/d/2', method: 'GET', headers: {}, query_parameters: {}, request_body: null, authentication: null },
+      { step: 'token', url: 'https://auth.example/t', method: 'POST', headers: {}, query_parameters: {}, request_body: 'a=1', authentication: null },
+      { step: 'details', item: 0, url: 'https://api.example/d/1', method: 'GET', headers: {}, query_parameters: {}, request_body: null, authentication: null },
+      { step: 'profile', url: null, method: 'GET', error: "no variable 'x'", authentication: null },
+    ],
+  };
+  const SIMPLE_DEBUG = {
+    url: 'https://api.example/items/itm_042', method: 'GET', headers: { Accept: 'application/json' },
+    query_parameters: {}, authentication: { type: 'api_key', header: 'X-Api-Key', value: "{{ get_secret('api_key') }}" },
+    request_body: null, response_body: null, response_content_type: null,
+  };
+
+  function composite(debug, timing, status) {
+    return (url) => {
+      if (!url.startsWith('/connectors/composite/')) return null;
+      const headers = { 'X-Connector-Timing': JSON.stringify(timing || COMPOSITE_TIMING) };
+      if (debug !== undefined) headers['X-Debug-Request'] = typeof debug === 'string' ? debug : JSON.stringify(debug);
+      return json(status ? { success: false, errors: { code: 'DOWNSTREAM_HTTP_ERROR', detail: 'HTTP 404', scope: null, params: [] } } : { ok: true }, status || 200, headers);
+    };
+  }
+
+  test('every run asks for it with X-Debug-Request: 1 (the connector list does not)', async () => {
+    const page = await openConsole();
+    pick(page, 'get-item');
+    page.$('#execute').click();
+    await settle();
+    pick(page, 'auth-and-fetch-user');
+    page.$('#execute').click();
+    await settle();
+    assert.deepEqual(page.calls.slice(1).map((c) => c.init.headers['X-Debug-Request']), ['1', '1']);
+    assert.equal(page.calls[0].init.headers['X-Debug-Request'], undefined);
+  });
+
+  test('composite: each step that ran gets a Request tab with its resolved request, as text', async () => {
+    const page = await openConsole(composite(COMPOSITE_DEBUG));
+    pick(page, 'auth-and-fetch-user');
+    page.$('#execute').click();
+    await settle();
+    const tabs = page.$$('#waterfall .wf-tab');
+    assert.deepEqual(tabs.map((t) => [t.getAttribute('data-step'), t.textContent, t.getAttribute('aria-expanded')]), [['auth', 'Request', 'false'], ['fetch-user', 'Request', 'false']]);
+    const panel = page.$('#waterfall .wf-request[data-step="fetch-user"]');
+    assert.equal(panel.hidden, true, 'closed until its tab is clicked');
+    assert.equal(tabs[1].getAttribute('aria-controls'), panel.id);
+    tabs[1].click();
+    assert.equal(panel.hidden, false);
+    assert.equal(tabs[1].getAttribute('aria-expanded'), 'true');
+    const field = (name) => panel.querySelector('[data-field="' + name + '"]').textContent;
+    assert.equal(field('method'), 'GET');
+    assert.equal(field('url'), 'https://api.example/users/u1?lang=fr');
+    assert.equal(field('headers'), 'Accept: application/json\nX-Note: <img src=x onerror=alert(1)>');
+    assert.equal(field('query_parameters'), 'lang: fr');
+    assert.deepEqual(JSON.parse(field('authentication')), { type: 'bearer', token: "{{ get_secret('api_token') }}" });
+    assert.equal(field('request_body'), '(none)');
+    assert.equal(field('response_body'), '{"name": {{ response.name | tojson }}}');
+    assert.equal(panel.querySelectorAll('img').length, 0, 'markup in the header stays text');
+    tabs[1].click();
+    assert.equal(panel.hidden, true, 'the tab closes it again');
+    tabs[0].click();
+    const auth = page.$('#waterfall .wf-request[data-step="auth"]');
+    const body = auth.querySelector('[data-field="request_body"]').textContent;
+    assert.deepEqual(JSON.parse(body), { client_secret: "{{ get_secret('client_secret') }}", grant: '<b>x</b>' });
+    assert.match(body, /\n {2}"client_secret"/, 'a JSON body is pretty-printed');
+    assert.equal(auth.querySelectorAll('b').length, 0);
+    // The panel sits right after its step's row.
+    const kids = page.$('#waterfall').children;
+    const at = kids.indexOf(auth);
+    assert.equal(kids[at - 1].getAttribute('data-step'), 'auth');
+  });
+
+  test('chain control: a for_each step lists its items in order, a skipped step has no tab, a render error is shown', async () => {
+    const page = await openConsole(composite(DEBUG_CHAIN, CHAIN_TIMING));
+    pick(page, 'auth-and-fetch-user');
+    page.$('#execute').click();
+    await settle();
+    assert.deepEqual(page.$$('#waterfall .wf-tab').map((t) => t.getAttribute('data-step')), ['token', 'profile', 'details']);
+    const details = page.$('#waterfall .wf-request[data-step="details"]');
+    assert.deepEqual(details.querySelectorAll('h4').map((h) => h.textContent), ['Item 0', 'Item 1']);
+    assert.deepEqual(details.querySelectorAll('[data-field="url"]').map((u) => u.textContent), ['https://api.example/d/1', 'https://api.example/d/2']);
+    const profile = page.$('#waterfall .wf-request[data-step="profile"]');
+    assert.equal(profile.querySelector('[data-field="error"]').textContent, "no variable 'x'");
+    assert.equal(profile.querySelector('[data-field="url"]').textContent, '(not rendered)');
+  });
+
+  test('an error answer shows the tabs too', async () => {
+    const page = await openConsole(composite(COMPOSITE_DEBUG, null, 502));
+    pick(page, 'auth-and-fetch-user');
+    page.$('#execute').click();
+    await settle();
+    assert.match(page.$('#status').textContent, /502/);
+    assert.deepEqual(page.$$('#waterfall .wf-tab').map((t) => t.getAttribute('data-step')), ['auth', 'fetch-user']);
+  });
+
+  test('simple connector: the one request belongs to the http_request row', async () => {
+    const page = await openConsole((url) => (url.startsWith('/connectors/get-item/')
+      ? json({ id: 'itm_042' }, 200, { 'X-Connector-Timing': JSON.stringify(SIMPLE_TIMING), 'X-Debug-Request': JSON.stringify(SIMPLE_DEBUG) })
+      : null));
+    pick(page, 'get-item');
+    page.$('#execute').click();
+    await settle();
+    const tabs = page.$$('#waterfall .wf-tab');
+    assert.deepEqual(tabs.map((t) => t.getAttribute('data-step')), ['http_request']);
+    tabs[0].click();
+    const panel = page.$('#waterfall .wf-request[data-step="http_request"]');
+    assert.equal(panel.hidden, false);
+    assert.equal(panel.querySelector('[data-field="url"]').textContent, 'https://api.example/items/itm_042');
+    assert.match(panel.querySelector('[data-field="authentication"]').textContent, /\{\{ get_secret\('api_key'\) \}\}/);
+    assert.equal(panel.querySelectorAll('h4').length, 0, 'one call: no item headings');
+  });
+
+  test('without the header nothing changes; a header that is not JSON is noted, without tabs', async () => {
+    const plainPage = await openConsole();
+    pick(plainPage, 'auth-and-fetch-user');
+    plainPage.$('#execute').click();
+    await settle();
+    assert.equal(plainPage.$$('#waterfall .wf-tab').length, 0);
+    assert.equal(plainPage.$$('#waterfall .wf-request').length, 0);
+    assert.equal(plainPage.$$('#waterfall .wf-debug-note').length, 0);
+    const cut = await openConsole(composite('{"steps":[{"step":"auth","url":"https://a...[cut]'));
+    pick(cut, 'auth-and-fetch-user');
+    cut.$('#execute').click();
+    await settle();
+    assert.equal(cut.$$('#waterfall .wf-tab').length, 0);
+    assert.match(cut.$('#waterfall .wf-debug-note').textContent, /not JSON \(cut at its size limit\)/);
+    // The next run without the header forgets the previous one's.
+    const page = await openConsole((url, init) => (url.startsWith('/connectors/composite/') && init.body === '{"n":1}' ? composite(COMPOSITE_DEBUG)(url) : null));
+    pick(page, 'auth-and-fetch-user');
+    page.$('#payload').value = '{"n":1}';
+    page.$('#payload').dispatch('input');
+    page.$('#execute').click();
+    await settle();
+    assert.equal(page.$$('#waterfall .wf-tab').length, 2);
+    page.$('#payload').value = '{"n":2}';
+    page.$('#payload').dispatch('input');
+    page.$('#execute').click();
+    await settle();
+    assert.equal(page.$$('#waterfall .wf-tab').length, 0);
+  });
+
+  test('debugRequests: composite by step (items in order), simple under http_request, null without', async () => {
+    const page = await openConsole();
+    const { debugRequests } = page.ctx.ConnectorConsole;
+    assert.equal(debugRequests(null), null);
+    assert.equal(debugRequests(''), null);
+    const chain = debugRequests(JSON.stringify(DEBUG_CHAIN));
+    assert.deepEqual(plain(Object.keys(chain.byStep)), ['details', 'token', 'profile']);
+    assert.deepEqual(plain(chain.byStep.details.map((e) => e.item)), [0, 1]);
+    assert.equal(debugRequests(JSON.stringify(SIMPLE_DEBUG)).byStep.http_request[0].method, 'GET');
+    assert.equal(debugRequests('[1]').ok, false);
+    assert.equal(debugRequests('{').ok, false);
   });
 });
 

@@ -350,8 +350,12 @@ fn respond(input: &RunInput, outcome: RunOutcome) -> HttpResponse {
     if let Ok(v) = HeaderValue::from_str(&connector_timing) {
         headers.insert(HeaderName::from_static("x-connector-timing"), v);
     }
-    if let Some(log) = &input.debug {
-        if let Ok(v) = HeaderValue::from_str(&log.header_value(input.is_composite())) {
+    if let Some(value) = input
+        .debug
+        .as_ref()
+        .and_then(|log| log.header_value(input.is_composite()))
+    {
+        if let Ok(v) = HeaderValue::from_str(&value) {
             headers.insert(HeaderName::from_static("x-debug-request"), v);
         }
     }

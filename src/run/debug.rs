@@ -31,17 +31,18 @@ impl DebugLog {
     }
 
     /// The header value: a simple connector's request object, or `{"steps": [...]}` for a
-    /// composite, in step order; ASCII JSON of at most [`MAX_BYTES`].
-    pub(crate) fn header_value(&self, composite: bool) -> String {
+    /// composite, in step order; ASCII JSON of at most [`MAX_BYTES`]. None for a simple
+    /// connector whose request was never resolved (its template failed): no `null` header.
+    pub(crate) fn header_value(&self, composite: bool) -> Option<String> {
         let mut entries = self.entries.lock().map(|e| e.clone()).unwrap_or_default();
         entries.sort_by_key(|(index, item, _)| (*index, *item));
         let mut views = entries.into_iter().map(|(_, _, view)| view);
         let doc = if composite {
             serde_json::json!({ "steps": views.collect::<Vec<_>>() })
         } else {
-            views.next().unwrap_or(Value::Null)
+            views.next()?
         };
-        fit(doc, MAX_BYTES)
+        Some(fit(doc, MAX_BYTES))
     }
 }
 
@@ -123,6 +124,13 @@ mod tests {
             .as_str()
             .unwrap()
             .ends_with(CUT_MARKER));
+        let empty = DebugLog::default();
+        assert_eq!(
+            empty.header_value(false),
+            None,
+            "a simple connector that resolved nothing"
+        );
+        assert_eq!(empty.header_value(true).as_deref(), Some(r#"{"steps":[]}"#));
         let many = Value::Array((0..5000).map(|i| json!(i)).collect());
         let text = fit(many, 1024);
         assert!(text.len() <= 1024 && text.ends_with(CUT_MARKER));

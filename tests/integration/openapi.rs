@@ -613,6 +613,12 @@ fn happy_probe(doc: &Value, path: &str, method: &str, op: &Value) -> Probe {
         }
     };
     let mut probe = Probe::new(template, method, uri);
+    if path.starts_with("/connectors/") {
+        // Every run answers with its documented X-Debug-Request header too.
+        probe = probe
+            .header("X-Debug-Request", "1")
+            .header("X-Admin-Token", ADMIN_TOKEN);
+    }
     if op.get("security").is_some() {
         probe = probe.header("Authorization", format!("Bearer {ADMIN_TOKEN}"));
     }
@@ -698,6 +704,11 @@ async fn every_documented_operation_exists_and_answers_as_documented() {
         if let Err(e) = conformance(&doc, path, method, &reply) {
             problems.push(format!("{label}: {e}"));
         }
+        if path.starts_with("/connectors/") && reply.header("x-debug-request").is_none() {
+            problems.push(format!(
+                "{label}: asked with the admin token, no X-Debug-Request"
+            ));
+        }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
@@ -753,7 +764,9 @@ async fn documented_error_answers_are_real_and_match_the_document() {
             None,
         ),
         (
-            Probe::new(simple, "get", "/connectors/down/execute"),
+            Probe::new(simple, "get", "/connectors/down/execute")
+                .header("X-Debug-Request", "1")
+                .header("X-Admin-Token", ADMIN_TOKEN),
             502,
             Some("DOWNSTREAM_NETWORK_ERROR"),
         ),
