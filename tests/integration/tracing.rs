@@ -396,12 +396,18 @@ fn traced(registry: &Value, receiver: &Receiver, flags: &[&str]) -> ServerProces
 
 /// `POST /connectors/composite/{permalink}/execute` on `server` with `{}` and `headers`.
 async fn run(server: &ServerProcess, permalink: &str, headers: &[(&str, &str)]) -> Reply {
+    let path = format!("/connectors/composite/{permalink}/execute");
+    call(server, "POST", &path, headers).await
+}
+
+/// `method path` on `server` with a JSON body `{}` and `headers`.
+async fn call(server: &ServerProcess, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(60))
         .finish();
-    let url = format!("{}/connectors/composite/{permalink}/execute", server.base);
+    let url = format!("{}{path}", server.base);
     let mut req = client
-        .post(&url)
+        .request(method.parse().unwrap(), &url)
         .insert_header(("Content-Type", "application/json"));
     for (k, v) in headers {
         req = req.insert_header((*k, *v));
@@ -924,6 +930,280 @@ async fn the_standard_variables_configure_the_endpoint_service_name_and_resource
         assert_eq!(
             attr(&resource, "deployment.environment.name"),
             Some(&Any::StringValue("ci".into()))
+        );
+    }
+    receiver.stop().await;
+}
+
+#[actix_web::test]
+async fn each_try_of_a_retried_step_is_a_client_span_of_its_own() {
+    // 503, 503, then 200.
+    let tries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let up = upstream(move |cfg| {
+        let tries = tries.clone();
+        cfg.route(
+            "/flaky",
+            web::get().to(move |req: HttpRequest, body: Bytes, log: web::Data<Log>| {
+                log.record(&req, &body);
+                let n = tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    if n < 2 {
+                        HttpResponse::ServiceUnavailable().json(json!({"try": n}))
+                    } else {
+                        HttpResponse::Ok().json(json!({"try": n}))
+                    }
+                }
+            }),
+        );
+    })
+    .await;
+    let registry = json!({"composite_connectors": [{
+        "name": "Flaky", "permalink": "flaky",
+        "steps": [{"name": "flaky", "url": format!("{}/flaky", up.base),
+                   "retry": {"attempts": 3, "backoff_ms": 10, "retry_on": [503]}}]
+    }]});
+    let receiver = Receiver::start();
+    let server = traced(&registry, &receiver, &[]);
+    let reply = run(&server, "flaky", &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json(), json!({"try": 2}));
+    let trace_id = timing_trace_id(&reply);
+    let spans = receiver.trace(&trace_id, 5).await;
+    assert_eq!(spans.len(), 5, "{}", describe(&spans));
+    let step = step_span(&spans, "flaky");
+    assert_eq!(int_attr(&step, "connector.step.attempts"), Some(3));
+    assert_ne!(status(&step), StatusCode::Error, "{}", describe(&spans));
+    let mut calls = children(&spans, &step, SpanKind::Client);
+    calls.sort_by_key(|s| s.start_time_unix_nano);
+    assert_eq!(calls.len(), 3, "{}", describe(&spans));
+    let statuses: Vec<(Option<i64>, StatusCode)> = calls
+        .iter()
+        .map(|s| (int_attr(s, "http.response.status_code"), status(s)))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            (Some(503), StatusCode::Error),
+            (Some(503), StatusCode::Error),
+            (Some(200), StatusCode::Unset)
+        ]
+    );
+    // Each try carried its own span's context.
+    let sent: Vec<String> = up
+        .log
+        .to("/flaky")
+        .iter()
+        .map(|r| traceparent_parts(r.header("traceparent").unwrap()).1)
+        .collect();
+    let expected: Vec<String> = calls.iter().map(|s| hex(&s.span_id)).collect();
+    assert_eq!(sent, expected);
+    receiver.stop().await;
+}
+
+#[actix_web::test]
+async fn each_connect_retry_is_a_client_span_with_its_error_type() {
+    let up = upstream(|cfg| {
+        cfg.route("/ok", web::get().to(json_route(200, json!({"ok": true}))));
+    })
+    .await;
+    let refused = closed_port();
+    let registry = json!({"composite_connectors": [{
+        "name": "Gone", "permalink": "gone",
+        "steps": [
+            {"name": "first", "url": format!("{}/ok", up.base)},
+            {"name": "gone", "url": format!("{}/nothing", refused.base())}
+        ]
+    }]});
+    let receiver = Receiver::start();
+    let server = traced(
+        &registry,
+        &receiver,
+        &[
+            "--upstream-retries",
+            "2",
+            "--upstream-retry-backoff-ms",
+            "10",
+        ],
+    );
+    let reply = run(&server, "gone", &[]).await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    let trace_id = timing_trace_id(&reply);
+    // SERVER, 2 steps, 1 + 3 CLIENT.
+    let spans = receiver.trace(&trace_id, 7).await;
+    assert_eq!(spans.len(), 7, "{}", describe(&spans));
+    let step = step_span(&spans, "gone");
+    assert_eq!(status(&step), StatusCode::Error, "{}", describe(&spans));
+    let calls = children(&spans, &step, SpanKind::Client);
+    assert_eq!(calls.len(), 3, "{}", describe(&spans));
+    for call in &calls {
+        assert_eq!(status(call), StatusCode::Error, "{}", describe(&spans));
+        assert_eq!(str_attr(call, "error.type"), Some("network"));
+        assert_eq!(int_attr(call, "http.response.status_code"), None);
+        assert_eq!(int_attr(call, "server.port"), Some(i64::from(refused.port)));
+    }
+    receiver.stop().await;
+}
+
+#[actix_web::test]
+async fn a_skipped_step_has_a_span_saying_so_and_no_client_span() {
+    let up = upstream(|cfg| {
+        cfg.route("/ok", web::get().to(json_route(200, json!({"ok": true}))));
+    })
+    .await;
+    let registry = json!({"composite_connectors": [{
+        "name": "Skips", "permalink": "skips",
+        "steps": [
+            {"name": "skipped", "url": format!("{}/ok", up.base), "when": "false"},
+            {"name": "ran", "url": format!("{}/ok", up.base)}
+        ]
+    }]});
+    let receiver = Receiver::start();
+    let server = traced(&registry, &receiver, &[]);
+    let reply = run(&server, "skips", &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let trace_id = timing_trace_id(&reply);
+    let spans = receiver.trace(&trace_id, 4).await;
+    assert_eq!(spans.len(), 4, "{}", describe(&spans));
+    let skipped = step_span(&spans, "skipped");
+    assert_eq!(str_attr(&skipped, "connector.step.state"), Some("skipped"));
+    assert_ne!(status(&skipped), StatusCode::Error);
+    assert!(children(&spans, &skipped, SpanKind::Client).is_empty());
+    let ran = step_span(&spans, "ran");
+    assert_eq!(str_attr(&ran, "connector.step.state"), Some("ok"));
+    assert_eq!(children(&spans, &ran, SpanKind::Client).len(), 1);
+    assert_eq!(up.log.count("/ok"), 1);
+    receiver.stop().await;
+}
+
+#[actix_web::test]
+async fn a_simple_connector_run_is_a_server_span_on_its_route_with_a_client_span() {
+    let up = upstream(|cfg| {
+        cfg.route("/ok", web::get().to(json_route(200, json!({"ok": true}))));
+    })
+    .await;
+    let registry = json!({"connectors": [{
+        "name": "Plain", "permalink": "plain", "url": format!("{}/ok", up.base)
+    }]});
+    let receiver = Receiver::start();
+    let server = traced(&registry, &receiver, &[]);
+    let reply = call(
+        &server,
+        "GET",
+        "/connectors/plain/execute",
+        &[("traceparent", CALLER_TRACEPARENT)],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json(), json!({"ok": true}));
+    assert_eq!(timing_trace_id(&reply), CALLER_TRACE_ID);
+    let spans = receiver.trace(CALLER_TRACE_ID, 2).await;
+    let server_span = only(&spans, SpanKind::Server);
+    assert_eq!(hex(&server_span.parent_span_id), CALLER_SPAN_ID);
+    assert_eq!(str_attr(&server_span, "http.request.method"), Some("GET"));
+    assert_eq!(
+        str_attr(&server_span, "http.route"),
+        Some("/connectors/{permalink}/execute")
+    );
+    assert_eq!(
+        int_attr(&server_span, "http.response.status_code"),
+        Some(200)
+    );
+    assert_eq!(str_attr(&server_span, "connector.permalink"), Some("plain"));
+    let client = only(&spans, SpanKind::Client);
+    // The CLIENT span descends from the SERVER span.
+    let mut at = client.clone();
+    while at.parent_span_id != server_span.span_id {
+        at = spans
+            .iter()
+            .find(|s| s.span_id == at.parent_span_id)
+            .unwrap_or_else(|| {
+                panic!(
+                    "the CLIENT span is not under the SERVER span:\n{}",
+                    describe(&spans)
+                )
+            })
+            .clone();
+    }
+    assert_eq!(int_attr(&client, "http.response.status_code"), Some(200));
+    let request = one(&up.log, "/ok");
+    let (trace_id, parent_id, _) = traceparent_parts(request.header("traceparent").unwrap());
+    assert_eq!(trace_id, CALLER_TRACE_ID);
+    assert_eq!(parent_id, hex(&client.span_id));
+    receiver.stop().await;
+}
+
+#[actix_web::test]
+async fn a_caller_that_did_not_sample_its_trace_gets_no_spans_exported() {
+    let up = upstream(|cfg| {
+        cfg.route("/ok", web::get().to(json_route(200, json!({"ok": true}))));
+    })
+    .await;
+    let receiver = Receiver::start();
+    let server = traced(&one_step(&up.base), &receiver, &[]);
+    // Flags 00: the caller did not sample (the default sampler is parent-based).
+    let unsampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+    let reply = run(&server, "one", &[("traceparent", unsampled)]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let request = one(&up.log, "/ok");
+    let (trace_id, _, flags) = traceparent_parts(request.header("traceparent").unwrap());
+    assert_eq!(trace_id, CALLER_TRACE_ID, "the trace goes on upstream");
+    assert_eq!(flags, "00", "unsampled upstream too");
+    // A sampled run afterwards: once its spans are in, the unsampled run's would be too.
+    let sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let reply = run(&server, "one", &[("traceparent", sampled)]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    receiver.trace("4bf92f3577b34da6a3ce929d0e0e4736", 3).await;
+    assert!(
+        receiver.of_trace(CALLER_TRACE_ID).is_empty(),
+        "{}",
+        describe(&receiver.of_trace(CALLER_TRACE_ID))
+    );
+    receiver.stop().await;
+}
+
+#[actix_web::test]
+#[ignore = "BUG: spec §13 / issue 16 — log lines of a traced request have no trace_id: \
+            `step failed` carries request_id only (src/events.rs:113, StepFinished has no \
+            trace id; nor do the other request events)"]
+async fn every_log_line_of_a_traced_request_carries_its_trace_id() {
+    let up = upstream(|cfg| {
+        cfg.route(
+            "/down",
+            web::get().to(json_route(503, json!({"error": "maintenance"}))),
+        );
+    })
+    .await;
+    let registry = json!({"composite_connectors": [{
+        "name": "Failing", "permalink": "failing",
+        "steps": [{"name": "down", "url": format!("{}/down", up.base)}]
+    }]});
+    let receiver = Receiver::start();
+    let server = traced(&registry, &receiver, &[]);
+    // A failing step is logged at info.
+    let reply = run(&server, "failing", &[("traceparent", CALLER_TRACEPARENT)]).await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    let request_id = reply.header("x-request-id").unwrap();
+    receiver.trace(CALLER_TRACE_ID, 3).await;
+    let lines: Vec<Value> = server
+        .log()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e.to_string().contains(&request_id))
+        .collect();
+    assert!(
+        !lines.is_empty(),
+        "no log line of the request:\n{}",
+        server.log_tail(20)
+    );
+    for line in &lines {
+        let trace_id = line
+            .get("trace_id")
+            .or_else(|| line.pointer("/fields/trace_id"))
+            .or_else(|| line.pointer("/span/trace_id"));
+        assert_eq!(
+            trace_id.and_then(Value::as_str),
+            Some(CALLER_TRACE_ID),
+            "a log line of the request without its trace_id: {line}"
         );
     }
     receiver.stop().await;
