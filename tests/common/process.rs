@@ -32,6 +32,9 @@ pub struct Launch {
     /// Flags naming the registry source instead of `--registry <the written file>` (for a
     /// git source: `--registry-git URL ...`).
     pub source: Option<Vec<String>>,
+    /// Environment changes for the child: `(name, Some(value))` sets a variable,
+    /// `(name, None)` removes an inherited one.
+    pub env: Vec<(String, Option<String>)>,
 }
 
 impl Default for Launch {
@@ -40,6 +43,7 @@ impl Default for Launch {
             allow_private_upstreams: true,
             resolv_conf: None,
             source: None,
+            env: Vec::new(),
         }
     }
 }
@@ -97,6 +101,12 @@ impl ServerProcess {
         ]);
         if launch.allow_private_upstreams {
             command.arg("--allow-private-upstreams");
+        }
+        for (name, value) in &launch.env {
+            match value {
+                Some(value) => command.env(name, value),
+                None => command.env_remove(name),
+            };
         }
         let child = command
             .args(extra)
