@@ -100,7 +100,14 @@ impl Tracing {
         }
         let exporter = exporter.build().map_err(|e| TraceError(e.to_string()))?;
         let mut resource = Resource::builder();
-        if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        // The default service name, unless the standard variables give one.
+        let named = std::env::var_os("OTEL_SERVICE_NAME").is_some()
+            || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|attrs| {
+                attrs
+                    .split(',')
+                    .any(|kv| kv.trim().starts_with("service.name="))
+            });
+        if !named {
             resource = resource.with_service_name("connector-runtime");
         }
         let processor = BatchSpanProcessor::builder(exporter)

@@ -186,7 +186,7 @@ fn push_u64(out: &mut String, mut n: u64) {
             break;
         }
     }
-    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or("0"));
+    out.extend(digits[at..].iter().map(|&digit| char::from(digit)));
 }
 
 /// Appends `d` as milliseconds with one decimal (as [`Ms`] displays it).

@@ -245,9 +245,26 @@ async fn traced_exchange(
     max_bytes: usize,
     trace: Parent<'_>,
 ) -> Result<UpstreamResponse, FailedAttempt> {
-    let Some((tracing, parent)) = trace else {
-        return exchange(client, request, max_bytes, &[]).await;
-    };
+    match trace {
+        None => exchange(client, request, max_bytes, &[]).await,
+        // Boxed: an untraced call does not carry the span's state.
+        Some((tracing, parent)) => {
+            Box::pin(exchange_in_span(
+                client, request, max_bytes, tracing, parent,
+            ))
+            .await
+        }
+    }
+}
+
+/// [`traced_exchange`] with a tracer: the attempt inside its CLIENT span.
+async fn exchange_in_span(
+    client: &awc::Client,
+    request: &OutboundRequest,
+    max_bytes: usize,
+    tracing: &crate::trace::Tracing,
+    parent: &opentelemetry::Context,
+) -> Result<UpstreamResponse, FailedAttempt> {
     let (cx, context_headers) = tracing.client(parent, request.method.as_str(), &request.url);
     let attempt = exchange(client, request, max_bytes, &context_headers);
     // A span whose attempt is dropped (time limit, cancelled run) still ends.
