@@ -91,7 +91,6 @@ async fn handle(
     let request_id = request_id::of(&req);
     // Debug level: at the default level a run costs no span (entering one on every poll was
     // measurable); the info-level failure events carry the request id and connector.
-    let span = tracing::debug_span!("run", request_id = %request_id, connector = %permalink);
     let trace = state.tracing.as_ref().map(|tracing| {
         let route = match kind {
             ConnectorKind::Simple => SIMPLE_ROUTE,
@@ -99,6 +98,17 @@ async fn handle(
         };
         tracing.server(req.headers(), req.method().as_str(), route, req.path())
     });
+    // A traced request's log lines carry its trace id (docs/spec.md §13): its span is then
+    // at info level, so the JSON and text logs print its fields with every line.
+    let span = match &trace {
+        None => tracing::debug_span!("run", request_id = %request_id, connector = %permalink),
+        Some(cx) => tracing::info_span!(
+            "run",
+            request_id = %request_id,
+            connector = %permalink,
+            trace_id = %crate::trace::trace_id(cx),
+        ),
+    };
     async move {
         let ran = run(
             &req,

@@ -22,6 +22,7 @@ use actix::Addr;
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use minijinja::Value;
+use tracing::Instrument;
 
 use super::error::{Code, RunError, StepFailure};
 use super::input::RunInput;
@@ -91,6 +92,12 @@ impl CompositeRunActor {
     /// when the run ends, not at every step (for the HTTP handler, every wake-up is a pass
     /// of the connection's dispatcher).
     pub(crate) fn start(self) -> RunHandle {
+        if self.input.trace.is_some() {
+            // The run's own task logs inside the request's span too (its trace id).
+            return RunHandle(actix_rt::spawn(
+                self.run().instrument(tracing::Span::current()),
+            ));
+        }
         RunHandle(actix_rt::spawn(self.run()))
     }
 

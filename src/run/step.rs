@@ -69,12 +69,24 @@ impl Handler<ExecuteStep> for StepActor {
         let shared = self.shared.clone();
         // Debug level: at the default level a step costs no span; failures are logged at info
         // with the request id, connector and step as fields.
-        let span = tracing::debug_span!(
-            "step",
-            request_id = %msg.run.request_id,
-            connector = %msg.run.connector.permalink,
-            step = %msg.run.connector.steps[msg.index].name,
-        );
+        let run = &msg.run;
+        let step = &run.connector.steps[msg.index].name;
+        // A traced run's step logs carry its trace id (an info-level span, as the run's).
+        let span = match &run.trace {
+            None => tracing::debug_span!(
+                "step",
+                request_id = %run.request_id,
+                connector = %run.connector.permalink,
+                step = %step,
+            ),
+            Some(cx) => tracing::info_span!(
+                "step",
+                request_id = %run.request_id,
+                connector = %run.connector.permalink,
+                step = %step,
+                trace_id = %crate::trace::trace_id(cx),
+            ),
+        };
         StepExecution(Box::pin(
             async move { execute_step(&client, &shared, msg).await }.instrument(span),
         ))

@@ -1162,9 +1162,6 @@ async fn a_caller_that_did_not_sample_its_trace_gets_no_spans_exported() {
 }
 
 #[actix_web::test]
-#[ignore = "BUG: spec §13 / issue 16 — log lines of a traced request have no trace_id: \
-            `step failed` carries request_id only (src/events.rs:113, StepFinished has no \
-            trace id; nor do the other request events)"]
 async fn every_log_line_of_a_traced_request_carries_its_trace_id() {
     let up = upstream(|cfg| {
         cfg.route(
