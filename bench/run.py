@@ -4,6 +4,7 @@
     python3 bench/run.py                                   # scenarios A-F, ours only
     python3 bench/run.py --scenarios F --rounds 1 --seconds 2   # one scenario, quickly
     python3 bench/run.py --peer "bare-actix=PORT=18092 exec /path/bare-actix-peer:18092"
+    python3 bench/run.py --scenarios A --traced             # A with tracing on, next to off
 
 Builds the release binary, starts the upstreams (nginx from bench/nginx.conf on :18081 for
 A, C, D, E; `connector-runtime mock-upstream --latency-ms 50` on :18082 for B and F), starts the
@@ -165,6 +166,9 @@ def start(cmd, port, env=None):
 
 
 def stop(p):
+    if isinstance(p, _Receiver):
+        p.stop()
+        return
     try:
         os.killpg(p.pid, signal.SIGTERM)
         p.wait(timeout=10)
@@ -179,6 +183,39 @@ def ours_command(registry, port=OURS_PORT):
     registry = os.path.join(HERE, "scenarios", registry)
     return [BIN, "serve", "--registry", registry, "--listen", f"127.0.0.1:{port}",
             "--allow-private-upstreams", "--registry-poll-secs", "0"]
+
+
+class _Receiver:
+    """A local OTLP/HTTP receiver for `--traced`: accepts every export (in this process, so
+    its work is not counted in the server's CPU)."""
+
+    def __init__(self, server, thread):
+        self.server, self.thread, self.port = server, thread, server.server_address[1]
+        self.pid = None
+
+    def stop(self):
+        self.server.shutdown()
+
+
+def otlp_receiver():
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return _Receiver(server, thread)
 
 
 def measure(name, proc, port, scenario, seconds, results):
@@ -199,6 +236,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--peer", action="append", default=[], help="NAME=SHELL COMMAND:PORT (scenario A)")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--traced", action="store_true",
+                    help="scenario A also with tracing on (100%% sampling, OTLP/HTTP export to a local receiver)")
     a = ap.parse_args()
     scenarios = [s.strip().upper() for s in a.scenarios.split(",") if s.strip()]
     unknown = [s for s in scenarios if s not in SCENARIOS]
@@ -245,6 +284,12 @@ def main():
                     targets.append((name, ours_command(registry, OURS_PORT + i), OURS_PORT + i))
             else:
                 targets.append(("ours", ours_command(SCENARIOS[scenario]["registry"]), OURS_PORT))
+            if scenario == "A" and a.traced:
+                receiver = otlp_receiver()
+                upstreams.append(receiver)
+                traced = ours_command(SCENARIOS[scenario]["registry"], OURS_PORT + 9) + [
+                    "--otlp-endpoint", f"http://127.0.0.1:{receiver.port}"]
+                targets.append(("ours-traced", traced, OURS_PORT + 9))
             procs = []
             try:
                 for name, cmd, port in targets:
@@ -286,6 +331,13 @@ def report(results, scenarios, a, upstream_ms=None):
               f"{med(e_rows, 'cpu_us') / med(a_rows, 'cpu_us'):.2f}x CPU per run, "
               f"{med(e_rows, 'p99') / med(a_rows, 'p99'):.2f}x p99")
     verdicts = []
+    if ("A", "ours") in results and ("A", "ours-traced") in results:
+        ours, traced = results[("A", "ours")], results[("A", "ours-traced")]
+        print(f"A traced vs not: {med(traced, 'rps') / med(ours, 'rps'):.2f}x runs/s, "
+              f"{med(traced, 'cpu_us') / med(ours, 'cpu_us'):.2f}x CPU per run, "
+              f"{med(traced, 'p99') / med(ours, 'p99'):.2f}x p99")
+        verdicts.append(("A CPU per run traced <= 1.10x untraced",
+                         med(traced, "cpu_us") / med(ours, "cpu_us"), 1.10, False))
     if ("A", "ours") in results and ("A", "bare-actix") in results:
         ours, bare = results[("A", "ours")], results[("A", "bare-actix")]
         verdicts += [
