@@ -261,6 +261,19 @@ impl TestApp {
         .await
     }
 
+    /// Starts `POST /connectors/composite/{permalink}/execute` on a raw connection and
+    /// returns it without reading the answer: dropping it is a caller that went away.
+    pub async fn composite_then_hang_up(&self, permalink: &str) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt;
+        let address = self.base.trim_start_matches("http://");
+        let mut caller = tokio::net::TcpStream::connect(address).await.unwrap();
+        let request = format!(
+            "POST /connectors/composite/{permalink}/execute HTTP/1.1\r\nHost: runtime\r\nContent-Length: 0\r\n\r\n"
+        );
+        caller.write_all(request.as_bytes()).await.unwrap();
+        caller
+    }
+
     /// `POST /connectors/composite/{permalink}/execute{query}` with `body`.
     pub async fn composite(&self, permalink: &str, query: &str, body: &str) -> Reply {
         self.call(

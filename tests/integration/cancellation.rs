@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 
 use crate::common::process::metric_sum;
 use crate::common::{spawn_app, upstream, Log};
@@ -81,14 +80,7 @@ async fn a_caller_that_disconnects_cancels_its_run_before_the_next_step() {
     }]}))
     .await;
 
-    let address = app.base.trim_start_matches("http://").to_string();
-    let mut caller = TcpStream::connect(&address).await.unwrap();
-    caller
-        .write_all(
-            b"POST /connectors/composite/two-steps/execute HTTP/1.1\r\nHost: runtime\r\nContent-Length: 0\r\n\r\n",
-        )
-        .await
-        .unwrap();
+    let caller = app.composite_then_hang_up("two-steps").await;
     eventually(
         Duration::from_secs(10),
         "the first step to reach the upstream",

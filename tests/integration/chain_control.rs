@@ -23,6 +23,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::common::process::{metric_sum, ServerProcess};
+use crate::common::upstreams::Received;
 use crate::common::{
     assert_envelope, closed_port, parse_server_timing, post_url, spawn_app, spawn_app_with,
     AppOptions, Reply, NETWORK_SCOPE,
@@ -35,11 +36,8 @@ use crate::common::{
 /// One request the lab received.
 #[derive(Debug, Clone)]
 struct Call {
-    method: String,
-    path: String,
-    query: String,
-    headers: Vec<(String, String)>,
-    body: String,
+    /// The request as every upstream of the tests records it.
+    seen: Received,
     /// When it arrived, from the lab's start.
     start: Duration,
     /// When the lab answered it (`None`: not yet, or dropped).
@@ -48,16 +46,18 @@ struct Call {
     dropped: bool,
 }
 
-impl Call {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
+impl std::ops::Deref for Call {
+    type Target = Received;
 
-    fn query_pairs(&self) -> HashMap<String, String> {
-        serde_urlencoded::from_str(&self.query).unwrap_or_default()
+    fn deref(&self) -> &Received {
+        &self.seen
+    }
+}
+
+impl Call {
+    /// The query as a map (the last value of a repeated key).
+    fn query_map(&self) -> HashMap<String, String> {
+        self.query_pairs().into_iter().collect()
     }
 
     #[track_caller]
@@ -120,20 +120,7 @@ async fn lab_route(req: HttpRequest, body: Bytes, lab: web::Data<LabState>) -> H
         let mut calls = lab.calls.lock().unwrap();
         let earlier = calls.iter().filter(|c| c.path == req.path()).count();
         calls.push(Call {
-            method: req.method().to_string(),
-            path: req.path().to_string(),
-            query: req.query_string().to_string(),
-            headers: req
-                .headers()
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
-            body: String::from_utf8_lossy(&body).into_owned(),
+            seen: Received::of(&req, &body),
             start: lab.t0.elapsed(),
             end: None,
             dropped: false,
@@ -506,7 +493,7 @@ async fn in_parallel_a_step_that_reads_another_waits_for_it_and_the_rest_do_not(
     assert!(c.start >= a.end(), "c started before a ended: {a:?} {c:?}");
     assert!(b.start < a.end(), "b waited for a: {a:?} {b:?}");
     assert!(overlap(&a, &b));
-    assert_eq!(c.query_pairs()["from"], "/a");
+    assert_eq!(c.query_map()["from"], "/a");
     assert!(took < Duration::from_millis(550), "took {took:?}");
     // Entries stay in listed order.
     let names: Vec<Value> = timing_steps(&reply)
@@ -657,7 +644,7 @@ async fn a_true_when_runs_the_step() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(lab.count("/x"), 1);
     // skipped|body|status_code|number of headers|error
-    let seen = lab.only("/c").body;
+    let seen = lab.only("/c").body.clone();
     let parts: Vec<&str> = seen.split('|').collect();
     assert_eq!(parts.len(), 5, "{seen}");
     assert_eq!(parts[0], "False", "{seen}");
@@ -892,7 +879,7 @@ async fn for_each_runs_every_item_with_bounded_concurrency_and_answers_in_item_o
     // item and item_index reach url, query, headers and body.
     for k in 0..10usize {
         let call = lab.only(&format!("/item/{}", 100 + k));
-        let query = call.query_pairs();
+        let query = call.query_map();
         assert_eq!(query["index"], k.to_string(), "{call:?}");
         assert_eq!(query["double"], (2 * (100 + k)).to_string(), "{call:?}");
         assert_eq!(
@@ -2085,14 +2072,7 @@ async fn a_caller_that_disconnects_mid_parallel_run_cancels_every_step() {
         ],
     )]))
     .await;
-    let address = app.base.trim_start_matches("http://").to_string();
-    let mut caller = TcpStream::connect(&address).await.unwrap();
-    caller
-        .write_all(
-            b"POST /connectors/composite/par-gone/execute HTTP/1.1\r\nHost: runtime\r\nContent-Length: 0\r\n\r\n",
-        )
-        .await
-        .unwrap();
+    let caller = app.composite_then_hang_up("par-gone").await;
     eventually(
         Duration::from_secs(10),
         "both steps to reach the lab",
