@@ -771,6 +771,11 @@ async fn before_a_registry_is_loaded_readyz_is_503_and_runs_are_registry_not_loa
     assert_eq!(ready.status, 503, "{}", ready.text());
     assert_eq!(ready.json(), json!({"status": "no registry loaded"}));
     assert_eq!(get("/healthz").await.status, 200);
+    // Alive while not ready: Kubernetes' liveness probe (deploy/kubernetes) must not restart
+    // a replica that is still waiting for its registry.
+    let live = get("/livez").await;
+    assert_eq!(live.status, 200, "{}", live.text());
+    assert_eq!(live.json(), json!({"status": "ok"}));
     let reply = get("/connectors/anything/execute").await;
     assert_envelope(&reply, 503, "REGISTRY_NOT_LOADED", None);
     let composite = common::post_url(
