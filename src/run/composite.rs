@@ -165,9 +165,10 @@ impl CompositeRunActor {
     fn record(&mut self, index: usize, outcome: StepOutcome) -> Result<(), RunError> {
         self.timings.push(outcome.timing);
         match outcome.result {
-            Ok(result) => {
+            Ok(mut result) => {
                 let name = self.input.connector.steps[index].name.clone();
-                self.results[index] = Some((name, result.value.clone()));
+                // The value goes to later steps; the answer keeps only status and body.
+                self.results[index] = Some((name, std::mem::take(&mut result.value)));
                 if result.answers && self.answer.as_ref().is_none_or(|(i, _)| *i < index) {
                     self.answer = Some((index, result));
                 }
