@@ -114,10 +114,11 @@ export function recordingFetch() {
 
 /**
  * A new SDK on the echo world's runtime (`baseUrl` = the runtime) with a recording fetch:
- * `{sdk, calls, up}`; `up.last()` is what the upstream got last.
+ * `{sdk, calls, up}`; `up.requests` (emptied here) is what the upstream got, `up.last()` the last.
  */
 export function makeSetup(world) {
   return (options = {}) => {
+    world.upstream.reset();
     const fetch = recordingFetch();
     const sdk = new WidgetServiceSDK({ baseUrl: world.runtime.url, fetch, ...options });
     return { sdk, calls: fetch.calls, up: world.upstream };
