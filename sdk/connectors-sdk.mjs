@@ -73,7 +73,7 @@ const BOUNDARY_REASONS = Object.freeze({
   INVALID_BASE_URL: 'INVALID_BASE_URL',
   /**
    * `csrfToken` is not a string (or null to clear it), or it (or the page's `#csrftoken` element)
-   * holds a character a header cannot carry or is longer than 4096 characters.
+   * holds a character a header cannot carry (one longer than 4096 characters is HEADER_TOO_LONG).
    */
   INVALID_CSRF_TOKEN: 'INVALID_CSRF_TOKEN',
   /**
