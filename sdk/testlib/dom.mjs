@@ -19,7 +19,7 @@ function nodeSignal(signal) {
 /**
  * Opens `html` at `url` with its scripts run; resolves once it has loaded with
  * `{window, document, calls, errors, logs, close()}`. `calls` lists every fetch the page made
- * (`{url, resolved, init}`), in order; `errors` what its scripts threw later.
+ * (`{url, resolved, init, response}`), in order; `errors` what its scripts threw later.
  */
 export async function openPage(html, { url }) {
   const calls = [];
@@ -46,9 +46,13 @@ export async function openPage(html, { url }) {
     beforeParse(window) {
       window.fetch = (input, init) => {
         const resolved = new URL(String(input), window.location.href).href;
-        calls.push({ url: String(input), resolved, init: init || {} });
+        const call = { url: String(input), resolved, init: init || {}, response: null };
+        calls.push(call);
         const options = init ? { ...init, signal: nodeSignal(init.signal) } : undefined;
-        return globalThis.fetch(resolved, options);
+        return globalThis.fetch(resolved, options).then((response) => {
+          call.response = response;
+          return response;
+        });
       };
     },
   });
