@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { JSDOM } from 'jsdom';
 import { openPage } from '../testlib/dom.mjs';
-import { startRuntime, startUpstream, demoToken, DEMO_IDENTITY_ARGS, waitFor } from '../testlib/runtime.mjs';
+import { binary, startRuntime, startUpstream, demoToken, DEMO_IDENTITY_ARGS, waitFor } from '../testlib/runtime.mjs';
 
 const HTML = readFileSync(new URL('../../console/index.html', import.meta.url), 'utf8');
 const base = "{{ get_variable('upstream') }}";
@@ -109,6 +109,7 @@ let runtime;
 let plainRuntime; // without --debug-requests
 let member; // a member token the runtime accepts
 before(async () => {
+  binary();
   upstream = await startUpstream(upstreamHandler);
   const common = { registry: consoleRegistry(), variables: { upstream: upstream.url }, secrets: SECRETS };
   runtime = await startRuntime({ ...common, args: ['--console', '--debug-requests', ...DEMO_IDENTITY_ARGS] });

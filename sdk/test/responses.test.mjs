@@ -9,7 +9,7 @@ import {
   WidgetServiceSDK, ConnectorExecuteError, ConnectorBoundaryError, parseServerTiming, parseConnectorTiming,
 } from '../connectors-sdk.mjs';
 import { echoRegistry, makeSetup, rejection } from '../testlib/echo.mjs';
-import { startUpstream, freePort, waitFor } from '../testlib/runtime.mjs';
+import { binary, startRuntime, startUpstream, freePort, waitFor } from '../testlib/runtime.mjs';
 
 const STEP_TIMEOUT_MS = 1000;
 const base = "{{ get_variable('upstream') }}";
@@ -34,7 +34,7 @@ let setup;
 let standIn;
 const standInAnswers = new Map();
 before(async () => {
-  const { startRuntime } = await import('../testlib/runtime.mjs');
+  binary();
   const upstream = await startUpstream();
   const runtime = await startRuntime({
     registry: registry(),

@@ -15,7 +15,7 @@
 // `slow` (upstream `/hang`, with a 300 ms step timeout on the runtime when asked).
 
 import { WidgetServiceSDK } from '../connectors-sdk.mjs';
-import { startRuntime, startUpstream } from './runtime.mjs';
+import { binary, startRuntime, startUpstream } from './runtime.mjs';
 
 export const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS'];
 
@@ -80,6 +80,7 @@ export function echoRegistry() {
  * (e.g. `--step-timeout-ms`).
  */
 export async function startEcho({ args = [], registry = echoRegistry() } = {}) {
+  binary(); // fails first, saying how to build it
   const upstream = await startUpstream();
   let runtime;
   try {

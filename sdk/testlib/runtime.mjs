@@ -235,6 +235,8 @@ export async function startUpstream(handler = null) {
   });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
+  // A test whose setup failed half-way must not hang its file on a forgotten server.
+  server.unref();
   const up = {
     url: `http://127.0.0.1:${server.address().port}`,
     requests,
