@@ -38,6 +38,7 @@ mod template_compat;
 mod test_command;
 mod tracing;
 mod upstream_limits;
+mod upstream_tls;
 mod url_rendering;
 mod validate_cli;
 mod web_assets;
