@@ -35,6 +35,7 @@ mod slow_bodies;
 mod soak;
 mod template_compat;
 mod test_command;
+mod trace_links;
 mod tracing;
 mod upstream_limits;
 mod url_rendering;
