@@ -30,6 +30,7 @@ mod properties;
 mod registry_rules;
 mod registry_sync;
 mod response_cache;
+mod shared_state;
 mod shutdown;
 mod slow_bodies;
 mod soak;
