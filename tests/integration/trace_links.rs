@@ -38,10 +38,13 @@ const INHERITED: &[&str] = &[
     "CONNECTOR_RUNTIME_TRACE_UI_URL",
 ];
 
+/// The trace id (hex) and kind of every span received.
+type Spans = Arc<Mutex<Vec<(String, SpanKind)>>>;
+
 /// An OTLP/HTTP receiver on 127.0.0.1 keeping the trace id and kind of every span it gets.
 struct Receiver {
     base: String,
-    spans: Arc<Mutex<Vec<(String, SpanKind)>>>,
+    spans: Spans,
     handle: ServerHandle,
 }
 
@@ -56,9 +59,7 @@ impl Receiver {
                 .app_data(web::Data::new(data.clone()))
                 .app_data(web::PayloadConfig::new(16 * 1024 * 1024))
                 .default_service(web::to(
-                    |req: HttpRequest,
-                     body: Bytes,
-                     spans: web::Data<Arc<Mutex<Vec<(String, SpanKind)>>>>| async move {
+                    |req: HttpRequest, body: Bytes, spans: web::Data<Spans>| async move {
                         let Ok(export) = ExportTraceServiceRequest::decode(body) else {
                             return HttpResponse::BadRequest().finish();
                         };
