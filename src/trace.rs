@@ -38,6 +38,11 @@ pub struct TraceArgs {
     /// Whether upstream calls carry W3C `traceparent` / `tracestate`.
     #[arg(long, env = "CONNECTOR_RUNTIME_TRACE_PROPAGATION", value_enum, default_value_t = Propagation::On)]
     pub trace_propagation: Propagation,
+    /// Link to a trace UI: an http(s) URL template with `{trace_id}` (e.g.
+    /// `http://localhost:16686/trace/{trace_id}`), which the console fills in with a traced
+    /// run's trace id. Checked at start; used only when tracing is on.
+    #[arg(long, env = "CONNECTOR_RUNTIME_TRACE_UI_URL")]
+    pub trace_ui_url: Option<String>,
 }
 
 /// Why tracing could not start.
@@ -45,19 +50,67 @@ pub struct TraceArgs {
 #[error("tracing: {0}")]
 pub struct TraceError(String);
 
-/// The process's tracer: where spans go and whether upstreams see the context.
+/// The process's tracer: where spans go, whether upstreams see the context, and the trace
+/// UI the console links to.
 pub struct Tracing {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
     propagate: bool,
+    ui_url: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Tracing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tracing")
             .field("propagate", &self.propagate)
+            .field("ui_url", &self.ui_url)
             .finish()
     }
+}
+
+/// What `--trace-ui-url` must contain.
+const TRACE_ID_PLACEHOLDER: &str = "{trace_id}";
+
+/// Checks `--trace-ui-url`: an http or https URL with a host, no credentials (every console
+/// visitor sees it), and `{trace_id}` somewhere in it. `None` when not set (or blank).
+fn ui_url(args: &TraceArgs) -> Result<Option<Arc<str>>, TraceError> {
+    let Some(template) = args.trace_ui_url.as_deref().map(str::trim) else {
+        return Ok(None);
+    };
+    if template.is_empty() {
+        return Ok(None);
+    }
+    let refuse = |shown: &str, why: &str| {
+        TraceError(format!(
+            "--trace-ui-url {shown}{why}; give an http(s) URL template such as \
+             http://localhost:16686/trace/{TRACE_ID_PLACEHOLDER}"
+        ))
+    };
+    let quoted = format!("{template:?} ");
+    if !template.contains(TRACE_ID_PLACEHOLDER) {
+        return Err(refuse(&quoted, "has no {trace_id} placeholder"));
+    }
+    let lower = template.to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return Err(refuse(&quoted, "is not an http:// or https:// URL"));
+    }
+    // A sample id in place of the placeholder: what the console will open must be a URL.
+    let sample = template.replace(TRACE_ID_PLACEHOLDER, "0af7651916cd43dd8448eb211c80319c");
+    let uri: actix_web::http::Uri = sample
+        .parse()
+        .map_err(|_| refuse(&quoted, "is not a valid URL once {trace_id} is filled in"))?;
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+    if authority.contains('@') {
+        // Not echoed: the value holds a password.
+        return Err(refuse(
+            "",
+            "carries credentials (user:password@), which every console visitor would see",
+        ));
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(refuse(&quoted, "has no host"));
+    }
+    Ok(Some(template.into()))
 }
 
 /// The endpoint traces go to, from the flag or the standard variables; `None`: tracing off.
@@ -89,6 +142,8 @@ impl Tracing {
     /// Spans are sent in batches from the SDK's own thread (`OTEL_BSP_SCHEDULE_DELAY`,
     /// default 5 s); a collector that is down loses spans, never a run.
     pub fn start(args: &TraceArgs) -> Result<Option<Arc<Tracing>>, TraceError> {
+        // Checked even when tracing is off, so a bad value is found before it is needed.
+        let ui_url = ui_url(args)?;
         let Some(url) = endpoint(args) else {
             return Ok(None);
         };
@@ -122,7 +177,13 @@ impl Tracing {
             provider,
             tracer,
             propagate: args.trace_propagation == Propagation::On,
+            ui_url,
         })))
+    }
+
+    /// The `--trace-ui-url` template (with `{trace_id}`), when one is configured.
+    pub fn ui_url(&self) -> Option<&str> {
+        self.ui_url.as_deref()
     }
 
     /// The SERVER span of one execute request, continuing the caller's trace when its

@@ -6,6 +6,8 @@
 //
 // Env: CONNECTOR_RUNTIME_BIN (default target/release/connector-runtime; builds nothing),
 //      CHROMIUM_BIN (default /usr/bin/chromium), E2E_KEEP_TMP=1 keeps the temp dir.
+// The runtime exports traces (OTLP/HTTP) to a small receiver on loopback, which also plays
+// the trace UI of --trace-ui-url (GET /trace/<id>).
 // Artifacts: target/e2e/console-waterfall.png, console-request-tabs.png (screenshots), target/e2e/*.log (server logs).
 // Exit status 0 when every check passed, 1 otherwise (2 when the setup itself failed).
 
@@ -139,9 +141,9 @@ async function tail(file, lines = 25) {
   }
 }
 
-function startChild(name, args, logFile) {
+function startChild(name, args, logFile, extraEnv = {}) {
   const out = createWriteStream(logFile);
-  const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' } });
+  const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', ...extraEnv } });
   proc.stdout.pipe(out, { end: false });
   proc.stderr.pipe(out, { end: false });
   proc.on('exit', (code, signal) => {
@@ -352,6 +354,34 @@ async function main() {
   cleanups.push(() => new Promise((r) => { widgetServer.closeAllConnections?.(); widgetServer.close(() => r()); }));
   const widgetOrigin = `http://127.0.0.1:${widgetServer.address().port}`;
 
+  // -- the trace receiver: takes OTLP/HTTP exports (POST /v1/traces, answered 200 with an
+  // empty ExportTraceServiceResponse) and plays the trace UI (GET /trace/<id>)
+  const exports = []; // request bodies of POST /v1/traces
+  const traceServer = http.createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      const url = new URL(req.url, 'http://x');
+      if (req.method === 'POST' && url.pathname === '/v1/traces') {
+        exports.push(Buffer.concat(chunks));
+        res.writeHead(200, { 'Content-Type': 'application/x-protobuf' });
+        res.end();
+      } else if (req.method === 'GET' && /^\/trace\/[0-9a-f]{32}$/.test(url.pathname)) {
+        const id = url.pathname.slice('/trace/'.length);
+        res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' });
+        res.end(`<!doctype html><title>trace ${id}</title><h1 id="shown-trace">${id}</h1>`);
+      } else {
+        res.writeHead(404, { 'Content-Type': 'text/plain' });
+        res.end('not found');
+      }
+    });
+  });
+  traceServer.listen(0, '127.0.0.1');
+  await once(traceServer, 'listening');
+  cleanups.push(() => new Promise((r) => { traceServer.closeAllConnections?.(); traceServer.close(() => r()); }));
+  const traceOrigin = `http://127.0.0.1:${traceServer.address().port}`;
+  const traceUiTemplate = `${traceOrigin}/trace/{trace_id}`;
+
   // -- mock upstream (first: the variables file names its port)
   const upstreamLog = path.join(ARTIFACTS, 'mock-upstream.log');
   const { proc: upstreamProc, port: upstreamPort } = await startMockUpstream(upstreamLog);
@@ -416,10 +446,12 @@ async function main() {
     '--identity-audience', DEMO_ISSUER,
     '--identity-jwks-url', jwksUrl,
     '--tenant-id', DEMO_TENANT,
+    '--otlp-endpoint', traceOrigin,
+    '--trace-ui-url', traceUiTemplate,
     '--listen', '127.0.0.1:0',
     '--log-format', 'json',
     '--shutdown-timeout-secs', '2',
-  ], runtimeLog);
+  ], runtimeLog, { OTEL_BSP_SCHEDULE_DELAY: '200', OTEL_TRACES_SAMPLER: 'parentbased_always_on' });
   const runtimePort = await firstLine('connector-runtime serve', runtimeProc, runtimeLog, servingPort);
   const runtime = `http://127.0.0.1:${runtimePort}`;
   await waitHttp('connector-runtime', runtimeProc, `${runtime}/readyz`, runtimeLog);
@@ -818,7 +850,54 @@ async function main() {
     return `auth-and-fetch-user: ${auth.method} ${auth.url}, ${fetchUser.method} ${fetchUser.url}; search-items authentication ${search.authentication.replace(/\s+/g, ' ')}; cross-origin header ${cross.debug.length} bytes`;
   });
 
-  await check(12, 'no uncaught script errors in the widget page or the console', async () => {
+  await check(12, 'a traced run in the console shows its trace id, linked to the trace UI; the receiver got that trace', async () => {
+    const cpage = await context.newPage();
+    watch(cpage, 'console');
+    await cpage.goto(`${runtime}/console`);
+    const item = cpage.locator('#connector-list li[data-permalink="auth-and-fetch-user"]');
+    await item.waitFor({ state: 'visible' });
+    await item.locator('button').click();
+    await cpage.waitForSelector('#connector-list li[data-permalink="auth-and-fetch-user"].selected');
+    await cpage.fill('#payload', '{"clientId":"traced"}');
+    const answered = cpage.waitForResponse((r) => r.url().startsWith(`${runtime}/connectors/composite/auth-and-fetch-user/execute`));
+    await cpage.locator('#execute').click();
+    const response = await answered;
+    await cpage.waitForFunction(() => {
+      const s = document.querySelector('#status');
+      return s && (s.classList.contains('ok') || s.classList.contains('error'));
+    });
+    const timing = JSON.parse((await response.allHeaders())['x-connector-timing'] || '{}');
+    expect(/^[0-9a-f]{32}$/.test(timing.trace_id || ''), `X-Connector-Timing has no trace_id: ${j(timing).slice(0, 300)}`);
+    const shown = await cpage.evaluate(() => {
+      const dd = document.querySelector('#trace-id');
+      const a = dd && dd.querySelector('a');
+      return dd && {
+        id: dd.getAttribute('data-trace-id'), text: dd.textContent.trim(),
+        href: a && a.getAttribute('href'), target: a && a.getAttribute('target'), rel: a && a.getAttribute('rel'),
+      };
+    });
+    expect(shown, 'no #trace-id in the result summary');
+    expect(shown.id === timing.trace_id && shown.text === timing.trace_id,
+      `#trace-id shows ${j(shown)}, expected the run's trace id ${timing.trace_id}`);
+    const want = traceUiTemplate.replace('{trace_id}', timing.trace_id);
+    expect(shown.href === want, `the trace link is ${j(shown.href)}, expected ${j(want)}`);
+    expect(shown.target === '_blank' && /noopener/.test(shown.rel || ''), `the link opens ${j(shown.target)} with rel ${j(shown.rel)}`);
+    // The receiver got the trace the link names (its 16-byte id is in an export).
+    const idBytes = Buffer.from(timing.trace_id, 'hex');
+    const deadline = Date.now() + 15000;
+    while (!exports.some((b) => b.includes(idBytes)) && Date.now() < deadline) await sleep(100);
+    expect(exports.some((b) => b.includes(idBytes)), `no OTLP export carried trace ${timing.trace_id} within 15 s (${exports.length} exports received)`);
+    // Following the link opens the trace UI on that trace.
+    const [opened] = await Promise.all([context.waitForEvent('page'), cpage.locator('#trace-id a').click()]);
+    await opened.waitForLoadState();
+    const onPage = await opened.locator('#shown-trace').textContent();
+    expect(opened.url() === want && onPage === timing.trace_id, `the link opened ${opened.url()} showing ${j(onPage)}`);
+    await opened.close();
+    await cpage.close();
+    return `trace ${timing.trace_id} -> ${want}; ${exports.length} OTLP exports received`;
+  });
+
+  await check(13, 'no uncaught script errors in the widget page or the console', async () => {
     expect(pageErrors.length === 0, pageErrors.join('\n'));
   });
 }

@@ -23,6 +23,21 @@
    the registry otherwise); an --identity-jwks-file is mounted and is a JWKS of signing keys
    (with the demo issuer: exactly the demo key of src/mock_upstream/identity.rs, so that
    `connector-runtime demo token` tokens verify); an http --identity-jwks-url is on loopback.
+5. Scale-out (issue 15): at least two runtime replicas with the same image, command, mounts,
+   secrets and environment (only their `service.instance.id` differs); Prometheus scrapes
+   every replica; an nginx load balancer whose mounted config names every replica on its
+   port in one upstream it proxies to, lets X-Request-ID / traceparent / tracestate through,
+   has room for large answer headers, checks /readyz, and passes `nginx -t` (when nginx is
+   installed: with the replicas' names pointed at 127.0.0.1); k6 goes through it. Redis:
+   every replica's CONNECTOR_RUNTIME_REDIS_URL names the redis service on its port with the
+   password the redis service requires, Redis keeps nothing on disk, the
+   CONNECTOR_RUNTIME_SHARED_STATE_KEY_FILE is a mounted secret of 32 bytes or 64 hex digits
+   outside --secrets-dir, CONNECTOR_RUNTIME_REDIS_TIMEOUT_MS is a positive integer.
+6. Traces (issue 16): every replica's OTLP endpoint is the Jaeger service on a port it
+   exposes (4318, OTLP/HTTP on), Grafana's Jaeger datasource is that service's UI port, the
+   console's CONNECTOR_RUNTIME_TRACE_UI_URL is an http URL with {trace_id} on the host port
+   Jaeger's UI is published on; every datasource variable of the dashboard defaults to a
+   provisioned datasource of its type.
 
 Prints one line per check and a closing `N passed, N failed` line; exit 1 on any failure.
 """
@@ -31,10 +46,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -389,12 +406,35 @@ def check_identity(name: str, service: dict, cmd: list[str], secrets: dict, regi
                    f"expected {expected!r}" if expected else f"cannot read the demo key from {DEMO_IDENTITY_SOURCE}")
 
 
+def runtime_names(services: dict) -> list[str]:
+    """The services that run `connector-runtime serve` (the replicas)."""
+    return [n for n, s in services.items() if command_list(s)[:1] == ["serve"]]
+
+
 def check_wiring(doc: dict, dashboard: Path) -> None:
     services = doc.get("services") or {}
     secrets = doc.get("secrets") or {}
-    runtime_name = next((n for n, s in services.items() if command_list(s)[:1] == ["serve"]), None)
-    if not record(runtime_name is not None, "a service runs `connector-runtime serve`"):
+    replicas = runtime_names(services)
+    if not record(bool(replicas), "a service runs `connector-runtime serve`"):
         return
+    for runtime_name in replicas:
+        check_runtime(runtime_name, services, secrets)
+    check_replicas(replicas, services)
+    check_prometheus(replicas, services, secrets)
+    check_grafana(services, secrets, dashboard)
+    lb_name = check_lb(replicas, services, secrets)
+    check_redis(replicas, services, secrets)
+    check_tracing(replicas, services)
+
+    # the load generator talks to the runtime through the load balancer (or to the runtime)
+    for name, svc in services.items():
+        env = svc.get("environment") or {}
+        if isinstance(env, dict) and env.get("BASE_URL"):
+            check_target(f"{name} BASE_URL", env["BASE_URL"], services, lb_name or replicas[0])
+
+
+def check_runtime(runtime_name: str, services: dict, secrets: dict) -> None:
+    """One replica: its registry, variables, secrets and identity."""
     runtime = services[runtime_name]
     cmd = command_list(runtime)
 
@@ -431,7 +471,9 @@ def check_wiring(doc: dict, dashboard: Path) -> None:
                 record(theirs.get(c["permalink"]) == c,
                        f"deploy registry keeps example {kind[:-1].replace('_', ' ')} {c['permalink']} unchanged")
 
-    # Prometheus scrapes the runtime
+
+def check_prometheus(replicas: list[str], services: dict, secrets: dict) -> None:
+    """Prometheus scrapes every replica directly."""
     prom_name = next((n for n, s in services.items() if str(s.get("image", "")).startswith("prom/prometheus")), None)
     if record(prom_name is not None, "a Prometheus service exists"):
         prom = services[prom_name]
@@ -440,16 +482,22 @@ def check_wiring(doc: dict, dashboard: Path) -> None:
             pconf = yaml.safe_load(conf.read_text())
             targets = [t for sc in pconf.get("scrape_configs", []) for st in sc.get("static_configs", [])
                        for t in st.get("targets", [])]
-            scrapes_runtime = False
+            scraped = set()
             for t in targets:
                 host, _ = host_port(t)
                 if host in ("localhost", "127.0.0.1"):
                     continue
                 check_target("prometheus scrape target", t, services)
-                scrapes_runtime |= host == runtime_name
-            record(scrapes_runtime, f"{prom_name}: scrapes {runtime_name}")
+                scraped.add(host)
+            for runtime_name in replicas:
+                record(runtime_name in scraped, f"{prom_name}: scrapes {runtime_name}",
+                       f"scrape targets: {targets}")
 
-    # Grafana: provisioning, dashboards, datasource
+
+def check_grafana(services: dict, secrets: dict, dashboard: Path) -> None:
+    """Grafana: provisioning, dashboards, datasources (Prometheus and Jaeger)."""
+    prom_name = next((n for n, s in services.items() if str(s.get("image", "")).startswith("prom/prometheus")), None)
+    jaeger_name = next((n for n, s in services.items() if is_jaeger(s)), None)
     graf_name = next((n for n, s in services.items() if str(s.get("image", "")).startswith("grafana/grafana")), None)
     if record(graf_name is not None, "a Grafana service exists"):
         graf = services[graf_name]
@@ -458,11 +506,19 @@ def check_wiring(doc: dict, dashboard: Path) -> None:
                f"{graf_name}: provisioning (datasources/, dashboards/) mounted at /etc/grafana/provisioning from {prov}")
         if prov and prov.is_dir():
             ds_uids = []
+            ds_types = {}
             for f in sorted((prov / "datasources").glob("*.y*ml")):
                 for ds in yaml.safe_load(f.read_text()).get("datasources", []):
                     ds_uids.append(ds.get("uid"))
+                    ds_types[ds.get("uid")] = ds.get("type")
                     if ds.get("type") == "prometheus":
                         check_target(f"grafana datasource {ds.get('name')}", ds["url"], services, prom_name)
+                    if ds.get("type") == "jaeger":
+                        check_target(f"grafana datasource {ds.get('name')} (Jaeger query API and UI)",
+                                     ds["url"], services, jaeger_name)
+                        _, port = host_port(ds["url"])
+                        record(port == JAEGER_UI_PORT, f"grafana datasource {ds.get('name')} uses Jaeger's "
+                               f"query port {JAEGER_UI_PORT}", f"port {port}")
             for f in sorted((prov / "dashboards").glob("*.y*ml")):
                 for provider in yaml.safe_load(f.read_text()).get("providers", []):
                     path = provider.get("options", {}).get("path", "")
@@ -473,21 +529,264 @@ def check_wiring(doc: dict, dashboard: Path) -> None:
                     record(dashboard.resolve() in [x.resolve() for x in files],
                            f"{graf_name}: {dashboard.relative_to(ROOT)} is provisioned")
             dash = json.loads(dashboard.read_text())
-            dsvar = next((v for v in dash.get("templating", {}).get("list", []) if v.get("type") == "datasource"), None)
-            default_uid = (dsvar or {}).get("current", {}).get("value")
-            record(default_uid in ds_uids, f"dashboard's default datasource uid {default_uid!r} is provisioned",
-                   f"provisioned uids: {ds_uids}")
+            dsvars = [v for v in dash.get("templating", {}).get("list", []) if v.get("type") == "datasource"]
+            record(bool(dsvars), "the dashboard has a datasource variable")
+            for dsvar in dsvars:
+                default_uid = (dsvar or {}).get("current", {}).get("value")
+                record(default_uid in ds_uids and ds_types.get(default_uid) == dsvar.get("query"),
+                       f"dashboard variable ${dsvar.get('name')}: default {dsvar.get('query')} datasource "
+                       f"uid {default_uid!r} is provisioned",
+                       f"provisioned: {ds_types}")
         env = graf.get("environment") or {}
         home = env.get("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH") if isinstance(env, dict) else None
         if home:
             host = in_container(home, graf, secrets)
             record(bool(host and host.is_file()), f"{graf_name}: home dashboard {home} is mounted")
 
-    # the load generator talks to the runtime
-    for name, svc in services.items():
-        env = svc.get("environment") or {}
-        if isinstance(env, dict) and env.get("BASE_URL"):
-            check_target(f"{name} BASE_URL", env["BASE_URL"], services, runtime_name)
+
+# --------------------------------------------------------------------------- scale-out
+
+# Variables of the environment that may differ between replicas (the rest must not).
+PER_REPLICA_ENV = {"OTEL_RESOURCE_ATTRIBUTES"}
+
+
+def env_of(service: dict) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(e.split("=", 1) if "=" in e else (e, "") for e in env)
+    return {str(k): "" if v is None else str(v) for k, v in env.items()}
+
+
+INTERPOLATION_RE = re.compile(r"\$\$|\$\{(\w+)(?:(:?[-?])([^}]*))?\}|\$(\w+)")
+
+
+def interpolate(value: str) -> str:
+    """`value` as Compose reads it: ${VAR}, ${VAR:-default}, ${VAR-default}, $VAR from this
+    process's environment, $$ for a literal $."""
+    def repl(m: re.Match) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name = m.group(1) or m.group(4)
+        op, default = m.group(2), m.group(3) or ""
+        got = os.environ.get(name)
+        if op == ":-" and not got:
+            return default
+        if op == "-" and got is None:
+            return default
+        return got or ""
+    return INTERPOLATION_RE.sub(repl, value)
+
+
+def resource_attributes(value: str) -> dict[str, str]:
+    return dict(kv.split("=", 1) for kv in value.split(",") if "=" in kv)
+
+
+def check_replicas(replicas: list[str], services: dict) -> None:
+    """Two or more replicas, configured alike."""
+    record(len(replicas) >= 2, f"at least two runtime replicas ({', '.join(replicas)})",
+           "one replica cannot show shared state or load balancing")
+    first = services[replicas[0]]
+    for name in replicas[1:]:
+        svc = services[name]
+        for key in ("image", "build", "command", "volumes", "secrets", "healthcheck"):
+            record(svc.get(key) == first.get(key), f"{name}: same {key} as {replicas[0]}",
+                   f"{svc.get(key)!r} vs {first.get(key)!r}")
+        a, b = env_of(first), env_of(svc)
+        differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in PER_REPLICA_ENV)
+        record(not differ, f"{name}: same environment as {replicas[0]} (but {', '.join(sorted(PER_REPLICA_ENV))})",
+               f"differs in {differ}")
+    ids = {n: resource_attributes(env_of(services[n]).get("OTEL_RESOURCE_ATTRIBUTES", "")).get("service.instance.id")
+           for n in replicas}
+    record(all(ids[n] == n for n in replicas),
+           "every replica's traces name it (OTEL_RESOURCE_ATTRIBUTES service.instance.id = its service name)",
+           f"{ids}")
+
+
+def is_nginx(service: dict) -> bool:
+    return str(service.get("image", "")).split(":")[0].split("/")[-1] == "nginx"
+
+
+def strip_nginx_comments(text: str) -> str:
+    return "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+
+
+def nginx_size(value: str) -> int:
+    m = re.fullmatch(r"(\d+)([kKmM]?)", value)
+    if not m:
+        return 0
+    return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024 * 1024}[m.group(2).lower()]
+
+
+def healthcheck_text(service: dict) -> str:
+    test = (service.get("healthcheck") or {}).get("test") or ""
+    return " ".join(test) if isinstance(test, list) else str(test)
+
+
+def check_lb(replicas: list[str], services: dict, secrets: dict) -> str | None:
+    """The nginx load balancer in front of the replicas; returns its service name."""
+    lb_name = next((n for n, s in services.items() if is_nginx(s)), None)
+    if not record(lb_name is not None, "an nginx load balancer service exists"):
+        return None
+    lb = services[lb_name]
+    confs = [host for target, host in mounts(lb).items() if target.startswith("/etc/nginx/") and target.endswith(".conf")]
+    if not record(bool(confs) and all(h.is_file() for h in confs),
+                  f"{lb_name}: its config is mounted ({', '.join(str(h.relative_to(ROOT)) for h in confs)})"):
+        return lb_name
+    text = strip_nginx_comments("\n".join(h.read_text() for h in confs))
+    upstreams = {m.group(1): re.findall(r"^\s*server\s+([^\s;]+)", m.group(2), re.M)
+                 for m in re.finditer(r"upstream\s+(\S+)\s*\{([^}]*)\}", text)}
+    proxied = set(re.findall(r"proxy_pass\s+https?://([^/;\s]+)", text))
+    used = {n: s for n, s in upstreams.items() if n in proxied}
+    if record(len(used) == 1, f"{lb_name}: proxies to one upstream block ({', '.join(used) or 'none'})",
+              f"upstreams {sorted(upstreams)}, proxy_pass to {sorted(proxied)}"):
+        servers = next(iter(used.values()))
+        wanted = {f"{n}:{listen_port(services[n])}" for n in replicas}
+        record(set(servers) == wanted, f"{lb_name}: the upstream names every replica on its port ({', '.join(sorted(wanted))})",
+               f"it names {servers}")
+        record(not re.search(r"^\s*(hash|ip_hash|least_conn|random)\b", next(
+            m.group(2) for m in re.finditer(r"upstream\s+(\S+)\s*\{([^}]*)\}", text) if m.group(1) in used), re.M),
+            f"{lb_name}: round-robin (no hash, ip_hash, least_conn or random)")
+    listens = {int(p) for p in re.findall(r"^\s*listen\s+(?:[\d.]+:)?(\d+)", text, re.M)}
+    published = {int(str(p).rsplit(":", 1)[-1].split("/")[0]) for p in lb.get("ports", [])}
+    exposed = {int(str(p)) for p in lb.get("expose", [])}
+    record(bool(listens) and published <= listens and exposed <= listens,
+           f"{lb_name}: listens on the ports it publishes and exposes ({sorted(listens)})",
+           f"listen {sorted(listens)}, published {sorted(published)}, exposed {sorted(exposed)}")
+    for header in ("X-Request-ID", "traceparent", "tracestate"):
+        sets = re.findall(rf"proxy_set_header\s+{header}\s+([^;]*);", text, re.I)
+        passes = all(v.strip().strip('"') == f"$http_{header.lower().replace('-', '_')}" for v in sets)
+        # The answer's X-Request-ID must reach the caller too.
+        hidden = re.search(rf"proxy_hide_header\s+{header}\b", text, re.I) is not None
+        record(passes and not hidden, f"{lb_name}: {header} goes through unchanged",
+               f"proxy_set_header {sets}" + (", proxy_hide_header" if hidden else ""))
+    buffer = max((nginx_size(v) for v in re.findall(r"proxy_buffer_size\s+(\S+);", text)), default=4096)
+    record(buffer >= 32 * 1024, f"{lb_name}: proxy_buffer_size {buffer // 1024} KiB holds large answer headers "
+           "(X-Debug-Request up to 16 KiB, X-Connector-Timing)", "nginx answers 502 for headers over it")
+    record("/readyz" in healthcheck_text(lb), f"{lb_name}: its healthcheck asks /readyz", healthcheck_text(lb))
+    deps = lb.get("depends_on") or {}
+    for n in replicas:
+        cond = deps.get(n, {}).get("condition") if isinstance(deps, dict) else None
+        record(cond == "service_healthy" and "/readyz" in healthcheck_text(services[n]),
+               f"{lb_name}: waits for {n} to be healthy (its healthcheck asks /readyz)",
+               f"condition {cond!r}, healthcheck {healthcheck_text(services[n])!r}")
+    nginx_test(lb_name, confs, replicas)
+    return lb_name
+
+
+def nginx_test(lb_name: str, confs: list[Path], replicas: list[str]) -> None:
+    """`nginx -t` on the load balancer's config, with the replicas' names pointed at
+    127.0.0.1 (nginx resolves upstream names when it reads its config)."""
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if not nginx:
+        print(f"skip  {lb_name}: nginx -t: no nginx here")
+        return
+    with tempfile.TemporaryDirectory(prefix="check-compose-nginx-") as tmp:
+        site = "\n".join(c.read_text() for c in confs)
+        for n in sorted(replicas, key=len, reverse=True):
+            site = re.sub(rf"(\bserver\s+){re.escape(n)}:", r"\g<1>127.0.0.1:", site)
+        site = re.sub(r"(access_log\s+)\S+", rf"\g<1>{tmp}/access.log", site)
+        (Path(tmp) / "site.conf").write_text(site)
+        (Path(tmp) / "nginx.conf").write_text(
+            f"pid {tmp}/nginx.pid;\nerror_log {tmp}/error.log;\nevents {{}}\n"
+            f"http {{\n  include {tmp}/site.conf;\n}}\n")
+        proc = subprocess.run([nginx, "-t", "-q", "-p", tmp, "-c", f"{tmp}/nginx.conf"],
+                              capture_output=True, text=True)
+        record(proc.returncode == 0, f"{lb_name}: nginx -t accepts {', '.join(str(c.relative_to(ROOT)) for c in confs)}",
+               (proc.stderr or proc.stdout).strip()[-800:])
+
+
+def is_redis(service: dict) -> bool:
+    return str(service.get("image", "")).split(":")[0].split("/")[-1] == "redis"
+
+
+def check_redis(replicas: list[str], services: dict, secrets: dict) -> None:
+    """Redis for the replicas' shared state, and their settings for it."""
+    redis_name = next((n for n, s in services.items() if is_redis(s)), None)
+    if not record(redis_name is not None, "a Redis service exists"):
+        return
+    redis = services[redis_name]
+    redis_env = {k: interpolate(v) for k, v in env_of(redis).items()}
+    cmd = " ".join(command_list(redis))
+    password = redis_env.get("REDIS_PASSWORD", "")
+    record(bool(password) and re.search(r"--requirepass\s+\"?\$\$?\{?REDIS_PASSWORD", cmd) is not None,
+           f"{redis_name}: requires the password of its REDIS_PASSWORD", cmd)
+    record(re.search(r"--save\s+(\"\"|'')", cmd) is not None and re.search(r"--appendonly\s+no\b", cmd) is not None,
+           f"{redis_name}: keeps nothing on disk (--save \"\", --appendonly no)", cmd)
+    record("REDIS_PASSWORD" in healthcheck_text(redis) and "ping" in healthcheck_text(redis),
+           f"{redis_name}: its healthcheck pings with the password", healthcheck_text(redis))
+    for name in replicas:
+        svc = services[name]
+        env = {k: interpolate(v) for k, v in env_of(svc).items()}
+        url = env.get("CONNECTOR_RUNTIME_REDIS_URL", "")
+        u = urlparse(url)
+        if record(u.scheme in ("redis", "rediss"), f"{name}: CONNECTOR_RUNTIME_REDIS_URL is a redis:// URL",
+                  f"{url!r}"):
+            check_target(f"{name}: CONNECTOR_RUNTIME_REDIS_URL", f"http://{u.hostname}:{u.port or 6379}",
+                         services, redis_name)
+            record(bool(u.password) and u.password == password,
+                   f"{name}: the Redis URL carries the password {redis_name} requires",
+                   "no password in the URL" if not u.password else "it is not the redis service's REDIS_PASSWORD")
+            record(re.fullmatch(r"/?\d*", u.path or "") is not None, f"{name}: the Redis URL names a database number",
+                   u.path)
+        timeout = env.get("CONNECTOR_RUNTIME_REDIS_TIMEOUT_MS", "")
+        record(timeout.isdigit() and int(timeout) > 0, f"{name}: CONNECTOR_RUNTIME_REDIS_TIMEOUT_MS {timeout!r} is a positive integer")
+        key_path = env.get("CONNECTOR_RUNTIME_SHARED_STATE_KEY_FILE", "")
+        host = in_container(key_path, svc, secrets) if key_path else None
+        if record(bool(host and host.is_file()), f"{name}: CONNECTOR_RUNTIME_SHARED_STATE_KEY_FILE {key_path} is mounted "
+                  f"from {host.relative_to(ROOT) if host else '?'}"):
+            data = host.read_bytes()
+            text = data.strip()
+            record(len(data) == 32 or re.fullmatch(rb"[0-9a-fA-F]{64}", text) is not None,
+                   f"{name}: the shared-state key is 32 bytes or 64 hex digits", f"{len(data)} bytes")
+            secret_refs = [r for r in svc.get("secrets", []) if not isinstance(r, str)
+                           and r.get("target") == key_path]
+            record(bool(secret_refs), f"{name}: the shared-state key is a compose secret (not a bind mount)")
+        secrets_dir = flag(command_list(svc), "--secrets-dir")
+        record(not (secrets_dir and key_path.startswith(secrets_dir.rstrip("/") + "/")),
+               f"{name}: the shared-state key is outside --secrets-dir {secrets_dir}",
+               "every file there is a get_secret() secret a registry template could send upstream")
+
+
+JAEGER_UI_PORT = 16686
+OTLP_HTTP_PORT = 4318
+
+
+def is_jaeger(service: dict) -> bool:
+    return str(service.get("image", "")).split(":")[0] in ("jaegertracing/all-in-one", "jaegertracing/jaeger")
+
+
+def check_tracing(replicas: list[str], services: dict) -> None:
+    """The replicas export traces to Jaeger, and the console links to its UI."""
+    jaeger_name = next((n for n, s in services.items() if is_jaeger(s)), None)
+    if not record(jaeger_name is not None, "a Jaeger service exists"):
+        return
+    jaeger = services[jaeger_name]
+    jenv = env_of(jaeger)
+    record(jenv.get("COLLECTOR_OTLP_ENABLED", "true").lower() != "false",
+           f"{jaeger_name}: its OTLP receiver is on (COLLECTOR_OTLP_ENABLED)")
+    record(":" in str(jaeger.get("image", "")) and not str(jaeger["image"]).endswith(":latest"),
+           f"{jaeger_name}: the image tag is pinned ({jaeger.get('image')})")
+    ui_host_ports = set()
+    for p in jaeger.get("ports", []):
+        parts = str(p).split(":")
+        if len(parts) >= 2 and int(parts[-1].split("/")[0]) == JAEGER_UI_PORT:
+            ui_host_ports.add(int(parts[-2]))
+    record(bool(ui_host_ports), f"{jaeger_name}: the UI ({JAEGER_UI_PORT}) is published on the host")
+    for name in replicas:
+        env = {k: interpolate(v) for k, v in env_of(services[name]).items()}
+        endpoint = env.get("CONNECTOR_RUNTIME_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        if record(bool(endpoint), f"{name}: CONNECTOR_RUNTIME_OTLP_ENDPOINT is set"):
+            check_target(f"{name}: OTLP endpoint", endpoint, services, jaeger_name)
+            u = urlparse(endpoint)
+            record(u.scheme == "http" and u.port == OTLP_HTTP_PORT,
+                   f"{name}: the OTLP endpoint is OTLP/HTTP on {OTLP_HTTP_PORT} (plain http: the exporter has no TLS)",
+                   endpoint)
+        template = env.get("CONNECTOR_RUNTIME_TRACE_UI_URL", "")
+        u = urlparse(template.replace("{trace_id}", "0" * 32))
+        record("{trace_id}" in template and u.scheme in ("http", "https")
+               and u.hostname in ("localhost", "127.0.0.1") and u.port in ui_host_ports,
+               f"{name}: CONNECTOR_RUNTIME_TRACE_UI_URL {template!r} is Jaeger's UI as the host's browser "
+               f"reaches it, with {{trace_id}}", f"published UI ports {sorted(ui_host_ports)}")
 
 
 # --------------------------------------------------------------------------- Dockerfile

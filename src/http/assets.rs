@@ -102,7 +102,8 @@ pub(crate) async fn console(req: HttpRequest, state: web::Data<AppState>) -> Htt
     response
 }
 
-/// `GET /console/api/connectors`: the served connectors, for the console.
+/// `GET /console/api/connectors`: the served connectors, for the console, and the
+/// `--trace-ui-url` template (`trace_ui_url`) when tracing is on and one is configured.
 pub(crate) async fn console_connectors(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -115,5 +116,9 @@ pub(crate) async fn console_connectors(
         .current()
         .map(|r| ConnectorSummary::all(&r))
         .unwrap_or_default();
-    HttpResponse::Ok().json(json!({ "connectors": connectors }))
+    let mut doc = json!({ "connectors": connectors });
+    if let Some(url) = state.tracing.as_ref().and_then(|t| t.ui_url()) {
+        doc["trace_ui_url"] = json!(url);
+    }
+    HttpResponse::Ok().json(doc)
 }

@@ -36,6 +36,7 @@ mod slow_bodies;
 mod soak;
 mod template_compat;
 mod test_command;
+mod trace_links;
 mod tracing;
 mod upstream_limits;
 mod upstream_tls;
