@@ -231,6 +231,9 @@ async fn run(
         caller,
     );
     input.trace = trace.cloned();
+    if trace.is_some() {
+        input.log_span = Some(tracing::Span::current());
+    }
     if debug_allowed(req, state) {
         input.debug = Some(DebugLog::default());
     }

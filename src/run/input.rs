@@ -290,6 +290,9 @@ pub struct RunInput {
     pub forwarded_body: Option<(Bytes, Option<HeaderValue>)>,
     /// The context of the request's SERVER span, when tracing is on.
     pub trace: Option<opentelemetry::Context>,
+    /// The run's log span when it is traced (its fields carry the trace id): the steps'
+    /// futures run in it, so their log lines carry it too without a span of their own.
+    pub log_span: Option<tracing::Span>,
     /// The steps' resolved requests, kept only when the caller asked for `X-Debug-Request`
     /// and may have it (docs/spec.md §14).
     pub debug: Option<super::debug::DebugLog>,
@@ -338,6 +341,7 @@ impl RunInput {
             overrides,
             forwarded_body,
             trace: None,
+            log_span: None,
             debug: None,
         }
     }

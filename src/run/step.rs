@@ -76,21 +76,17 @@ impl Handler<ExecuteStep> for StepActor {
         // with the request id, connector and step as fields.
         let run = &msg.run;
         let step = &run.connector.steps[msg.index].name;
-        // A traced run's step logs carry its trace id (an info-level span, as the run's).
-        let span = match &run.trace {
+        // A traced run's steps run in the run's own info-level span, whose fields carry the
+        // request id, connector and trace id: their log lines carry them, and no span is
+        // formatted per step (step names are fields of the step events themselves).
+        let span = match &run.log_span {
             None => tracing::debug_span!(
                 "step",
                 request_id = %run.request_id,
                 connector = %run.connector.permalink,
                 step = %step,
             ),
-            Some(cx) => tracing::info_span!(
-                "step",
-                request_id = %run.request_id,
-                connector = %run.connector.permalink,
-                step = %step,
-                trace_id = %crate::trace::trace_id(cx),
-            ),
+            Some(span) => span.clone(),
         };
         StepExecution(Box::pin(
             async move { execute_step(&client, &shared, msg).await }.instrument(span),

@@ -4,18 +4,18 @@
 //! `Option` check per request, when no endpoint is configured.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider,
 };
 use opentelemetry_sdk::Resource;
+
+mod otlp;
 
 /// Whether upstream calls carry the trace context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -113,27 +113,24 @@ fn ui_url(args: &TraceArgs) -> Result<Option<Arc<str>>, TraceError> {
     Ok(Some(template.into()))
 }
 
-/// The endpoint traces go to, from the flag or the standard variables; `None`: tracing off.
-fn endpoint(args: &TraceArgs) -> Option<Option<String>> {
+/// The `/v1/traces` URL traces go to, from the flag or the standard variables (the
+/// signal-specific one verbatim, the general one with `/v1/traces` appended); `None`:
+/// tracing off.
+fn endpoint(args: &TraceArgs) -> Option<String> {
     let set = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let with_path = |url: &str| {
+        let url = url.trim().trim_end_matches('/');
+        if url.ends_with("/v1/traces") {
+            url.to_string()
+        } else {
+            format!("{url}/v1/traces")
+        }
+    };
     match &args.otlp_endpoint {
-        Some(url) if !url.trim().is_empty() => {
-            let url = url.trim().trim_end_matches('/');
-            let full = if url.ends_with("/v1/traces") {
-                url.to_string()
-            } else {
-                format!("{url}/v1/traces")
-            };
-            Some(Some(full))
-        }
-        // The exporter reads the variables itself (the signal-specific one verbatim, the
-        // general one with `/v1/traces` appended).
-        _ if set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
-            || set("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() =>
-        {
-            Some(None)
-        }
-        _ => None,
+        Some(url) if !url.trim().is_empty() => Some(with_path(url)),
+        _ => set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .map(|url| url.trim().to_string())
+            .or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT").map(|url| with_path(&url))),
     }
 }
 
@@ -147,13 +144,7 @@ impl Tracing {
         let Some(url) = endpoint(args) else {
             return Ok(None);
         };
-        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_timeout(Duration::from_secs(5));
-        if let Some(url) = url {
-            exporter = exporter.with_endpoint(url);
-        }
-        let exporter = exporter.build().map_err(|e| TraceError(e.to_string()))?;
+        let exporter = otlp::OtlpExporter::new(url).map_err(TraceError)?;
         let mut resource = Resource::builder();
         // The default service name, unless the standard variables give one.
         let named = std::env::var_os("OTEL_SERVICE_NAME").is_some()
@@ -261,7 +252,7 @@ impl Tracing {
         let cx = parent.with_span(span);
         let mut headers = Vec::new();
         if self.propagate {
-            TraceContextPropagator::new().inject_context(&cx, &mut OutboundHeaders(&mut headers));
+            traceparent_headers(&cx, &mut headers);
         }
         (cx, headers)
     }
@@ -319,7 +310,43 @@ pub(crate) fn attribute(cx: &Context, key: &'static str, value: impl Into<opente
 
 /// The trace id of `cx`, as 32 hex digits.
 pub(crate) fn trace_id(cx: &Context) -> String {
-    cx.span().span_context().trace_id().to_string()
+    let mut out = [0u8; 32];
+    hex(&cx.span().span_context().trace_id().to_bytes(), &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `bytes` as lower-case hex into `out` (twice as long): what `{:032x}` gives, without
+/// the formatting machinery (this runs for every traced call).
+fn hex(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(b >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(b & 15)];
+    }
+}
+
+/// W3C `traceparent` (and `tracestate`, when there is one) of the span of `cx`
+/// (`00-<trace id>-<span id>-<flags>`), as `TraceContextPropagator` writes them, formatted
+/// by hand: the propagator goes through `format!` and a header map for each call.
+fn traceparent_headers(cx: &Context, headers: &mut Vec<(HeaderName, HeaderValue)>) {
+    let span = cx.span();
+    let context = span.span_context();
+    if !context.is_valid() {
+        return;
+    }
+    let mut value = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    hex(&context.trace_id().to_bytes(), &mut value[3..35]);
+    hex(&context.span_id().to_bytes(), &mut value[36..52]);
+    hex(&[context.trace_flags().to_u8() & 1], &mut value[53..55]);
+    if let Ok(value) = HeaderValue::from_bytes(&value) {
+        headers.push((HeaderName::from_static("traceparent"), value));
+    }
+    let state = context.trace_state().header();
+    if !state.is_empty() {
+        if let Ok(value) = HeaderValue::from_str(&state) {
+            headers.push((HeaderName::from_static("tracestate"), value));
+        }
+    }
 }
 
 struct RequestHeaders<'a>(&'a HeaderMap);
@@ -331,18 +358,5 @@ impl Extractor for RequestHeaders<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(HeaderName::as_str).collect()
-    }
-}
-
-struct OutboundHeaders<'a>(&'a mut Vec<(HeaderName, HeaderValue)>);
-
-impl Injector for OutboundHeaders<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(key.as_bytes()),
-            HeaderValue::from_str(&value),
-        ) {
-            self.0.push((name, value));
-        }
     }
 }
