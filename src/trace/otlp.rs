@@ -124,7 +124,7 @@ impl SpanExporter for OtlpExporter {
     fn set_resource(&mut self, resource: &Resource) {
         let mut out = Vec::new();
         for (key, value) in resource.iter() {
-            nested(&mut out, 1, |out| key_value(out, key.as_str(), value));
+            attribute(&mut out, 1, key.as_str(), value);
         }
         self.resource = out;
         self.resource_schema = resource.schema_url().unwrap_or_default().to_string();
@@ -153,7 +153,7 @@ pub(crate) fn encode_request(
                     string(out, 1, scope.name());
                     string(out, 2, scope.version().unwrap_or_default());
                     for kv in scope.attributes() {
-                        nested(out, 3, |out| key_value(out, kv.key.as_str(), &kv.value));
+                        attribute(out, 3, kv.key.as_str(), &kv.value);
                     }
                 });
                 for span in spans.iter().filter(|s| &s.instrumentation_scope == scope) {
@@ -180,7 +180,7 @@ fn encode_span(out: &mut Vec<u8>, span: &SpanData) {
     fixed64(out, 7, unix_nanos(span.start_time));
     fixed64(out, 8, unix_nanos(span.end_time));
     for kv in &span.attributes {
-        nested(out, 9, |out| key_value(out, kv.key.as_str(), &kv.value));
+        attribute(out, 9, kv.key.as_str(), &kv.value);
     }
     uint(out, 10, u64::from(span.dropped_attributes_count));
     for event in span.events.iter() {
@@ -188,7 +188,7 @@ fn encode_span(out: &mut Vec<u8>, span: &SpanData) {
             fixed64(out, 1, unix_nanos(event.timestamp));
             string(out, 2, &event.name);
             for kv in &event.attributes {
-                nested(out, 3, |out| key_value(out, kv.key.as_str(), &kv.value));
+                attribute(out, 3, kv.key.as_str(), &kv.value);
             }
             uint(out, 4, u64::from(event.dropped_attributes_count));
         });
@@ -201,7 +201,7 @@ fn encode_span(out: &mut Vec<u8>, span: &SpanData) {
             bytes(out, 2, &cx.span_id().to_bytes());
             trace_state(out, 3, cx);
             for kv in &link.attributes {
-                nested(out, 4, |out| key_value(out, kv.key.as_str(), &kv.value));
+                attribute(out, 4, kv.key.as_str(), &kv.value);
             }
             uint(out, 5, u64::from(link.dropped_attributes_count));
             fixed32(out, 6, flags(cx, cx.is_remote()));
@@ -244,9 +244,39 @@ fn unix_nanos(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-fn key_value(out: &mut Vec<u8>, key: &str, value: &Value) {
+/// A `KeyValue` message as field `field`. Scalars' lengths are known before they are
+/// written, so they go out in one pass; arrays go through [`nested`].
+fn attribute(out: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
+    let any = match value {
+        Value::String(s) => Some(1 + varint_len(s.as_str().len() as u64) + s.as_str().len()),
+        Value::Bool(_) => Some(2),
+        Value::I64(i) => Some(1 + varint_len(*i as u64)),
+        Value::F64(_) => Some(9),
+        _ => None,
+    };
+    let Some(any) = any else {
+        nested(out, field, |out| {
+            string(out, 1, key);
+            nested(out, 2, |out| any_value(out, value));
+        });
+        return;
+    };
+    let key_len = if key.is_empty() {
+        0
+    } else {
+        1 + varint_len(key.len() as u64) + key.len()
+    };
+    tag(out, field, 2);
+    varint(out, (key_len + 1 + varint_len(any as u64) + any) as u64);
     string(out, 1, key);
-    nested(out, 2, |out| any_value(out, value));
+    tag(out, 2, 2);
+    varint(out, any as u64);
+    any_value(out, value);
+}
+
+/// How many bytes `v` takes as a varint.
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// An `AnyValue`'s fields: string 1, bool 2, int 3, double 4, array 5.
@@ -393,6 +423,8 @@ mod tests {
                 KeyValue::new("long", long.to_string()),
                 KeyValue::new("n", i as i64),
                 KeyValue::new("ok", true),
+                KeyValue::new("neg", -(i as i64) - 1),
+                KeyValue::new("ratio", 0.5),
                 KeyValue::new("empty", ""),
             ],
             dropped_attributes_count: 0,
@@ -408,14 +440,26 @@ mod tests {
     }
 
     #[test]
+    fn varint_lengths() {
+        for v in [0u64, 1, 127, 128, 16_383, 16_384, u64::MAX] {
+            let mut out = Vec::new();
+            varint(&mut out, v);
+            assert_eq!(varint_len(v), out.len(), "{v}");
+        }
+    }
+
+    #[test]
     fn batches_decode_as_the_otlp_schema_whatever_their_lengths() {
         // Lengths that need one, two and three varint bytes.
         for long in ["x".repeat(10), "y".repeat(300), "z".repeat(70_000)] {
             let spans: Vec<SpanData> = (0..40).map(|i| span(i, &long)).collect();
             let mut resource = Vec::new();
-            nested(&mut resource, 1, |out| {
-                key_value(out, "service.name", &Value::from("connector-runtime"))
-            });
+            attribute(
+                &mut resource,
+                1,
+                "service.name",
+                &Value::from("connector-runtime"),
+            );
             let body = encode_request(&resource, "", &spans);
             let decoded = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
             let rs = &decoded.resource_spans[0];
@@ -443,6 +487,8 @@ mod tests {
                 assert_eq!(value("long"), Some(Any::StringValue(long.clone())));
                 assert_eq!(value("n"), Some(Any::IntValue(i as i64)));
                 assert_eq!(value("ok"), Some(Any::BoolValue(true)));
+                assert_eq!(value("neg"), Some(Any::IntValue(-(i as i64) - 1)));
+                assert_eq!(value("ratio"), Some(Any::DoubleValue(0.5)));
                 assert_eq!(value("empty"), Some(Any::StringValue(String::new())));
                 let status = s.status.clone().unwrap_or_default();
                 if i % 2 == 1 {
