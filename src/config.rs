@@ -190,6 +190,9 @@ pub struct ServeArgs {
     /// Traces: OpenTelemetry over OTLP/HTTP (docs/spec.md §13).
     #[command(flatten, next_help_heading = "Tracing")]
     pub trace: crate::trace::TraceArgs,
+    /// Shared state across replicas: Redis (docs/spec.md §11).
+    #[command(flatten, next_help_heading = "Shared state")]
+    pub shared_state: crate::shared_state::SharedStateArgs,
 }
 
 impl ServeArgs {

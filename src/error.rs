@@ -67,6 +67,9 @@ error_codes! {
     ResponseTemplateRenderingError => "RESPONSE_TEMPLATE_RENDERING_ERROR", 422, Some("Configuration (response template rendering)"), "template_error";
     /// A `for_each` list is longer than `--max-fanout`.
     FanOutTooLarge => "FAN_OUT_TOO_LARGE", 422, Some("Configuration (for_each)"), "template_error";
+    /// A `rate_limit` quota is used up (docs/spec.md §11): refused before any upstream call,
+    /// with `Retry-After`.
+    RateLimited => "RATE_LIMITED", 429, Some("Rate limit"), "rate_limited";
     /// Signing a JWT failed.
     JwtSigningError => "JWT_SIGNING_ERROR", 422, Some("Authentication (JWT signing)"), "jwt_error";
     /// Anything the runtime did not expect.
@@ -123,6 +126,8 @@ pub struct StepFailure {
     pub code: Code,
     /// What happened, safe to show.
     pub detail: String,
+    /// Seconds after which the call may be made again (`Retry-After` of `RATE_LIMITED`).
+    pub retry_after: Option<u64>,
 }
 
 impl StepFailure {
@@ -131,7 +136,14 @@ impl StepFailure {
         StepFailure {
             code,
             detail: detail.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same failure, telling the caller to retry after `seconds`.
+    pub(crate) fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     /// The upstream (`what`) answered `status`.
@@ -152,6 +164,7 @@ impl StepFailure {
                 | Code::DownstreamTimeout
                 | Code::DownstreamResponseTooLarge
                 | Code::UpstreamAddressForbidden
+                | Code::RateLimited
         )
     }
 

@@ -578,3 +578,100 @@ impl IdentityKeysEvent<'_> {
         log_key_event(self.0);
     }
 }
+
+/// One operation on the shared state in Redis ended (docs/spec.md §11).
+#[derive(Debug)]
+pub(crate) struct SharedStateOperation {
+    /// The `op` label (`token_get`, `cache_put`, `rate_limit`, ...).
+    pub op: &'static str,
+    /// Whether Redis answered in time.
+    pub ok: bool,
+    /// How long it took (zero when it was skipped while Redis is away).
+    pub duration: Duration,
+}
+
+impl SharedStateOperation {
+    /// Counts the operation and its time.
+    pub(crate) fn emit(&self, metrics: &Metrics) {
+        let outcome = if self.ok { "ok" } else { "error" };
+        metrics
+            .shared_state_operations
+            .with_label_values(&[self.op, outcome])
+            .inc();
+        if self.ok || !self.duration.is_zero() {
+            metrics
+                .shared_state_duration
+                .with_label_values(&[self.op])
+                .observe(self.duration.as_secs_f64());
+        }
+        if !self.ok {
+            metrics.shared_state_errors.with_label_values(&[self.op]).inc();
+        }
+    }
+}
+
+/// Redis stopped answering: this replica uses its own state meanwhile. Logged at most once
+/// a minute by the caller (`log`); counted by [`SharedStateOperation`].
+#[derive(Debug)]
+pub(crate) struct SharedStateUnavailable<'a> {
+    /// The operation that found out.
+    pub op: &'static str,
+    /// What happened (a timeout, a refused connection; never a key or a value).
+    pub reason: &'a str,
+    /// Whether this one is logged (at most one a minute is).
+    pub log: bool,
+}
+
+impl SharedStateUnavailable<'_> {
+    /// Marks the shared state as away; logs a warning when `log`.
+    pub(crate) fn emit(&self, metrics: &Metrics) {
+        metrics.shared_state_connected.set(0);
+        if self.log {
+            tracing::warn!(
+                op = self.op,
+                reason = self.reason,
+                "shared state in Redis unavailable; this replica uses its own tokens, cache and quotas until it answers again (warned at most once a minute)"
+            );
+        }
+    }
+}
+
+/// Redis answers (again): sharing resumes.
+#[derive(Debug)]
+pub(crate) struct SharedStateConnected {
+    /// Whether it had been away (logged then).
+    pub recovered: bool,
+}
+
+impl SharedStateConnected {
+    /// Marks the shared state as in use.
+    pub(crate) fn emit(&self, metrics: &Metrics) {
+        metrics.shared_state_connected.set(1);
+        if self.recovered {
+            tracing::info!("shared state in Redis answers again; sharing resumes");
+        }
+    }
+}
+
+/// A `rate_limit` quota decided on a call (docs/spec.md §11).
+#[derive(Debug)]
+pub(crate) struct QuotaDecided<'a> {
+    /// Connector permalink.
+    pub connector: &'a str,
+    /// Whether the call may go ahead.
+    pub allowed: bool,
+    /// Whether the count is the cluster's (Redis) or this replica's own.
+    pub shared: bool,
+}
+
+impl QuotaDecided<'_> {
+    /// Counts the decision.
+    pub(crate) fn emit(&self, metrics: &Metrics) {
+        let decision = if self.allowed { "allowed" } else { "limited" };
+        let scope = if self.shared { "shared" } else { "local" };
+        metrics
+            .rate_limit_decisions
+            .with_label_values(&[self.connector, decision, scope])
+            .inc();
+    }
+}

@@ -21,6 +21,7 @@ pub mod mock_upstream;
 pub mod registry;
 pub mod run;
 pub mod server;
+pub mod shared_state;
 pub mod telemetry;
 pub mod template;
 pub mod trace;

@@ -65,7 +65,36 @@ pub struct Metrics {
     pub identity_verifications: IntCounterVec,
     /// `connector_identity_jwks_fetches_total{trigger, result}` (fetched | failed | limited).
     pub identity_jwks_fetches: IntCounterVec,
+    /// `connector_shared_state_operations_total{op, outcome}` (ok | error): Redis operations
+    /// (docs/spec.md §11).
+    pub shared_state_operations: IntCounterVec,
+    /// `connector_shared_state_errors_total{op}`: operations that failed, timed out or were
+    /// skipped while Redis was away, each answered from the replica's own state instead.
+    pub shared_state_errors: IntCounterVec,
+    /// `connector_shared_state_duration_seconds{op}`.
+    pub shared_state_duration: HistogramVec,
+    /// `connector_shared_state_connected`: 1 while Redis answers, 0 while the replica falls
+    /// back to its own state (or runs without `--redis-url`).
+    pub shared_state_connected: IntGauge,
+    /// `connector_rate_limit_decisions_total{connector, decision, scope}` (allowed | limited;
+    /// shared | local).
+    pub rate_limit_decisions: IntCounterVec,
 }
+
+/// The `op` values of the shared-state metrics.
+pub const SHARED_STATE_OPS: [&str; 6] = [
+    "token_get",
+    "token_put",
+    "token_lock",
+    "cache_get",
+    "cache_put",
+    "rate_limit",
+];
+
+/// Buckets of Redis operations, resolving 0.1 ms to 0.25 s.
+const SHARED_STATE_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+];
 
 /// The `result` values of `connector_identity_verifications_total`.
 pub const IDENTITY_RESULTS: [&str; 10] = [
@@ -205,6 +234,35 @@ impl Metrics {
                 "Fetches of the identity issuer's keys, by trigger (start | periodic | unknown_kid) and result (fetched | failed | limited).",
                 &["trigger", "result"],
             ),
+            shared_state_operations: counter(
+                "connector_shared_state_operations_total",
+                "Operations on the shared state in Redis, by op and outcome (ok | error).",
+                &["op", "outcome"],
+            ),
+            shared_state_errors: counter(
+                "connector_shared_state_errors_total",
+                "Shared-state operations that failed, timed out or were skipped while Redis was away; each fell back to the replica's own state.",
+                &["op"],
+            ),
+            shared_state_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "connector_shared_state_duration_seconds",
+                    "Time of shared-state operations in Redis, by op.",
+                )
+                .buckets(SHARED_STATE_BUCKETS.to_vec()),
+                &["op"],
+            )
+            .expect("valid histogram"),
+            shared_state_connected: IntGauge::new(
+                "connector_shared_state_connected",
+                "1 while Redis answers, 0 while this replica falls back to its own state (or has no --redis-url).",
+            )
+            .expect("valid gauge"),
+            rate_limit_decisions: counter(
+                "connector_rate_limit_decisions_total",
+                "Quota decisions of rate_limit, by connector, decision (allowed | limited) and scope (shared: counted in Redis | local: this replica only).",
+                &["connector", "decision", "scope"],
+            ),
         };
         let r = &m.registry;
         let _ = r.register(Box::new(m.step_duration.clone()));
@@ -227,6 +285,11 @@ impl Metrics {
         let _ = r.register(Box::new(m.response_cache_evictions.clone()));
         let _ = r.register(Box::new(m.identity_verifications.clone()));
         let _ = r.register(Box::new(m.identity_jwks_fetches.clone()));
+        let _ = r.register(Box::new(m.shared_state_operations.clone()));
+        let _ = r.register(Box::new(m.shared_state_errors.clone()));
+        let _ = r.register(Box::new(m.shared_state_duration.clone()));
+        let _ = r.register(Box::new(m.shared_state_connected.clone()));
+        let _ = r.register(Box::new(m.rate_limit_decisions.clone()));
         #[cfg(target_os = "linux")]
         let _ = r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -245,6 +308,13 @@ impl Metrics {
         }
         for result in IDENTITY_RESULTS {
             m.identity_verifications.with_label_values(&[result]);
+        }
+        for op in SHARED_STATE_OPS {
+            for outcome in ["ok", "error"] {
+                m.shared_state_operations.with_label_values(&[op, outcome]);
+            }
+            m.shared_state_errors.with_label_values(&[op]);
+            m.shared_state_duration.with_label_values(&[op]);
         }
         Arc::new(m)
     }

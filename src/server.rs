@@ -50,6 +50,9 @@ pub enum StartError {
     /// Tracing could not start (its exporter's settings).
     #[error(transparent)]
     Trace(#[from] crate::trace::TraceError),
+    /// The shared state's flags are unusable.
+    #[error(transparent)]
+    SharedState(#[from] crate::shared_state::SharedStateError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -78,13 +81,16 @@ pub struct StepActors {
 }
 
 impl StepActors {
-    /// The step actors described by `args`, recording into `metrics`.
+    /// The step actors described by `args`, recording into `metrics`; with `--redis-url`
+    /// their tokens, cache and quotas are shared with other replicas (must run inside the
+    /// server's runtime: the Redis connection manager is started there, lazily).
     pub fn from_args(
         args: &ServeArgs,
         metrics: Arc<Metrics>,
         tracing: Option<Arc<crate::trace::Tracing>>,
     ) -> Result<Self, StartError> {
         let overrides = parse_overrides(&args.resolve).map_err(StartError::Config)?;
+        let cluster = crate::shared_state::SharedState::start(&args.shared_state, metrics.clone())?;
         Ok(StepActors {
             client: ClientSettings {
                 policy: AddressPolicy {
@@ -108,6 +114,7 @@ impl StepActors {
                 },
                 metrics,
                 tracing,
+                cluster,
             ),
         })
     }

@@ -125,7 +125,7 @@ fn oauth_applied(
 
 fn count_token(env: &AuthEnv<'_>, origin: TokenOrigin) {
     TokenLookedUp {
-        hit: origin == TokenOrigin::Cached,
+        hit: origin != TokenOrigin::Fetched,
     }
     .emit(env.metrics);
 }
@@ -441,7 +441,7 @@ impl Prepared {
             } => {
                 let (token, origin) = env
                     .tokens
-                    .get(key, || {
+                    .get(key, env.token_timeout, || {
                         token_request::request_token(env, token_url, form.clone(), None)
                     })
                     .await?;
@@ -475,7 +475,7 @@ impl Prepared {
             } => {
                 let (token, origin) = env
                     .tokens
-                    .get(key, || async {
+                    .get(key, env.token_timeout, || async {
                         let now = crate::template::functions::unix_now();
                         let mut claims = extra.clone().unwrap_or_default();
                         claims.insert("iss".into(), client_id.clone().into());

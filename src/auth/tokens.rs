@@ -1,12 +1,17 @@
 //! The OAuth token cache: tokens kept until shortly before they expire, keyed by everything
 //! that identifies a grant, with at most one token request in flight per key (concurrent
-//! runs wait for it and share the result).
+//! runs wait for it and share the result). With shared state (docs/spec.md §11) the token
+//! lives in Redis too, sealed, and one request per key runs across every replica: the first
+//! takes a lock with an expiry and fetches, the others poll Redis until the token lands (or
+//! the lock expires, when one of them takes it over). Redis away: this replica fetches its own.
 
 use std::future::Future;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
+
+use crate::shared_state::{key_name, Op, SharedState};
 
 /// A token as the token endpoint gave it.
 #[derive(Debug, Clone)]
@@ -37,27 +42,64 @@ impl TokenSlot {
             .filter(|t| t.expires_at > Instant::now())
             .map(|t| t.token.clone())
     }
+
+    fn keep(&self, token: Arc<str>, ttl: Duration) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(CachedToken {
+            token,
+            expires_at: Instant::now() + ttl,
+        });
+    }
 }
 
 /// Whether a token came from the cache or was just fetched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TokenOrigin {
-    /// Served from the cache.
+    /// Served from this replica's cache.
     Cached,
+    /// Served from the shared state (fetched by another replica, or earlier).
+    Shared,
     /// Fetched from the token endpoint (this run, or a concurrent run it waited for).
     Fetched,
 }
+
+/// How often a replica waiting for another's token request looks in Redis.
+const POLL_EVERY: Duration = Duration::from_millis(25);
 
 /// Tokens by grant key.
 #[derive(Debug, Default)]
 pub struct TokenCache {
     slots: DashMap<String, Arc<TokenSlot>>,
+    shared: Option<Arc<SharedState>>,
+}
+
+/// A token as Redis keeps it (sealed): when it expires (ms since the Unix epoch), then the token.
+fn encode(token: &str, ttl: Duration) -> Vec<u8> {
+    let expires = SystemTime::now() + ttl;
+    let ms = expires
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut out = Vec::with_capacity(8 + token.len());
+    out.extend_from_slice(&ms.to_le_bytes());
+    out.extend_from_slice(token.as_bytes());
+    out
+}
+
+/// The token and how long it is still good for; `None` when it has expired.
+fn decode(stored: &[u8]) -> Option<(Arc<str>, Duration)> {
+    let (ms, token) = stored.split_at_checked(8)?;
+    let expires = UNIX_EPOCH + Duration::from_millis(u64::from_le_bytes(ms.try_into().ok()?));
+    let left = expires.duration_since(SystemTime::now()).ok()?;
+    let token = std::str::from_utf8(token).ok()?;
+    (!left.is_zero() && !token.is_empty()).then(|| (Arc::from(token), left))
 }
 
 impl TokenCache {
-    /// An empty cache.
-    pub(crate) fn new() -> Self {
-        Self::default()
+    /// An empty cache; tokens are shared through `shared` when given.
+    pub(crate) fn new(shared: Option<Arc<SharedState>>) -> Self {
+        TokenCache {
+            slots: DashMap::new(),
+            shared,
+        }
     }
 
     fn slot(&self, key: &str) -> Arc<TokenSlot> {
@@ -68,10 +110,13 @@ impl TokenCache {
     }
 
     /// The cached token for `key`, or the one `fetch` gets. Only one `fetch` per key runs
-    /// at a time; runs that arrive meanwhile wait and reuse its token.
+    /// at a time (across replicas when the state is shared; `fetch_within` bounds one fetch,
+    /// and so how long another replica's lock is honoured); runs that arrive meanwhile wait
+    /// and reuse its token.
     pub(crate) async fn get<F, Fut, E>(
         &self,
         key: &str,
+        fetch_within: Duration,
         fetch: F,
     ) -> Result<(Arc<str>, TokenOrigin), E>
     where
@@ -86,23 +131,100 @@ impl TokenCache {
         if let Some(token) = slot.valid() {
             return Ok((token, TokenOrigin::Fetched));
         }
-        let fetched = fetch().await?;
-        let token: Arc<str> = fetched.access_token.into();
-        if let Some(ttl) = fetched.cache_for.filter(|d| !d.is_zero()) {
-            *slot.current.write().unwrap_or_else(|e| e.into_inner()) = Some(CachedToken {
-                token: token.clone(),
-                expires_at: Instant::now() + ttl,
-            });
+        let mut fetch = Some(fetch);
+        if let Some(shared) = &self.shared {
+            match Self::from_cluster(shared, &slot, key, fetch_within, &mut fetch).await {
+                Some(result) => return result,
+                None => {} // Redis is away: fetch here.
+            }
         }
-        Ok((token, TokenOrigin::Fetched))
+        let fetch = fetch.take().expect("not fetched yet");
+        let fetched = fetch().await?;
+        Ok((Self::keep(&slot, fetched), TokenOrigin::Fetched))
     }
 
-    /// Drops `token` for `key` (an upstream rejected it), unless a newer one replaced it.
-    pub(crate) fn invalidate(&self, key: &str, token: &str) {
+    fn keep(slot: &TokenSlot, fetched: FetchedToken) -> Arc<str> {
+        let token: Arc<str> = fetched.access_token.into();
+        if let Some(ttl) = fetched.cache_for.filter(|d| !d.is_zero()) {
+            slot.keep(token.clone(), ttl);
+        }
+        token
+    }
+
+    /// The token through the cluster: Redis' copy, or this replica fetches it under the
+    /// cluster's lock, or waits for the replica that holds it. `None` when Redis is away
+    /// (`fetch` not used).
+    async fn from_cluster<F, Fut, E>(
+        shared: &SharedState,
+        slot: &TokenSlot,
+        key: &str,
+        fetch_within: Duration,
+        fetch: &mut Option<F>,
+    ) -> Option<Result<(Arc<str>, TokenOrigin), E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<FetchedToken, E>>,
+    {
+        let name = key_name("token", key.as_bytes());
+        let lock = key_name("token-lock", key.as_bytes());
+        // A holder has this long to fetch and write the token; then its lock expires and a
+        // waiter takes over.
+        let lock_for = fetch_within + Duration::from_secs(1);
+        let give_up = Instant::now() + lock_for + Duration::from_millis(500);
+        let stored = |plain: Option<Vec<u8>>| {
+            let (token, left) = decode(&plain?)?;
+            slot.keep(token.clone(), left);
+            Some(Ok((token, TokenOrigin::Shared)))
+        };
+        loop {
+            let found = shared.get_sealed(Op::TokenGet, &name).await.ok()?;
+            if let Some(done) = stored(found) {
+                return Some(done);
+            }
+            match shared.try_lock(&lock, lock_for).await.ok()? {
+                Some(held) => {
+                    // Another replica may have written it between the read and the lock.
+                    if let Ok(found) = shared.get_sealed(Op::TokenGet, &name).await {
+                        if let Some(done) = stored(found) {
+                            shared.unlock(&lock, &held).await;
+                            return Some(done);
+                        }
+                    }
+                    let fetch = fetch.take().expect("fetched once");
+                    let result = match fetch().await {
+                        Ok(fetched) => {
+                            if let Some(ttl) = fetched.cache_for.filter(|d| !d.is_zero()) {
+                                let plain = encode(&fetched.access_token, ttl);
+                                let _ = shared.put_sealed(Op::TokenPut, &name, &plain, ttl).await;
+                            }
+                            Ok((Self::keep(slot, fetched), TokenOrigin::Fetched))
+                        }
+                        Err(e) => Err(e),
+                    };
+                    shared.unlock(&lock, &held).await;
+                    return Some(result);
+                }
+                None if Instant::now() >= give_up => return None,
+                None => tokio::time::sleep(POLL_EVERY).await,
+            }
+        }
+    }
+
+    /// Drops `token` for `key` (an upstream rejected it), unless a newer one replaced it;
+    /// in the shared state too.
+    pub(crate) async fn invalidate(&self, key: &str, token: &str) {
         if let Some(slot) = self.slots.get(key) {
             let mut current = slot.current.write().unwrap_or_else(|e| e.into_inner());
             if current.as_ref().is_some_and(|t| &*t.token == token) {
                 *current = None;
+            }
+        }
+        if let Some(shared) = &self.shared {
+            let name = key_name("token", key.as_bytes());
+            if let Ok(Some(plain)) = shared.get_sealed(Op::TokenGet, &name).await {
+                if decode(&plain).is_some_and(|(t, _)| &*t == token) {
+                    let _ = shared.delete(Op::TokenPut, &name).await;
+                }
             }
         }
     }
@@ -113,9 +235,20 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    #[test]
+    fn stored_tokens_round_trip_until_they_expire() {
+        let (token, left) = decode(&encode("t1", Duration::from_secs(60))).unwrap();
+        assert_eq!(&*token, "t1");
+        assert!(left > Duration::from_secs(58) && left <= Duration::from_secs(60));
+        let mut expired = encode("t1", Duration::ZERO);
+        expired[..8].copy_from_slice(&1u64.to_le_bytes());
+        assert!(decode(&expired).is_none());
+        assert!(decode(b"short").is_none());
+    }
+
     #[actix_rt::test]
     async fn concurrent_callers_share_one_fetch_and_invalidate_forces_a_new_one() {
-        let cache = Arc::new(TokenCache::new());
+        let cache = Arc::new(TokenCache::new(None));
         let fetches = Arc::new(AtomicUsize::new(0));
         let mut handles = Vec::new();
         for _ in 0..20 {
@@ -123,7 +256,7 @@ mod tests {
             let fetches = fetches.clone();
             handles.push(actix_rt::spawn(async move {
                 cache
-                    .get("k", || async {
+                    .get("k", Duration::from_secs(1), || async {
                         fetches.fetch_add(1, Ordering::SeqCst);
                         actix_rt::time::sleep(Duration::from_millis(20)).await;
                         Ok::<_, ()>(FetchedToken {
@@ -140,9 +273,9 @@ mod tests {
             assert_eq!(&*h.await.unwrap(), "t1");
         }
         assert_eq!(fetches.load(Ordering::SeqCst), 1);
-        cache.invalidate("k", "t1");
+        cache.invalidate("k", "t1").await;
         let (token, origin) = cache
-            .get("k", || async {
+            .get("k", Duration::from_secs(1), || async {
                 Ok::<_, ()>(FetchedToken {
                     access_token: "t2".into(),
                     cache_for: None,

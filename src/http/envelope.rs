@@ -50,7 +50,11 @@ impl Envelope {
             code: error.failure.code,
             detail: error.failure.detail.clone(),
             scope: Some(error.scope()),
-            params: Vec::new(),
+            params: error
+                .failure
+                .retry_after
+                .map(|s| vec![format!("retry_after={s}")])
+                .unwrap_or_default(),
         }
     }
 
@@ -87,6 +91,15 @@ impl Envelope {
         match self.code {
             Code::Overloaded => {
                 builder.insert_header((RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS)));
+            }
+            Code::RateLimited => {
+                let seconds = self
+                    .params
+                    .iter()
+                    .find_map(|p| p.strip_prefix("retry_after="))
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .unwrap_or(1);
+                builder.insert_header((RETRY_AFTER, HeaderValue::from(seconds)));
             }
             Code::Unauthorized | Code::IdentityRequired => {
                 builder.insert_header((WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));

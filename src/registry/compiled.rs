@@ -117,6 +117,9 @@ pub struct Connector {
     pub cache_metrics: CacheHandles,
     /// How its steps are scheduled (composites; a simple connector's one step runs alone).
     pub execution: Execution,
+    /// The composite's own `rate_limit`, taken before its first step (a simple connector's
+    /// is its step's).
+    pub rate_limit: Option<RateLimit>,
     /// The composite's own `response_body` and `response_content_type`.
     pub answer: Answer,
 }
@@ -225,6 +228,17 @@ pub struct Step {
     pub control: StepControl,
     /// Counts of its ok runs in `connector_step_states_total`, resolved once.
     pub ok_state_metric: std::sync::OnceLock<prometheus::IntCounter>,
+    /// The call's `rate_limit`.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A compiled `rate_limit` (docs/spec.md §11).
+#[derive(Debug, Clone)]
+pub struct RateLimit {
+    /// Calls per period.
+    pub quota: crate::shared_state::Quota,
+    /// Whose quota a call takes, when not the connector's (or step's) one.
+    pub key: Option<TemplateId>,
 }
 
 /// How a call's answers are cached.

@@ -68,6 +68,9 @@ pub(crate) struct SimpleConnectorDef {
     /// answers as the upstream's `Cache-Control`, `Expires`, `ETag` and `Last-Modified` say.
     #[serde(default)]
     pub cache: Option<CacheSetting>,
+    /// A quota on calls (docs/spec.md §11): over it, 429 `RATE_LIMITED` before any upstream call.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitDef>,
 }
 
 /// Whether a call's answers are cached (docs/spec.md §10).
@@ -105,6 +108,25 @@ pub(crate) struct CompositeConnectorDef {
     /// Content-Type of the answer.
     #[serde(default)]
     pub response_content_type: String,
+    /// A quota on runs of the whole composite (docs/spec.md §11), taken before its first step.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitDef>,
+}
+
+/// `rate_limit`: at most `requests` calls per `per_seconds`, counted across replicas when
+/// they share state (GCRA: `requests` at once, then one every `per_seconds / requests`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub(crate) struct RateLimitDef {
+    /// Calls allowed per period (1-1000000), also the largest burst.
+    #[schemars(range(min = 1, max = 1000000))]
+    pub requests: u32,
+    /// The period in seconds (1-86400).
+    #[schemars(range(min = 1, max = 86400))]
+    pub per_seconds: u32,
+    /// A template naming whose quota a call takes (e.g. `{{ user.id }}`: one quota per
+    /// member). Default: one quota for the connector (or step).
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 /// How a composite's steps are scheduled.
@@ -219,6 +241,10 @@ pub(crate) struct StepDef {
     /// Earlier steps that must finish first, even without a data dependency.
     #[serde(default)]
     pub depends_on: Vec<String>,
+    /// A quota on this step's calls (docs/spec.md §11); a `for_each` step takes one per item,
+    /// all before its first call.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitDef>,
 }
 
 /// HTTP methods a connector may use.
@@ -322,7 +348,7 @@ pub(crate) mod known_fields {
 
     use super::{
         AuthenticationDef, CompositeConnectorDef, KeyValueDef, PathParameterDef, RegistryFile,
-        RetryDef, SimpleConnectorDef, StepDef,
+        RateLimitDef, RetryDef, SimpleConnectorDef, StepDef,
     };
 
     /// The property names of `T`'s schema, in declaration order.
@@ -357,6 +383,9 @@ pub(crate) mod known_fields {
         LazyLock::new(properties::<PathParameterDef>);
     /// A step's `retry`.
     pub(crate) static RETRY: LazyLock<Vec<String>> = LazyLock::new(properties::<RetryDef>);
+    /// `rate_limit`.
+    pub(crate) static RATE_LIMIT: LazyLock<Vec<String>> =
+        LazyLock::new(properties::<RateLimitDef>);
     /// `authentication`.
     pub(crate) static AUTHENTICATION: LazyLock<Vec<String>> =
         LazyLock::new(properties::<AuthenticationDef>);
@@ -396,6 +425,11 @@ mod tests {
             response_content_type: String::new(),
             cache_ttl_seconds: Some(60),
             cache: Some(CacheSetting::Off),
+            rate_limit: Some(RateLimitDef {
+                requests: 5,
+                per_seconds: 60,
+                key: Some("{{ user.id }}".into()),
+            }),
         };
         let step = StepDef {
             name: "s".into(),
@@ -420,6 +454,11 @@ mod tests {
             }),
             timeout_ms: Some(100),
             depends_on: vec!["a".into()],
+            rate_limit: Some(RateLimitDef {
+                requests: 5,
+                per_seconds: 60,
+                key: Some("{{ user.id }}".into()),
+            }),
         };
         let composite = CompositeConnectorDef {
             name: "c".into(),
@@ -428,6 +467,11 @@ mod tests {
             execution: Some(Execution::Parallel),
             response_body: "{{ 1 }}".into(),
             response_content_type: "application/json".into(),
+            rate_limit: Some(RateLimitDef {
+                requests: 5,
+                per_seconds: 60,
+                key: Some("{{ user.id }}".into()),
+            }),
         };
         let retry = RetryDef {
             attempts: 2,
@@ -456,6 +500,14 @@ mod tests {
         assert_eq!(*known_fields::PATH_PARAMETER, serde_keys(path_parameter));
         assert_eq!(*known_fields::AUTHENTICATION, serde_keys(authentication));
         assert_eq!(*known_fields::RETRY, serde_keys(retry));
+        assert_eq!(
+            *known_fields::RATE_LIMIT,
+            serde_keys(RateLimitDef {
+                requests: 1,
+                per_seconds: 1,
+                key: None,
+            })
+        );
         assert_eq!(
             *known_fields::FILE,
             ["connectors", "composite_connectors", "$schema"]

@@ -135,3 +135,8 @@ mod tests {
         }
     }
 }
+
+/// Most calls a `rate_limit` may allow per period.
+pub(crate) const MAX_RATE_LIMIT_REQUESTS: u32 = 1_000_000;
+/// Longest `rate_limit` period, in seconds (a day).
+pub(crate) const MAX_RATE_LIMIT_SECONDS: u32 = 86_400;

@@ -21,7 +21,9 @@ use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
 use tokio::sync::watch;
 
 use crate::events::{CacheEvicted, CacheSized};
+use super::shared_cache;
 use crate::metrics::Metrics;
+use crate::shared_state::{Op, SharedState};
 use crate::upstream::{OutboundRequest, UpstreamResponse};
 
 /// Statuses stored (the platform's: docs/spec.md §10).
@@ -84,10 +86,10 @@ impl CacheStatus {
 /// A stored answer and what decides its reuse.
 #[derive(Debug)]
 pub(crate) struct Stored {
-    policy: CachePolicy,
+    pub(super) policy: CachePolicy,
     /// `cache_ttl_seconds` freshness, for an answer the upstream gave none.
-    forced_until: Option<SystemTime>,
-    response: UpstreamResponse,
+    pub(super) forced_until: Option<SystemTime>,
+    pub(super) response: UpstreamResponse,
 }
 
 /// What the cache holds for a key.
@@ -155,6 +157,8 @@ pub struct ResponseCache {
     /// Keys being fetched, each with the channel its waiters watch (closed when done).
     in_flight: Mutex<HashMap<Vec<u8>, watch::Sender<()>>>,
     metrics: Arc<Metrics>,
+    /// Other replicas' answers, and where this one's go (docs/spec.md §11).
+    cluster: Option<Arc<SharedState>>,
 }
 
 impl std::fmt::Debug for ResponseCache {
@@ -193,8 +197,14 @@ fn options() -> CacheOptions {
 
 impl ResponseCache {
     /// A cache holding at most `max_bytes` of keys and answers, each answer at most
-    /// `max_answer_bytes` (`--max-response-bytes`) long.
-    pub(crate) fn new(max_bytes: u64, max_answer_bytes: usize, metrics: Arc<Metrics>) -> Self {
+    /// `max_answer_bytes` (`--max-response-bytes`) long; shared with other replicas through
+    /// `cluster` when given.
+    pub(crate) fn new(
+        max_bytes: u64,
+        max_answer_bytes: usize,
+        metrics: Arc<Metrics>,
+        cluster: Option<Arc<SharedState>>,
+    ) -> Self {
         let max_bytes = max_bytes.max(1);
         // The bound is split over shards, and a shard refuses an entry larger than its
         // share: enough shards for concurrency, few enough that the largest answer fits.
@@ -216,7 +226,46 @@ impl ResponseCache {
             passes: Cache::new(PASS_KEYS),
             in_flight: Mutex::new(HashMap::new()),
             metrics,
+            cluster,
         }
+    }
+
+    /// Looks for `key` in the shared state (after a miss here, as the one caller leading
+    /// its fetch) and keeps what another replica stored: whether there was something.
+    pub(crate) async fn from_cluster(&self, key: &[u8]) -> bool {
+        let Some(cluster) = &self.cluster else {
+            return false;
+        };
+        let Ok(Some(bytes)) = cluster.get_sealed(Op::CacheGet, &shared_cache::name(key)).await
+        else {
+            return false;
+        };
+        let Some(stored) = shared_cache::decode(&bytes) else {
+            return false;
+        };
+        self.entries
+            .insert(key.to_vec(), Entry::Stored(Arc::new(stored)));
+        true
+    }
+
+    /// Writes `stored` to the shared state, in the background (the run does not wait).
+    fn share(&self, key: &[u8], stored: &Stored) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let (Some(bytes), Some(ttl)) = (
+            shared_cache::encode(stored),
+            shared_cache::keep_for(stored, SystemTime::now()),
+        ) else {
+            return;
+        };
+        let cluster = cluster.clone();
+        let name = shared_cache::name(key);
+        actix_rt::spawn(async move {
+            let _ = cluster
+                .put_sealed(Op::CachePut, &name, &bytes, ttl)
+                .await;
+        });
     }
 
     /// The key of a call: its namespace (the connector's `permalink` and the step's
@@ -342,6 +391,7 @@ impl ResponseCache {
         let status = match self.storable(request, authorization, response, forced_ttl) {
             Some(stored) => {
                 self.passes.remove(&key);
+                self.share(&key, &stored);
                 self.entries.insert(key, Entry::Stored(Arc::new(stored)));
                 CacheStatus::Miss
             }
@@ -428,14 +478,14 @@ impl ResponseCache {
         let mut refreshed = stored.response.clone();
         refreshed.headers = header_map_from(&parts.headers);
         let merged = response_parts(refreshed.status, &refreshed.headers)?;
-        self.entries.insert(
-            key.to_vec(),
-            Entry::Stored(Arc::new(Stored {
-                policy,
-                forced_until: forced_until(&merged, forced_ttl, now),
-                response: refreshed.clone(),
-            })),
-        );
+        let stored = Stored {
+            policy,
+            forced_until: forced_until(&merged, forced_ttl, now),
+            response: refreshed.clone(),
+        };
+        self.share(key, &stored);
+        self.entries
+            .insert(key.to_vec(), Entry::Stored(Arc::new(stored)));
         CacheSized {
             bytes: self.entries.weight(),
         }
@@ -616,7 +666,7 @@ mod tests {
     }
 
     fn cache() -> ResponseCache {
-        ResponseCache::new(1 << 20, 64 * 1024, Metrics::new())
+        ResponseCache::new(1 << 20, 64 * 1024, Metrics::new(), None)
     }
 
     #[test]

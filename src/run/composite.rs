@@ -27,6 +27,7 @@ use tracing::Instrument;
 use super::error::{Code, RunError, StepFailure};
 use super::input::RunInput;
 use super::messages::{ExecuteStep, StepOutcome, StepResult};
+use super::quota::TakeRunQuota;
 use super::step::StepActor;
 use super::timing::StepTiming;
 use crate::events::{RunCancelled, RunFinished};
@@ -113,6 +114,25 @@ impl CompositeRunActor {
                 step: None,
                 item: None,
             }));
+        }
+        if input.connector.rate_limit.is_some() {
+            let taken = self
+                .step_actor
+                .send(TakeRunQuota { run: input.clone() })
+                .await
+                .unwrap_or_else(|_| {
+                    Err(StepFailure::new(
+                        Code::UnexpectedError,
+                        "the worker's step actor stopped",
+                    ))
+                });
+            if let Err(failure) = taken {
+                return self.finish(Err(RunError {
+                    failure,
+                    step: None,
+                    item: None,
+                }));
+            }
         }
         let ended = match input.connector.execution {
             Execution::Sequential => self.sequential().await,

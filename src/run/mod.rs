@@ -10,6 +10,8 @@ pub mod debug;
 pub(crate) mod error;
 pub(crate) mod input;
 pub(crate) mod messages;
+pub(crate) mod quota;
+pub(crate) mod shared_cache;
 pub mod step;
 pub mod timing;
 
@@ -18,6 +20,7 @@ use std::time::Duration;
 
 use crate::auth::tokens::TokenCache;
 use crate::metrics::Metrics;
+use crate::shared_state::{Quotas, SharedState};
 use crate::upstream::RetryPolicy;
 
 pub use caller::{CallerVars, IdentityGate};
@@ -56,25 +59,31 @@ pub struct SharedRunState {
     pub response_cache: cache::ResponseCache,
     /// Traces, when an OTLP endpoint is configured.
     pub tracing: Option<Arc<crate::trace::Tracing>>,
+    /// `rate_limit` quotas: the cluster's in Redis, or this replica's.
+    pub quotas: Quotas,
 }
 
 impl SharedRunState {
-    /// Shared state with `settings`, recording into `metrics`.
+    /// Shared state with `settings`, recording into `metrics`; tokens, cached answers and
+    /// quotas shared with other replicas through `cluster` when given (docs/spec.md §11).
     pub fn new(
         settings: RunSettings,
         metrics: Arc<Metrics>,
         tracing: Option<Arc<crate::trace::Tracing>>,
+        cluster: Option<Arc<SharedState>>,
     ) -> Arc<Self> {
         Arc::new(SharedRunState {
             response_cache: cache::ResponseCache::new(
                 settings.response_cache_bytes,
                 settings.max_response_bytes,
                 metrics.clone(),
+                cluster.clone(),
             ),
             settings,
-            tokens: TokenCache::new(),
+            tokens: TokenCache::new(cluster.clone()),
             metrics,
             tracing,
+            quotas: Quotas::new(cluster),
         })
     }
 }

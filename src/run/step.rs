@@ -46,6 +46,11 @@ pub struct StepActor {
 }
 
 impl StepActor {
+    /// The process-wide state its steps share.
+    pub(crate) fn shared(&self) -> &Arc<SharedRunState> {
+        &self.shared
+    }
+
     /// A step actor sending through `client` (this thread's awc client, or a test's mocks)
     /// with the process-wide `shared` state.
     pub fn new(client: impl Into<Transport>, shared: Arc<SharedRunState>) -> Self {
@@ -452,6 +457,9 @@ async fn controlled(
         }
     }
     let Some(for_each) = &control.for_each else {
+        if let Err(failure) = step_quota(shared, env, 1).await {
+            return Ran::Failed(failure, None);
+        }
         return match run_call(client, shared, env, timing, started).await {
             Ok(result) => Ran::Answered(result),
             Err(failure) => Ran::Failed(failure, None),
@@ -462,6 +470,9 @@ async fn controlled(
         Err(failure) => return Ran::Failed(failure, None),
     };
     let count = items.len();
+    if let Err(failure) = step_quota(shared, env, count as u32).await {
+        return Ran::Failed(failure, None);
+    }
     let calls = items.into_iter().enumerate().map(|(index, item)| {
         let env = env.for_item(item, index);
         async move {
@@ -521,6 +532,27 @@ async fn controlled(
         value,
         answers: true,
     })
+}
+
+/// Takes `cost` calls of the step's `rate_limit`, if it has one.
+async fn step_quota(
+    shared: &SharedRunState,
+    env: &StepEnv<'_>,
+    cost: u32,
+) -> Result<(), StepFailure> {
+    let Some(limit) = &env.step.rate_limit else {
+        return Ok(());
+    };
+    super::quota::take(
+        shared,
+        &env.run.registry.templates,
+        &env.template_ctx,
+        &env.run.connector.permalink,
+        &env.step.name,
+        limit,
+        cost,
+    )
+    .await
 }
 
 /// The items of a `for_each` step: its expression's list, at most `--max-fanout` long.
@@ -1016,7 +1048,7 @@ impl Exchange<'_> {
                 // A rejected OAuth token is dropped and the step retried once with a fresh one.
                 let token = applied.as_ref().and_then(|a| a.token.clone());
                 if let (Some((key, token)), Some(prepared)) = (token, self.prepared) {
-                    self.shared.tokens.invalidate(&key, &token);
+                    self.shared.tokens.invalidate(&key, &token).await;
                     let fresh = prepared.apply(&auth_env).await?;
                     let retry = with(Some(&fresh.credential));
                     response = call_upstream(
@@ -1064,6 +1096,10 @@ impl Exchange<'_> {
         let mut lookup = cache.lookup(&key, request, authorization);
         let _flight = if matches!(lookup, Lookup::Miss) {
             let flight = cache.lead_or_wait(&key).await;
+            if flight.is_some() && cache.from_cluster(&key).await {
+                // Another replica stored it.
+                lookup = cache.lookup(&key, request, authorization);
+            }
             if flight.is_none() {
                 // Another caller fetched it: its answer, if it could be stored.
                 lookup = cache.lookup(&key, request, authorization);

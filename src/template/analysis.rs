@@ -640,6 +640,7 @@ fn field_label(field: Field) -> &'static str {
         Field::When => "when",
         Field::ForEach => "for_each",
         Field::CompositeResponseBody => "the composite's response_body",
+        Field::RateLimitKey => "rate_limit.key",
     }
 }
 

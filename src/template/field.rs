@@ -22,6 +22,8 @@ pub enum Field {
     ForEach,
     /// A composite's own `response_body`: the answer built from any steps.
     CompositeResponseBody,
+    /// A `rate_limit.key`: the text naming whose quota a call takes.
+    RateLimitKey,
 }
 
 /// Separates the parts of an internal template name; the field tag comes last.
@@ -30,7 +32,7 @@ const NAME_SEPARATOR: char = '\u{1f}';
 impl Field {
     /// Every field, in the order a connector lists them.
     #[cfg(any(test, feature = "fuzzing"))]
-    pub(crate) const ALL: [Field; 9] = [
+    pub(crate) const ALL: [Field; 10] = [
         Field::Url,
         Field::HeaderValue,
         Field::QueryValue,
@@ -40,6 +42,7 @@ impl Field {
         Field::When,
         Field::ForEach,
         Field::CompositeResponseBody,
+        Field::RateLimitKey,
     ];
 
     /// Whether `get_secret()` may be called here (docs/spec.md §2: header and query values and
@@ -55,7 +58,11 @@ impl Field {
     pub(crate) fn allows_jwt_encode(self) -> bool {
         !matches!(
             self,
-            Field::ResponseBody | Field::CompositeResponseBody | Field::When | Field::ForEach
+            Field::ResponseBody
+                | Field::CompositeResponseBody
+                | Field::When
+                | Field::ForEach
+                | Field::RateLimitKey
         )
     }
 
@@ -77,6 +84,7 @@ impl Field {
             Field::When => "when",
             Field::ForEach => "for_each",
             Field::CompositeResponseBody => "composite_response_body",
+            Field::RateLimitKey => "rate_limit_key",
         }
     }
 
@@ -91,6 +99,7 @@ impl Field {
             "when" => Field::When,
             "for_each" => Field::ForEach,
             "composite_response_body" => Field::CompositeResponseBody,
+            "rate_limit_key" => Field::RateLimitKey,
             _ => return None,
         })
     }

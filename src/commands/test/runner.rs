@@ -120,8 +120,13 @@ impl Engine {
             .get(&case.connector)
             .ok_or_else(|| format!("no connector '{}'", case.connector))?;
         let metrics = Metrics::new();
+        // A test never touches the network: no shared state, whatever the environment says.
+        let isolated = ServeArgs {
+            shared_state: Default::default(),
+            ..self.serve.clone()
+        };
         let step_actors =
-            StepActors::from_args(&self.serve, metrics.clone(), None).map_err(|e| e.to_string())?;
+            StepActors::from_args(&isolated, metrics.clone(), None).map_err(|e| e.to_string())?;
         let mocks = MockUpstreams::new(
             case.mocks
                 .iter()

@@ -9,7 +9,7 @@ use crate::registry::compiled::{
 };
 use crate::registry::model::{
     known_fields, AuthenticationDef, CacheSetting, CompositeConnectorDef, Execution, HttpMethod,
-    KeyValueDef, SimpleConnectorDef, StepDef,
+    KeyValueDef, RateLimitDef, SimpleConnectorDef, StepDef,
 };
 use crate::registry::problems::Location;
 use crate::registry::rules::{
@@ -30,6 +30,7 @@ struct CallDef<'d> {
     response_content_type: &'d str,
     cache_ttl_seconds: Option<u64>,
     cache: Option<CacheSetting>,
+    rate_limit: Option<&'d RateLimitDef>,
 }
 
 impl<'o> Builder<'o> {
@@ -43,6 +44,7 @@ impl<'o> Builder<'o> {
         if let Value::Object(obj) = item {
             self.unknown_fields(&at, "", obj, &known_fields::SIMPLE);
             self.key_value_unknown_fields(&at, "", obj);
+            self.rate_limit_unknown_fields(&at, obj);
         }
         let Ok(def) = self.typed::<SimpleConnectorDef>(&at, "", item) else {
             return;
@@ -75,6 +77,7 @@ impl<'o> Builder<'o> {
             response_content_type: &def.response_content_type,
             cache_ttl_seconds: def.cache_ttl_seconds,
             cache: def.cache,
+            rate_limit: def.rate_limit.as_ref(),
         };
         let step = self.call(&site, &call);
         for (key, _) in &path_params {
@@ -100,6 +103,7 @@ impl<'o> Builder<'o> {
                 cache_metrics: Default::default(),
                 execution: Execution::Sequential,
                 answer: Answer::default(),
+                rate_limit: None,
             });
         }
     }
@@ -148,6 +152,7 @@ impl<'o> Builder<'o> {
         let raw_steps = match &mut shallow {
             Value::Object(obj) => {
                 self.unknown_fields(&at, "", obj, &known_fields::COMPOSITE);
+                self.rate_limit_unknown_fields(&at, obj);
                 // Steps are typed one by one below, each with its own location.
                 obj.insert("steps".into(), Value::Array(Vec::new()))
             }
@@ -197,6 +202,7 @@ impl<'o> Builder<'o> {
                 if let Some(Value::Object(retry)) = obj.get("retry") {
                     self.unknown_fields(&step_at, "retry", retry, &known_fields::RETRY);
                 }
+                self.rate_limit_unknown_fields(&step_at, obj);
             }
             let Ok(step_def) = self.typed::<StepDef>(&step_at, "", raw) else {
                 complete = false;
@@ -242,6 +248,7 @@ impl<'o> Builder<'o> {
                 response_content_type: &step_def.response_content_type,
                 cache_ttl_seconds: step_def.cache_ttl_seconds,
                 cache: step_def.cache,
+                rate_limit: step_def.rate_limit.as_ref(),
             };
             self.step_reads.clear();
             let step = self.call(&site, &call);
@@ -260,7 +267,23 @@ impl<'o> Builder<'o> {
             &def,
             &labels,
         );
-        if let (Ok(permalink), true, Ok(answer)) = (permalink, complete, answer) {
+        // Taken before the first step: it reads the request and the caller, no step.
+        let rate_limit_site = CallSite {
+            at: at.clone(),
+            permalink: permalink.as_deref().unwrap_or(&at.connector),
+            kind: ConnectorKind::Composite,
+            step_name: String::new(),
+            index: labels.len() + 1,
+            earlier_steps: &[],
+            current_and_later_steps: &labels,
+            path_params: &[],
+            is_last: false,
+            item: false,
+        };
+        let rate_limit = self.rate_limit(&rate_limit_site, def.rate_limit.as_ref());
+        if let (Ok(permalink), true, Ok(answer), Ok(rate_limit)) =
+            (permalink, complete, answer, rate_limit)
+        {
             self.connectors.push(Connector {
                 name: def.name,
                 permalink,
@@ -273,6 +296,7 @@ impl<'o> Builder<'o> {
                 cache_metrics: Default::default(),
                 execution: def.execution.unwrap_or_default(),
                 answer,
+                rate_limit,
             });
         }
     }
@@ -507,6 +531,13 @@ impl<'o> Builder<'o> {
         }
     }
 
+    /// Warns about unknown fields inside an object's `rate_limit`.
+    fn rate_limit_unknown_fields(&mut self, at: &Location, obj: &serde_json::Map<String, Value>) {
+        if let Some(Value::Object(limit)) = obj.get("rate_limit") {
+            self.unknown_fields(at, "rate_limit", limit, &known_fields::RATE_LIMIT);
+        }
+    }
+
     /// Checks and compiles one call: every field is checked (so every problem is reported)
     /// before the step is assembled.
     fn call(&mut self, site: &CallSite<'_>, def: &CallDef<'_>) -> Checked<Step> {
@@ -544,6 +575,7 @@ impl<'o> Builder<'o> {
             self.report.warning(&site.at, "response_content_type",
                 "only the last step's response_content_type is returned to the widget; this one is ignored");
         }
+        let rate_limit = self.rate_limit(site, def.rate_limit);
         let cache = self.cache(site, def.cache_ttl_seconds, def.cache, method)?;
         let (url, origin) = url?;
         Ok(Step {
@@ -562,6 +594,7 @@ impl<'o> Builder<'o> {
             cache,
             control: Default::default(),
             ok_state_metric: Default::default(),
+            rate_limit: rate_limit?,
         })
     }
 }

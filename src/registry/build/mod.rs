@@ -9,6 +9,7 @@
 mod auth;
 mod connector;
 mod control;
+mod rate_limit;
 mod templates;
 
 use std::collections::HashMap;
