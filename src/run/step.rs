@@ -334,9 +334,12 @@ async fn execute_step(
         env.trace = Some(tracing.step(run_trace, &run.connector.permalink, &step.name, msg.index));
     }
     let ran = if step.control.when.is_none() && step.control.for_each.is_none() {
-        match run_call(client, shared, &env, &mut timing, started).await {
-            Ok(result) => Ran::Answered(result),
+        match step_quota(shared, &env, 1).await {
             Err(failure) => Ran::Failed(failure, None),
+            Ok(()) => match run_call(client, shared, &env, &mut timing, started).await {
+                Ok(result) => Ran::Answered(result),
+                Err(failure) => Ran::Failed(failure, None),
+            },
         }
     } else {
         // Boxed: a fan-out's state is large, and a plain step should not carry (and copy) it.
