@@ -614,10 +614,6 @@ def registry(up: str) -> dict:
             cacheable("cached-outage"),
             {"name": "quota-simple", "url": f"{up}/quota/simple", "cache": "off", "rate_limit": quota},
             {"name": "plain", "url": f"{up}/plain", "cache": "off"},
-            # A quota nobody reaches: every run of it is one Redis operation (tokens and
-            # cached answers are served from the replica's own copy once it has one).
-            {"name": "nudge", "url": f"{up}/plain", "cache": "off",
-             "rate_limit": {"requests": 1_000_000, "per_seconds": 1}},
             {"name": "rr-get", "url": f"{up}/plain", "cache": "off"},
             {"name": "rr-post", "method": "POST", "url": f"{up}/echo",
              "headers": [{"key": "Content-Type", "value": "application/json"}],
@@ -626,6 +622,12 @@ def registry(up: str) -> dict:
         "composite_connectors": [
             {"name": "quota-composite", "rate_limit": quota, "steps": [
                 {"name": "call", "url": f"{up}/quota/composite", "cache": "off"}]},
+            {"name": "quota-step", "steps": [
+                {"name": "call", "url": f"{up}/quota/step", "cache": "off", "rate_limit": quota}]},
+            # A quota nobody reaches: every run of it is one Redis operation (tokens and
+            # cached answers are served from the replica's own copy once it has one).
+            {"name": "nudge", "rate_limit": {"requests": 1_000_000, "per_seconds": 1}, "steps": [
+                {"name": "call", "url": f"{up}/plain", "cache": "off"}]},
             {"name": "rr-chain", "steps": [
                 {"name": "first", "url": f"{up}/plain", "cache": "off"},
                 {"name": "fetch", "url": f"{up}/data/rr-chain", "cache": "off",
@@ -885,8 +887,8 @@ def check_shared_cache(replicas: list[Replica], up: Upstream, redis: Redis, perm
     check(f"{what}: the upstream saw one request", n == 1, f"it saw {n}")
 
 
-def check_quota(replicas: list[Replica], up: Upstream, permalink: str, composite: bool, counter: str) -> None:
-    kind = "composite" if composite else "simple connector"
+def check_quota(replicas: list[Replica], up: Upstream, permalink: str, composite: bool, counter: str,
+                kind: str) -> None:
     statuses = []
     for i in range(5):
         r = replicas[i % len(replicas)]
@@ -904,10 +906,10 @@ def check_quota(replicas: list[Replica], up: Upstream, permalink: str, composite
               f"HTTP {reply.status}, code {code!r}, Retry-After {retry_after!r}")
     n = up.get(counter)
     check(f"quota ({kind}): the upstream saw exactly 5 calls", n == 5, f"it saw {n}")
-    limited = sum(metric(r.metrics(), "connector_rate_limit_decisions_total", decision="limited", scope="shared") or 0
-                  for r in replicas)
-    check(f"quota ({kind}): the replicas count shared 'limited' decisions",
-          limited >= 2, f"connector_rate_limit_decisions_total{{decision=limited,scope=shared}} = {limited:g}")
+    limited = sum(metric(r.metrics(), "connector_rate_limit_decisions_total", connector=permalink,
+                         decision="limited", scope="shared") or 0 for r in replicas)
+    check(f"quota ({kind}): the replicas count its shared 'limited' decisions", limited == 2,
+          f"connector_rate_limit_decisions_total{{connector={permalink},decision=limited,scope=shared}} = {limited:g}")
 
 
 def outage_calls(replicas: list[Replica]):
@@ -916,7 +918,7 @@ def outage_calls(replicas: list[Replica]):
         calls += [(f"{r.name} token-outage", lambda r=r: r.execute("token-outage")),
                   (f"{r.name} cached-outage", lambda r=r: r.execute("cached-outage")),
                   (f"{r.name} plain", lambda r=r: r.execute("plain")),
-                  (f"{r.name} nudge", lambda r=r: r.execute("nudge"))]
+                  (f"{r.name} nudge", lambda r=r: r.execute("nudge", composite=True))]
     return calls
 
 
@@ -991,7 +993,7 @@ def wait_reconnected(replicas: list[Replica], timeout: float) -> float | None:
         states = []
         for r in replicas:
             if connected(r) != 1:
-                try_request("GET", f"{r.base}/connectors/nudge/execute", timeout=5)
+                try_request("POST", f"{r.base}/connectors/composite/nudge/execute", timeout=5)
                 states.append(False)
             else:
                 states.append(True)
@@ -1204,8 +1206,9 @@ def main() -> int:
             check_shared_cache(replicas, up, redis, "cached-shared", "cache")
 
             section("4. quotas hold across replicas")
-            check_quota(replicas, up, "quota-simple", False, "quota:simple")
-            check_quota(replicas, up, "quota-composite", True, "quota:composite")
+            check_quota(replicas, up, "quota-simple", False, "quota:simple", "simple connector")
+            check_quota(replicas, up, "quota-composite", True, "quota:composite", "composite")
+            check_quota(replicas, up, "quota-step", True, "quota:step", "composite step")
 
             section("5. Redis stopped (SIGTERM) mid-load")
             check_outage(replicas, redis, "SIGTERM")
