@@ -1179,7 +1179,7 @@ def main() -> int:
 
     up = Upstream(args.token_delay_ms / 1000)
     secrets_dir = tmp / "secrets"
-    secrets_dir.mkdir()
+    secrets_dir.mkdir(mode=0o700)  # the temp dir itself is opened to nginx's worker
     (secrets_dir / "client_secret").write_text(CLIENT_SECRET)
     (tmp / "registry.json").write_text(json.dumps(registry(up.base), indent=2))
     common = ["--registry", str(tmp / "registry.json"), "--allow-private-upstreams",
