@@ -5,6 +5,7 @@
     python3 bench/run.py --scenarios F --rounds 1 --seconds 2   # one scenario, quickly
     python3 bench/run.py --peer "bare-actix=PORT=18092 exec /path/bare-actix-peer:18092"
     python3 bench/run.py --scenarios A --traced             # A with tracing on, next to off
+    python3 bench/run.py --scenarios A --https              # A against nginx over TLS, next to HTTP
 
 Builds the release binary, starts the upstreams (nginx from bench/nginx.conf on :18081 for
 A, C, D, E; `connector-runtime mock-upstream --latency-ms 50` on :18082 for B and F), starts the
@@ -13,6 +14,13 @@ table: runs/s, p50, p99, server CPU microseconds per run (utime+stime of the ser
 its processes, from /proc), peak RSS, non-2xx count. Peers (`NAME=SHELL COMMAND:PORT`) run
 scenario A in turn with ours (A B A B ...), and every row shows its ratio to the first
 target; the targets of the performance issue are checked and printed as PASS/FAIL.
+
+--https adds scenario A against the same nginx over TLS: the harness makes a CA and a leaf
+for 127.0.0.1 with the openssl CLI, nginx also listens with ssl on 127.0.0.1:18443 (HTTP/1.1,
+keep-alive as on :18081), and a second server runs A's registry with https:// URLs and
+`--upstream-ca-file` naming that CA; both run in turn (A B A B) and the row shows its ratio to
+plain-HTTP A, with the issue's verdict (HTTPS runs/s >= 0.80x HTTP) and how many connections
+nginx accepted while each was measured (its stub_status), to show they were kept alive.
 
 Scenarios:
   A  the seed's 2-step auth-and-fetch composite, fast upstream, 64 callers
@@ -28,7 +36,7 @@ Scenarios:
      parallel/sequential (about 0.5: parallel takes one step's 50 ms, sequential two)
 
 Needs: wrk and nginx (`apt-get install -y wrk nginx-light`; B and F alone need no nginx), a Rust
-toolchain.
+toolchain; openssl for --https.
 """
 import argparse
 import os
@@ -40,6 +48,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -49,6 +58,7 @@ BIN = os.path.join(ROOT, "target", "release", "connector-runtime")
 TICK = os.sysconf("SC_CLK_TCK")
 OURS_PORT = 18094
 SLOW_UPSTREAM = ("B", "F")  # scenarios against `mock-upstream --latency-ms 50` on :18082
+NGINX_TLS_PORT = 18443  # --https: the same nginx server, with ssl
 
 SCENARIOS = {
     "A": dict(registry="a_auth_and_fetch.json", path="/connectors/composite/auth-and-fetch-user/execute",
@@ -218,6 +228,54 @@ def otlp_receiver():
     return _Receiver(server, thread)
 
 
+def make_pki(directory):
+    """A CA and a leaf it signs for 127.0.0.1 (and localhost), with the openssl CLI, in
+    `directory`; returns (ca.pem, leaf.pem, leaf.key)."""
+    ca, ca_key = os.path.join(directory, "ca.pem"), os.path.join(directory, "ca.key")
+    leaf, leaf_key = os.path.join(directory, "leaf.pem"), os.path.join(directory, "leaf.key")
+    csr, ext = os.path.join(directory, "leaf.csr"), os.path.join(directory, "leaf.ext")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run = lambda *args: subprocess.run(["openssl", *args], check=True, capture_output=True)
+    run("req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2",
+        "-subj", "/CN=connector-runtime bench CA",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    with open(ext, "w") as f:
+        f.write("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    run("req", *ec, "-keyout", leaf_key, "-out", csr, "-subj", "/CN=127.0.0.1")
+    run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", leaf,
+        "-days", "2", "-extfile", ext)
+    return ca, leaf, leaf_key
+
+
+def nginx_tls_lines(leaf, leaf_key):
+    """What --https adds to nginx's server block: a TLS listener (HTTP/1.1, the same
+    keep-alive settings) and stub_status on the plain one, to count accepted connections."""
+    return (f"    listen 127.0.0.1:{NGINX_TLS_PORT} ssl reuseport backlog=4096;\n"
+            f"    ssl_certificate {leaf};\n"
+            f"    ssl_certificate_key {leaf_key};\n"
+            "    ssl_protocols TLSv1.2 TLSv1.3;\n"
+            "    location = /nginx_status { stub_status; }\n")
+
+
+def https_registry(directory, registry):
+    """`registry` (of bench/scenarios/) with its nginx URLs on the TLS listener; its path."""
+    text = open(os.path.join(HERE, "scenarios", registry)).read()
+    plain = "http://127.0.0.1:18081/"
+    assert plain in text, registry
+    path = os.path.join(directory, registry.replace(".json", "_https.json"))
+    with open(path, "w") as f:
+        f.write(text.replace(plain, f"https://127.0.0.1:{NGINX_TLS_PORT}/"))
+    return path
+
+
+def nginx_accepts():
+    """nginx's stub_status counters: (connections accepted, requests) so far."""
+    text = urllib.request.urlopen("http://127.0.0.1:18081/nginx_status", timeout=5).read().decode()
+    accepts, _handled, requests = (int(x) for x in text.splitlines()[2].split())
+    return accepts, requests
+
+
 def measure(name, proc, port, scenario, seconds, results):
     sc = SCENARIOS[scenario]
     c0 = cpu_seconds(proc.pid)
@@ -238,26 +296,41 @@ def main():
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--traced", action="store_true",
                     help="scenario A also with tracing on (100%% sampling, OTLP/HTTP export to a local receiver)")
+    ap.add_argument("--https", action="store_true",
+                    help="scenario A also against nginx over TLS (a CA made with openssl, --upstream-ca-file)")
     a = ap.parse_args()
     scenarios = [s.strip().upper() for s in a.scenarios.split(",") if s.strip()]
     unknown = [s for s in scenarios if s not in SCENARIOS]
     if unknown:
         raise SystemExit(f"unknown scenario(s) {', '.join(unknown)}: the scenarios are {', '.join(sorted(SCENARIOS))}")
+    if a.https and "A" not in scenarios:
+        raise SystemExit("--https measures scenario A: include A in --scenarios")
     needs_nginx = any(s not in SLOW_UPSTREAM for s in scenarios)
     for tool in ("wrk", "nginx") if needs_nginx else ("wrk",):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing: apt-get install -y wrk nginx-light")
+    if a.https and not shutil.which("openssl"):
+        raise SystemExit("openssl is missing: apt-get install -y openssl")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # B opens ~3000 sockets
     if not a.no_build:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     results, upstreams, upstream_ms = {}, [], None
+    tls_dir = tempfile.TemporaryDirectory(prefix="connector-bench-tls-") if a.https else None
     try:
         if needs_nginx:
             conf = "/tmp/connector-bench-nginx.conf"
+            text = open(os.path.join(HERE, "nginx.conf")).read().replace("@BENCH_DIR@", HERE)
+            if a.https:
+                ca, leaf, leaf_key = make_pki(tls_dir.name)
+                listen = "    listen 127.0.0.1:18081 reuseport backlog=4096;\n"
+                assert listen in text, "bench/nginx.conf's listen line moved"
+                text = text.replace(listen, listen + nginx_tls_lines(leaf, leaf_key))
             with open(conf, "w") as f:
-                f.write(open(os.path.join(HERE, "nginx.conf")).read().replace("@BENCH_DIR@", HERE))
+                f.write(text)
             upstreams.append(start(["nginx", "-c", conf], 18081))
+            if a.https:
+                wait_port(NGINX_TLS_PORT)
         if any(s in SLOW_UPSTREAM for s in scenarios):
             upstreams.append(start([BIN, "mock-upstream", "--listen", "127.0.0.1:18082", "--latency-ms", "50",
                                     "--workers", "1"], 18082))
@@ -290,6 +363,10 @@ def main():
                 traced = ours_command(SCENARIOS[scenario]["registry"], OURS_PORT + 9) + [
                     "--otlp-endpoint", f"http://127.0.0.1:{receiver.port}"]
                 targets.append(("ours-traced", traced, OURS_PORT + 9))
+            if scenario == "A" and a.https:
+                https = ours_command(https_registry(tls_dir.name, SCENARIOS[scenario]["registry"]), OURS_PORT + 8) + [
+                    "--upstream-ca-file", ca]
+                targets.append(("ours-https", https, OURS_PORT + 8))
             procs = []
             try:
                 for name, cmd, port in targets:
@@ -300,13 +377,22 @@ def main():
                         SCENARIOS[scenario]["body"], 2, SCENARIOS[scenario]["conns"])  # warm-up
                 for _ in range(a.rounds):
                     for name, p, port in procs:
+                        counted = a.https and scenario == "A" and name in ("ours", "ours-https")
+                        before = nginx_accepts() if counted else None
                         measure(name, p, port, scenario, a.seconds, results)
+                        if counted:
+                            after = nginx_accepts()
+                            # The status request itself is one connection and one request.
+                            results[(scenario, name)][-1]["accepts"] = after[0] - before[0] - 1
+                            results[(scenario, name)][-1]["upstream_requests"] = after[1] - before[1] - 1
             finally:
                 for _, p, _ in procs:
                     stop(p)
     finally:
         for p in upstreams:
             stop(p)
+        if tls_dir:
+            tls_dir.cleanup()
     report(results, scenarios, a, upstream_ms)
 
 
@@ -338,6 +424,16 @@ def report(results, scenarios, a, upstream_ms=None):
               f"{med(traced, 'p99') / med(ours, 'p99'):.2f}x p99")
         verdicts.append(("A CPU per run traced <= 1.10x untraced",
                          med(traced, "cpu_us") / med(ours, "cpu_us"), 1.10, False))
+    if ("A", "ours") in results and ("A", "ours-https") in results:
+        plain, https = results[("A", "ours")], results[("A", "ours-https")]
+        conns = lambda rows, k: sum(r[k] for r in rows)
+        print(f"A HTTPS vs HTTP upstream: {med(https, 'rps') / med(plain, 'rps'):.2f}x runs/s, "
+              f"{med(https, 'cpu_us') / med(plain, 'cpu_us'):.2f}x CPU per run, "
+              f"{med(https, 'p99') / med(plain, 'p99'):.2f}x p99; connections nginx accepted while "
+              f"measured (kept alive after the warm-up): HTTPS {conns(https, 'accepts')} for "
+              f"{conns(https, 'upstream_requests')} upstream requests, HTTP {conns(plain, 'accepts')} for "
+              f"{conns(plain, 'upstream_requests')}")
+        verdicts.append(("A HTTPS runs/s >= 0.80x plain HTTP", med(https, "rps") / med(plain, "rps"), 0.80, True))
     if ("A", "ours") in results and ("A", "bare-actix") in results:
         ours, bare = results[("A", "ours")], results[("A", "bare-actix")]
         verdicts += [

@@ -173,6 +173,8 @@ fn orchestrate_run(c: &mut Criterion) {
             overrides: Default::default(),
             connect_timeout: Duration::from_secs(5),
             max_connections: 64,
+            tls: connector_runtime::upstream::tls::client_config(None)
+                .expect("the bundled roots load"),
         });
         StepActor::new(
             client,

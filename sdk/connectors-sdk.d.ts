@@ -1,7 +1,9 @@
-// Type declarations for the connector-runtime widget SDK.
-// ES module: `sdk/connectors-sdk.mjs` (served at /sdk/connectors-sdk.mjs).
-// Classic script: `sdk/connectors-sdk.js` (served at /sdk/connectors-sdk.js) sets
-// `window.WidgetServiceSDK`, `window.ConnectorBoundaryError` and `window.ConnectorExecuteError`.
+// Type declarations for the connector-runtime widget SDK (npm: @connector-runtime/sdk).
+// ES module: `connectors-sdk.mjs` (served at /sdk/connectors-sdk.mjs; its declarations are
+// `connectors-sdk.d.mts`, generated from this file by `node sdk/build.mjs`).
+// UMD build: `connectors-sdk.js` (served at /sdk/connectors-sdk.js): CommonJS `require`, AMD, or a
+// classic script that sets `window.WidgetServiceSDK`, `window.ConnectorBoundaryError` and
+// `window.ConnectorExecuteError`.
 
 /** A query / path parameter or header value: a string or a finite number. */
 export type ParamValue = string | number;
@@ -34,13 +36,19 @@ export interface CommonExecuteOptions {
 
 /** `connectors.execute` options. */
 export interface SimpleExecuteOptions extends CommonExecuteOptions {
-  /** Must be the connector's method. Default `GET`. */
-  method?: HttpMethod | Lowercase<HttpMethod>;
+  /**
+   * Required: the connector's own method (the runtime answers 405 for another). Missing, empty
+   * or not a string throws `MISSING_METHOD`; another string throws `INVALID_METHOD`.
+   */
+  method: HttpMethod | Lowercase<HttpMethod>;
   /** Sent in the `X-Path-Params` header as `k=v&k2=v2` (URL-encoded). */
   pathParams?: ParamBag;
 }
 
-/** `connectors.composite.execute` options. Passing `pathParams` throws `PATH_PARAMS_ON_COMPOSITE`. */
+/**
+ * `connectors.composite.execute` options: always POST (a `method` option is ignored). Passing
+ * `pathParams` throws `PATH_PARAMS_ON_COMPOSITE`.
+ */
 export interface CompositeExecuteOptions extends CommonExecuteOptions {
   pathParams?: never;
 }
@@ -49,7 +57,12 @@ export interface CompositeExecuteOptions extends CommonExecuteOptions {
 export interface SDKConfig {
   /** Where the runtime is; `''` (default) means same origin. Trailing slashes are dropped. */
   baseUrl?: string;
-  /** Sent as `X-CSRF-Token` on every call; `null` or `''` clears it. */
+  /**
+   * Sent as `X-CSRF-Token` on every call; `null` or `''` clears it. When none is configured, the
+   * SDK reads the page's element with id `csrftoken` at each call: its `content` attribute
+   * (`<meta id="csrftoken" content="...">`), else its `value` (`<input id="csrftoken" value="...">`).
+   * A configured token wins.
+   */
   csrfToken?: string | null;
   /**
    * The signed-in member's token (a JWT your backend signs), sent as
@@ -146,6 +159,7 @@ export type BoundaryReason =
   | 'HEADER_TOO_LONG'
   | 'INVALID_HEADER_NAME'
   | 'RESERVED_HEADER'
+  | 'MISSING_METHOD'
   | 'INVALID_METHOD'
   | 'INVALID_PAYLOAD'
   | 'INVALID_TIMEOUT'
@@ -223,8 +237,9 @@ export declare class WidgetServiceSDK {
   updateHeaders(headers?: Record<string, ParamValue | null | undefined> | Map<string, ParamValue | null | undefined>): this;
   setDefaultTimeout(ms: number): this;
   /**
-   * Headers sent on every call: the default headers plus `X-CSRF-Token` when configured (not the
-   * session token's `Authorization`, which is resolved per call and never exposed).
+   * Headers sent on every call: the default headers plus `X-CSRF-Token` (the configured token,
+   * else the page's `#csrftoken` as it is now); not the session token's `Authorization`, which
+   * is resolved per call and never exposed.
    */
   getHeaders(): Record<string, string>;
   getDefaultTimeout(): number;
@@ -251,6 +266,8 @@ export declare const DEFAULT_TIMEOUT_MS: 30000;
 export declare const MAX_HEADER_LENGTH: 4096;
 /** Longest `sessionToken` sent, in bytes. */
 export declare const MAX_SESSION_TOKEN_LENGTH: 8192;
+/** Id of the page element the CSRF token is read from when none is configured: `csrftoken`. */
+export declare const CSRF_ELEMENT_ID: 'csrftoken';
 export declare const SDK_VERSION: string;
 export declare function parseServerTiming(header: string | null | undefined): ServerTimingEntry[];
 export declare function parseConnectorTiming(header: string | null | undefined): ConnectorTiming | null;
@@ -268,7 +285,7 @@ export default sdk;
 
 declare global {
   interface Window {
-    /** Set by the classic script `/sdk/connectors-sdk.js`. */
+    /** Set by the UMD build `/sdk/connectors-sdk.js` loaded as a classic script. */
     WidgetServiceSDK: typeof WidgetServiceSDK;
     ConnectorBoundaryError: typeof ConnectorBoundaryError;
     ConnectorExecuteError: typeof ConnectorExecuteError;

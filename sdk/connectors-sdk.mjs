@@ -1,8 +1,9 @@
 /*
  * connector-runtime widget SDK (ES module).
  *
- * This file is the single source of truth: `sdk/connectors-sdk.js` (the classic-script build that
- * sets `window.WidgetServiceSDK`) is generated from it by `node sdk/build.mjs`. No dependencies.
+ * This file is the single source of truth: `sdk/connectors-sdk.js` (the UMD build: CommonJS
+ * `require`, AMD, or a classic script that sets `window.WidgetServiceSDK`) is generated from it
+ * by `node sdk/build.mjs`. No dependencies.
  *
  * Routes (see the runtime's README, "HTTP API"):
  *   simple:    <METHOD> {baseUrl}/connectors/{permalink}/execute?{query}   (path params in X-Path-Params)
@@ -10,7 +11,7 @@
  */
 
 /** Version of this SDK. */
-const SDK_VERSION = '1.0.0';
+const SDK_VERSION = '2.0.0';
 
 /** Default request timeout, in milliseconds. */
 const DEFAULT_TIMEOUT_MS = 30000;
@@ -29,6 +30,12 @@ const PATH_PARAMS_HEADER = 'X-Path-Params';
 
 /** The header that carries the CSRF token. */
 const CSRF_HEADER = 'X-CSRF-Token';
+
+/**
+ * Id of the page element the CSRF token is read from when none is configured
+ * (`<meta id="csrftoken" content="...">` or `<input id="csrftoken" value="...">`).
+ */
+const CSRF_ELEMENT_ID = 'csrftoken';
 
 /** The header that carries the session token, as `Bearer <token>`. */
 const AUTHORIZATION_HEADER = 'Authorization';
@@ -54,7 +61,9 @@ const BOUNDARY_REASONS = Object.freeze({
   INVALID_HEADER_NAME: 'INVALID_HEADER_NAME',
   /** A custom header tries to set X-Path-Params, which the SDK owns. */
   RESERVED_HEADER: 'RESERVED_HEADER',
-  /** `method` is not one of GET POST PUT PATCH DELETE HEAD OPTIONS. */
+  /** `method` is missing from `connectors.execute`, empty, or not a string (it is required). */
+  MISSING_METHOD: 'MISSING_METHOD',
+  /** `method` is a string but not one of GET POST PUT PATCH DELETE HEAD OPTIONS. */
   INVALID_METHOD: 'INVALID_METHOD',
   /** The payload of a POST/PUT/PATCH/composite call cannot be serialized to JSON. */
   INVALID_PAYLOAD: 'INVALID_PAYLOAD',
@@ -62,7 +71,10 @@ const BOUNDARY_REASONS = Object.freeze({
   INVALID_TIMEOUT: 'INVALID_TIMEOUT',
   /** `baseUrl` is not a string. */
   INVALID_BASE_URL: 'INVALID_BASE_URL',
-  /** `csrfToken` is not a string (or null to clear it). */
+  /**
+   * `csrfToken` is not a string (or null to clear it), or it (or the page's `#csrftoken` element)
+   * holds a character a header cannot carry (one longer than 4096 characters is HEADER_TOO_LONG).
+   */
   INVALID_CSRF_TOKEN: 'INVALID_CSRF_TOKEN',
   /**
    * The session token is unusable: a `sessionToken` string (or what its function returned) holds
@@ -246,6 +258,33 @@ function checkCsrfToken(value) {
   }
   if (BAD_HEADER_VALUE_RE.test(value)) {
     throw boundary(BOUNDARY_REASONS.INVALID_CSRF_TOKEN, 'csrfToken contains a character a header cannot carry', 'csrfToken');
+  }
+  checkHeaderLength(CSRF_HEADER, value, 'csrfToken');
+  return value;
+}
+
+/**
+ * The CSRF token the page holds, read now: the `content` attribute of the element with id
+ * `csrftoken` (a `<meta>`), else its `value` (an `<input>`; the current value), trimmed.
+ * Null when there is no document, no such element, or it is empty. A token a header cannot
+ * carry throws INVALID_CSRF_TOKEN (synchronously, before any request).
+ */
+function pageCsrfToken() {
+  const doc = typeof document !== 'undefined' ? document : null;
+  if (!doc || typeof doc.getElementById !== 'function') return null;
+  const el = doc.getElementById(CSRF_ELEMENT_ID);
+  if (!el) return null;
+  let value = typeof el.getAttribute === 'function' ? el.getAttribute('content') : null;
+  if (value === null || value === undefined) value = typeof el.value === 'string' ? el.value : null;
+  if (typeof value !== 'string') return null;
+  value = value.trim();
+  if (value === '') return null;
+  if (BAD_HEADER_VALUE_RE.test(value)) {
+    throw boundary(
+      BOUNDARY_REASONS.INVALID_CSRF_TOKEN,
+      "the page's #" + CSRF_ELEMENT_ID + ' element holds a character a header cannot carry',
+      'csrfToken'
+    );
   }
   checkHeaderLength(CSRF_HEADER, value, 'csrfToken');
   return value;
@@ -462,7 +501,7 @@ function headersToObject(headers) {
  *
  *   const sdk = new WidgetServiceSDK({ baseUrl: 'https://runtime.example', csrfToken, headers, timeout });
  *   sdk.configure({ sessionToken: () => fetch('/my-backend/connector-token').then((r) => r.text()) });
- *   const data = await sdk.connectors.execute({ permalink: 'get-item', pathParams: { item_id: 'itm_042' } });
+ *   const data = await sdk.connectors.execute({ permalink: 'get-item', method: 'GET', pathParams: { item_id: 'itm_042' } });
  *   const out = await sdk.connectors.composite.execute({ permalink: 'auth-and-fetch-user', payload: {...} });
  */
 class WidgetServiceSDK {
@@ -518,7 +557,8 @@ class WidgetServiceSDK {
 
   /**
    * Changes settings; only the keys given change (unknown keys are ignored).
-   * `headers` replaces the default headers; `csrfToken: null` clears the token.
+   * `headers` replaces the default headers; `csrfToken: null` clears the configured token (the
+   * page's `#csrftoken` element, when there is one, is then read at each call).
    *
    * `sessionToken` is the signed-in member's token (a JWT), sent as `Authorization: Bearer <token>`
    * on every execute call: a string, or a function returning a string or a promise of one, called
@@ -593,8 +633,9 @@ class WidgetServiceSDK {
   getHeaders() {
     const out = {};
     for (const [k, v] of this._headers) out[k] = v;
-    if (this._csrfToken !== null && !this._headers.some(([k]) => k.toLowerCase() === CSRF_HEADER.toLowerCase())) {
-      out[CSRF_HEADER] = this._csrfToken;
+    const csrf = this._currentCsrfToken();
+    if (csrf !== null && !this._headers.some(([k]) => k.toLowerCase() === CSRF_HEADER.toLowerCase())) {
+      out[CSRF_HEADER] = csrf;
     }
     return out;
   }
@@ -610,6 +651,11 @@ class WidgetServiceSDK {
   }
 
   // ---- internals -------------------------------------------------------------------------
+
+  /** The configured CSRF token, else the page's `#csrftoken` (read now), else null. */
+  _currentCsrfToken() {
+    return this._csrfToken !== null ? this._csrfToken : pageCsrfToken();
+  }
 
   _prepareCommon(options) {
     if (!isPlainObject(options)) {
@@ -628,11 +674,19 @@ class WidgetServiceSDK {
 
   _prepareSimple(options) {
     const common = this._prepareCommon(options);
-    let method = options.method === undefined || options.method === null ? 'GET' : options.method;
-    if (typeof method !== 'string' || !METHODS.includes(method.toUpperCase())) {
+    let method = options.method;
+    if (typeof method !== 'string' || method.trim() === '') {
+      throw boundary(
+        BOUNDARY_REASONS.MISSING_METHOD,
+        "method is required: the connector's own method, one of " + METHODS.join(', ') +
+          (method === undefined ? '' : ', got ' + (typeof method === 'string' ? "''" : describe(method))),
+        'method'
+      );
+    }
+    if (!METHODS.includes(method.toUpperCase())) {
       throw boundary(
         BOUNDARY_REASONS.INVALID_METHOD,
-        'method must be one of ' + METHODS.join(', ') + ', got ' + (typeof method === 'string' ? "'" + method + "'" : describe(method)),
+        'method must be one of ' + METHODS.join(', ') + ", got '" + method + "'",
         'method'
       );
     }
@@ -672,7 +726,9 @@ class WidgetServiceSDK {
     const url = this._baseUrl + path + (query ? '?' + query : '');
     // Defaults, then the CSRF token, then the call's headers, then the SDK's own.
     let pairs = this._headers.slice();
-    if (this._csrfToken !== null) pairs.push([CSRF_HEADER, this._csrfToken]);
+    // Read now, so that a page that adds its #csrftoken element later is served.
+    const csrf = this._currentCsrfToken();
+    if (csrf !== null) pairs.push([CSRF_HEADER, csrf]);
     pairs = dedupeHeaders(pairs.concat(common.headers).concat(extra));
     if (body !== undefined && !pairs.some(([k]) => k.toLowerCase() === 'content-type')) {
       pairs.push(['Content-Type', 'application/json']);
@@ -902,7 +958,7 @@ const getHeaders = () => defaultSdk.getHeaders();
 const getDefaultTimeout = () => defaultSdk.getDefaultTimeout();
 const getBaseUrl = () => defaultSdk.getBaseUrl();
 
-// @@EXPORTS-BEGIN (sdk/build.mjs replaces this block with window assignments in the classic build)
+// @@EXPORTS-BEGIN (sdk/build.mjs turns this block into the UMD build's exports: module.exports, define(), window globals)
 export {
   WidgetServiceSDK,
   ConnectorBoundaryError,
@@ -911,6 +967,7 @@ export {
   DEFAULT_TIMEOUT_MS,
   MAX_HEADER_LENGTH,
   MAX_SESSION_TOKEN_LENGTH,
+  CSRF_ELEMENT_ID,
   SDK_VERSION,
   parseServerTiming,
   parseConnectorTiming,

@@ -143,6 +143,9 @@ pub struct ServeArgs {
         default_value_t = 4096
     )]
     pub upstream_max_connections: usize,
+    /// PEM file of extra roots trusted for upstream TLS (a private CA), added to the bundled Mozilla roots.
+    #[arg(long, env = "CONNECTOR_RUNTIME_UPSTREAM_CA_FILE", value_name = "PATH")]
+    pub upstream_ca_file: Option<PathBuf>,
     /// Serve GET /metrics on this separate address instead of the main one.
     #[arg(long, env = "CONNECTOR_RUNTIME_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,

@@ -605,7 +605,10 @@ impl SharedStateOperation {
                 .observe(self.duration.as_secs_f64());
         }
         if !self.ok {
-            metrics.shared_state_errors.with_label_values(&[self.op]).inc();
+            metrics
+                .shared_state_errors
+                .with_label_values(&[self.op])
+                .inc();
         }
     }
 }

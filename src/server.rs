@@ -99,6 +99,8 @@ impl StepActors {
                 overrides,
                 connect_timeout: args.step_timeout(),
                 max_connections: args.upstream_max_connections,
+                tls: crate::upstream::tls::client_config(args.upstream_ca_file.as_deref())
+                    .map_err(|e| StartError::Config(e.to_string()))?,
             },
             shared: SharedRunState::new(
                 RunSettings {

@@ -1,8 +1,18 @@
-// Every ConnectorBoundaryError rule: thrown synchronously, with a stable reason, before any request.
-import { test, describe } from 'node:test';
+// Every ConnectorBoundaryError rule: thrown synchronously, with a stable reason, before any
+// request. The calls that are allowed go to the real runtime (sdk/testlib/echo.mjs), so a rule
+// that refused too much would fail them; `calls` records what the SDK handed fetch.
+import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { ConnectorBoundaryError, BOUNDARY_REASONS, WidgetServiceSDK } from '../connectors-sdk.mjs';
-import { setup, syncThrow } from '../testlib/fake-fetch.mjs';
+import { startEcho, makeSetup, syncThrow, seenHeader } from '../testlib/echo.mjs';
+
+let world;
+let setup;
+before(async () => {
+  world = await startEcho();
+  setup = makeSetup(world);
+});
+after(() => world && world.stop());
 
 function expectBoundary(fn, reason, calls, extra = {}) {
   const err = syncThrow(fn);
@@ -20,7 +30,7 @@ describe('reason codes', () => {
     assert.deepEqual(Object.keys(BOUNDARY_REASONS).sort(), [
       'EMPTY_KEY', 'HEADER_TOO_LONG', 'INVALID_BASE_URL', 'INVALID_CSRF_TOKEN', 'INVALID_HEADER_NAME',
       'INVALID_METHOD', 'INVALID_OPTIONS', 'INVALID_PAYLOAD', 'INVALID_SESSION_TOKEN', 'INVALID_TIMEOUT',
-      'INVALID_VALUE', 'MISSING_PERMALINK', 'PATH_PARAMS_ON_COMPOSITE', 'RESERVED_HEADER',
+      'INVALID_VALUE', 'MISSING_METHOD', 'MISSING_PERMALINK', 'PATH_PARAMS_ON_COMPOSITE', 'RESERVED_HEADER',
     ]);
     for (const [k, v] of Object.entries(BOUNDARY_REASONS)) assert.equal(k, v);
     assert.ok(Object.isFrozen(BOUNDARY_REASONS));
@@ -74,13 +84,13 @@ describe('options shape', () => {
     for (const bad of [['a'], 'a=b', 7, true]) {
       test(field + ' = ' + JSON.stringify(bad) + ' → INVALID_OPTIONS', () => {
         const { sdk, calls } = setup();
-        expectBoundary(() => sdk.connectors.execute({ permalink: 'p', [field]: bad }), 'INVALID_OPTIONS', calls, { field });
+        expectBoundary(() => sdk.connectors.execute({ permalink: 'p', method: 'GET', [field]: bad }), 'INVALID_OPTIONS', calls, { field });
       });
     }
   }
   test('signal that is not an AbortSignal → INVALID_OPTIONS', () => {
     const { sdk, calls } = setup();
-    expectBoundary(() => sdk.connectors.execute({ permalink: 'p', signal: {} }), 'INVALID_OPTIONS', calls, { field: 'signal' });
+    expectBoundary(() => sdk.connectors.execute({ permalink: 'p', method: 'GET', signal: {} }), 'INVALID_OPTIONS', calls, { field: 'signal' });
   });
 });
 
@@ -88,7 +98,7 @@ describe('empty keys', () => {
   for (const field of ['queryParams', 'pathParams', 'headers']) {
     test('simple ' + field + " with key '' → EMPTY_KEY", () => {
       const { sdk, calls } = setup();
-      expectBoundary(() => sdk.connectors.execute({ permalink: 'p', [field]: { '': 'x' } }), 'EMPTY_KEY', calls, { field, key: '' });
+      expectBoundary(() => sdk.connectors.execute({ permalink: 'p', method: 'GET', [field]: { '': 'x' } }), 'EMPTY_KEY', calls, { field, key: '' });
     });
   }
   for (const field of ['queryParams', 'headers']) {
@@ -99,7 +109,7 @@ describe('empty keys', () => {
   }
   test('a Map with a non-string key → EMPTY_KEY', () => {
     const { sdk, calls } = setup();
-    expectBoundary(() => sdk.connectors.execute({ permalink: 'p', queryParams: new Map([[1, 'x']]) }), 'EMPTY_KEY', calls);
+    expectBoundary(() => sdk.connectors.execute({ permalink: 'p', method: 'GET', queryParams: new Map([[1, 'x']]) }), 'EMPTY_KEY', calls);
   });
 });
 
@@ -113,7 +123,7 @@ describe('values', () => {
     for (const [label, value] of bad) {
       test(field + ' value ' + label + ' → INVALID_VALUE', () => {
         const { sdk, calls } = setup();
-        expectBoundary(() => sdk.connectors.execute({ permalink: 'p', [field]: { k: value } }), 'INVALID_VALUE', calls, { field, key: 'k' });
+        expectBoundary(() => sdk.connectors.execute({ permalink: 'p', method: 'GET', [field]: { k: value } }), 'INVALID_VALUE', calls, { field, key: 'k' });
       });
     }
   }
@@ -124,20 +134,24 @@ describe('values', () => {
     });
   }
   test('strings, integers, floats, negative numbers and 0 are accepted', async () => {
-    const { sdk, calls } = setup();
-    await sdk.connectors.execute({ permalink: 'p', queryParams: { a: 'x', b: 1, c: 1.5, d: -2, e: 0, f: '' }, pathParams: { id: 7 }, headers: { 'X-N': 3 } });
+    const { sdk, calls, up } = setup();
+    await sdk.connectors.execute({ permalink: 'p', method: 'GET', queryParams: { a: 'x', b: 1, c: 1.5, d: -2, e: 0, f: '' }, pathParams: { item_id: 7 }, headers: { 'X-N': 3 } });
     assert.equal(calls.length, 1);
+    assert.equal(calls[0].url.split('?')[1], 'a=x&b=1&c=1.5&d=-2&e=0&f=');
+    assert.equal(seenHeader(up.last(), 'X-N'), '3');
+    assert.equal(up.last().path, '/echo/7');
   });
   for (const [label, value] of [['CR LF', 'a\r\nInjected: 1'], ['LF', 'a\nb'], ['NUL', 'a\0b'], ['non-Latin-1', 'snow ☃']]) {
     test('header value with ' + label + ' → INVALID_VALUE', () => {
       const { sdk, calls } = setup();
-      expectBoundary(() => sdk.connectors.execute({ permalink: 'p', headers: { 'X-A': value } }), 'INVALID_VALUE', calls, { field: 'headers' });
+      expectBoundary(() => sdk.connectors.execute({ permalink: 'p', method: 'GET', headers: { 'X-A': value } }), 'INVALID_VALUE', calls, { field: 'headers' });
     });
   }
   test('non-ASCII path params are fine (they are URL-encoded)', async () => {
-    const { sdk, calls } = setup();
-    await sdk.connectors.execute({ permalink: 'p', pathParams: { name: 'snow ☃' } });
+    const { sdk, calls, up } = setup();
+    await sdk.connectors.execute({ permalink: 'p', method: 'GET', pathParams: { name: 'snow ☃' } });
     assert.equal(calls.length, 1);
+    assert.equal(seenHeader(up.last(), 'X-Path-Params'), 'name=snow+%E2%98%83');
   });
 });
 
@@ -145,13 +159,13 @@ describe('header names', () => {
   for (const name of ['Bad Header', 'X:Y', 'X-Ä', 'a\nb', '(x)']) {
     test(JSON.stringify(name) + ' → INVALID_HEADER_NAME', () => {
       const { sdk, calls } = setup();
-      expectBoundary(() => sdk.connectors.execute({ permalink: 'p', headers: { [name]: 'v' } }), 'INVALID_HEADER_NAME', calls, { key: name });
+      expectBoundary(() => sdk.connectors.execute({ permalink: 'p', method: 'GET', headers: { [name]: 'v' } }), 'INVALID_HEADER_NAME', calls, { key: name });
     });
   }
   for (const name of ['X-Path-Params', 'x-path-params']) {
     test(name + ' as a custom header → RESERVED_HEADER (simple, composite, configure, updateHeaders)', () => {
       const { sdk, calls } = setup();
-      expectBoundary(() => sdk.connectors.execute({ permalink: 'p', headers: { [name]: 'a=b' } }), 'RESERVED_HEADER', calls);
+      expectBoundary(() => sdk.connectors.execute({ permalink: 'p', method: 'GET', headers: { [name]: 'a=b' } }), 'RESERVED_HEADER', calls);
       expectBoundary(() => sdk.connectors.composite.execute({ permalink: 'p', headers: { [name]: 'a=b' } }), 'RESERVED_HEADER', calls);
       expectBoundary(() => sdk.configure({ headers: { [name]: 'a=b' } }), 'RESERVED_HEADER');
       expectBoundary(() => sdk.updateHeaders({ [name]: 'a=b' }), 'RESERVED_HEADER');
@@ -162,30 +176,30 @@ describe('header names', () => {
 describe('header length (4096)', () => {
   test('a custom header of exactly 4096 chars is sent; 4097 → HEADER_TOO_LONG', async () => {
     const { sdk, calls } = setup();
-    await sdk.connectors.execute({ permalink: 'p', headers: { 'X-Big': 'a'.repeat(4096) } });
+    await sdk.connectors.execute({ permalink: 'p', method: 'GET', headers: { 'X-Big': 'a'.repeat(4096) } });
     assert.equal(calls.length, 1);
-    expectBoundary(() => sdk.connectors.execute({ permalink: 'p', headers: { 'X-Big': 'a'.repeat(4097) } }), 'HEADER_TOO_LONG', null, { key: 'X-Big' });
+    expectBoundary(() => sdk.connectors.execute({ permalink: 'p', method: 'GET', headers: { 'X-Big': 'a'.repeat(4097) } }), 'HEADER_TOO_LONG', null, { key: 'X-Big' });
     expectBoundary(() => sdk.connectors.composite.execute({ permalink: 'p', headers: { 'X-Big': 'a'.repeat(4097) } }), 'HEADER_TOO_LONG');
     assert.equal(calls.length, 1);
   });
   test('a long number value counts by its serialized length', () => {
     const { sdk, calls } = setup();
     // 1e21 serializes as "1e+21": short. A 4097-digit string of digits is too long.
-    expectBoundary(() => sdk.connectors.execute({ permalink: 'p', headers: { 'X-N': '9'.repeat(4097) } }), 'HEADER_TOO_LONG', calls);
+    expectBoundary(() => sdk.connectors.execute({ permalink: 'p', method: 'GET', headers: { 'X-N': '9'.repeat(4097) } }), 'HEADER_TOO_LONG', calls);
   });
   test('X-Path-Params is measured after URL-encoding', async () => {
     const { sdk, calls } = setup();
     // "id=" + 4093 chars = 4096: allowed.
-    await sdk.connectors.execute({ permalink: 'p', pathParams: { id: 'a'.repeat(4093) } });
+    await sdk.connectors.execute({ permalink: 'p', method: 'GET', pathParams: { id: 'a'.repeat(4093) } });
     assert.equal(calls.length, 1);
     // 4094 chars → 4097: too long.
-    expectBoundary(() => sdk.connectors.execute({ permalink: 'p', pathParams: { id: 'a'.repeat(4094) } }), 'HEADER_TOO_LONG', null, { field: 'pathParams', key: 'X-Path-Params' });
+    expectBoundary(() => sdk.connectors.execute({ permalink: 'p', method: 'GET', pathParams: { id: 'a'.repeat(4094) } }), 'HEADER_TOO_LONG', null, { field: 'pathParams', key: 'X-Path-Params' });
     // "/" encodes to "%2F": 1400 of them are 4200 chars once encoded although the raw value is short.
-    expectBoundary(() => sdk.connectors.execute({ permalink: 'p', pathParams: { id: '/'.repeat(1400) } }), 'HEADER_TOO_LONG');
+    expectBoundary(() => sdk.connectors.execute({ permalink: 'p', method: 'GET', pathParams: { id: '/'.repeat(1400) } }), 'HEADER_TOO_LONG');
     // Many small keys add up.
     const many = {};
     for (let i = 0; i < 700; i++) many['k' + i] = 'v';
-    expectBoundary(() => sdk.connectors.execute({ permalink: 'p', pathParams: many }), 'HEADER_TOO_LONG');
+    expectBoundary(() => sdk.connectors.execute({ permalink: 'p', method: 'GET', pathParams: many }), 'HEADER_TOO_LONG');
     assert.equal(calls.length, 1);
   });
   test('configured headers and the CSRF token obey the same limit', () => {
@@ -195,19 +209,46 @@ describe('header length (4096)', () => {
     expectBoundary(() => sdk.configure({ csrfToken: 'a'.repeat(4097) }), 'HEADER_TOO_LONG');
   });
   test('query strings have no such limit', async () => {
-    const { sdk, calls } = setup();
-    await sdk.connectors.execute({ permalink: 'p', queryParams: { q: 'a'.repeat(5000) } });
+    const { sdk, calls, up } = setup();
+    await sdk.connectors.execute({ permalink: 'p', method: 'GET', queryParams: { q: 'a'.repeat(5000) } });
     assert.equal(calls.length, 1);
+    assert.equal(up.last().query.find(([k]) => k === 'q')[1], 'a'.repeat(5000));
   });
 });
 
-describe('method', () => {
-  for (const method of ['FETCH', 'CONNECT', '', 5, {}]) {
+describe('method (required in connectors.execute)', () => {
+  for (const [label, opts] of [
+    ['missing', { permalink: 'p' }],
+    ['undefined', { permalink: 'p', method: undefined }],
+    ['null', { permalink: 'p', method: null }],
+    ['empty', { permalink: 'p', method: '' }],
+    ['blank', { permalink: 'p', method: '  ' }],
+    ['a number', { permalink: 'p', method: 5 }],
+    ['an object', { permalink: 'p', method: {} }],
+  ]) {
+    test(label + ' → MISSING_METHOD, synchronously, nothing sent (execute and executeWithMeta)', () => {
+      const { sdk, calls } = setup();
+      const err = expectBoundary(() => sdk.connectors.execute(opts), 'MISSING_METHOD', calls, { field: 'method' });
+      assert.match(err.message, /method is required/);
+      expectBoundary(() => sdk.connectors.executeWithMeta(opts), 'MISSING_METHOD', calls, { field: 'method' });
+    });
+  }
+  for (const method of ['FETCH', 'CONNECT', 'GETS']) {
     test(JSON.stringify(method) + ' → INVALID_METHOD', () => {
       const { sdk, calls } = setup();
       expectBoundary(() => sdk.connectors.execute({ permalink: 'p', method }), 'INVALID_METHOD', calls, { field: 'method' });
     });
   }
+  test('a missing method is refused on the default instance and the static API too', async () => {
+    const mod = await import('../connectors-sdk.mjs');
+    expectBoundary(() => mod.connectors.execute({ permalink: 'p' }), 'MISSING_METHOD');
+    expectBoundary(() => WidgetServiceSDK.connectors.executeWithMeta({ permalink: 'p' }), 'MISSING_METHOD');
+  });
+  test('composites need none: composite.execute without a method is sent', async () => {
+    const { sdk, calls } = setup();
+    await sdk.connectors.composite.execute({ permalink: 'c' });
+    assert.equal(calls.length, 1);
+  });
 });
 
 describe('payload', () => {
@@ -224,12 +265,13 @@ describe('payload', () => {
     expectBoundary(() => sdk.connectors.composite.execute({ permalink: 'p', payload: () => 1 }), 'INVALID_PAYLOAD', calls);
   });
   test('a payload on GET is ignored, so it is never serialized', async () => {
-    const { sdk, calls } = setup();
+    const { sdk, calls, up } = setup();
     const a = {};
     a.self = a;
     await sdk.connectors.execute({ permalink: 'p', method: 'GET', payload: a });
     assert.equal(calls.length, 1);
     assert.equal(calls[0].init.body, undefined);
+    assert.equal(up.last().body, '');
   });
 });
 
@@ -239,7 +281,7 @@ describe('timeouts and settings', () => {
       const { sdk, calls } = setup();
       expectBoundary(() => sdk.setDefaultTimeout(bad), 'INVALID_TIMEOUT');
       expectBoundary(() => sdk.configure({ timeout: bad }), 'INVALID_TIMEOUT');
-      expectBoundary(() => sdk.connectors.execute({ permalink: 'p', timeout: bad }), 'INVALID_TIMEOUT', calls);
+      expectBoundary(() => sdk.connectors.execute({ permalink: 'p', method: 'GET', timeout: bad }), 'INVALID_TIMEOUT', calls);
       assert.equal(sdk.getDefaultTimeout(), 30000);
     });
   }
@@ -276,7 +318,7 @@ describe('timeouts and settings', () => {
 
 test('boundary errors carry a readable message', () => {
   const { sdk } = setup();
-  const err = syncThrow(() => sdk.connectors.execute({ permalink: 'p', queryParams: { page: true } }));
+  const err = syncThrow(() => sdk.connectors.execute({ permalink: 'p', method: 'GET', queryParams: { page: true } }));
   assert.match(err.message, /queryParams\['page'\]/);
   assert.match(err.message, /string or a finite number/);
 });

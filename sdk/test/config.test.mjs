@@ -1,9 +1,18 @@
-// configure / updateHeaders / setDefaultTimeout and the getters; the module-level default instance.
-import { test, describe } from 'node:test';
+// configure / updateHeaders / setDefaultTimeout and the getters; the module-level default
+// instance. Calls go to the real runtime (sdk/testlib/echo.mjs).
+import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as mod from '../connectors-sdk.mjs';
 import { WidgetServiceSDK } from '../connectors-sdk.mjs';
-import { setup, header, fakeFetch } from '../testlib/fake-fetch.mjs';
+import { startEcho, makeSetup, recordingFetch, seenHeader } from '../testlib/echo.mjs';
+
+let world;
+let setup;
+before(async () => {
+  world = await startEcho();
+  setup = makeSetup(world);
+});
+after(() => world && world.stop());
 
 describe('getters and setters', () => {
   test('defaults', () => {
@@ -59,13 +68,13 @@ describe('getters and setters', () => {
     assert.equal(sdk.getDefaultTimeout(), 1234);
   });
   test('updated headers are sent on later calls', async () => {
-    const { sdk, calls } = setup();
+    const { sdk, up } = setup();
     sdk.updateHeaders({ Authorization: 'Bearer abc' });
-    await sdk.connectors.execute({ permalink: 'p' });
+    await sdk.connectors.execute({ permalink: 'p', method: 'GET' });
+    assert.equal(seenHeader(up.last(), 'Authorization'), 'Bearer abc');
     sdk.updateHeaders({ Authorization: null });
-    await sdk.connectors.execute({ permalink: 'p' });
-    assert.equal(header(calls[0], 'Authorization'), 'Bearer abc');
-    assert.equal(header(calls[1], 'Authorization'), undefined);
+    await sdk.connectors.execute({ permalink: 'p', method: 'GET' });
+    assert.equal(seenHeader(up.last(), 'Authorization'), undefined);
   });
   test('instances are independent', () => {
     const a = new WidgetServiceSDK({ timeout: 10 });
@@ -79,24 +88,30 @@ describe('getters and setters', () => {
 describe('module exports and the default instance', () => {
   test('named exports exist', () => {
     for (const name of ['WidgetServiceSDK', 'ConnectorBoundaryError', 'ConnectorExecuteError', 'BOUNDARY_REASONS',
-      'DEFAULT_TIMEOUT_MS', 'MAX_HEADER_LENGTH', 'SDK_VERSION', 'parseServerTiming', 'parseConnectorTiming', 'sdk',
+      'DEFAULT_TIMEOUT_MS', 'MAX_HEADER_LENGTH', 'MAX_SESSION_TOKEN_LENGTH', 'CSRF_ELEMENT_ID', 'SDK_VERSION', 'parseServerTiming', 'parseConnectorTiming', 'sdk',
       'connectors', 'configure', 'updateHeaders', 'setDefaultTimeout', 'getHeaders', 'getDefaultTimeout', 'getBaseUrl']) {
       assert.ok(name in mod, name);
     }
     assert.equal(mod.default, mod.sdk);
     assert.equal(mod.DEFAULT_TIMEOUT_MS, 30000);
     assert.equal(mod.MAX_HEADER_LENGTH, 4096);
+    assert.equal(mod.CSRF_ELEMENT_ID, 'csrftoken');
     assert.equal(WidgetServiceSDK.defaultInstance, mod.sdk);
     assert.equal(WidgetServiceSDK.connectors, mod.connectors);
     assert.equal(WidgetServiceSDK.ConnectorBoundaryError, mod.ConnectorBoundaryError);
   });
   test('module-level functions and static methods drive the same default instance', async (t) => {
-    const fake = fakeFetch();
-    t.mock.method(globalThis, 'fetch', fake);
+    const rt = world.runtime.url;
+    const spy = recordingFetch();
+    const original = globalThis.fetch;
+    t.mock.method(globalThis, 'fetch', (url, init) => {
+      spy.calls.push({ url, init });
+      return original(url, init);
+    });
     try {
-      mod.configure({ baseUrl: 'https://rt.example', csrfToken: 'c1', timeout: 999 });
-      assert.equal(mod.getBaseUrl(), 'https://rt.example');
-      assert.equal(WidgetServiceSDK.getBaseUrl(), 'https://rt.example');
+      mod.configure({ baseUrl: rt, csrfToken: 'c1', timeout: 999 });
+      assert.equal(mod.getBaseUrl(), rt);
+      assert.equal(WidgetServiceSDK.getBaseUrl(), rt);
       assert.equal(WidgetServiceSDK.getDefaultTimeout(), 999);
       mod.setDefaultTimeout(1000);
       assert.equal(mod.getDefaultTimeout(), 1000);
@@ -106,11 +121,13 @@ describe('module exports and the default instance', () => {
       WidgetServiceSDK.updateHeaders({ 'X-B': '2' });
       assert.deepEqual(mod.getHeaders(), { 'X-A': '1', 'X-B': '2', 'X-CSRF-Token': 'c1' });
       assert.deepEqual(WidgetServiceSDK.getHeaders(), mod.getHeaders());
-      await mod.connectors.execute({ permalink: 'p' });
+      const seen = await mod.connectors.execute({ permalink: 'p', method: 'GET' });
+      assert.equal(seenHeader(seen, 'X-A'), '1');
+      assert.equal(seenHeader(seen, 'X-B'), '2');
       await WidgetServiceSDK.connectors.composite.execute({ permalink: 'c' });
-      assert.equal(fake.calls[0].url, 'https://rt.example/connectors/p/execute');
-      assert.equal(fake.calls[1].url, 'https://rt.example/connectors/composite/c/execute');
-      assert.equal(header(fake.calls[1], 'X-CSRF-Token'), 'c1');
+      assert.equal(spy.calls[0].url, rt + '/connectors/p/execute');
+      assert.equal(spy.calls[1].url, rt + '/connectors/composite/c/execute');
+      assert.equal(seenHeader(world.upstream.last(), 'X-CSRF-Token'), 'c1');
       WidgetServiceSDK.configure({ baseUrl: '' });
       assert.equal(mod.getBaseUrl(), '');
     } finally {
@@ -118,10 +135,9 @@ describe('module exports and the default instance', () => {
     }
   });
   test('the older entry point `new WidgetServiceSDK()` keeps working alongside the default instance', async () => {
-    const fetch = fakeFetch();
-    const older = new WidgetServiceSDK({ fetch });
+    const older = new WidgetServiceSDK({ baseUrl: world.runtime.url });
     assert.notEqual(older, mod.sdk);
-    await older.connectors.execute({ permalink: 'p' });
-    assert.equal(fetch.calls.length, 1);
+    const seen = await older.connectors.execute({ permalink: 'p', method: 'GET' });
+    assert.equal(seen.path, '/echo/none');
   });
 });

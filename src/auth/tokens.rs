@@ -133,9 +133,11 @@ impl TokenCache {
         }
         let mut fetch = Some(fetch);
         if let Some(shared) = &self.shared {
-            match Self::from_cluster(shared, &slot, key, fetch_within, &mut fetch).await {
-                Some(result) => return result,
-                None => {} // Redis is away: fetch here.
+            // `None`: Redis is away, so this replica fetches its own.
+            if let Some(result) =
+                Self::from_cluster(shared, &slot, key, fetch_within, &mut fetch).await
+            {
+                return result;
             }
         }
         let fetch = fetch.take().expect("not fetched yet");

@@ -347,8 +347,8 @@ pub(crate) mod known_fields {
     use schemars::JsonSchema;
 
     use super::{
-        AuthenticationDef, CompositeConnectorDef, KeyValueDef, PathParameterDef, RegistryFile,
-        RateLimitDef, RetryDef, SimpleConnectorDef, StepDef,
+        AuthenticationDef, CompositeConnectorDef, KeyValueDef, PathParameterDef, RateLimitDef,
+        RegistryFile, RetryDef, SimpleConnectorDef, StepDef,
     };
 
     /// The property names of `T`'s schema, in declaration order.
@@ -384,8 +384,7 @@ pub(crate) mod known_fields {
     /// A step's `retry`.
     pub(crate) static RETRY: LazyLock<Vec<String>> = LazyLock::new(properties::<RetryDef>);
     /// `rate_limit`.
-    pub(crate) static RATE_LIMIT: LazyLock<Vec<String>> =
-        LazyLock::new(properties::<RateLimitDef>);
+    pub(crate) static RATE_LIMIT: LazyLock<Vec<String>> = LazyLock::new(properties::<RateLimitDef>);
     /// `authentication`.
     pub(crate) static AUTHENTICATION: LazyLock<Vec<String>> =
         LazyLock::new(properties::<AuthenticationDef>);

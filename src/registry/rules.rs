@@ -112,6 +112,11 @@ pub(crate) fn is_forwarding_header(name: &str) -> bool {
     lower.starts_with("x-forwarded-") || lower == "forwarded"
 }
 
+/// Most calls a `rate_limit` may allow per period.
+pub(crate) const MAX_RATE_LIMIT_REQUESTS: u32 = 1_000_000;
+/// Longest `rate_limit` period, in seconds (a day).
+pub(crate) const MAX_RATE_LIMIT_SECONDS: u32 = 86_400;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,8 +140,3 @@ mod tests {
         }
     }
 }
-
-/// Most calls a `rate_limit` may allow per period.
-pub(crate) const MAX_RATE_LIMIT_REQUESTS: u32 = 1_000_000;
-/// Longest `rate_limit` period, in seconds (a day).
-pub(crate) const MAX_RATE_LIMIT_SECONDS: u32 = 86_400;

@@ -20,8 +20,8 @@ use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
 use tokio::sync::watch;
 
-use crate::events::{CacheEvicted, CacheSized};
 use super::shared_cache;
+use crate::events::{CacheEvicted, CacheSized};
 use crate::metrics::Metrics;
 use crate::shared_state::{Op, SharedState};
 use crate::upstream::{OutboundRequest, UpstreamResponse};
@@ -232,11 +232,13 @@ impl ResponseCache {
 
     /// Looks for `key` in the shared state (after a miss here, as the one caller leading
     /// its fetch) and keeps what another replica stored: whether there was something.
-    pub(crate) async fn from_cluster(&self, key: &[u8]) -> bool {
+    pub(crate) async fn load_from_cluster(&self, key: &[u8]) -> bool {
         let Some(cluster) = &self.cluster else {
             return false;
         };
-        let Ok(Some(bytes)) = cluster.get_sealed(Op::CacheGet, &shared_cache::name(key)).await
+        let Ok(Some(bytes)) = cluster
+            .get_sealed(Op::CacheGet, &shared_cache::name(key))
+            .await
         else {
             return false;
         };
@@ -262,9 +264,7 @@ impl ResponseCache {
         let cluster = cluster.clone();
         let name = shared_cache::name(key);
         actix_rt::spawn(async move {
-            let _ = cluster
-                .put_sealed(Op::CachePut, &name, &bytes, ttl)
-                .await;
+            let _ = cluster.put_sealed(Op::CachePut, &name, &bytes, ttl).await;
         });
     }
 

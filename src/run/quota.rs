@@ -50,7 +50,11 @@ pub(crate) async fn take(
     };
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let quota = limit.quota;
-    let whose = if limit.key.is_some() { " for this key" } else { "" };
+    let whose = if limit.key.is_some() {
+        " for this key"
+    } else {
+        ""
+    };
     let detail = if cost > quota.requests {
         format!(
             "rate_limit: {cost} calls at once are more than the quota of {} per {} s allows",

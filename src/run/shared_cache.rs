@@ -89,7 +89,12 @@ pub(crate) fn keep_for(stored: &Stored, now: SystemTime) -> Option<Duration> {
     let validators = ["etag", "last-modified"]
         .iter()
         .any(|h| stored.response.headers.contains_key(*h));
-    let keep = fresh.max(forced) + if validators { KEEP_STALE } else { Duration::ZERO };
+    let keep = fresh.max(forced)
+        + if validators {
+            KEEP_STALE
+        } else {
+            Duration::ZERO
+        };
     (!keep.is_zero()).then_some(keep)
 }
 

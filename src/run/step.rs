@@ -333,13 +333,13 @@ async fn execute_step(
     if let (Some(tracing), Some(run_trace)) = (&shared.tracing, &run.trace) {
         env.trace = Some(tracing.step(run_trace, &run.connector.permalink, &step.name, msg.index));
     }
-    let ran = if step.control.when.is_none() && step.control.for_each.is_none() {
-        match step_quota(shared, &env, 1).await {
+    let ran = if step.control.when.is_none()
+        && step.control.for_each.is_none()
+        && step.rate_limit.is_none()
+    {
+        match run_call(client, shared, &env, &mut timing, started).await {
+            Ok(result) => Ran::Answered(result),
             Err(failure) => Ran::Failed(failure, None),
-            Ok(()) => match run_call(client, shared, &env, &mut timing, started).await {
-                Ok(result) => Ran::Answered(result),
-                Err(failure) => Ran::Failed(failure, None),
-            },
         }
     } else {
         // Boxed: a fan-out's state is large, and a plain step should not carry (and copy) it.
@@ -1099,7 +1099,7 @@ impl Exchange<'_> {
         let mut lookup = cache.lookup(&key, request, authorization);
         let _flight = if matches!(lookup, Lookup::Miss) {
             let flight = cache.lead_or_wait(&key).await;
-            if flight.is_some() && cache.from_cluster(&key).await {
+            if flight.is_some() && cache.load_from_cluster(&key).await {
                 // Another replica stored it.
                 lookup = cache.lookup(&key, request, authorization);
             }

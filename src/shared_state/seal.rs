@@ -120,14 +120,20 @@ mod tests {
         *tampered.last_mut().unwrap() ^= 1;
         assert_eq!(seal.open("connector-runtime:token:ab", &tampered), None);
         // Two seals of one value differ (random nonces).
-        assert_ne!(sealed, seal.seal("connector-runtime:token:ab", b"secret-token"));
+        assert_ne!(
+            sealed,
+            seal.seal("connector-runtime:token:ab", b"secret-token")
+        );
     }
 
     #[test]
     fn key_files_hold_32_bytes_or_64_hex_digits() {
         assert!(Seal::from_bytes(format!("{}\n", "0f".repeat(32)).as_bytes()).is_ok());
         let err = Seal::from_bytes(b"too short\n").unwrap_err();
-        assert!(err.contains("64 hex digits") && err.contains("10 bytes"), "{err}");
+        assert!(
+            err.contains("64 hex digits") && err.contains("10 bytes"),
+            "{err}"
+        );
         assert!(Seal::from_bytes("zz".repeat(32).as_bytes()).is_err());
     }
 }

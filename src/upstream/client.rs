@@ -1,7 +1,9 @@
 //! The upstream HTTP client: one awc client per worker thread, sharing nothing but its
-//! settings. Redirects are not followed, DNS goes through [`PolicyResolver`], and time
-//! limits are applied per step by the caller.
+//! settings (and the TLS configuration, see [`super::tls`]). Redirects are not followed, DNS
+//! goes through [`PolicyResolver`], and time limits are applied per step by the caller.
+//! Connections, TLS ones included, are pooled per worker and kept alive between calls.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_tls::connect::{
@@ -25,6 +27,9 @@ pub struct ClientSettings {
     pub connect_timeout: Duration,
     /// Most simultaneous upstream connections per worker (0 = no limit).
     pub max_connections: usize,
+    /// TLS: the trusted roots (`--upstream-ca-file` added to Mozilla's) and ALPN, built once
+    /// by [`super::tls::client_config`] and shared by every worker's client.
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 /// The `User-Agent` sent upstream.
@@ -45,6 +50,7 @@ pub fn build_client(settings: &ClientSettings) -> awc::Client {
     };
     let connector = awc::Connector::new()
         .connector(tcp)
+        .rustls_0_23(settings.tls.clone())
         .timeout(settings.connect_timeout)
         .handshake_timeout(settings.connect_timeout)
         .limit(settings.max_connections)

@@ -1,12 +1,14 @@
 //! Calling upstreams: the URL origin rule, the address policy (SSRF protection), the
-//! policy-enforcing resolver, the per-worker HTTP client, and sending one request with time
-//! and size limits, through the [`Transport`] (the network, or a test's mocks).
+//! policy-enforcing resolver, the per-worker HTTP client and its TLS roots, and sending one
+//! request with time and size limits, through the [`Transport`] (the network, or a test's
+//! mocks).
 
 pub mod client;
 pub mod origin;
 pub mod policy;
 pub(crate) mod resolver;
 pub(crate) mod send;
+pub mod tls;
 pub mod transport;
 
 pub use client::{build_client, ClientSettings};

@@ -1679,7 +1679,7 @@ fn text_output_is_one_line_per_problem_naming_connector_step_and_field() {
     assert_eq!(
         text,
         "error: auth-and-fetch › fetch-user › headers[0].value: unknown filter 'frm_json'\n\
-         warning: auth-and-fetch › fetch-user › retries: unknown field 'retries' is ignored (known fields: name, url, method, headers, query_parameters, authentication, request_body, response_body, response_content_type, cache_ttl_seconds, cache, when, on_error, for_each, max_concurrency, retry, timeout_ms, depends_on)\n\
+         warning: auth-and-fetch › fetch-user › retries: unknown field 'retries' is ignored (known fields: name, url, method, headers, query_parameters, authentication, request_body, response_body, response_content_type, cache_ttl_seconds, cache, when, on_error, for_each, max_concurrency, retry, timeout_ms, depends_on, rate_limit)\n\
          invalid: 1 error(s), 1 warning(s)\n"
     );
 
@@ -1740,7 +1740,7 @@ fn json_output_lists_every_problem_with_its_location() {
         "severity": "warning",
         "connector": "thing",
         "field": "colour",
-        "message": "unknown field 'colour' is ignored (known fields: name, permalink, url, method, headers, query_parameters, path_parameters, authentication, request_body, response_body, response_content_type, cache_ttl_seconds, cache)"
+        "message": "unknown field 'colour' is ignored (known fields: name, permalink, url, method, headers, query_parameters, path_parameters, authentication, request_body, response_body, response_content_type, cache_ttl_seconds, cache, rate_limit)"
     })));
     let method = problems
         .iter()

@@ -49,6 +49,9 @@ pub struct TestArgs {
     /// With --record: allow upstreams on loopback and private addresses, and plain http://.
     #[arg(long)]
     pub allow_private_upstreams: bool,
+    /// With --record: PEM file of extra roots trusted for upstream TLS, as `serve` takes it.
+    #[arg(long, value_name = "PATH")]
+    pub upstream_ca_file: Option<PathBuf>,
 }
 
 /// A test file, read and checked against the registry's names.
@@ -142,6 +145,12 @@ fn engine(registry_text: &str, loaded: &LoadedFile, args: &TestArgs) -> Result<E
     }
     let mut serve = ServeArgs::defaults();
     serve.allow_private_upstreams = args.allow_private_upstreams;
+    if let Some(path) = &args.upstream_ca_file {
+        serve.upstream_ca_file = Some(path.clone());
+    }
+    // Checked once here (as `serve` checks it at start), not once per case.
+    crate::upstream::tls::client_config(serve.upstream_ca_file.as_deref())
+        .map_err(|e| Failure::new(2, e))?;
     let options = BuildOptions {
         secrets: Arc::new(secrets),
         variables: Arc::new(Variables::from_map(loaded.file.variables.clone())),
