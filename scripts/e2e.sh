@@ -24,6 +24,11 @@
 #   8. headless Chromium (apt: chromium; npm: playwright-core): the widget SDK on another
 #      origin, a signed-in member, and the console, whose traced runs link to their trace
 #      (e2e/browser/run.mjs).
+#   9. scale-out through Redis (apt: redis-server, nginx-light): three replicas sharing one
+#      Redis make one token request for 60 concurrent runs, keep no token in clear, share the
+#      response cache and quotas, keep every run going while Redis is stopped or frozen and
+#      share again once it is back; behind nginx, a rolling restart (SIGTERM, start again)
+#      under 16 looping callers fails no request (scripts/e2e/shared_state.py).
 #
 # Every server it starts listens on 127.0.0.1 only and is stopped before it returns.
 set -euo pipefail
@@ -153,5 +158,15 @@ need_apt chromium chromium
 (cd e2e/browser && npm ci --no-audit --no-fund) || fail "npm ci in e2e/browser failed"
 CONNECTOR_RUNTIME_BIN="$BIN" node e2e/browser/run.mjs \
   || fail "browser e2e failed (see target/e2e/: console-waterfall.png, runtime.log, mock-upstream.log)"
+
+# ---------------------------------------------------------------------------- scale-out
+step "scale-out through Redis: shared tokens, cache and quotas, Redis outages, rolling restart behind nginx"
+# The services these packages ship are not started (need_apt's policy-rc.d): the script runs
+# its own Redis and nginx on free ports of 127.0.0.1.
+case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH="$PATH:/usr/sbin" ;; esac  # nginx lives there
+need_apt redis-server redis-server redis-cli  # (already there: step 3 installs it)
+need_apt nginx-light nginx
+python3 scripts/e2e/shared_state.py --binary "$BIN" \
+  || fail "scale-out e2e failed (see the FAIL lines and the replica, redis and nginx logs above)"
 
 step "ok"
