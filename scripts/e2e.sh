@@ -164,7 +164,7 @@ step "scale-out through Redis: shared tokens, cache and quotas, Redis outages, r
 # The services these packages ship are not started (need_apt's policy-rc.d): the script runs
 # its own Redis and nginx on free ports of 127.0.0.1.
 case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH="$PATH:/usr/sbin" ;; esac  # nginx lives there
-need_apt redis-server redis-server redis-cli  # (already there: step 3 installs it)
+need_apt redis-server redis-server redis-cli
 need_apt nginx-light nginx
 python3 scripts/e2e/shared_state.py --binary "$BIN" \
   || fail "scale-out e2e failed (see the FAIL lines and the replica, redis and nginx logs above)"
