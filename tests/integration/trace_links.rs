@@ -5,144 +5,20 @@
 //! stops the server at start with an error that says what is wrong.
 //!
 //! The server is the real binary as a child process (its `OTEL_*` environment stays out of
-//! the test process), exporting to a real OTLP/HTTP receiver on 127.0.0.1.
+//! the test process), exporting to the real OTLP/HTTP receiver of the tracing suite on
+//! 127.0.0.1.
 
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::dev::ServerHandle;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use bytes::Bytes;
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use prost::Message;
+use actix_web::web;
 use serde_json::{json, Value};
 
-use crate::common::process::{Launch, ServerProcess};
+use crate::common::process::ServerProcess;
 use crate::common::{json_route, upstream, Reply};
+use crate::tracing::{one_step, server, Receiver};
 
 const TEMPLATE: &str = "http://localhost:16686/trace/{trace_id}";
-
-/// Variables the child must not inherit (they would turn tracing on or off behind the test's
-/// back).
-const INHERITED: &[&str] = &[
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-    "OTEL_SDK_DISABLED",
-    "OTEL_TRACES_SAMPLER",
-    "OTEL_TRACES_SAMPLER_ARG",
-    "CONNECTOR_RUNTIME_OTLP_ENDPOINT",
-    "CONNECTOR_RUNTIME_TRACE_UI_URL",
-];
-
-/// The trace id (hex) and kind of every span received.
-type Spans = Arc<Mutex<Vec<(String, SpanKind)>>>;
-
-/// An OTLP/HTTP receiver on 127.0.0.1 keeping the trace id and kind of every span it gets.
-struct Receiver {
-    base: String,
-    spans: Spans,
-    handle: ServerHandle,
-}
-
-impl Receiver {
-    fn start() -> Receiver {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let spans = Arc::new(Mutex::new(Vec::new()));
-        let data = spans.clone();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(web::Data::new(data.clone()))
-                .app_data(web::PayloadConfig::new(16 * 1024 * 1024))
-                .default_service(web::to(
-                    |req: HttpRequest, body: Bytes, spans: web::Data<Spans>| async move {
-                        let Ok(export) = ExportTraceServiceRequest::decode(body) else {
-                            return HttpResponse::BadRequest().finish();
-                        };
-                        if req.path() != "/v1/traces" {
-                            return HttpResponse::NotFound().finish();
-                        }
-                        let mut spans = spans.lock().unwrap();
-                        for span in export
-                            .resource_spans
-                            .iter()
-                            .flat_map(|r| &r.scope_spans)
-                            .flat_map(|s| &s.spans)
-                        {
-                            let id = span.trace_id.iter().map(|b| format!("{b:02x}")).collect();
-                            let kind =
-                                SpanKind::try_from(span.kind).unwrap_or(SpanKind::Unspecified);
-                            spans.push((id, kind));
-                        }
-                        HttpResponse::Ok()
-                            .content_type("application/x-protobuf")
-                            .body(ExportTraceServiceResponse::default().encode_to_vec())
-                    },
-                ))
-        })
-        .workers(1)
-        .disable_signals()
-        .listen(listener)
-        .unwrap()
-        .run();
-        let handle = server.handle();
-        actix_rt::spawn(server);
-        Receiver {
-            base: format!("http://127.0.0.1:{port}"),
-            spans,
-            handle,
-        }
-    }
-
-    /// Waits (at most 15 s) for the SERVER span of `trace_id`.
-    async fn server_span_of(&self, trace_id: &str) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            let found = self
-                .spans
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|(id, kind)| id == trace_id && *kind == SpanKind::Server);
-            if found {
-                return true;
-            }
-            actix_rt::time::sleep(Duration::from_millis(50)).await;
-        }
-        false
-    }
-}
-
-/// A one-step composite `one` calling `GET {base}/ok`.
-fn one_step(base: &str) -> Value {
-    json!({"composite_connectors": [{
-        "name": "One", "permalink": "one",
-        "steps": [{"name": "only", "url": format!("{base}/ok")}]
-    }]})
-}
-
-/// `serve` as a child with `flags`, the variables of `env` set and the rest of INHERITED
-/// removed, a 100 ms batch delay.
-fn server(registry: &Value, flags: &[&str], env: &[(&str, &str)]) -> ServerProcess {
-    let mut vars: Vec<(String, Option<String>)> =
-        INHERITED.iter().map(|n| (n.to_string(), None)).collect();
-    vars.push(("OTEL_BSP_SCHEDULE_DELAY".into(), Some("100".into())));
-    for (name, value) in env {
-        vars.push((name.to_string(), Some(value.to_string())));
-    }
-    ServerProcess::start_with(
-        registry,
-        flags,
-        Launch {
-            env: vars,
-            ..Default::default()
-        },
-    )
-}
 
 async fn request(server: &ServerProcess, method: &str, path: &str) -> Reply {
     let client = awc::Client::builder()
@@ -221,11 +97,9 @@ async fn the_console_gets_the_template_and_a_traced_runs_link_names_the_exported
         link(settings["trace_ui_url"].as_str().unwrap(), trace_id),
         format!("http://localhost:16686/trace/{trace_id}")
     );
-    assert!(
-        receiver.server_span_of(trace_id).await,
-        "the collector never got the SERVER span of trace {trace_id}, which the link names"
-    );
-    receiver.handle.stop(false).await;
+    // The collector got the trace the link names (its SERVER span; this waits for it).
+    receiver.trace(trace_id, 1).await;
+    receiver.stop().await;
 }
 
 #[actix_web::test]
@@ -245,7 +119,7 @@ async fn the_environment_variable_sets_the_template_too() {
         ],
     );
     assert_eq!(console_settings(&server).await["trace_ui_url"], template);
-    receiver.handle.stop(false).await;
+    receiver.stop().await;
 }
 
 #[actix_web::test]
@@ -277,7 +151,7 @@ async fn without_tracing_or_without_a_template_the_console_gets_none() {
     assert!(settings.get("trace_ui_url").is_none(), "{settings}");
     let reply = request(&traced, "POST", "/connectors/composite/one/execute").await;
     assert!(reply.connector_timing()["trace_id"].is_string());
-    receiver.handle.stop(false).await;
+    receiver.stop().await;
 }
 
 /// `serve --trace-ui-url VALUE` (tracing off: the value is checked anyway): its exit status

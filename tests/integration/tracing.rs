@@ -56,9 +56,9 @@ struct Received {
 
 /// An OTLP/HTTP trace receiver on 127.0.0.1: `POST /v1/traces` with
 /// `application/x-protobuf`.
-struct Receiver {
+pub(crate) struct Receiver {
     /// `http://127.0.0.1:PORT`.
-    base: String,
+    pub(crate) base: String,
     received: Arc<Mutex<Received>>,
     handle: ServerHandle,
 }
@@ -103,7 +103,7 @@ async fn export(
 
 impl Receiver {
     /// Starts a receiver on a port of its own.
-    fn start() -> Receiver {
+    pub(crate) fn start() -> Receiver {
         Self::on(&["127.0.0.1:0"]).expect("a loopback port")
     }
 
@@ -177,7 +177,7 @@ impl Receiver {
 
     /// The spans of trace `trace_id`, once its SERVER span and at least `count` spans in all
     /// have arrived (and a little longer, so that a span too many shows up too).
-    async fn trace(&self, trace_id: &str, count: usize) -> Vec<Span> {
+    pub(crate) async fn trace(&self, trace_id: &str, count: usize) -> Vec<Span> {
         let deadline = Instant::now() + EXPORT_WAIT;
         loop {
             let spans = self.of_trace(trace_id);
@@ -202,7 +202,7 @@ impl Receiver {
             .collect()
     }
 
-    async fn stop(&self) {
+    pub(crate) async fn stop(&self) {
         self.handle.stop(false).await;
     }
 }
@@ -367,10 +367,11 @@ const INHERITED: &[&str] = &[
     "OTEL_SDK_DISABLED",
     "CONNECTOR_RUNTIME_OTLP_ENDPOINT",
     "CONNECTOR_RUNTIME_TRACE_PROPAGATION",
+    "CONNECTOR_RUNTIME_TRACE_UI_URL",
 ];
 
 /// `serve` on `registry` as a child process with `flags`, a 100 ms batch delay and `env`.
-fn server(registry: &Value, flags: &[&str], env: &[(&str, &str)]) -> ServerProcess {
+pub(crate) fn server(registry: &Value, flags: &[&str], env: &[(&str, &str)]) -> ServerProcess {
     let mut vars: Vec<(String, Option<String>)> =
         INHERITED.iter().map(|n| (n.to_string(), None)).collect();
     vars.push(("OTEL_BSP_SCHEDULE_DELAY".into(), Some("100".into())));
@@ -443,7 +444,7 @@ fn one(log: &Log, path: &str) -> crate::common::Received {
 }
 
 /// A one-step composite `permalink` calling `GET {base}/ok`.
-fn one_step(base: &str) -> Value {
+pub(crate) fn one_step(base: &str) -> Value {
     json!({"composite_connectors": [{
         "name": "One", "permalink": "one",
         "steps": [{"name": "only", "url": format!("{base}/ok")}]
