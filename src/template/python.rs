@@ -40,6 +40,11 @@ fn check_text_limit(out: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// `value[key]`, `None` when there is no such key or index.
+pub(crate) fn item(value: &Value, key: &Value) -> Option<Value> {
+    value.get_item(key).ok().filter(|v| !v.is_undefined())
+}
+
 /// What Python's `str(value)` gives: the text `{{ value }}` renders to.
 ///
 /// An undefined value that reaches here is printed as Jinja2's `Undefined` is: empty. With
@@ -235,17 +240,22 @@ pub(crate) fn unknown_method(
     method: &str,
     args: &[Value],
 ) -> Result<Value, Error> {
-    let extra = match value.kind() {
-        ValueKind::String => str_method(value.as_str().unwrap_or_default(), method, args)?,
-        ValueKind::Seq if method == "index" => {
-            let (wanted,): (&Value,) = from_args(args)?;
-            let position = value.try_iter()?.position(|item| item == *wanted);
-            Some(Value::from(position.ok_or_else(|| {
-                Error::new(ErrorKind::InvalidOperation, "list.index(x): x not in list")
-            })?))
-        }
-        _ => None,
-    };
+    let extra =
+        match value.kind() {
+            // Python's `str.format` (`{:%}`, `{!r}`, Python's text of None and lists).
+            ValueKind::String if method == "format" => Some(Value::from(
+                super::pyformat::str_format(state, value.as_str().unwrap_or_default(), args)?,
+            )),
+            ValueKind::String => str_method(value.as_str().unwrap_or_default(), method, args)?,
+            ValueKind::Seq if method == "index" => {
+                let (wanted,): (&Value,) = from_args(args)?;
+                let position = value.try_iter()?.position(|item| item == *wanted);
+                Some(Value::from(position.ok_or_else(|| {
+                    Error::new(ErrorKind::InvalidOperation, "list.index(x): x not in list")
+                })?))
+            }
+            _ => None,
+        };
     match extra {
         Some(result) => Ok(result),
         None => minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args),
