@@ -87,6 +87,10 @@ impl Default for RenderLimits {
     }
 }
 
+/// Stack one level of printing a nested value takes, with room to spare (measured: a map
+/// inside a map takes 1-2 KiB per level in a debug build).
+const PRINT_STACK_BYTES_PER_LEVEL: usize = 2048;
+
 /// The variable an expression's value is kept in (a name no registry can read: the
 /// load-time checks know no such variable).
 const EXPRESSION_VALUE: &str = "__expression_value";
@@ -383,16 +387,25 @@ impl TemplateSet {
             message: format!("template is missing from the registry ({})", e.kind()),
             jwt_signing: false,
         })?;
-        let captured = python::with_text_limit(self.limits.max_output_bytes, || {
-            template.render_captured(ctx)
-        })
-        .map_err(|e| self.error(&e, &template))?;
+        let captured =
+            python::with_text_limit(self.limits.max_output_bytes, self.print_depth(), || {
+                template.render_captured(ctx)
+            })
+            .map_err(|e| self.error(&e, &template))?;
         // A list or dict the expression changed in place leaves the render as a plain value.
         Ok(captured
             .state()
             .lookup(EXPRESSION_VALUE)
             .map(|value| mutable::freeze(&value))
             .unwrap_or(Value::UNDEFINED))
+    }
+
+    /// How deep printing a value may go in a render: what the render's stack holds at
+    /// [`PRINT_STACK_BYTES_PER_LEVEL`] (32,768 levels for the default fuel). Python's own
+    /// `repr()` stops at its recursion limit of 1,000, so no value Jinja2 could print is
+    /// refused.
+    fn print_depth(&self) -> usize {
+        render_stack_bytes(self.limits.fuel) / PRINT_STACK_BYTES_PER_LEVEL
     }
 
     /// The caller-safe error of a failed render of `template`, quoting its text as written.
@@ -435,7 +448,10 @@ impl TemplateSet {
             message: format!("template is missing from the registry ({})", e.kind()),
             jwt_signing: false,
         })?;
-        let output = python::with_text_limit(self.limits.max_output_bytes, || template.render(ctx))
+        let output =
+            python::with_text_limit(self.limits.max_output_bytes, self.print_depth(), || {
+                template.render(ctx)
+            })
             .map_err(|e| self.error(&e, &template))?;
         if output.len() > self.limits.max_output_bytes {
             return Err(RenderError {

@@ -67,12 +67,16 @@ pub(crate) fn register(env: &mut Environment<'static>) {
 }
 
 /// In strict mode a missing value cannot become text (it would be sent as blank); in
-/// lenient mode it is Jinja2's `Undefined`, whose text is empty.
+/// lenient mode it is Jinja2's `Undefined`, whose text is empty. The silent undefined that
+/// prints blank on purpose (`request.query_parameters.<missing>`, `a if b` without `else`)
+/// passes in both, exactly as minijinja's own filters let it through: the check is theirs.
 pub(crate) fn check_defined(state: &State, value: &Value) -> Result<(), Error> {
-    if value.is_undefined() && state.undefined_behavior() != minijinja::UndefinedBehavior::Lenient {
-        return Err(Error::from(ErrorKind::UndefinedError));
+    if !value.is_undefined() || state.undefined_behavior() == minijinja::UndefinedBehavior::Lenient
+    {
+        return Ok(());
     }
-    Ok(())
+    <String as minijinja::value::ArgType>::from_state_and_value(Some(state), Some(value))
+        .map(|_| ())
 }
 
 /// Jinja2's `filesizeformat(value, binary=False)`: `1 Byte`, `999 Bytes`, `1.5 kB` (powers of

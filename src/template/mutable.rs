@@ -489,3 +489,88 @@ pub(crate) fn freeze(value: &Value) -> Value {
     }
     value.clone()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::template::{
+        new_environment, Field, RenderLimits, SecretStore, TemplateSet, Variables,
+    };
+
+    fn render(source: &str) -> Result<String, String> {
+        let limits = RenderLimits::default();
+        let env = new_environment(
+            Arc::new(SecretStore::new()),
+            Arc::new(Variables::new()),
+            limits,
+        );
+        let mut set = TemplateSet::new(env, limits);
+        let id = set
+            .add("t/0/body", Field::RequestBody, source)
+            .map_err(|e| e.to_string())?;
+        set.render(&id, &minijinja::Value::from(()))
+            .map_err(|e| e.message)
+    }
+
+    #[test]
+    fn a_list_cannot_come_to_contain_itself_even_through_a_namespace_or_a_dict() {
+        for source in [
+            "{% set l = [] %}{% set _ = l.append(l) %}",
+            "{% set l = [] %}{% set d = {'l': l} %}{% set _ = l.append(d) %}",
+            "{% set ns = namespace(l=[]) %}{% set _ = ns.l.append(ns) %}",
+            "{% set d = {} %}{% set _ = d.update(me=d) %}",
+            "{% set d = {} %}{% set _ = d.setdefault('x', [d]) %}",
+            "{% set l = [] %}{% set _ = l.extend([[l]]) %}",
+        ] {
+            let err = render(source).unwrap_err();
+            assert!(err.contains("cannot contain itself"), "{source}: {err}");
+        }
+    }
+
+    #[test]
+    fn growing_a_list_is_paid_for_with_fuel() {
+        // Doubling a list 40 times would hold 2^40 items: fuel stops it long before.
+        let err = render(
+            "{% set l = [1] %}{% for _ in range(40) %}{% set _ = l.extend(l) %}{% endfor %}{{ l | length }}",
+        )
+        .unwrap_err();
+        assert!(err.contains("fuel"), "{err}");
+        // A realistic list is far from it.
+        let ok = render(
+            "{% set l = [] %}{% for i in range(2000) %}{% set _ = l.append({'i': i}) %}{% endfor %}{{ l | length }}",
+        )
+        .unwrap();
+        assert_eq!(ok, "2000");
+    }
+
+    #[test]
+    fn a_namespace_given_to_itself_fails_to_print_instead_of_overflowing_the_stack() {
+        for source in [
+            "{% set ns = namespace() %}{% set ns.me = ns %}{{ ns }}",
+            "{% set ns = namespace() %}{% set ns.me = ns %}{{ ns | pprint }}",
+            "{% set ns = namespace() %}{% set ns.me = [ns] %}{{ '%s' % ns }}",
+        ] {
+            // On a stack like the server's rendering threads have.
+            let stack = crate::template::engine::render_stack_bytes(RenderLimits::default().fuel);
+            let err = std::thread::Builder::new()
+                .stack_size(stack)
+                .spawn(move || render(source))
+                .unwrap()
+                .join()
+                .unwrap()
+                .unwrap_err();
+            assert!(
+                err.contains("nested too deeply to print"),
+                "{source}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn templates_that_change_nothing_are_compiled_as_written() {
+        // No mutating call: the literal stays minijinja's own (immutable) list.
+        assert_eq!(render("{% set l = [1, 2] %}{{ l }}").unwrap(), "[1, 2]");
+        assert!(render("{% set t = [1] %}{{ t.append }}").is_err());
+    }
+}

@@ -8,7 +8,7 @@ use std::fmt::Write;
 use minijinja::value::{Value, ValueKind};
 use minijinja::Error;
 
-use super::python::py_repr;
+use super::python::{check_depth, py_repr};
 
 /// pprint's default line width.
 const WIDTH: usize = 80;
@@ -22,6 +22,11 @@ pub(crate) fn pformat(value: &Value) -> Result<String, Error> {
 
 /// `repr()` with dict keys sorted, at every level (pprint's `_safe_repr`).
 fn sorted_repr(value: &Value, out: &mut String) -> Result<(), Error> {
+    sorted_repr_at(value, out, 0)
+}
+
+fn sorted_repr_at(value: &Value, out: &mut String, depth: usize) -> Result<(), Error> {
+    check_depth(depth)?;
     match value.kind() {
         ValueKind::Map => {
             out.push('{');
@@ -29,9 +34,9 @@ fn sorted_repr(value: &Value, out: &mut String) -> Result<(), Error> {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                sorted_repr(key, out)?;
+                sorted_repr_at(key, out, depth + 1)?;
                 out.push_str(": ");
-                sorted_repr(item, out)?;
+                sorted_repr_at(item, out, depth + 1)?;
             }
             out.push('}');
         }
@@ -43,7 +48,7 @@ fn sorted_repr(value: &Value, out: &mut String) -> Result<(), Error> {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                sorted_repr(item, out)?;
+                sorted_repr_at(item, out, depth + 1)?;
             }
             out.push_str(match (tuple, items.len()) {
                 (true, 1) => ",)",

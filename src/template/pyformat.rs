@@ -12,8 +12,9 @@
 
 use minijinja::formatting::{format as engine_format, FormatStyle};
 use minijinja::value::{from_args, Kwargs, Rest, Value, ValueKind};
-use minijinja::{Error, ErrorKind, State, UndefinedBehavior};
+use minijinja::{Error, ErrorKind, State};
 
+use super::filters::check_defined;
 use super::python::{py_repr, py_str};
 
 /// The widest field (`%1000000s`, `{:>1000000}`) or longest precision one replacement may
@@ -39,15 +40,6 @@ fn type_name(value: &Value) -> &'static str {
         ValueKind::Map => "dict",
         _ => "object",
     }
-}
-
-/// In strict mode a missing value cannot become text (as when it is printed); in lenient mode
-/// it is Jinja2's `Undefined`, whose text is empty.
-fn check_defined(state: &State, value: &Value) -> Result<(), Error> {
-    if value.is_undefined() && state.undefined_behavior() != UndefinedBehavior::Lenient {
-        return Err(Error::from(ErrorKind::UndefinedError));
-    }
-    Ok(())
 }
 
 fn check_field(n: usize) -> Result<usize, Error> {
@@ -459,10 +451,7 @@ impl PercentSpec {
                 })?;
                 self.number(conversion as char, Value::from(f))
             }
-            other => Err(error(format!(
-                "%: unsupported format character '{}'",
-                other as char
-            ))),
+            _ => Err(error("%: unsupported format character")),
         }
     }
 }
@@ -626,11 +615,7 @@ impl StrFormatter<'_, '_> {
                     's' => text(&value)?,
                     'r' => repr(&value)?,
                     'a' => ascii(&value)?,
-                    _ => {
-                        return Err(error(format!(
-                            "str.format: Unknown conversion specifier {c}"
-                        )))
-                    }
+                    _ => return Err(error("str.format: Unknown conversion specifier")),
                 })
             }
         };
@@ -853,10 +838,9 @@ fn format_str(s: &str, spec: &str) -> Result<String, Error> {
         ));
     }
     if !matches!(spec.ty, None | Some('s')) {
-        return Err(error(format!(
-            "str.format: Unknown format code '{}' for object of type 'str'",
-            spec.ty.unwrap_or(' ')
-        )));
+        return Err(error(
+            "str.format: Unknown format code for object of type 'str'",
+        ));
     }
     let mut s = s;
     if let Some(p) = spec.precision {
