@@ -393,11 +393,20 @@ impl TemplateSet {
             })
             .map_err(|e| self.error(&e, &template))?;
         // A list or dict the expression changed in place leaves the render as a plain value.
-        Ok(captured
+        let value = captured
             .state()
             .lookup(EXPRESSION_VALUE)
             .map(|value| mutable::freeze(&value))
-            .unwrap_or(Value::UNDEFINED))
+            .unwrap_or(Value::UNDEFINED);
+        // Lenient mode iterates a missing list as nothing, as Jinja2's `{% for %}` does; strict
+        // mode leaves it undefined, which the step refuses as not a list.
+        if value.is_undefined()
+            && self.limits.undefined == UndefinedMode::Lenient
+            && Field::of_template(id.name()) == Some(Field::ForEach)
+        {
+            return Ok(Value::from(Vec::<Value>::new()));
+        }
+        Ok(value)
     }
 
     /// How deep printing a value may go in a render: what the render's stack holds at

@@ -34,6 +34,7 @@ mod shutdown;
 mod slow_bodies;
 mod soak;
 mod template_compat;
+mod template_fidelity;
 mod test_command;
 mod tracing;
 mod upstream_limits;
