@@ -8,7 +8,9 @@ src/template/. `tests/integration/template_compat.rs` compares the two: it rende
 Jinja2 output recorded here.
 
 Input, `tests/fixtures/jinja2/cases.json`: a list of
-    {"name": "...", "template": "...", "context": {...JSON...}}
+    {"name": "...", "template": "...", "context": {...JSON...} or "name"}
+where a context given by name is that entry of `tests/fixtures/jinja2/contexts.json` (the
+API answers, caller request and values most cases share).
 
 Output, `tests/fixtures/jinja2/expected.json`:
     {name: {"output": "<rendered text>"}}   or   {name: {"error": true}} when Jinja2 raises.
@@ -22,11 +24,13 @@ Regenerate after editing the corpus (requires `pip install jinja2==3.1.*`):
 
     python3 scripts/jinja2_fixtures.py
 
-then run `cargo test --test integration template_compat`. `--check` (used by .ci/run) only verifies that
+then run `cargo test --test integration template_compat` (which renders every case in both
+`--template-undefined` modes: lenient must match Jinja2 wherever strict differs on purpose). `--check` (used by .ci/run) only verifies that
 the committed expected.json is what Jinja2 renders.
 """
 
 import base64
+import copy
 import json
 import pathlib
 import sys
@@ -101,14 +105,22 @@ def make_environment():
 
 def main():
     cases = json.loads((FIXTURES / "cases.json").read_text(encoding="utf-8"))
+    contexts = json.loads((FIXTURES / "contexts.json").read_text(encoding="utf-8"))
     env = make_environment()
     expected = {}
     for case in cases:
         name = case["name"]
         if name in expected:
             sys.exit(f"duplicate case name: {name}")
+        context = case["context"]
+        if isinstance(context, str):
+            if context not in contexts:
+                sys.exit(f"{name}: no context '{context}' in contexts.json")
+            context = contexts[context]
+        # A case that changes a list or dict in place must not change the next case's.
+        context = copy.deepcopy(context)
         try:
-            output = env.from_string(case["template"]).render(case["context"])
+            output = env.from_string(case["template"]).render(context)
             expected[name] = {"output": output}
         except Exception:  # any Jinja2 failure: ours must fail too
             expected[name] = {"error": True}

@@ -177,6 +177,15 @@ pub struct ServeArgs {
         default_value_t = crate::template::engine::DEFAULT_TEMPLATE_FUEL
     )]
     pub template_fuel: u64,
+    /// What a missing variable, attribute, key or index does in a template: `strict`, a
+    /// rendering error (422); `lenient`, empty text, as Python Jinja2's default `Undefined`.
+    #[arg(
+        long,
+        env = "CONNECTOR_RUNTIME_TEMPLATE_UNDEFINED",
+        value_enum,
+        default_value_t = crate::template::UndefinedMode::Strict
+    )]
+    pub template_undefined: crate::template::UndefinedMode,
     /// Seconds runs in flight get to finish on shutdown.
     #[arg(
         long,

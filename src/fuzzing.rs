@@ -51,6 +51,7 @@ fn limits() -> RenderLimits {
     RenderLimits {
         fuel: FUZZ_FUEL,
         max_output_bytes: FUZZ_MAX_OUTPUT,
+        ..RenderLimits::default()
     }
 }
 

@@ -135,6 +135,7 @@ pub fn build_options(args: &ServeArgs) -> Result<BuildOptions, StartError> {
         limits: RenderLimits {
             fuel: args.template_fuel,
             max_output_bytes: args.max_response_bytes,
+            undefined: args.template_undefined,
         },
         mode: LoadMode::Serve,
         allow_http: args.allow_private_upstreams,

@@ -1,6 +1,7 @@
 //! One minijinja environment per loaded registry: every template is compiled into it once
 //! when the registry loads, and a run only renders by name.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use minijinja::value::{Value, ValueKind};
@@ -9,17 +10,49 @@ use minijinja::{AutoEscape, Environment, Error, ErrorKind, Output, State, Undefi
 use super::field::Field;
 use super::filters::{self, OWN_ERROR_PREFIXES};
 use super::functions;
+use super::mutable;
 use super::python::{self, py_str};
+use super::rewrite::{self, Rewrite};
 use super::secrets::{SecretStore, Variables};
 use crate::upstream::origin::origin_expression;
 
-/// Bounds on the work one template render may do.
+/// Bounds on the work one template render may do, and how it treats a missing value.
 #[derive(Debug, Clone, Copy)]
 pub struct RenderLimits {
     /// minijinja fuel: instructions plus bytes produced; exhausted renders fail with 422.
     pub fuel: u64,
     /// Largest rendered output, in bytes.
     pub max_output_bytes: usize,
+    /// What printing a missing variable, attribute, key or index does
+    /// (`--template-undefined`).
+    pub undefined: UndefinedMode,
+}
+
+/// How templates treat a missing variable, attribute, key or index (`--template-undefined`,
+/// docs/spec.md §2 and §15).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum UndefinedMode {
+    /// Printing, iterating or passing a missing value on is a rendering error (422
+    /// `TEMPLATE_RENDERING_ERROR` naming the field); `{% if %}`, `is defined` and
+    /// `| default(...)` still test it. Blank text is never sent upstream by mistake.
+    #[default]
+    Strict,
+    /// Python Jinja2's default `Undefined`: a missing value prints as empty text and iterates
+    /// as an empty list; reading an attribute of it, calling it or doing arithmetic with it
+    /// is still an error.
+    Lenient,
+}
+
+impl UndefinedMode {
+    /// The minijinja behaviour that renders this mode. `SemiStrict` is `Strict` except that an
+    /// undefined value is false in `{% if %}`, as in Jinja2; `Lenient` is exactly Jinja2's
+    /// `Undefined` (`Chainable` would also let `missing.attr` through, which Jinja2 refuses).
+    pub(crate) fn behavior(self) -> UndefinedBehavior {
+        match self {
+            UndefinedMode::Strict => UndefinedBehavior::SemiStrict,
+            UndefinedMode::Lenient => UndefinedBehavior::Lenient,
+        }
+    }
 }
 
 /// Default fuel of one render (`--template-fuel`): the costliest template work exhausts it
@@ -49,9 +82,14 @@ impl Default for RenderLimits {
         RenderLimits {
             fuel: DEFAULT_TEMPLATE_FUEL,
             max_output_bytes: 10 * 1024 * 1024,
+            undefined: UndefinedMode::Strict,
         }
     }
 }
+
+/// Stack one level of printing a nested value takes, with room to spare (measured: a map
+/// inside a map takes 1-2 KiB per level in a debug build).
+const PRINT_STACK_BYTES_PER_LEVEL: usize = 2048;
 
 /// The variable an expression's value is kept in (a name no registry can read: the
 /// load-time checks know no such variable).
@@ -113,6 +151,10 @@ pub struct TemplateSet {
     env: Environment<'static>,
     limits: RenderLimits,
     redactor: Option<Arc<SecretStore>>,
+    /// The templates compiled from a rewritten text (`%` on strings, lists changed in
+    /// place; see [`rewrite`]), by name: their text as written, for error messages and
+    /// `X-Debug-Request`. Rendering never looks here.
+    rewrites: HashMap<Arc<str>, Rewrite>,
 }
 
 impl std::fmt::Debug for TemplateSet {
@@ -124,14 +166,15 @@ impl std::fmt::Debug for TemplateSet {
 }
 
 /// The environment every registry template runs in: Jinja2 semantics, the platform's
-/// filters and functions, strict undefined handling and Python value formatting.
+/// filters and functions, the undefined handling `limits.undefined` picks and Python value
+/// formatting.
 pub fn new_environment(
     secrets: Arc<SecretStore>,
     variables: Arc<Variables>,
     limits: RenderLimits,
 ) -> Environment<'static> {
     let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
+    env.set_undefined_behavior(limits.undefined.behavior());
     // Python `str`/`dict`/`list` methods: pycompat's, plus the few it lacks.
     env.set_unknown_method_callback(python::unknown_method);
     env.set_auto_escape_callback(|name| match Field::of_template(name) {
@@ -158,6 +201,9 @@ pub fn new_environment(
         )
     });
     functions::register(&mut env, secrets, variables);
+    // What `%` and list/dict literals compile into where minijinja has no hook (`rewrite`).
+    env.add_function(rewrite::PY_MOD, super::pyformat::py_mod);
+    env.add_function(rewrite::PY_MUTABLE, mutable::mutable);
     env
 }
 
@@ -246,6 +292,7 @@ impl TemplateSet {
             env,
             limits,
             redactor: None,
+            rewrites: HashMap::new(),
         }
     }
 
@@ -259,18 +306,35 @@ impl TemplateSet {
 
     /// Compiles `source` under a unique `location` for `field`; syntax errors come back
     /// with their line. A URL's origin expression is compiled to print as it is (see
-    /// [`url_template_source`]).
+    /// [`url_template_source`]); `%` and lists changed in place are compiled as Python has
+    /// them ([`rewrite`]).
     pub fn add(&mut self, location: &str, field: Field, source: &str) -> Result<TemplateId, Error> {
         let name = field.template_name(location);
         let compiled = match field {
             Field::Url => url_template_source(source),
             _ => source.to_string(),
         };
-        self.env.add_template_owned(name.clone(), compiled)?;
+        self.compile(&name, compiled)?;
         Ok(TemplateId {
             name: name.into(),
             literal: literal_output(source),
         })
+    }
+
+    /// Compiles `text` under `name`, rewritten first when it needs to be.
+    fn compile(&mut self, name: &str, text: String) -> Result<(), Error> {
+        match rewrite::rewrite(&text) {
+            Some(rewritten) => {
+                self.env
+                    .add_template_owned(name.to_string(), rewritten.source.clone())?;
+                self.rewrites.insert(name.into(), rewritten);
+            }
+            None => {
+                self.rewrites.remove(name);
+                self.env.add_template_owned(name.to_string(), text)?;
+            }
+        }
+        Ok(())
     }
 
     /// Compiles the expression `source` (a `when` or `for_each`) under a unique `location`:
@@ -285,7 +349,7 @@ impl TemplateSet {
         let name = field.template_name(location);
         // The expression starts on line 1, so an error's line is the expression's.
         let compiled = format!("{{% set {EXPRESSION_VALUE} = ({source}\n) %}}");
-        self.env.add_template_owned(name.clone(), compiled)?;
+        self.compile(&name, compiled)?;
         Ok(TemplateId {
             name: name.into(),
             literal: None,
@@ -323,20 +387,46 @@ impl TemplateSet {
             message: format!("template is missing from the registry ({})", e.kind()),
             jwt_signing: false,
         })?;
-        let captured = python::with_text_limit(self.limits.max_output_bytes, || {
-            template.render_captured(ctx)
-        })
-        .map_err(|e| {
-            let mut error = describe_error(&e, template.source());
-            if let Some(secrets) = &self.redactor {
-                error.message = secrets.redact(&error.message);
-            }
-            error
-        })?;
-        Ok(captured
+        let captured =
+            python::with_text_limit(self.limits.max_output_bytes, self.print_depth(), || {
+                template.render_captured(ctx)
+            })
+            .map_err(|e| self.error(&e, &template))?;
+        // A list or dict the expression changed in place leaves the render as a plain value.
+        let value = captured
             .state()
             .lookup(EXPRESSION_VALUE)
-            .unwrap_or(Value::UNDEFINED))
+            .map(|value| mutable::freeze(&value))
+            .unwrap_or(Value::UNDEFINED);
+        // Lenient mode iterates a missing list as nothing, as Jinja2's `{% for %}` does; strict
+        // mode leaves it undefined, which the step refuses as not a list.
+        if value.is_undefined()
+            && self.limits.undefined == UndefinedMode::Lenient
+            && Field::of_template(id.name()) == Some(Field::ForEach)
+        {
+            return Ok(Value::from(Vec::<Value>::new()));
+        }
+        Ok(value)
+    }
+
+    /// How deep printing a value may go in a render: what the render's stack holds at
+    /// [`PRINT_STACK_BYTES_PER_LEVEL`] (32,768 levels for the default fuel). Python's own
+    /// `repr()` stops at its recursion limit of 1,000, so no value Jinja2 could print is
+    /// refused.
+    fn print_depth(&self) -> usize {
+        render_stack_bytes(self.limits.fuel) / PRINT_STACK_BYTES_PER_LEVEL
+    }
+
+    /// The caller-safe error of a failed render of `template`, quoting its text as written.
+    fn error(&self, err: &Error, template: &minijinja::Template<'_, '_>) -> RenderError {
+        let mut error = match self.rewrites.get(template.name()) {
+            Some(rewritten) => describe_error_in(err, |range| rewritten.original_text(range)),
+            None => describe_error(err, template.source()),
+        };
+        if let Some(secrets) = &self.redactor {
+            error.message = secrets.redact(&error.message);
+        }
+        error
     }
 
     /// The environment, for static checks (filter and global look-ups).
@@ -348,6 +438,9 @@ impl TemplateSet {
     pub(crate) fn source(&self, id: &TemplateId) -> Option<String> {
         if let Some(literal) = &id.literal {
             return Some(literal.to_string());
+        }
+        if let Some(rewritten) = self.rewrites.get(id.name()) {
+            return Some(rewritten.original.clone());
         }
         self.env
             .get_template(id.name())
@@ -364,14 +457,11 @@ impl TemplateSet {
             message: format!("template is missing from the registry ({})", e.kind()),
             jwt_signing: false,
         })?;
-        let output = python::with_text_limit(self.limits.max_output_bytes, || template.render(ctx))
-            .map_err(|e| {
-                let mut error = describe_error(&e, template.source());
-                if let Some(secrets) = &self.redactor {
-                    error.message = secrets.redact(&error.message);
-                }
-                error
-            })?;
+        let output =
+            python::with_text_limit(self.limits.max_output_bytes, self.print_depth(), || {
+                template.render(ctx)
+            })
+            .map_err(|e| self.error(&e, &template))?;
         if output.len() > self.limits.max_output_bytes {
             return Err(RenderError {
                 message: format!(
@@ -389,6 +479,14 @@ impl TemplateSet {
 /// engine details are reduced to their kind, and the failing expression is quoted from the
 /// template source (registry text, never data).
 pub(crate) fn describe_error(err: &Error, source: &str) -> RenderError {
+    describe_error_in(err, |range| source.get(range))
+}
+
+/// [`describe_error`] with the failing expression quoted through `quote`.
+fn describe_error_in<'s>(
+    err: &Error,
+    quote: impl FnOnce(std::ops::Range<usize>) -> Option<&'s str>,
+) -> RenderError {
     let detail = err.detail().unwrap_or_default();
     let own = OWN_ERROR_PREFIXES.iter().any(|p| detail.starts_with(p));
     let reason = if own {
@@ -407,7 +505,7 @@ pub(crate) fn describe_error(err: &Error, source: &str) -> RenderError {
     };
     let snippet = err
         .range()
-        .and_then(|r| source.get(r))
+        .and_then(quote)
         .map(|s| s.trim())
         .filter(|s| !s.is_empty() && s.len() <= 200);
     let mut message = reason;

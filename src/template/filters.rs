@@ -28,6 +28,14 @@ pub(crate) const OWN_ERROR_PREFIXES: &[&str] = &[
     "url:",
     "now:",
     "output:",
+    "%:",
+    "format:",
+    "str.format:",
+    "list.",
+    "dict.",
+    "filesizeformat:",
+    "xmlattr:",
+    "cycler:",
 ];
 
 pub(crate) fn own_error(detail: impl Into<String>) -> Error {
@@ -51,6 +59,137 @@ pub(crate) fn register(env: &mut Environment<'static>) {
     env.add_filter("wordwrap", wordwrap);
     env.add_filter("center", center);
     env.add_filter("striptags", striptags);
+    env.add_filter("format", super::pyformat::format_filter);
+    env.add_filter("filesizeformat", filesizeformat);
+    env.add_filter("forceescape", forceescape);
+    env.add_filter("xmlattr", xmlattr);
+    env.add_filter("pprint", pprint);
+}
+
+/// In strict mode a missing value cannot become text (it would be sent as blank); in
+/// lenient mode it is Jinja2's `Undefined`, whose text is empty. The silent undefined that
+/// prints blank on purpose (`request.query_parameters.<missing>`, `a if b` without `else`)
+/// passes in both, exactly as minijinja's own filters let it through: the check is theirs.
+pub(crate) fn check_defined(state: &State, value: &Value) -> Result<(), Error> {
+    if !value.is_undefined() || state.undefined_behavior() == minijinja::UndefinedBehavior::Lenient
+    {
+        return Ok(());
+    }
+    <String as minijinja::value::ArgType>::from_state_and_value(Some(state), Some(value))
+        .map(|_| ())
+}
+
+/// Jinja2's `filesizeformat(value, binary=False)`: `1 Byte`, `999 Bytes`, `1.5 kB` (powers of
+/// 1000) or `1.5 KiB` (powers of 1024), one decimal.
+pub(crate) fn filesizeformat(
+    state: &State,
+    value: &Value,
+    rest: Rest<Value>,
+    kwargs: Kwargs,
+) -> Result<String, Error> {
+    let mut args = Args::new(rest, kwargs);
+    let binary = args.next("binary")?.is_some_and(|v| v.is_true());
+    args.finish()?;
+    let bytes = match value.kind() {
+        ValueKind::Undefined => return Err(Error::from(ErrorKind::UndefinedError)),
+        ValueKind::Bool => f64::from(u8::from(value.is_true())),
+        ValueKind::Number => f64::try_from(value.clone()).unwrap_or(f64::NAN),
+        ValueKind::String => parse_py_float(value.as_str().unwrap_or_default())
+            .ok_or_else(|| own_error("filesizeformat: the text is not a number"))?,
+        _ => return Err(own_error("filesizeformat: the input is not a number")),
+    };
+    let _ = state;
+    let base: u128 = if binary { 1024 } else { 1000 };
+    let prefixes = if binary {
+        ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"]
+    } else {
+        ["kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"]
+    };
+    if bytes == 1.0 {
+        return Ok("1 Byte".into());
+    }
+    if bytes < base as f64 {
+        return Ok(format!("{} Bytes", bytes.trunc() as i128));
+    }
+    let mut unit = base;
+    for prefix in prefixes {
+        unit *= base;
+        if bytes < unit as f64 || prefix == prefixes[prefixes.len() - 1] {
+            let scaled = base as f64 * bytes / unit as f64;
+            let mut text = String::new();
+            if scaled.is_finite() {
+                text = format!("{scaled:.1}");
+            } else {
+                super::python::py_float(scaled, &mut text);
+            }
+            return Ok(format!("{text} {prefix}"));
+        }
+    }
+    unreachable!("the last prefix always answers")
+}
+
+/// Jinja2's `forceescape`: HTML-escapes the text of the value even when it is marked safe.
+pub(crate) fn forceescape(state: &State, value: &Value) -> Result<Value, Error> {
+    check_defined(state, value)?;
+    let text = if value.is_safe() {
+        value.as_str().unwrap_or_default().to_string()
+    } else {
+        text_of(value)?
+    };
+    escape(state, &Value::from(text))
+}
+
+/// Jinja2's `xmlattr(d, autospace=True)`: ` key="value"` pairs, HTML-escaped, skipping `None`
+/// and undefined values; a key with whitespace, `/`, `>` or `=` is an error.
+pub(crate) fn xmlattr(
+    state: &State,
+    value: &Value,
+    rest: Rest<Value>,
+    kwargs: Kwargs,
+) -> Result<Value, Error> {
+    let mut args = Args::new(rest, kwargs);
+    let autospace = args.next("autospace")?.is_none_or(|v| v.is_true());
+    args.finish()?;
+    if value.kind() != ValueKind::Map {
+        check_defined(state, value)?;
+        return Err(own_error("xmlattr: the input is not a dict"));
+    }
+    let mut parts = Vec::new();
+    for key in value.try_iter()? {
+        let item = super::python::item(value, &key).unwrap_or(Value::UNDEFINED);
+        if item.is_none() || item.is_undefined() {
+            continue;
+        }
+        let name = text_of(&key)?;
+        if name.chars().any(|c| {
+            matches!(
+                c,
+                ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c' | '/' | '>' | '='
+            )
+        }) {
+            return Err(own_error(
+                "xmlattr: an attribute name has whitespace, '/', '>' or '='",
+            ));
+        }
+        let name = escape(state, &key)?;
+        let item = escape(state, &item)?;
+        parts.push(format!(
+            "{}=\"{}\"",
+            name.as_str().unwrap_or_default(),
+            item.as_str().unwrap_or_default()
+        ));
+    }
+    let mut out = parts.join(" ");
+    if autospace && !out.is_empty() {
+        out.insert(0, ' ');
+    }
+    Ok(Value::from(out))
+}
+
+/// Jinja2's `pprint`: Python's `pprint.pformat` (80 columns, dict keys sorted).
+pub(crate) fn pprint(state: &State, value: &Value) -> Result<String, Error> {
+    check_defined(state, value)?;
+    super::pprint::pformat(value)
 }
 
 /// Jinja2-style optional arguments: the next positional one, else the keyword `name`.
@@ -245,6 +384,7 @@ pub(crate) fn float(value: &Value, rest: Rest<Value>, kwargs: Kwargs) -> Result<
 /// add path segments, query parameters or a fragment (`../admin?role=admin`). There the
 /// HTML-escaped text is percent-encoded like any other value.
 pub(crate) fn escape(state: &State, value: &Value) -> Result<Value, Error> {
+    check_defined(state, value)?;
     if value.is_safe() {
         return Ok(value.clone());
     }
@@ -314,7 +454,8 @@ pub(crate) fn truncate(value: &Value, rest: Rest<Value>, kwargs: Kwargs) -> Resu
 }
 
 /// Jinja2's `wordcount`: the number of `\w+` runs in the text.
-pub(crate) fn wordcount(value: &Value) -> Result<usize, Error> {
+pub(crate) fn wordcount(state: &State, value: &Value) -> Result<usize, Error> {
+    check_defined(state, value)?;
     let text = text_of(value)?;
     let is_word = |c: char| c.is_alphanumeric() || c == '_';
     Ok(text
@@ -324,13 +465,15 @@ pub(crate) fn wordcount(value: &Value) -> Result<usize, Error> {
 }
 
 /// Jinja2's `center(value, width=80)`: Python's `str.center`.
-pub(crate) fn center(value: &Value, width: Option<usize>) -> Result<String, Error> {
+pub(crate) fn center(state: &State, value: &Value, width: Option<usize>) -> Result<String, Error> {
+    check_defined(state, value)?;
     py_pad(&text_of(value)?, width.unwrap_or(80), ' ', '^')
 }
 
 /// Jinja2's `striptags`: drops `<!-- -->` comments and `<...>` tags, collapses whitespace
 /// and unescapes HTML entities (numeric ones and `amp lt gt quot apos nbsp`).
-pub(crate) fn striptags(value: &Value) -> Result<String, Error> {
+pub(crate) fn striptags(state: &State, value: &Value) -> Result<String, Error> {
+    check_defined(state, value)?;
     let mut text = if value.is_safe() {
         value.as_str().unwrap_or_default().to_string()
     } else {
@@ -399,6 +542,10 @@ pub(crate) fn wordwrap(value: &Value, rest: Rest<Value>, kwargs: Kwargs) -> Resu
     let wrapstring: String = args.next_string("wrapstring", "\n")?;
     let break_on_hyphens = args.next("break_on_hyphens")?.is_none_or(|v| v.is_true());
     args.finish()?;
+    if value.is_undefined() {
+        // Jinja2's wordwrap fails on Undefined even in its lenient default.
+        return Err(Error::from(ErrorKind::UndefinedError));
+    }
     if width == 0 {
         return Err(Error::new(
             ErrorKind::InvalidOperation,
@@ -625,7 +772,8 @@ fn url_quote(value: &Value, for_qs: bool) -> Result<String, Error> {
 /// Jinja2's `urlencode`: a string is quoted keeping `/`; a dict or a list of pairs becomes a
 /// query string. The result is already URL-encoded, so it is marked safe and a URL template
 /// inserts it unchanged.
-pub(crate) fn urlencode(value: &Value) -> Result<Value, Error> {
+pub(crate) fn urlencode(state: &State, value: &Value) -> Result<Value, Error> {
+    check_defined(state, value)?;
     let encoded = match value.kind() {
         ValueKind::Map => {
             let mut parts = Vec::new();

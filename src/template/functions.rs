@@ -1,10 +1,12 @@
-//! The platform's template functions: `get_secret`, `get_variable`, `now` and `jwt_encode`.
+//! The platform's template functions: `get_secret`, `get_variable`, `now` and `jwt_encode`;
+//! and Jinja2's default globals that minijinja lacks: `cycler` and `joiner`.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use minijinja::value::{Kwargs, Rest, Value};
-use minijinja::{Environment, Error, State};
+use minijinja::value::{from_args, Kwargs, Object, ObjectRepr, Rest, Value};
+use minijinja::{Environment, Error, ErrorKind, State};
 
 use super::field::Field;
 use super::filters::own_error;
@@ -76,6 +78,90 @@ pub(crate) fn register(
         },
     );
     env.add_function("jwt_encode", jwt_encode);
+    env.add_function("cycler", cycler);
+    env.add_function("joiner", joiner);
+}
+
+/// Jinja2's `cycler(*items)`: `.next()` gives the items in turn, `.current` the one `next()`
+/// gives next, `.reset()` starts over.
+fn cycler(items: Rest<Value>) -> Result<Value, Error> {
+    if items.0.is_empty() {
+        return Err(own_error("cycler: at least one item is needed"));
+    }
+    Ok(Value::from_object(Cycler {
+        items: items.0,
+        position: AtomicUsize::new(0),
+    }))
+}
+
+#[derive(Debug)]
+struct Cycler {
+    items: Vec<Value>,
+    position: AtomicUsize,
+}
+
+impl Object for Cycler {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Plain
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        match key.as_str()? {
+            "current" => Some(self.items[self.position.load(Ordering::Relaxed)].clone()),
+            _ => None,
+        }
+    }
+
+    fn call_method(
+        self: &Arc<Self>,
+        _state: &mut State<'_, '_>,
+        method: &str,
+        args: &[Value],
+    ) -> Result<Value, Error> {
+        let () = from_args(args)?;
+        match method {
+            "next" => {
+                let at = self.position.load(Ordering::Relaxed);
+                self.position
+                    .store((at + 1) % self.items.len(), Ordering::Relaxed);
+                Ok(self.items[at].clone())
+            }
+            "reset" => {
+                self.position.store(0, Ordering::Relaxed);
+                Ok(Value::from(()))
+            }
+            _ => Err(Error::from(ErrorKind::UnknownMethod)),
+        }
+    }
+}
+
+/// Jinja2's `joiner(sep=', ')`: calling it gives `''` the first time, `sep` after that.
+fn joiner(sep: Option<Value>) -> Value {
+    Value::from_object(Joiner {
+        sep: sep.unwrap_or_else(|| Value::from(", ")),
+        used: AtomicBool::new(false),
+    })
+}
+
+#[derive(Debug)]
+struct Joiner {
+    sep: Value,
+    used: AtomicBool,
+}
+
+impl Object for Joiner {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Plain
+    }
+
+    fn call(self: &Arc<Self>, _state: &mut State<'_, '_>, args: &[Value]) -> Result<Value, Error> {
+        let () = from_args(args)?;
+        Ok(if self.used.swap(true, Ordering::Relaxed) {
+            self.sep.clone()
+        } else {
+            Value::from("")
+        })
+    }
 }
 
 /// Seconds since the Unix epoch.

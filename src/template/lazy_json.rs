@@ -30,6 +30,13 @@ pub fn parse(text: &Value) -> Option<Result<Value, serde_json::Error>> {
     }))
 }
 
+/// Whether `value` is an object or array made by [`parse`] (JSON data: it holds no value a
+/// template made).
+pub(crate) fn is_lazy(value: &Value) -> bool {
+    value.downcast_object_ref::<LazyObject>().is_some()
+        || value.downcast_object_ref::<LazyArray>().is_some()
+}
+
 /// The whole JSON text, shared by every lazy value made from it.
 #[derive(Debug)]
 struct Source(Value);

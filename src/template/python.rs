@@ -21,11 +21,33 @@ thread_local! {
 /// small value that stands for a huge one (`[[range(1000) | list] * 1000] * 1000` is 2,000
 /// list slots and 10^9 numbers) is turned into gigabytes of text before anything can stop
 /// it. No text larger than the render's output cap can be sent anyway.
-pub(crate) fn with_text_limit<R>(limit: usize, f: impl FnOnce() -> R) -> R {
+pub(crate) fn with_text_limit<R>(limit: usize, depth: usize, f: impl FnOnce() -> R) -> R {
     let previous = TEXT_LIMIT.with(|l| l.replace(limit));
+    let previous_depth = DEPTH_LIMIT.with(|l| l.replace(depth));
     let result = f();
     TEXT_LIMIT.with(|l| l.set(previous));
+    DEPTH_LIMIT.with(|l| l.set(previous_depth));
     result
+}
+
+thread_local! {
+    /// The deepest nesting [`py_repr`] (and `pprint`) descends into on this thread: what the
+    /// render's stack holds ([`with_text_limit`]); small outside a render.
+    static DEPTH_LIMIT: std::cell::Cell<usize> = const { std::cell::Cell::new(2_000) };
+}
+
+/// Fails when printing has gone `depth` levels deep: a value nested deeper than the render
+/// could have built within its fuel can only be one that contains itself (a namespace
+/// given to itself, `{% set ns.me = ns %}`), which would otherwise recurse until the stack
+/// overflows and the process aborts.
+pub(crate) fn check_depth(depth: usize) -> Result<(), Error> {
+    if depth > DEPTH_LIMIT.with(|l| l.get()) {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "output: a value is nested too deeply to print (does it contain itself?)",
+        ));
+    }
+    Ok(())
 }
 
 /// Fails once `out` has grown past the text limit of the render in progress.
@@ -38,6 +60,11 @@ fn check_text_limit(out: &str) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+/// `value[key]`, `None` when there is no such key or index.
+pub(crate) fn item(value: &Value, key: &Value) -> Option<Value> {
+    value.get_item(key).ok().filter(|v| !v.is_undefined())
 }
 
 /// What Python's `str(value)` gives: the text `{{ value }}` renders to.
@@ -59,6 +86,11 @@ pub(crate) fn py_str(value: &Value, out: &mut String) -> Result<(), Error> {
 
 /// What Python's `repr(value)` gives: strings quoted, containers recursively.
 pub(crate) fn py_repr(value: &Value, out: &mut String) -> Result<(), Error> {
+    repr_at(value, out, 0)
+}
+
+fn repr_at(value: &Value, out: &mut String, depth: usize) -> Result<(), Error> {
+    check_depth(depth)?;
     match value.kind() {
         ValueKind::String => repr_str(value.as_str().unwrap_or_default(), out),
         ValueKind::Bytes => repr_bytes(value.as_bytes().unwrap_or_default(), out),
@@ -72,7 +104,7 @@ pub(crate) fn py_repr(value: &Value, out: &mut String) -> Result<(), Error> {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                py_repr(&item, out)?;
+                repr_at(&item, out, depth + 1)?;
                 check_text_limit(out)?;
                 count += 1;
             }
@@ -88,9 +120,9 @@ pub(crate) fn py_repr(value: &Value, out: &mut String) -> Result<(), Error> {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                py_repr(&key, out)?;
+                repr_at(&key, out, depth + 1)?;
                 out.push_str(": ");
-                py_repr(&value.get_item(&key)?, out)?;
+                repr_at(&value.get_item(&key)?, out, depth + 1)?;
                 check_text_limit(out)?;
             }
             out.push('}');
@@ -235,17 +267,22 @@ pub(crate) fn unknown_method(
     method: &str,
     args: &[Value],
 ) -> Result<Value, Error> {
-    let extra = match value.kind() {
-        ValueKind::String => str_method(value.as_str().unwrap_or_default(), method, args)?,
-        ValueKind::Seq if method == "index" => {
-            let (wanted,): (&Value,) = from_args(args)?;
-            let position = value.try_iter()?.position(|item| item == *wanted);
-            Some(Value::from(position.ok_or_else(|| {
-                Error::new(ErrorKind::InvalidOperation, "list.index(x): x not in list")
-            })?))
-        }
-        _ => None,
-    };
+    let extra =
+        match value.kind() {
+            // Python's `str.format` (`{:%}`, `{!r}`, Python's text of None and lists).
+            ValueKind::String if method == "format" => Some(Value::from(
+                super::pyformat::str_format(state, value.as_str().unwrap_or_default(), args)?,
+            )),
+            ValueKind::String => str_method(value.as_str().unwrap_or_default(), method, args)?,
+            ValueKind::Seq if method == "index" => {
+                let (wanted,): (&Value,) = from_args(args)?;
+                let position = value.try_iter()?.position(|item| item == *wanted);
+                Some(Value::from(position.ok_or_else(|| {
+                    Error::new(ErrorKind::InvalidOperation, "list.index(x): x not in list")
+                })?))
+            }
+            _ => None,
+        };
     match extra {
         Some(result) => Ok(result),
         None => minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args),

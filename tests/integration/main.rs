@@ -35,6 +35,7 @@ mod shutdown;
 mod slow_bodies;
 mod soak;
 mod template_compat;
+mod template_fidelity;
 mod test_command;
 mod trace_links;
 mod tracing;

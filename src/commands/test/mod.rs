@@ -52,6 +52,15 @@ pub struct TestArgs {
     /// With --record: PEM file of extra roots trusted for upstream TLS, as `serve` takes it.
     #[arg(long, value_name = "PATH")]
     pub upstream_ca_file: Option<PathBuf>,
+    /// What a missing value does in the registry's templates, as `serve
+    /// --template-undefined` (strict: a rendering error; lenient: empty text).
+    #[arg(
+        long,
+        env = "CONNECTOR_RUNTIME_TEMPLATE_UNDEFINED",
+        value_enum,
+        default_value_t = crate::template::UndefinedMode::Strict
+    )]
+    pub template_undefined: crate::template::UndefinedMode,
 }
 
 /// A test file, read and checked against the registry's names.
@@ -161,7 +170,10 @@ fn engine(registry_text: &str, loaded: &LoadedFile, args: &TestArgs) -> Result<E
             user: true,
             tenant_id: true,
         }),
-        ..BuildOptions::default()
+        limits: crate::template::RenderLimits {
+            undefined: args.template_undefined,
+            ..crate::template::RenderLimits::default()
+        },
     };
     let handle = RegistryHandle::new();
     let mut actor = RegistryActor::new(
