@@ -305,3 +305,21 @@ fn templates_render_like_jinja2_in_strict_mode() {
 fn templates_render_like_jinja2_in_lenient_mode() {
     check(UndefinedMode::Lenient);
 }
+
+#[test]
+fn every_known_difference_is_listed_in_the_differences_page() {
+    let page = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/jinja2-differences.md"
+    ))
+    .expect("docs/jinja2-differences.md");
+    let missing: Vec<&str> = KNOWN_DIFFERENCES
+        .iter()
+        .map(|(name, _, _)| *name)
+        .filter(|name| !page.contains(&format!("`{name}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/jinja2-differences.md does not list {missing:?}"
+    );
+}
