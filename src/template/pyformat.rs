@@ -730,6 +730,19 @@ struct Spec {
     ty: Option<char>,
 }
 
+impl Spec {
+    /// The spec's sign, `#` and grouping, the part the engine's own formatting takes as is.
+    fn sign_alternate_grouping(&self) -> String {
+        let mut text = String::new();
+        text.extend(self.sign);
+        if self.alternate {
+            text.push('#');
+        }
+        text.extend(self.grouping);
+        text
+    }
+}
+
 fn parse_spec(spec: &str) -> Result<Spec, Error> {
     let invalid = || error("str.format: Invalid format specifier");
     let chars: Vec<char> = spec.chars().collect();
@@ -876,16 +889,7 @@ fn format_number(value: &Value, spec: &str) -> Result<String, Error> {
     };
     if parsed.align == Some('=') && parsed.ty != Some('%') {
         // minijinja has no `=` alignment: format without the padding, then pad after the sign.
-        let mut inner = String::new();
-        if let Some(sign) = parsed.sign {
-            inner.push(sign);
-        }
-        if parsed.alternate {
-            inner.push('#');
-        }
-        if let Some(g) = parsed.grouping {
-            inner.push(g);
-        }
+        let mut inner = parsed.sign_alternate_grouping();
         if let Some(p) = parsed.precision {
             inner.push_str(&format!(".{p}"));
         }
@@ -902,16 +906,7 @@ fn format_number(value: &Value, spec: &str) -> Result<String, Error> {
     match parsed.ty {
         Some('%') => {
             let f = as_float(value).unwrap_or(f64::NAN) * 100.0;
-            let mut inner = String::new();
-            if let Some(sign) = parsed.sign {
-                inner.push(sign);
-            }
-            if parsed.alternate {
-                inner.push('#');
-            }
-            if let Some(g) = parsed.grouping {
-                inner.push(g);
-            }
+            let mut inner = parsed.sign_alternate_grouping();
             inner.push_str(&format!(".{}f", parsed.precision.unwrap_or(6)));
             let mut body = engine(&inner, &Value::from(f))?;
             body.push('%');
