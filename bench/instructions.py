@@ -32,9 +32,11 @@ A_REQUEST = dict(method="POST", path=PATH, body=b'{"clientId":"widget-42"}',
                  headers={"Content-Type": "application/json"}, expect=(b"Ada Lovelace",))
 
 
-def count(name, port, cmd, request=None, warmup=WARMUP, runs=RUNS, env=None):
+def count(name, port, cmd, request=None, warmup=WARMUP, runs=RUNS, env=None, keep=None):
     """Instructions per run of `cmd` (a server listening on 127.0.0.1:`port`) answering
-    `request` (method, path, body, headers, expect: byte strings the answer must hold)."""
+    `request` (method, path, body, headers, expect: byte strings the answer must hold).
+    With `keep` (a directory), the dumps are copied there as NAME.callgrind.PID, for
+    `callgrind_annotate --inclusive=yes`."""
     if not shutil.which("callgrind_control"):
         raise SystemExit("valgrind is missing: apt-get install -y valgrind")
     request = request or A_REQUEST
@@ -75,6 +77,10 @@ def count(name, port, cmd, request=None, warmup=WARMUP, runs=RUNS, env=None):
             dumps = glob.glob(out + ".*.1")  # the dump made after zeroing, one per process
             if dumps and all(_totals(f) is not None for f in dumps):
                 total = sum(_totals(f) for f in dumps)
+                if keep:
+                    os.makedirs(keep, exist_ok=True)
+                    for f in dumps:
+                        shutil.copy(f, os.path.join(keep, f"{name}.callgrind.{f.rsplit('.', 2)[1]}"))
                 break
         if not total:
             raise SystemExit(f"{name}: no callgrind dump found in {work}")

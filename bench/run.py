@@ -598,8 +598,9 @@ def run_growth(a, work, ports, results, counts):
             # is exact either way, as the counters are zeroed after the warm-up.
             runs = max(100, 2000 // n) if kb == 1 else 200 if kb < 1024 else 40
             cmd = t.cmd + ["--workers", "1"]
-            counts[("growth", t.name)] = instructions.count(t.name, t.port, cmd, request_of(GROWTH_SC, t),
-                                                            warmup=max(10, runs // 10), runs=runs)
+            counts[("growth", t.name)] = instructions.count(f"growth-{t.name}", t.port, cmd, request_of(GROWTH_SC, t),
+                                                            warmup=max(10, runs // 10), runs=runs,
+                                                            keep=a.callgrind_dir)
             print(f"  growth {t.name}: {counts[('growth', t.name)]:,.0f} instructions per run", file=sys.stderr)
 
 
@@ -664,7 +665,8 @@ def run_instructions(a, work, ports, counts, with_floors, identity):
                                                             "--identity-jwks-file", jwks),
                               ports.ours + 1, token=token))
     for t in targets:
-        counts[("A", t.name)] = instructions.count(t.name, t.port, t.cmd, request_of(sc, t), env=t.env)
+        counts[("A", t.name)] = instructions.count(t.name, t.port, t.cmd, request_of(sc, t), env=t.env,
+                                                   keep=a.callgrind_dir)
         print(f"  A {t.name}: {counts[('A', t.name)]:,.0f} instructions per run", file=sys.stderr)
 
 
@@ -743,6 +745,8 @@ def main():
                         "cargo and the nginx Lua module are present)")
     floors.add_argument("--no-floors", dest="floors", action="store_false")
     ap.add_argument("--instructions", action="store_true", help="callgrind instructions per run (needs valgrind)")
+    ap.add_argument("--callgrind-dir", metavar="DIR",
+                    help="with --instructions: keep every callgrind dump in DIR (for callgrind_annotate)")
     ap.add_argument("--growth", action="store_true", help="cost growth with chain length and body size")
     ap.add_argument("--traced", action="store_true",
                     help="scenario A also with tracing on (100%% sampling, OTLP/HTTP export to a local receiver)")
