@@ -19,7 +19,7 @@ Builds the release binary, starts the upstreams (nginx from bench/nginx.conf on
 (bench/scenarios/, its upstream URLs moved to those ports), drives it with wrk, and prints a
 table: runs/s, p50, p99, server CPU microseconds per run (utime+stime of the server and all its
 processes, from /proc), peak RSS, non-2xx count. The targets measured in a group run in turn
-(A B C A B C ...), so their ratios share the machine's state. Every PASS/FAIL line is repeated
+(A B C A B C ...), so their ratios share the machine's state. Every PASS/FAIL line is printed
 in one block at the end ("summary").
 
 The floors of scenario A (bench/peers/, on by default when the tools are there; --floors makes
