@@ -10,11 +10,10 @@ use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider,
-};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 
+mod http;
 mod otlp;
 
 /// Whether upstream calls carry the trace context.
@@ -136,15 +135,16 @@ fn endpoint(args: &TraceArgs) -> Option<String> {
 
 impl Tracing {
     /// Starts the exporter when an endpoint is configured; `Ok(None)` when tracing is off.
-    /// Spans are sent in batches from the SDK's own thread (`OTEL_BSP_SCHEDULE_DELAY`,
-    /// default 5 s); a collector that is down loses spans, never a run.
+    /// Spans are encoded as they end and sent in batches from the exporter's own thread
+    /// (`OTEL_BSP_SCHEDULE_DELAY`, default 5 s); a collector that is down loses spans, never
+    /// a run.
     pub fn start(args: &TraceArgs) -> Result<Option<Arc<Tracing>>, TraceError> {
         // Checked even when tracing is off, so a bad value is found before it is needed.
         let ui_url = ui_url(args)?;
         let Some(url) = endpoint(args) else {
             return Ok(None);
         };
-        let exporter = otlp::OtlpExporter::new(url).map_err(TraceError)?;
+        let processor = otlp::EncodingProcessor::new(url).map_err(TraceError)?;
         let mut resource = Resource::builder();
         // The default service name, unless the standard variables give one.
         let named = std::env::var_os("OTEL_SERVICE_NAME").is_some()
@@ -156,9 +156,6 @@ impl Tracing {
         if !named {
             resource = resource.with_service_name("connector-runtime");
         }
-        let processor = BatchSpanProcessor::builder(exporter)
-            .with_batch_config(BatchConfigBuilder::default().build())
-            .build();
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
             .with_resource(resource.build())
