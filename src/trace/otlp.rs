@@ -460,6 +460,9 @@ fn unix_nanos(t: SystemTime) -> u64 {
 /// A `KeyValue` message as field `field`. Scalars' lengths are known before they are
 /// written, so they go out in one pass; arrays go through [`nested`].
 fn attribute(out: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
+    if short_attribute(out, field, key, value) {
+        return;
+    }
     let any = match value {
         Value::String(s) => Some(1 + varint_len(s.as_str().len() as u64) + s.as_str().len()),
         Value::Bool(_) => Some(2),
@@ -485,6 +488,43 @@ fn attribute(out: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
     tag(out, 2, 2);
     varint(out, any as u64);
     any_value(out, value);
+}
+
+/// [`attribute`] for what nearly every span attribute is: a one-byte field number, a key
+/// and a string or integer value short enough that every length is one byte. Written with
+/// four copies and no length computed twice (a quarter of the instructions of the general
+/// path, and a span has half a dozen attributes). `false`: not such an attribute.
+fn short_attribute(out: &mut Vec<u8>, field: u32, key: &str, value: &Value) -> bool {
+    if field > 15 || key.is_empty() || key.len() > 100 {
+        return false;
+    }
+    let kv_tag = (field << 3 | 2) as u8;
+    let key_len = key.len() as u8;
+    match value {
+        Value::String(s) => {
+            let s = s.as_str();
+            // KeyValue: key (2 + k) + value (2 + AnyValue (2 + v)) must fit in 127.
+            let total = 2 + key.len() + 4 + s.len();
+            if total > 127 {
+                return false;
+            }
+            out.reserve(2 + total);
+            out.extend_from_slice(&[kv_tag, total as u8, 0x0a, key_len]);
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(&[0x12, (2 + s.len()) as u8, 0x0a, s.len() as u8]);
+            out.extend_from_slice(s.as_bytes());
+            true
+        }
+        Value::I64(i) if (0..128).contains(i) => {
+            let total = 2 + key.len() + 4;
+            out.reserve(2 + total);
+            out.extend_from_slice(&[kv_tag, total as u8, 0x0a, key_len]);
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(&[0x12, 2, 0x18, *i as u8]);
+            true
+        }
+        _ => false,
+    }
 }
 
 /// How many bytes `v` takes as a varint.
@@ -649,6 +689,35 @@ mod tests {
                 Status::error("timeout")
             },
             instrumentation_scope: InstrumentationScope::builder("connector-runtime").build(),
+        }
+    }
+
+    #[test]
+    fn short_attributes_encode_as_the_general_path_does() {
+        let long = "v".repeat(200);
+        let values = [
+            Value::from("GET"),
+            Value::from(""),
+            Value::from(long.clone()),
+            Value::from("x".repeat(100)),
+            Value::I64(0),
+            Value::I64(127),
+            Value::I64(128),
+            Value::I64(-1),
+            Value::Bool(true),
+        ];
+        for key in ["k", "http.request.method", ""] {
+            for value in &values {
+                let mut fast = Vec::new();
+                attribute(&mut fast, 9, key, value);
+                // The general path alone, as a reference.
+                let mut reference = Vec::new();
+                nested(&mut reference, 9, |out| {
+                    string(out, 1, key);
+                    nested(out, 2, |out| any_value(out, value));
+                });
+                assert_eq!(fast, reference, "{key:?} = {value:?}");
+            }
         }
     }
 
