@@ -78,6 +78,9 @@ struct Pending {
     ready: VecDeque<Chunk>,
     /// Spans in `open` and `ready`.
     queued: usize,
+    /// Bytes of the last chunk sealed: the next is allocated that large, so it is not
+    /// grown (and copied) a few times on its way to a full batch.
+    last_chunk: usize,
     /// Spans dropped because the queue was full (the collector is slow or down).
     dropped: u64,
     /// Flushes asked for and done (a flush waits until `flushed` reaches its number).
@@ -227,11 +230,13 @@ impl SpanProcessor for EncodingProcessor {
                 .is_some_and(|open| open.scope == span.instrumentation_scope);
             if !same_scope {
                 if let Some(open) = pending.open.take() {
+                    pending.last_chunk = open.spans.len();
                     pending.ready.push_back(open);
                 }
+                let capacity = (pending.last_chunk + pending.last_chunk / 8).max(4096);
                 pending.open = Some(Chunk {
                     scope: span.instrumentation_scope.clone(),
-                    spans: Vec::with_capacity(batching.batch.min(64) * 512),
+                    spans: Vec::with_capacity(capacity),
                     count: 0,
                 });
             }
@@ -241,6 +246,7 @@ impl SpanProcessor for EncodingProcessor {
             open.count += 1;
             if open.count >= batching.batch {
                 let full = pending.open.take().expect("opened above");
+                pending.last_chunk = full.spans.len();
                 pending.ready.push_back(full);
                 // The thread is woken for a full batch only, never per span.
                 self.shared.wake.notify_one();
@@ -288,6 +294,7 @@ fn export_loop(shared: &Shared, poster: &mut super::http::Poster) {
         }
         if now >= due || flush {
             if let Some(open) = pending.open.take() {
+                pending.last_chunk = open.spans.len();
                 pending.ready.push_back(open);
             }
             due = now + delay;
@@ -515,12 +522,15 @@ fn short_attribute(out: &mut Vec<u8>, field: u32, key: &str, value: &Value) -> b
             out.extend_from_slice(s.as_bytes());
             true
         }
-        Value::I64(i) if (0..128).contains(i) => {
-            let total = 2 + key.len() + 4;
+        // Ports and status codes take two bytes as varints: up to four (2^28) here.
+        Value::I64(i) if (0..1 << 28).contains(i) => {
+            let len = varint_len(*i as u64);
+            let total = 2 + key.len() + 3 + len;
             out.reserve(2 + total);
             out.extend_from_slice(&[kv_tag, total as u8, 0x0a, key_len]);
             out.extend_from_slice(key.as_bytes());
-            out.extend_from_slice(&[0x12, 2, 0x18, *i as u8]);
+            out.extend_from_slice(&[0x12, (1 + len) as u8, 0x18]);
+            varint(out, *i as u64);
             true
         }
         _ => false,
@@ -703,6 +713,9 @@ mod tests {
             Value::I64(0),
             Value::I64(127),
             Value::I64(128),
+            Value::I64(18_081),
+            Value::I64((1 << 28) - 1),
+            Value::I64(1 << 28),
             Value::I64(-1),
             Value::Bool(true),
         ];
