@@ -309,17 +309,30 @@ mod tests {
             "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
         ]);
         let headers = [("x-tenant".to_string(), "a b".to_string())];
-        let mut poster =
-            Poster::new(&url, &headers, "application/x-protobuf", Duration::from_secs(5)).unwrap();
+        let mut poster = Poster::new(
+            &url,
+            &headers,
+            "application/x-protobuf",
+            Duration::from_secs(5),
+        )
+        .unwrap();
         assert_eq!(poster.post(b"one"), Ok(200));
         assert_eq!(poster.post(b"two"), Ok(200));
         assert_eq!(poster.post(b"three"), Ok(503));
         let seen = server.join().unwrap();
         assert_eq!(seen.len(), 3, "one connection carried the three requests");
-        assert!(seen[0].starts_with("POST /v1/traces HTTP/1.1\r\n"), "{}", seen[0]);
+        assert!(
+            seen[0].starts_with("POST /v1/traces HTTP/1.1\r\n"),
+            "{}",
+            seen[0]
+        );
         assert!(seen[0].contains("\r\nContent-Type: application/x-protobuf\r\n"));
         assert!(seen[0].contains("\r\nx-tenant: a b\r\n"));
-        assert!(seen[0].ends_with("Content-Length: 3\r\n\r\none"), "{}", seen[0]);
+        assert!(
+            seen[0].ends_with("Content-Length: 3\r\n\r\none"),
+            "{}",
+            seen[0]
+        );
         assert!(seen[2].ends_with("three"));
     }
 
@@ -345,8 +358,8 @@ mod tests {
                     .unwrap();
             }
         });
-        let mut poster = Poster::new(&url, &[], "application/x-protobuf", Duration::from_secs(5))
-            .unwrap();
+        let mut poster =
+            Poster::new(&url, &[], "application/x-protobuf", Duration::from_secs(5)).unwrap();
         assert_eq!(poster.post(b"a"), Ok(200));
         // The server dropped the first connection after answering.
         std::thread::sleep(Duration::from_millis(50));
@@ -355,8 +368,8 @@ mod tests {
         let closed = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/v1/traces", closed.local_addr().unwrap());
         drop(closed);
-        let mut poster = Poster::new(&url, &[], "application/x-protobuf", Duration::from_secs(1))
-            .unwrap();
+        let mut poster =
+            Poster::new(&url, &[], "application/x-protobuf", Duration::from_secs(1)).unwrap();
         assert!(poster.post(b"x").unwrap_err().contains("cannot connect"));
     }
 
@@ -366,7 +379,9 @@ mod tests {
         assert!(make("https://collector:4318/v1/traces")
             .unwrap_err()
             .contains("not an http:// URL"));
-        assert!(make("http:///v1/traces").unwrap_err().contains("needs a host"));
+        assert!(make("http:///v1/traces")
+            .unwrap_err()
+            .contains("needs a host"));
         assert!(make("http://u:p@collector/v1/traces").is_err());
         let poster = make("HTTP://collector/v1/traces").unwrap();
         assert_eq!(poster.address, "collector:80");

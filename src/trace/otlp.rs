@@ -270,7 +270,11 @@ impl SpanProcessor for EncodingProcessor {
             attribute(&mut out, 1, key.as_str(), value);
         }
         let schema = resource.schema_url().unwrap_or_default().to_string();
-        *self.shared.resource.lock().unwrap_or_else(|e| e.into_inner()) = (out, schema);
+        *self
+            .shared
+            .resource
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = (out, schema);
     }
 }
 
@@ -359,11 +363,7 @@ fn encode_scope(out: &mut Vec<u8>, scope: &InstrumentationScope) {
 /// instrumentation scope (in the order they first appear). The tests' reference: what the
 /// processor sends is this, a chunk at a time.
 #[cfg(test)]
-fn encode_request(
-    resource: &[u8],
-    resource_schema: &str,
-    spans: &[SpanData],
-) -> Vec<u8> {
+fn encode_request(resource: &[u8], resource_schema: &str, spans: &[SpanData]) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 + spans.len() * 256);
     nested(&mut out, 1, |out| {
         bytes(out, 1, resource);
