@@ -102,8 +102,12 @@ async fn handle(
     // at info level, so the JSON and text logs print its fields with every line.
     let span = match &trace {
         None => tracing::debug_span!("run", request_id = %request_id, connector = %permalink),
-        // Two fields only: each costs a formatting when the span is made (about 2,000
-        // instructions), and the connector is a field of every run and step event anyway.
+        // The trace id only: each field costs a formatting when the span is made (about
+        // 2,000 instructions), and the request id and connector are fields of every
+        // info-level run and step event anyway (as when the span is off, untraced).
+        Some(cx) if !tracing::enabled!(tracing::Level::DEBUG) => {
+            tracing::info_span!("run", trace_id = %crate::trace::trace_id(cx))
+        }
         Some(cx) => tracing::info_span!(
             "run",
             request_id = %request_id,

@@ -3,6 +3,7 @@
 //! W3C trace context taken from callers and sent to upstreams. Off, at the cost of one
 //! `Option` check per request, when no endpoint is configured.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -10,11 +11,10 @@ use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider,
-};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 
+mod http;
 mod otlp;
 
 /// Whether upstream calls carry the trace context.
@@ -136,15 +136,16 @@ fn endpoint(args: &TraceArgs) -> Option<String> {
 
 impl Tracing {
     /// Starts the exporter when an endpoint is configured; `Ok(None)` when tracing is off.
-    /// Spans are sent in batches from the SDK's own thread (`OTEL_BSP_SCHEDULE_DELAY`,
-    /// default 5 s); a collector that is down loses spans, never a run.
+    /// Spans are encoded as they end and sent in batches from the exporter's own thread
+    /// (`OTEL_BSP_SCHEDULE_DELAY`, default 5 s); a collector that is down loses spans, never
+    /// a run.
     pub fn start(args: &TraceArgs) -> Result<Option<Arc<Tracing>>, TraceError> {
         // Checked even when tracing is off, so a bad value is found before it is needed.
         let ui_url = ui_url(args)?;
         let Some(url) = endpoint(args) else {
             return Ok(None);
         };
-        let exporter = otlp::OtlpExporter::new(url).map_err(TraceError)?;
+        let processor = otlp::EncodingProcessor::new(url).map_err(TraceError)?;
         let mut resource = Resource::builder();
         // The default service name, unless the standard variables give one.
         let named = std::env::var_os("OTEL_SERVICE_NAME").is_some()
@@ -156,9 +157,6 @@ impl Tracing {
         if !named {
             resource = resource.with_service_name("connector-runtime");
         }
-        let processor = BatchSpanProcessor::builder(exporter)
-            .with_batch_config(BatchConfigBuilder::default().build())
-            .build();
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
             .with_resource(resource.build())
@@ -183,7 +181,7 @@ impl Tracing {
         &self,
         headers: &HeaderMap,
         method: &str,
-        route: &str,
+        route: &'static str,
         path: &str,
     ) -> Context {
         let parent = TraceContextPropagator::new().extract(&RequestHeaders(headers));
@@ -192,8 +190,8 @@ impl Tracing {
             .span_builder(format!("{method} {route}"))
             .with_kind(SpanKind::Server)
             .with_attributes([
-                KeyValue::new("http.request.method", method.to_string()),
-                KeyValue::new("http.route", route.to_string()),
+                KeyValue::new("http.request.method", method_name(method)),
+                KeyValue::new("http.route", route),
                 KeyValue::new("url.path", path.to_string()),
             ])
             .start_with_context(&self.tracer, &parent);
@@ -223,34 +221,36 @@ impl Tracing {
         method: &str,
         url: &str,
     ) -> (Context, Vec<(HeaderName, HeaderValue)>) {
-        let host = url
-            .split_once("://")
-            .map(|(_, rest)| rest)
-            .unwrap_or(url)
-            .split(['/', '?'])
-            .next()
-            .unwrap_or_default();
-        let (address, port) = match host.rsplit_once(':') {
-            Some((address, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
-                (address, port.parse::<i64>().ok())
+        // By hand: `split_once("://")` runs a substring searcher for every call.
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .unwrap_or(url);
+        let host = &rest[..rest
+            .bytes()
+            .position(|b| b == b'/' || b == b'?')
+            .unwrap_or(rest.len())];
+        let (address, port) = match host.bytes().rposition(|b| b == b':') {
+            Some(i) if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => {
+                (&host[..i], host[i + 1..].parse::<i64>().ok())
             }
             _ => (host, None),
         };
-        let mut attributes = vec![
-            KeyValue::new("http.request.method", method.to_string()),
-            KeyValue::new("server.address", address.to_string()),
-        ];
+        let method = method_name(method);
+        let mut attributes = Vec::with_capacity(3);
+        attributes.push(KeyValue::new("http.request.method", method.clone()));
+        attributes.push(KeyValue::new("server.address", address.to_string()));
         if let Some(port) = port {
             attributes.push(KeyValue::new("server.port", port));
         }
         let span = self
             .tracer
-            .span_builder(method.to_string())
+            .span_builder(method)
             .with_kind(SpanKind::Client)
             .with_attributes(attributes)
             .start_with_context(&self.tracer, parent);
         let cx = parent.with_span(span);
-        let mut headers = Vec::new();
+        let mut headers = Vec::with_capacity(if self.propagate { 2 } else { 0 });
         if self.propagate {
             traceparent_headers(&cx, &mut headers);
         }
@@ -260,6 +260,17 @@ impl Tracing {
     /// Sends what is still buffered and stops the exporter (at shutdown).
     pub fn shutdown(&self) {
         let _ = self.provider.shutdown();
+    }
+}
+
+/// `method` as a span name or attribute value: the standard methods without an allocation.
+fn method_name(method: &str) -> Cow<'static, str> {
+    const STANDARD: [&str; 9] = [
+        "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE", "CONNECT",
+    ];
+    match STANDARD.iter().find(|m| **m == method) {
+        Some(m) => Cow::Borrowed(m),
+        None => Cow::Owned(method.to_string()),
     }
 }
 
