@@ -46,12 +46,7 @@ unsafe impl std::alloc::GlobalAlloc for Mimalloc {
     }
 
     #[inline]
-    unsafe fn realloc(
-        &self,
-        ptr: *mut u8,
-        layout: std::alloc::Layout,
-        new_size: usize,
-    ) -> *mut u8 {
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
         if layout.align() <= MI_WORD_ALIGN {
             libmimalloc_sys::mi_realloc(ptr.cast(), new_size).cast()
         } else {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE, ORIGIN};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
 use tracing::Instrument;
 
 use super::envelope::Envelope;
@@ -17,7 +18,7 @@ use crate::events::{InFlight, RequestRejected};
 use crate::metrics::UNKNOWN_CONNECTOR;
 use crate::registry::ConnectorKind;
 use crate::run::caller::CookieUse;
-use crate::run::debug::{self, DebugLog};
+use crate::run::debug::DebugLog;
 use crate::run::input::{RequestError, RunRequest};
 use crate::run::timing;
 use crate::run::{CompositeRunActor, RunInput, RunOutcome};
@@ -252,13 +253,16 @@ async fn run(
     Ok(respond(&input, outcome))
 }
 
+/// [`crate::run::debug::HEADER`] as a header name (not parsed again for every request).
+const DEBUG_HEADER: HeaderName = HeaderName::from_static("x-debug-request");
+
 /// Whether the caller asked for `X-Debug-Request: 1` and may have it (docs/spec.md §14):
 /// the server runs with `--debug-requests`, or the request carries the admin token in
 /// `X-Admin-Token`.
 fn debug_allowed(req: &HttpRequest, state: &AppState) -> bool {
     let headers = req.headers();
     let asked = headers
-        .get(debug::HEADER)
+        .get(DEBUG_HEADER)
         .is_some_and(|v| v.as_bytes().trim_ascii() == b"1");
     if !asked {
         return false;
@@ -302,6 +306,9 @@ pub(crate) const MAX_QUERY_PARAMETERS: usize = 1000;
 /// The caller's query parameters.
 fn query_parameters(req: &HttpRequest) -> Result<Vec<(String, String)>, RequestError> {
     let query = req.query_string();
+    if query.is_empty() {
+        return Ok(Vec::new());
+    }
     if query.split('&').count() > MAX_QUERY_PARAMETERS {
         return Err(RequestError::new(
             Code::InvalidQueryString,
@@ -345,7 +352,9 @@ fn respond(input: &RunInput, outcome: RunOutcome) -> HttpResponse {
                     builder.insert_header((CONTENT_TYPE, value));
                 }
             }
-            builder.insert_header((request_id::HEADER, request_id));
+            if let Ok(value) = HeaderValue::from_str(request_id) {
+                builder.insert_header((request_id::HEADER_NAME, value));
+            }
             builder.body(success.body.clone())
         }
         Err(error) => Envelope::from_run(error).response(request_id),
@@ -358,10 +367,11 @@ fn respond(input: &RunInput, outcome: RunOutcome) -> HttpResponse {
             HeaderValue::from_static("private, no-store"),
         );
     }
-    if let Ok(v) = HeaderValue::from_str(&server_timing) {
+    // The strings become the header values as they are (checked, not copied).
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(server_timing)) {
         headers.insert(HeaderName::from_static("server-timing"), v);
     }
-    if let Ok(v) = HeaderValue::from_str(&connector_timing) {
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(connector_timing)) {
         headers.insert(HeaderName::from_static("x-connector-timing"), v);
     }
     if let Some(value) = input

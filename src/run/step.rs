@@ -136,11 +136,14 @@ fn render(env: &StepEnv<'_>, id: &TemplateId) -> Result<String, StepFailure> {
         .map_err(|e| StepFailure::from_render(id, &e))
 }
 
-fn header_value(field: &str, value: &str) -> Result<HeaderValue, StepFailure> {
-    HeaderValue::from_bytes(value.as_bytes()).map_err(|_| {
+/// The rendered `value` of template `id` as a header value; the error names the template's
+/// field (found only when the value is refused: it costs a search of the template's name).
+fn header_value(id: &TemplateId, value: String) -> Result<HeaderValue, StepFailure> {
+    // The rendered string becomes the value as it is (checked, not copied).
+    HeaderValue::from_maybe_shared(Bytes::from(value)).map_err(|_| {
         StepFailure::new(
             Code::TemplateRenderingError,
-            format!("{field}: renders to a value with a line break, NUL or other control character, which cannot be sent as a header"),
+            format!("{}: renders to a value with a line break, NUL or other control character, which cannot be sent as a header", id.field_path()),
         )
     })
 }
@@ -233,7 +236,7 @@ fn render_request(env: &StepEnv<'_>) -> Result<RenderedRequest, StepFailure> {
         ) {
             (Some(v), _) => v.clone(),
             (None, Some(literal)) => literal.clone(),
-            (None, None) => header_value(param.value.field_path(), &render(env, &param.value)?)?,
+            (None, None) => header_value(&param.value, render(env, &param.value)?)?,
         };
         headers.push((name.clone(), value));
     }
@@ -321,7 +324,12 @@ async fn execute_step(
     let mut timing = StepTiming {
         name: step.name.clone(),
         index: msg.index,
-        host: host_of(&step.origin),
+        // Only a simple connector's timing headers name the host.
+        host: if run.is_composite() {
+            String::new()
+        } else {
+            host_of(&step.origin)
+        },
         start: started.saturating_duration_since(msg.run_started),
         ..StepTiming::default()
     };
