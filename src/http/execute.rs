@@ -247,6 +247,7 @@ async fn run(
             state.step_actor.clone(),
             state.metrics.clone(),
         )
+        .with_runner(state.steps.clone())
         .start()
         .await
     };

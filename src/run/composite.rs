@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use actix::Addr;
 use bytes::Bytes;
+use futures_util::future::Either;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use minijinja::Value;
 use tracing::Instrument;
@@ -28,7 +29,7 @@ use super::error::{Code, RunError, StepFailure};
 use super::input::RunInput;
 use super::messages::{ExecuteStep, StepOutcome, StepResult};
 use super::quota::TakeRunQuota;
-use super::step::StepActor;
+use super::step::{StepActor, StepRunner};
 use super::timing::StepTiming;
 use crate::events::{RunCancelled, RunFinished};
 use crate::metrics::Metrics;
@@ -62,6 +63,9 @@ pub struct RunOutcome {
 pub struct CompositeRunActor {
     input: Arc<RunInput>,
     step_actor: Addr<StepActor>,
+    /// The step actor's own runner, when the caller has it: the steps are then futures of
+    /// the run's task rather than messages to the actor (see [`StepRunner`]).
+    steps: Option<StepRunner>,
     metrics: Arc<Metrics>,
     /// `steps.<name>` of the steps finished so far, by step index.
     results: Vec<Option<(String, Value)>>,
@@ -79,6 +83,7 @@ impl CompositeRunActor {
         CompositeRunActor {
             input,
             step_actor,
+            steps: None,
             metrics,
             results: vec![None; steps],
             answer: None,
@@ -86,6 +91,13 @@ impl CompositeRunActor {
             started: Instant::now(),
             finished: false,
         }
+    }
+
+    /// Executes the steps with `steps` (the runner of the step actor given to
+    /// [`CompositeRunActor::new`]) in the run's own task.
+    pub(crate) fn with_runner(mut self, steps: StepRunner) -> Self {
+        self.steps = Some(steps);
+        self
     }
 
     /// Starts the run on its own task of this worker; the handle gives its outcome and,
@@ -260,9 +272,16 @@ impl CompositeRunActor {
             steps: self.steps_value(),
             run_started: self.started,
         };
-        let sent = self.step_actor.send(message);
+        let step = match &self.steps {
+            Some(steps) => Either::Left(steps.execute(message)),
+            None => Either::Right(self.step_actor.send(message)),
+        };
         async move {
-            let outcome = match sent.await {
+            let sent = match step {
+                Either::Left(execution) => Ok(execution.await),
+                Either::Right(sent) => sent.await,
+            };
+            let outcome = match sent {
                 Ok(outcome) => outcome,
                 Err(_) => StepOutcome {
                     result: Err(StepFailure::new(
