@@ -35,7 +35,7 @@ pub(crate) fn generate() -> String {
         }
     }
     // Hex digits: always UTF-8.
-    String::from_utf8_lossy(&digits).into_owned()
+    String::from_utf8(digits.to_vec()).unwrap_or_default()
 }
 
 /// The request's id: the caller's `X-Request-ID` if valid, else a new one.
