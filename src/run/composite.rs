@@ -22,6 +22,7 @@ use actix::Addr;
 use bytes::Bytes;
 use futures_util::future::Either;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use minijinja::value::{Enumerator, Object};
 use minijinja::Value;
 use tracing::Instrument;
 
@@ -68,7 +69,8 @@ pub struct CompositeRunActor {
     steps: Option<StepRunner>,
     metrics: Arc<Metrics>,
     /// `steps.<name>` of the steps finished so far, by step index.
-    results: Vec<Option<(String, Value)>>,
+    /// (The name is kept as a template string, so `steps` is built without copying it.)
+    results: Vec<Option<(Value, Value)>>,
     /// The latest step (by index) that answered, and its answer.
     answer: Option<(usize, StepResult)>,
     timings: Vec<StepTiming>,
@@ -198,7 +200,7 @@ impl CompositeRunActor {
         self.timings.push(outcome.timing);
         match outcome.result {
             Ok(mut result) => {
-                let name = self.input.connector.steps[index].name.clone();
+                let name = Value::from(self.input.connector.steps[index].name.as_str());
                 // The value goes to later steps; the answer keeps only status and body.
                 self.results[index] = Some((name, std::mem::take(&mut result.value)));
                 if result.answers && self.answer.as_ref().is_none_or(|(i, _)| *i < index) {
@@ -260,7 +262,7 @@ impl CompositeRunActor {
 
     /// `steps` as templates see it: the finished steps, in the listed order.
     fn steps_value(&self) -> Value {
-        Value::from_pairs(self.results.iter().flatten().cloned())
+        Value::from_object(StepsSoFar(self.results.iter().flatten().cloned().collect()))
     }
 
     /// Sends step `index` to the step actor, with the results so far; the future owns what
@@ -336,6 +338,27 @@ impl CompositeRunActor {
             timings,
             total,
         }
+    }
+}
+
+/// `steps` as templates see it: a dict of the finished steps' names to their
+/// `steps.<name>` values, in the listed order, as a lookup object over them (built for
+/// every step a run starts; a map built with `Value::from_pairs` cost a hashed insert per
+/// step, callgrind: ~500 instructions per step of scenario A).
+#[derive(Debug)]
+struct StepsSoFar(Vec<(Value, Value)>);
+
+impl Object for StepsSoFar {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let key = key.as_str()?;
+        self.0
+            .iter()
+            .find(|(name, _)| name.as_str() == Some(key))
+            .map(|(_, value)| value.clone())
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Values(self.0.iter().map(|(name, _)| name.clone()).collect())
     }
 }
 
