@@ -20,7 +20,7 @@ use crate::registry::{
     BuildOptions, CallerIdentity, LoadMode, RegistryActor, RegistryHandle, RegistrySource,
     SyncReason,
 };
-use crate::run::step::StepActor;
+use crate::run::step::{StepActor, StepRunner};
 use crate::run::{IdentityGate, RunSettings, SharedRunState};
 use crate::template::secrets::SecretsError;
 use crate::template::{RenderLimits, SecretStore, Variables};
@@ -124,6 +124,13 @@ impl StepActors {
     /// Starts a step actor for the current worker thread.
     pub fn start(&self) -> Addr<StepActor> {
         StepActor::new(build_client(&self.client), self.shared.clone()).start()
+    }
+
+    /// Starts a step actor for the current worker thread, and gives its runner too (the
+    /// server's runs execute their steps with it, sharing the actor's client and pool).
+    pub fn start_with_runner(&self) -> (Addr<StepActor>, StepRunner) {
+        let runner = StepRunner::new(build_client(&self.client), self.shared.clone());
+        (StepActor::with_runner(runner.clone()).start(), runner)
     }
 }
 
@@ -260,9 +267,11 @@ impl Application {
         // One count for every worker: the cap is on the process, not per worker.
         let run_slots = http::overload::RunSlots::new(args.max_in_flight);
         let mut server = HttpServer::new(move || {
+            let (step_actor, steps) = step_actors.start_with_runner();
             let state = AppState {
                 registry: state_registry.clone(),
-                step_actor: step_actors.start(),
+                step_actor,
+                steps,
                 request_body,
                 metrics: app_metrics.clone(),
                 operator: operator.clone(),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE, ORIGIN};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
 use tracing::Instrument;
 
 use super::envelope::Envelope;
@@ -17,7 +18,7 @@ use crate::events::{InFlight, RequestRejected};
 use crate::metrics::UNKNOWN_CONNECTOR;
 use crate::registry::ConnectorKind;
 use crate::run::caller::CookieUse;
-use crate::run::debug::{self, DebugLog};
+use crate::run::debug::DebugLog;
 use crate::run::input::{RequestError, RunRequest};
 use crate::run::timing;
 use crate::run::{CompositeRunActor, RunInput, RunOutcome};
@@ -250,11 +251,15 @@ async fn run(
             state.step_actor.clone(),
             state.metrics.clone(),
         )
+        .with_runner(state.steps.clone())
         .start()
         .await
     };
     Ok(respond(&input, outcome))
 }
+
+/// [`crate::run::debug::HEADER`] as a header name (not parsed again for every request).
+const DEBUG_HEADER: HeaderName = HeaderName::from_static("x-debug-request");
 
 /// Whether the caller asked for `X-Debug-Request: 1` and may have it (docs/spec.md §14):
 /// the server runs with `--debug-requests`, or the request carries the admin token in
@@ -262,7 +267,7 @@ async fn run(
 fn debug_allowed(req: &HttpRequest, state: &AppState) -> bool {
     let headers = req.headers();
     let asked = headers
-        .get(debug::HEADER)
+        .get(DEBUG_HEADER)
         .is_some_and(|v| v.as_bytes().trim_ascii() == b"1");
     if !asked {
         return false;
@@ -306,6 +311,9 @@ pub(crate) const MAX_QUERY_PARAMETERS: usize = 1000;
 /// The caller's query parameters.
 fn query_parameters(req: &HttpRequest) -> Result<Vec<(String, String)>, RequestError> {
     let query = req.query_string();
+    if query.is_empty() {
+        return Ok(Vec::new());
+    }
     if query.split('&').count() > MAX_QUERY_PARAMETERS {
         return Err(RequestError::new(
             Code::InvalidQueryString,
@@ -349,7 +357,9 @@ fn respond(input: &RunInput, outcome: RunOutcome) -> HttpResponse {
                     builder.insert_header((CONTENT_TYPE, value));
                 }
             }
-            builder.insert_header((request_id::HEADER, request_id));
+            if let Ok(value) = HeaderValue::from_str(request_id) {
+                builder.insert_header((request_id::HEADER_NAME, value));
+            }
             builder.body(success.body.clone())
         }
         Err(error) => Envelope::from_run(error).response(request_id),
@@ -362,10 +372,10 @@ fn respond(input: &RunInput, outcome: RunOutcome) -> HttpResponse {
             HeaderValue::from_static("private, no-store"),
         );
     }
-    if let Ok(v) = HeaderValue::from_str(&server_timing) {
+    if let Some(v) = timing_value(server_timing) {
         headers.insert(HeaderName::from_static("server-timing"), v);
     }
-    if let Ok(v) = HeaderValue::from_str(&connector_timing) {
+    if let Some(v) = timing_value(connector_timing) {
         headers.insert(HeaderName::from_static("x-connector-timing"), v);
     }
     if let Some(value) = input
@@ -378,6 +388,23 @@ fn respond(input: &RunInput, outcome: RunOutcome) -> HttpResponse {
         }
     }
     response
+}
+
+/// A timing header's value, the string itself (not copied). `run::timing` writes these from
+/// fixed ASCII text, digits, step names and permalinks (slugs), request ids (checked by
+/// `request_id::is_valid`, or generated hex), trace ids (hex), host names (as the URL
+/// parser writes them) and JSON strings whose control characters are escaped: visible
+/// ASCII and spaces only, which a header value may hold. So the value is not checked again
+/// byte by byte (about 3,000 instructions per answer); a string that is not all ASCII, which
+/// these never are, is checked as any other.
+fn timing_value(text: String) -> Option<HeaderValue> {
+    if !text.is_ascii() {
+        return HeaderValue::from_maybe_shared(Bytes::from(text)).ok();
+    }
+    // SAFETY: `HeaderValue` requires visible ASCII, spaces and tabs; the text is ASCII and,
+    // as written by `run::timing` (see above), holds no control character. (Debug builds,
+    // which the tests run, check it all the same: `http` panics on an invalid byte.)
+    Some(unsafe { HeaderValue::from_maybe_shared_unchecked(Bytes::from(text)) })
 }
 
 fn timing_headers(input: &RunInput, outcome: &RunOutcome) -> (String, String) {

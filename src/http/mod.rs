@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use crate::error::Code;
 use crate::registry::{RegistryActor, RegistryHandle};
-use crate::run::step::StepActor;
+use crate::run::step::{StepActor, StepRunner};
 use envelope::Envelope;
 
 /// What every request handler of one worker shares.
@@ -29,6 +29,8 @@ pub struct AppState {
     pub registry: RegistryHandle,
     /// This worker's step executor.
     pub step_actor: Addr<StepActor>,
+    /// The step actor's runner: a run executes its steps with it in its own task.
+    pub steps: StepRunner,
     /// How large a caller's body may be, and how long it may take to arrive.
     pub request_body: body::BodyLimits,
     /// Metrics.

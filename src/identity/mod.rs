@@ -291,7 +291,14 @@ pub fn extract_token<'h>(
         if authorization.next().is_some() {
             return Err(Malformed::Authorization.into());
         }
-        let value = value.to_str().map_err(|_| Malformed::Authorization)?;
+        // A header value is visible ASCII, tabs and bytes over 0x7f, so it is text exactly
+        // when it is ASCII: checked a word at a time rather than byte by byte as `to_str`
+        // does (a member token is ~600 bytes: ~6,000 instructions per request, callgrind).
+        let bytes = value.as_bytes();
+        if !bytes.is_ascii() {
+            return Err(Malformed::Authorization.into());
+        }
+        let value = std::str::from_utf8(bytes).map_err(|_| Malformed::Authorization)?;
         let (scheme, token) = value
             .trim()
             .split_once(' ')

@@ -727,10 +727,12 @@ async fn before_a_registry_is_loaded_readyz_is_503_and_runs_are_registry_not_loa
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = HttpServer::new(move || {
+        let (step_actor, steps) = step_actors.start_with_runner();
         App::new()
             .app_data(web::Data::new(AppState {
                 registry: state_registry.clone(),
-                step_actor: step_actors.start(),
+                step_actor,
+                steps,
                 request_body: http::body::BodyLimits {
                     max_bytes: 1024 * 1024,
                     timeout: std::time::Duration::from_secs(10),

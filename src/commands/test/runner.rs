@@ -18,7 +18,7 @@ use crate::http::{self, AppState, OperatorAccess};
 use crate::identity::{Identity, IdentityArgs, KeySet, KeySource, KeyStore, KeyStoreOptions};
 use crate::metrics::Metrics;
 use crate::registry::{ConnectorKind, Registry, RegistryActor, RegistryHandle};
-use crate::run::step::StepActor;
+use crate::run::step::{StepActor, StepRunner};
 use crate::run::IdentityGate;
 use crate::server::StepActors;
 use crate::upstream::transport::{MockAnswer, MockUpstreams, RecordedCall};
@@ -138,10 +138,12 @@ impl Engine {
         } else {
             Transport::Mock(mocks.clone())
         };
+        let steps = StepRunner::new(transport, step_actors.shared.clone());
         let state = AppState {
             tracing: None,
             registry: self.handle.clone(),
-            step_actor: StepActor::new(transport, step_actors.shared.clone()).start(),
+            step_actor: StepActor::with_runner(steps.clone()).start(),
+            steps,
             request_body: http::body::BodyLimits {
                 max_bytes: self.serve.max_request_bytes,
                 timeout: Duration::from_millis(self.serve.request_body_timeout_ms),
