@@ -64,7 +64,7 @@ def simple_connector(i, port, rev=0):
     fields = ",".join(FIELDS[(i + k) % len(FIELDS)] for k in range(3))
     base = f"http://127.0.0.1:{port}"
     if i == 0:
-        url = base + "/users/me?account={{ pathParams.account_id }}"
+        url = base + "/users/me?account={{ pathParams.account_id }}&expand={{ pathParams.expand }}"
     else:
         url = base + f"/v{1 + i % 3}/{res}/{{{{ pathParams.account_id }}}}/{res}-{i}?expand={{{{ pathParams.expand }}}}"
     connector = {
