@@ -20,7 +20,10 @@ It starts the release server on the registry and measures:
     while wrk drives a simple connector and a composite; the reload's own duration is
     `connector_registry_load_duration_seconds` (read and build), and the time from the signal
     to `connector_registry_loads_total{result="ok"}` counting it is measured from outside;
-  * failed requests while it reloads: wrk's non-2xx responses and socket errors.
+  * failed requests while it reloads: wrk's non-2xx responses and socket errors;
+  * CPU: the server's user + system time to ready, and the main thread's (where the registry
+    actor builds) over the reload: on a busy machine the wall-clock figures mostly measure
+    the wait for a core.
 
 The server is given the file through a symlink into another directory, so the file watcher
 (which watches the symlink's directory) does not see the edit and SIGHUP alone reloads it.
@@ -196,6 +199,13 @@ def status_kib(pid, field):
     return 0
 
 
+def cpu_s(pid, tid=None):
+    """utime + stime of process `pid` (or of its thread `tid`), in seconds."""
+    path = f"/proc/{pid}/task/{tid}/stat" if tid else f"/proc/{pid}/stat"
+    fields = open(path).read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def metric(port, name, labels=""):
     _, text = http_get(f"http://127.0.0.1:{port}/metrics")
     pattern = re.escape(name) + (r"\{" + re.escape(labels) + r"\}" if labels else "") + r"\s+(\S+)"
@@ -315,6 +325,7 @@ def main(argv=None):
         if ready is None:
             raise SystemExit("the server was not ready within 120 s")
         time.sleep(0.5)  # let start-up's transient allocations settle
+        ready_cpu = cpu_s(server.pid)
         rss = status_kib(server.pid, "VmRSS") / 1024
         hwm_ready = status_kib(server.pid, "VmHWM") / 1024
         build_s = metric(a.port, "connector_registry_load_duration_seconds")
@@ -342,6 +353,8 @@ def main(argv=None):
         for t in threads:
             t.start()
         time.sleep(a.seconds / 3)
+        # The registry actor, which builds, runs on the main thread (the actix system's).
+        main_cpu = cpu_s(server.pid, server.pid)
         signalled = time.perf_counter()
         os.kill(server.pid, signal.SIGHUP)
         reload_wall = None
@@ -350,6 +363,7 @@ def main(argv=None):
                 reload_wall = time.perf_counter() - signalled
                 break
             time.sleep(0.01)
+        reload_cpu = cpu_s(server.pid, server.pid) - main_cpu
         reload_s = metric(a.port, "connector_registry_load_duration_seconds")
         for t in threads:
             t.join()
@@ -371,11 +385,13 @@ def main(argv=None):
     rows = [
         ("ready (start -> /readyz 200)", f"{ready:.2f} s"),
         ("registry build at start", f"{build_s:.2f} s" if build_s is not None else "-"),
+        ("server CPU to ready (user + sys)", f"{ready_cpu:.2f} s"),
         ("RSS after ready (VmRSS)", f"{rss:.1f} MiB"),
         ("peak RSS at ready (VmHWM)", f"{hwm_ready:.1f} MiB"),
         ("per connector (RSS / connectors)", f"{rss * 1024 / max(a.connectors, 1):.1f} KiB"),
         ("reload build (load duration metric)", f"{reload_s:.2f} s" if reload_s is not None else "-"),
         ("reload, SIGHUP -> published", f"{reload_wall:.2f} s" if reload_wall is not None else "never"),
+        ("reload CPU (main thread, user + sys)", f"{reload_cpu:.2f} s"),
         ("RSS after reload (VmRSS)", f"{rss_after:.1f} MiB"),
         ("peak RSS over the run (VmHWM)", f"{hwm:.1f} MiB"),
         ("requests during the wrk run", f"{requests}"),
