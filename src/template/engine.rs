@@ -105,19 +105,33 @@ pub(crate) const RECURSION_LIMIT: usize = 100;
 /// environment that renders it, which templates with the same text in the same field share.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TemplateId {
+    /// Its names, behind one thin pointer: a step holds many ids.
+    names: Arc<TemplateNames>,
+    /// The output of a template without any Jinja2 syntax, known when it compiles.
+    literal: Option<Arc<str>>,
+}
+
+/// Where a template is and what the environment calls it.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct TemplateNames {
     /// The unique internal name of this field: its location, for error messages.
     location: Arc<str>,
     /// The name the environment renders it by (the location of the first template with
     /// this text in this field).
     name: Arc<str>,
-    /// The output of a template without any Jinja2 syntax, known when it compiles.
-    literal: Option<Arc<str>>,
 }
 
 impl TemplateId {
+    fn new(location: Arc<str>, name: Arc<str>, literal: Option<Arc<str>>) -> Self {
+        TemplateId {
+            names: Arc::new(TemplateNames { location, name }),
+            literal,
+        }
+    }
+
     /// The name the environment renders it by.
     pub(crate) fn name(&self) -> &str {
-        &self.name
+        &self.names.name
     }
 
     /// The fixed output of a template that has no Jinja2 syntax at all.
@@ -128,11 +142,8 @@ impl TemplateId {
     /// The registry field this template fills, as errors name it (`headers[0].value`):
     /// the part of its location after `permalink/index/`.
     pub(crate) fn field_path(&self) -> &str {
-        let location = self
-            .location
-            .rsplit('\u{1f}')
-            .nth(1)
-            .unwrap_or(&self.location);
+        let location = &self.names.location;
+        let location = location.rsplit('\u{1f}').nth(1).unwrap_or(location);
         location.splitn(3, '/').nth(2).unwrap_or(location)
     }
 }
@@ -344,22 +355,14 @@ impl TemplateSet {
         let literal = literal_output(source);
         if literal.is_some() {
             // Plain text is its own output: nothing to compile or render.
-            return Ok(TemplateId {
-                name: location.clone(),
-                location,
-                literal,
-            });
+            return Ok(TemplateId::new(location.clone(), location, literal));
         }
         let compiled = match field {
             Field::Url => url_template_source(source),
             _ => source.to_string(),
         };
         let name = self.compile(&location, field, compiled)?;
-        Ok(TemplateId {
-            location,
-            name,
-            literal,
-        })
+        Ok(TemplateId::new(location, name, literal))
     }
 
     /// Checks `text` for `field` under `name`, rewritten first when it needs to be, and
@@ -407,11 +410,7 @@ impl TemplateSet {
         // The expression starts on line 1, so an error's line is the expression's.
         let compiled = format!("{{% set {EXPRESSION_VALUE} = ({source}\n) %}}");
         let name = self.compile(&location, field, compiled)?;
-        Ok(TemplateId {
-            location,
-            name,
-            literal: None,
-        })
+        Ok(TemplateId::new(location, name, None))
     }
 
     /// Why `source` is not one Jinja2 expression, if it is not.
