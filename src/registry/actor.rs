@@ -443,6 +443,9 @@ impl RegistryActor {
         started: Instant,
     ) -> Result<SyncRecord, SyncError> {
         let result = self.publish(snapshot, reason, started);
+        if matches!(result, Ok(Some(_))) {
+            return_freed_memory();
+        }
         let duration = started.elapsed();
         let record = |result: &'static str, revision, changes, error| SyncRecord {
             reason,
@@ -697,6 +700,17 @@ impl Handler<GetStatus> for RegistryActor {
         }
         MessageResult(status)
     }
+}
+
+/// Hands the memory a build freed back to the OS now. A build frees as much as it keeps (the
+/// parsed file, the checks' syntax trees, the previous registry), and the binary's allocator
+/// (mimalloc) returns freed pages only after its purge delay and only when the thread that
+/// freed them allocates again, which this actor's thread may not do until the next sync: a
+/// 10,000-connector registry held 60-110 MiB more than it used after a reload.
+fn return_freed_memory() {
+    // SAFETY: `mi_collect` takes no pointer and only walks this thread's own heap; when
+    // mimalloc is not the global allocator (tests, benches) that heap is empty.
+    unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
 #[cfg(test)]

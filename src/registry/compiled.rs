@@ -213,7 +213,7 @@ pub struct Step {
     /// Query parameters.
     pub query: Vec<Param>,
     /// Authentication.
-    pub auth: Option<Auth>,
+    pub auth: Option<Box<Auth>>,
     /// Outbound body template.
     pub request_body: Option<TemplateId>,
     /// Response transform.

@@ -1,8 +1,11 @@
-//! One minijinja environment per loaded registry: every template is compiled into it once
-//! when the registry loads, and a run only renders by name.
+//! One minijinja environment per loaded registry: every template is checked when the
+//! registry loads and compiled into it once, the first time a run renders it (a compiled
+//! minijinja template takes ~12 KiB however short it is, so a registry of 10,000 connectors
+//! compiled up front held over 1 GiB); identical text in the same field is one template, and
+//! plain text is never compiled.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use minijinja::value::{Value, ValueKind};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, Output, State, UndefinedBehavior};
@@ -98,18 +101,37 @@ const EXPRESSION_VALUE: &str = "__expression_value";
 /// Deepest nesting of frames (loops, macro calls, `with` blocks) a render may reach.
 pub(crate) const RECURSION_LIMIT: usize = 100;
 
-/// A compiled template, referred to by its unique internal name.
+/// A checked template: where it is (its unique internal name) and the template of the
+/// environment that renders it, which templates with the same text in the same field share.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TemplateId {
-    name: Arc<str>,
+    /// Its names, behind one thin pointer: a step holds many ids.
+    names: Arc<TemplateNames>,
     /// The output of a template without any Jinja2 syntax, known when it compiles.
     literal: Option<Arc<str>>,
 }
 
+/// Where a template is and what the environment calls it.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct TemplateNames {
+    /// The unique internal name of this field: its location, for error messages.
+    location: Arc<str>,
+    /// The name the environment renders it by (the location of the first template with
+    /// this text in this field).
+    name: Arc<str>,
+}
+
 impl TemplateId {
-    /// The internal name.
+    fn new(location: Arc<str>, name: Arc<str>, literal: Option<Arc<str>>) -> Self {
+        TemplateId {
+            names: Arc::new(TemplateNames { location, name }),
+            literal,
+        }
+    }
+
+    /// The name the environment renders it by.
     pub(crate) fn name(&self) -> &str {
-        &self.name
+        &self.names.name
     }
 
     /// The fixed output of a template that has no Jinja2 syntax at all.
@@ -120,7 +142,8 @@ impl TemplateId {
     /// The registry field this template fills, as errors name it (`headers[0].value`):
     /// the part of its location after `permalink/index/`.
     pub(crate) fn field_path(&self) -> &str {
-        let location = self.name.rsplit('\u{1f}').nth(1).unwrap_or(&self.name);
+        let location = &self.names.location;
+        let location = location.rsplit('\u{1f}').nth(1).unwrap_or(location);
         location.splitn(3, '/').nth(2).unwrap_or(location)
     }
 }
@@ -146,7 +169,11 @@ pub struct RenderError {
     pub jwt_signing: bool,
 }
 
-/// The compiled templates of one registry and the environment that renders them.
+/// The text each template of a registry is compiled from, by name: the environment's loader
+/// compiles a template from here the first time it is rendered.
+type Sources = Arc<RwLock<HashMap<Arc<str>, Arc<str>>>>;
+
+/// The templates of one registry and the environment that renders them.
 pub struct TemplateSet {
     env: Environment<'static>,
     limits: RenderLimits,
@@ -155,6 +182,12 @@ pub struct TemplateSet {
     /// place; see [`rewrite`]), by name: their text as written, for error messages and
     /// `X-Debug-Request`. Rendering never looks here.
     rewrites: HashMap<Arc<str>, Rewrite>,
+    /// What each template is compiled from (the environment's loader reads it).
+    sources: Sources,
+    /// The name of the template already added for a field and text: the same text in the
+    /// same field (`Bearer {{ get_secret('token') }}` in a thousand connectors) renders
+    /// through one template.
+    shared: HashMap<(Field, Arc<str>), Arc<str>>,
 }
 
 impl std::fmt::Debug for TemplateSet {
@@ -286,13 +319,22 @@ fn has_dot_segment(text: &str) -> bool {
 }
 
 impl TemplateSet {
-    /// Wraps an environment holding compiled templates.
-    pub fn new(env: Environment<'static>, limits: RenderLimits) -> Self {
+    /// Wraps an environment that templates are added to.
+    pub fn new(mut env: Environment<'static>, limits: RenderLimits) -> Self {
+        let sources = Sources::default();
+        let loader = sources.clone();
+        // Called on a template's first render only: minijinja keeps what it compiles.
+        env.set_loader(move |name| {
+            let sources = loader.read().unwrap_or_else(PoisonError::into_inner);
+            Ok(sources.get(name).map(|text| text.to_string()))
+        });
         TemplateSet {
             env,
             limits,
             redactor: None,
             rewrites: HashMap::new(),
+            sources,
+            shared: HashMap::new(),
         }
     }
 
@@ -309,32 +351,50 @@ impl TemplateSet {
     /// [`url_template_source`]); `%` and lists changed in place are compiled as Python has
     /// them ([`rewrite`]).
     pub fn add(&mut self, location: &str, field: Field, source: &str) -> Result<TemplateId, Error> {
-        let name = field.template_name(location);
+        let location: Arc<str> = field.template_name(location).into();
+        let literal = literal_output(source);
+        if literal.is_some() {
+            // Plain text is its own output: nothing to compile or render.
+            return Ok(TemplateId::new(location.clone(), location, literal));
+        }
         let compiled = match field {
             Field::Url => url_template_source(source),
             _ => source.to_string(),
         };
-        self.compile(&name, compiled)?;
-        Ok(TemplateId {
-            name: name.into(),
-            literal: literal_output(source),
-        })
+        let name = self.compile(&location, field, compiled)?;
+        Ok(TemplateId::new(location, name, literal))
     }
 
-    /// Compiles `text` under `name`, rewritten first when it needs to be.
-    fn compile(&mut self, name: &str, text: String) -> Result<(), Error> {
-        match rewrite::rewrite(&text) {
-            Some(rewritten) => {
-                self.env
-                    .add_template_owned(name.to_string(), rewritten.source.clone())?;
-                self.rewrites.insert(name.into(), rewritten);
-            }
-            None => {
-                self.rewrites.remove(name);
-                self.env.add_template_owned(name.to_string(), text)?;
-            }
+    /// Checks `text` for `field` under `name`, rewritten first when it needs to be, and
+    /// gives the name it renders by: that of the same text in the same field added before,
+    /// else `name`. Syntax errors are found here (parsing is all that compiling can fail
+    /// at); the environment compiles the text the first time it is rendered.
+    fn compile(&mut self, name: &Arc<str>, field: Field, text: String) -> Result<Arc<str>, Error> {
+        let (text, rewritten) = match rewrite::rewrite(&text) {
+            Some(rewritten) => (rewritten.source.clone(), Some(rewritten)),
+            None => (text, None),
+        };
+        let text: Arc<str> = text.into();
+        if let Some(shared) = self.shared.get(&(field, text.clone())) {
+            return Ok(shared.clone());
         }
-        Ok(())
+        minijinja::machinery::parse(&text, name, minijinja::syntax::SyntaxConfig::default())?;
+        match rewritten {
+            Some(rewritten) => self.rewrites.insert(name.clone(), rewritten),
+            None => self.rewrites.remove(name),
+        };
+        let replaced = self
+            .sources
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.clone(), text.clone());
+        if replaced.is_some() {
+            // The same location added again (tests do): its old text is not rendered again.
+            self.env.remove_template(name);
+            self.shared.retain(|_, shared| shared != name);
+        }
+        self.shared.insert((field, text), name.clone());
+        Ok(name.clone())
     }
 
     /// Compiles the expression `source` (a `when` or `for_each`) under a unique `location`:
@@ -346,14 +406,11 @@ impl TemplateSet {
         field: Field,
         source: &str,
     ) -> Result<TemplateId, Error> {
-        let name = field.template_name(location);
+        let location: Arc<str> = field.template_name(location).into();
         // The expression starts on line 1, so an error's line is the expression's.
         let compiled = format!("{{% set {EXPRESSION_VALUE} = ({source}\n) %}}");
-        self.compile(&name, compiled)?;
-        Ok(TemplateId {
-            name: name.into(),
-            literal: None,
-        })
+        let name = self.compile(&location, field, compiled)?;
+        Ok(TemplateId::new(location, name, None))
     }
 
     /// Why `source` is not one Jinja2 expression, if it is not.
@@ -442,10 +499,8 @@ impl TemplateSet {
         if let Some(rewritten) = self.rewrites.get(id.name()) {
             return Some(rewritten.original.clone());
         }
-        self.env
-            .get_template(id.name())
-            .ok()
-            .map(|t| t.source().to_string())
+        let sources = self.sources.read().unwrap_or_else(PoisonError::into_inner);
+        sources.get(id.name()).map(|text| text.to_string())
     }
 
     /// Renders a compiled template with `ctx`.

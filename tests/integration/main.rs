@@ -22,6 +22,7 @@ mod http_cache;
 mod identity;
 mod identity_server;
 mod jwt_algorithms;
+mod large_registry;
 mod metrics;
 mod module_graph;
 mod openapi;

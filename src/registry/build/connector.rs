@@ -551,7 +551,8 @@ impl<'o> Builder<'o> {
             Field::QueryValue,
         );
         let auth = match def.authentication {
-            Some(a) => self.auth(site, a),
+            // Boxed: most calls have none, and the largest kind is ~440 bytes.
+            Some(a) => self.auth(site, a).map(|a| a.map(Box::new)),
             None => Ok(None),
         };
         let request_body =
