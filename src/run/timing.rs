@@ -141,7 +141,10 @@ fn json_str(out: &mut String, s: &str) {
     out.push('"');
     // Nearly always nothing to escape: copied in one go (pushing char by char cost ~10
     // instructions a character, for every answer).
-    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+    if !s
+        .bytes()
+        .any(|b| b == b'"' || b == b'\\' || b < 0x20 || b == 0x7f)
+    {
         out.push_str(s);
         out.push('"');
         return;
@@ -150,7 +153,8 @@ fn json_str(out: &mut String, s: &str) {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
+            // DEL too: these strings become header values (`http::execute::timing_value`).
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
             c => out.push(c),
@@ -321,6 +325,18 @@ pub(crate) fn simple_connector_timing(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_strings_escape_every_byte_a_header_value_may_not_hold() {
+        let mut out = String::new();
+        json_str(&mut out, "a\u{7f}b\r\n\"c");
+        assert_eq!(out, r#""a\u007fb\u000d\u000a\"c""#);
+        assert!(out.bytes().all(|b| (0x20..0x7f).contains(&b)));
+        assert_eq!(
+            serde_json::from_str::<String>(&out).unwrap(),
+            "a\u{7f}b\r\n\"c"
+        );
+    }
 
     #[test]
     fn connector_timing_is_valid_json_with_the_documented_keys() {
