@@ -41,6 +41,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+
+from run import stop  # bench/run.py: SIGTERM the process group, SIGKILL after 10 s
 import threading
 import time
 import urllib.error
@@ -233,19 +235,6 @@ def start_upstream(port):
             raise SystemExit(f"nginx did not start on 127.0.0.1:{port}")
         time.sleep(0.05)
     return p
-
-
-def stop(p):
-    if p is None or p.poll() is not None:
-        return
-    try:
-        os.killpg(p.pid, signal.SIGTERM)
-        p.wait(timeout=10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def wrk_script(directory, name, method, body, headers):

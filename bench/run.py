@@ -302,6 +302,8 @@ def start(cmd, port, env=None):
 
 
 def stop(p):
+    if p is None:
+        return
     if isinstance(p, _Receiver):
         p.stop()
         return
