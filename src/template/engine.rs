@@ -319,6 +319,19 @@ fn has_dot_segment(text: &str) -> bool {
 }
 
 impl TemplateSet {
+    /// An empty set in the default environment (no secrets, no variables, default limits),
+    /// for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> TemplateSet {
+        let limits = RenderLimits::default();
+        let env = new_environment(
+            Arc::new(SecretStore::new()),
+            Arc::new(Variables::new()),
+            limits,
+        );
+        TemplateSet::new(env, limits)
+    }
+
     /// Wraps an environment that templates are added to.
     pub fn new(mut env: Environment<'static>, limits: RenderLimits) -> Self {
         let sources = Sources::default();
@@ -582,13 +595,7 @@ mod tests {
 
     #[test]
     fn a_url_prints_its_origin_expression_as_it_is_and_encodes_the_rest() {
-        let limits = RenderLimits::default();
-        let env = new_environment(
-            Arc::new(SecretStore::new()),
-            Arc::new(Variables::new()),
-            limits,
-        );
-        let mut set = TemplateSet::new(env, limits);
+        let mut set = TemplateSet::for_tests();
         let ctx = Value::from(minijinja::value::Serde(serde_json::json!({"v": "a/b c"})));
         for (source, rendered) in [
             (

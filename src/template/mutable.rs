@@ -492,20 +492,10 @@ pub(crate) fn freeze(value: &Value) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use crate::template::{
-        new_environment, Field, RenderLimits, SecretStore, TemplateSet, Variables,
-    };
+    use crate::template::{Field, RenderLimits, TemplateSet};
 
     fn render(source: &str) -> Result<String, String> {
-        let limits = RenderLimits::default();
-        let env = new_environment(
-            Arc::new(SecretStore::new()),
-            Arc::new(Variables::new()),
-            limits,
-        );
-        let mut set = TemplateSet::new(env, limits);
+        let mut set = TemplateSet::for_tests();
         let id = set
             .add("t/0/body", Field::RequestBody, source)
             .map_err(|e| e.to_string())?;
