@@ -1206,3 +1206,24 @@ async fn every_log_line_of_a_traced_request_carries_its_trace_id() {
     }
     receiver.stop().await;
 }
+
+#[test]
+fn an_https_otlp_endpoint_stops_start_up_with_a_message_saying_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("connectors_registry.json");
+    std::fs::write(&registry, r#"{"connectors": []}"#).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_connector-runtime"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--registry"])
+        .arg(&registry)
+        .args(["--otlp-endpoint", "https://127.0.0.1:4318"])
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("https://127.0.0.1:4318/v1/traces") && stderr.contains("plain HTTP"),
+        "{stderr}"
+    );
+}
