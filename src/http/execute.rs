@@ -99,23 +99,11 @@ async fn handle(
         };
         tracing.server(req.headers(), req.method().as_str(), route, req.path())
     });
-    // A traced request's log lines carry its trace id (docs/spec.md §13): its span is then
-    // at info level, so the JSON and text logs print its fields with every line.
-    let span = match &trace {
-        None => tracing::debug_span!("run", request_id = %request_id, connector = %permalink),
-        // The trace id only: each field costs a formatting when the span is made (about
-        // 2,000 instructions), and the request id and connector are fields of every
-        // info-level run and step event anyway (as when the span is off, untraced).
-        Some(cx) if !tracing::enabled!(tracing::Level::DEBUG) => {
-            tracing::info_span!("run", trace_id = %crate::trace::trace_id(cx))
-        }
-        Some(cx) => tracing::info_span!(
-            "run",
-            request_id = %request_id,
-            trace_id = %crate::trace::trace_id(cx),
-        ),
-    };
-    async move {
+    // Debug level, as for every run; a traced request's log lines get its trace id from
+    // `trace::InTrace` below (docs/spec.md §13), which costs nothing until a line is written.
+    let span = tracing::debug_span!("run", request_id = %request_id, connector = %permalink);
+    let trace_id = trace.as_ref().map(|cx| cx.ids().trace_id);
+    let answer = async move {
         let ran = run(
             &req,
             &permalink,
@@ -158,16 +146,19 @@ async fn handle(
         }
         if let Some(cx) = &trace {
             let status = response.status().as_u16();
-            crate::trace::attribute(cx, "connector.permalink", permalink.clone());
-            crate::trace::attribute(cx, "connector.request_id", request_id.to_string());
+            crate::trace::attribute(cx, "connector.permalink", permalink.as_str());
+            crate::trace::attribute(cx, "connector.request_id", request_id.as_str());
             // A server span is an error for the server's own failures (5xx) only.
             let error = (status >= 500).then(|| status.to_string());
             crate::trace::end(cx, Some(status), error.as_deref());
         }
         response
     }
-    .instrument(span)
-    .await
+    .instrument(span);
+    match trace_id {
+        Some(trace_id) => crate::trace::InTrace::new(trace_id, answer).await,
+        None => answer.await,
+    }
 }
 
 /// One run, from the HTTP request to the answer; a refusal before any step runs is an `Err`.
@@ -178,7 +169,7 @@ async fn run(
     state: &AppState,
     kind: ConnectorKind,
     request_id: &str,
-    trace: Option<&opentelemetry::Context>,
+    trace: Option<&crate::trace::Context>,
 ) -> Result<HttpResponse, RequestError> {
     // Connector calls are plain request/response: an `Upgrade` request would leave its body
     // open-ended (the connection is handed over), so it is refused before the body is read.

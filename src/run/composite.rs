@@ -24,7 +24,6 @@ use futures_util::future::Either;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use minijinja::value::{Enumerator, Object};
 use minijinja::Value;
-use tracing::Instrument;
 
 use super::error::{Code, RunError, StepFailure};
 use super::input::RunInput;
@@ -107,11 +106,13 @@ impl CompositeRunActor {
     /// when the run ends, not at every step (for the HTTP handler, every wake-up is a pass
     /// of the connection's dispatcher).
     pub(crate) fn start(self) -> RunHandle {
-        if self.input.trace.is_some() {
-            // The run's own task logs inside the request's span too (its trace id).
-            return RunHandle(actix_rt::spawn(
-                self.run().instrument(tracing::Span::current()),
-            ));
+        if let Some(cx) = &self.input.trace {
+            // The run's own task logs with the request's trace id too.
+            let trace_id = cx.ids().trace_id;
+            return RunHandle(actix_rt::spawn(crate::trace::InTrace::new(
+                trace_id,
+                self.run(),
+            )));
         }
         RunHandle(actix_rt::spawn(self.run()))
     }

@@ -289,7 +289,7 @@ pub struct RunInput {
     /// PATCH connector without a `request_body` (docs/spec.md §15, the platform's rule).
     pub forwarded_body: Option<(Bytes, Option<HeaderValue>)>,
     /// The context of the request's SERVER span, when tracing is on.
-    pub trace: Option<opentelemetry::Context>,
+    pub trace: Option<crate::trace::Context>,
     /// The run's log span when it is traced (its fields carry the trace id): the steps'
     /// futures run in it, so their log lines carry it too without a span of their own.
     pub log_span: Option<tracing::Span>,

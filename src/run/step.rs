@@ -209,7 +209,7 @@ struct StepEnv<'a> {
     /// `response_body`, or its `for_each` step (an item's result).
     keep_value: bool,
     /// The step's span, when the run is traced (its calls' CLIENT spans go under it).
-    trace: Option<opentelemetry::Context>,
+    trace: Option<crate::trace::Context>,
 }
 
 impl<'a> StepEnv<'a> {
@@ -466,7 +466,7 @@ async fn execute_step(
 
 /// Ends a step's span with what the step came to: its state, cache use, tries and items
 /// as attributes, its failure's code as the error.
-fn end_step_span(cx: &opentelemetry::Context, timing: &StepTiming, failure: Option<&StepFailure>) {
+fn end_step_span(cx: &crate::trace::Context, timing: &StepTiming, failure: Option<&StepFailure>) {
     crate::trace::attribute(cx, "connector.step.state", timing.state.as_str());
     if timing.cache.involved() {
         crate::trace::attribute(cx, "connector.step.cache", timing.cache.as_label());

@@ -7,7 +7,7 @@
 //! 10,000 instructions per batch. An OTLP export is one POST to one fixed URL whose answer is
 //! only looked at for its status, so the request head is written once, at start.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, IoSlice, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
@@ -93,14 +93,19 @@ impl Poster {
         })
     }
 
-    /// POSTs `body` and returns the answer's status. A kept connection the server has closed
-    /// in the meantime is replaced once; any other failure drops the connection.
-    pub(crate) fn post(&mut self, body: &[u8]) -> Result<u16, String> {
-        let mut message = Vec::with_capacity(self.head.len() + 24 + body.len());
-        message.extend_from_slice(&self.head);
-        message.extend_from_slice(body.len().to_string().as_bytes());
-        message.extend_from_slice(b"\r\n\r\n");
-        message.extend_from_slice(body);
+    /// POSTs the body made of `parts` (written one after the other, never copied into one
+    /// buffer: a batch of spans is a few hundred KiB) and returns the answer's status. A
+    /// kept connection the server has closed in the meantime is replaced once; any other
+    /// failure drops the connection.
+    pub(crate) fn post(&mut self, parts: &[&[u8]]) -> Result<u16, String> {
+        let length: usize = parts.iter().map(|p| p.len()).sum();
+        let mut head = Vec::with_capacity(self.head.len() + 24);
+        head.extend_from_slice(&self.head);
+        head.extend_from_slice(length.to_string().as_bytes());
+        head.extend_from_slice(b"\r\n\r\n");
+        let mut message = Vec::with_capacity(1 + parts.len());
+        message.push(head.as_slice());
+        message.extend_from_slice(parts);
         let reused = self.conn.is_some();
         match self.exchange(&message) {
             Ok(status) => Ok(status),
@@ -110,7 +115,7 @@ impl Poster {
         }
     }
 
-    fn exchange(&mut self, message: &[u8]) -> Result<u16, Failure> {
+    fn exchange(&mut self, message: &[&[u8]]) -> Result<u16, Failure> {
         let result = self.try_exchange(message);
         if !matches!(result, Ok((_, true))) {
             self.conn = None;
@@ -119,12 +124,12 @@ impl Poster {
     }
 
     /// Status, and whether the connection can be kept.
-    fn try_exchange(&mut self, message: &[u8]) -> Result<(u16, bool), Failure> {
+    fn try_exchange(&mut self, message: &[&[u8]]) -> Result<(u16, bool), Failure> {
         if self.conn.is_none() {
             self.conn = Some(BufReader::new(self.connect()?));
         }
         let conn = self.conn.as_mut().expect("connected above");
-        if conn.get_mut().write_all(message).is_err() {
+        if write_all_vectored(conn.get_mut(), message).is_err() {
             return Err(Failure::Stale);
         }
         let mut line = String::new();
@@ -263,6 +268,22 @@ impl From<Failure> for String {
     }
 }
 
+/// Writes every part in as few `writev` calls as the socket takes.
+fn write_all_vectored(out: &mut impl Write, parts: &[&[u8]]) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+    let mut left = &mut slices[..];
+    IoSlice::advance_slices(&mut left, 0);
+    while !left.is_empty() {
+        match out.write_vectored(left) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut left, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,9 +337,9 @@ mod tests {
             Duration::from_secs(5),
         )
         .unwrap();
-        assert_eq!(poster.post(b"one"), Ok(200));
-        assert_eq!(poster.post(b"two"), Ok(200));
-        assert_eq!(poster.post(b"three"), Ok(503));
+        assert_eq!(poster.post(&[b"o", b"", b"ne"]), Ok(200));
+        assert_eq!(poster.post(&[b"two"]), Ok(200));
+        assert_eq!(poster.post(&[b"three"]), Ok(503));
         let seen = server.join().unwrap();
         assert_eq!(seen.len(), 3, "one connection carried the three requests");
         assert!(
@@ -360,17 +381,17 @@ mod tests {
         });
         let mut poster =
             Poster::new(&url, &[], "application/x-protobuf", Duration::from_secs(5)).unwrap();
-        assert_eq!(poster.post(b"a"), Ok(200));
+        assert_eq!(poster.post(&[b"a"]), Ok(200));
         // The server dropped the first connection after answering.
         std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(poster.post(b"b"), Ok(200));
+        assert_eq!(poster.post(&[b"b"]), Ok(200));
         server.join().unwrap();
         let closed = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/v1/traces", closed.local_addr().unwrap());
         drop(closed);
         let mut poster =
             Poster::new(&url, &[], "application/x-protobuf", Duration::from_secs(1)).unwrap();
-        assert!(poster.post(b"x").unwrap_err().contains("cannot connect"));
+        assert!(poster.post(&[b"x"]).unwrap_err().contains("cannot connect"));
     }
 
     #[test]

@@ -3,19 +3,24 @@
 //! W3C trace context taken from callers and sent to upstreams. Off, at the cost of one
 //! `Option` check per request, when no endpoint is configured.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _};
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::trace::{SpanKind, TraceContextExt, TraceId};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{Config, SamplingDecision, ShouldSample};
 use opentelemetry_sdk::Resource;
 
+mod current;
 mod http;
 mod otlp;
+mod span;
+
+pub(crate) use current::{trace_id as current_trace_id, InTrace};
+pub(crate) use otlp::Attr;
+pub use span::Context;
+use span::{Kind, Parentage, SpanIds, Start};
 
 /// Whether upstream calls carry the trace context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -53,8 +58,10 @@ pub struct TraceError(String);
 /// The process's tracer: where spans go, whether upstreams see the context, and the trace
 /// UI the console links to.
 pub struct Tracing {
-    provider: SdkTracerProvider,
-    tracer: SdkTracer,
+    exporter: Arc<otlp::Exporter>,
+    /// The SDK's sampler of `OTEL_TRACES_SAMPLER` / `_ARG` (default: parent-based, always
+    /// on), asked once per trace: see [`Tracing::server`].
+    sampler: Box<dyn ShouldSample>,
     propagate: bool,
     ui_url: Option<Arc<str>>,
 }
@@ -145,7 +152,6 @@ impl Tracing {
         let Some(url) = endpoint(args) else {
             return Ok(None);
         };
-        let processor = otlp::EncodingProcessor::new(url).map_err(TraceError)?;
         let mut resource = Resource::builder();
         // The default service name, unless the standard variables give one.
         let named = std::env::var_os("OTEL_SERVICE_NAME").is_some()
@@ -157,14 +163,10 @@ impl Tracing {
         if !named {
             resource = resource.with_service_name("connector-runtime");
         }
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(processor)
-            .with_resource(resource.build())
-            .build();
-        let tracer = provider.tracer("connector-runtime");
+        let exporter = otlp::Exporter::new(url, &resource.build()).map_err(TraceError)?;
         Ok(Some(Arc::new(Tracing {
-            provider,
-            tracer,
+            exporter: Arc::new(exporter),
+            sampler: Config::default().sampler,
             propagate: args.trace_propagation == Propagation::On,
             ui_url,
         })))
@@ -176,7 +178,10 @@ impl Tracing {
     }
 
     /// The SERVER span of one execute request, continuing the caller's trace when its
-    /// `traceparent` is valid.
+    /// `traceparent` is valid. The sampler decides here, once per trace: a step or call
+    /// span has a local parent of the same trace, for which every sampler of
+    /// `OTEL_TRACES_SAMPLER` decides as it did for this one (parent-based ones follow the
+    /// parent, `traceidratio` looks at the same trace id, always_on/off never change).
     pub(crate) fn server(
         &self,
         headers: &HeaderMap,
@@ -184,33 +189,112 @@ impl Tracing {
         route: &'static str,
         path: &str,
     ) -> Context {
-        let parent = TraceContextPropagator::new().extract(&RequestHeaders(headers));
-        let span = self
-            .tracer
-            .span_builder(format!("{method} {route}"))
-            .with_kind(SpanKind::Server)
-            .with_attributes([
-                KeyValue::new("http.request.method", method_name(method)),
-                KeyValue::new("http.route", route),
-                KeyValue::new("url.path", path.to_string()),
-            ])
-            .start_with_context(&self.tracer, &parent);
-        parent.with_span(span)
+        // Only a request that carries a `traceparent` pays for the propagator's context.
+        let caller = headers
+            .contains_key("traceparent")
+            .then(|| TraceContextPropagator::new().extract(&RequestHeaders(headers)))
+            .filter(|cx| cx.span().span_context().is_valid());
+        let (trace_id, parent) = match &caller {
+            Some(cx) => {
+                let span = cx.span();
+                let context = span.span_context();
+                (
+                    context.trace_id().to_bytes(),
+                    Parentage {
+                        span_id: Some(context.span_id().to_bytes()),
+                        remote: true,
+                    },
+                )
+            }
+            None => (
+                span::random_trace_id(),
+                Parentage {
+                    span_id: None,
+                    remote: false,
+                },
+            ),
+        };
+        let mut name = String::with_capacity(method.len() + 1 + route.len());
+        name.push_str(method);
+        name.push(' ');
+        name.push_str(route);
+        let decision = self.sampler.should_sample(
+            caller.as_ref(),
+            TraceId::from_bytes(trace_id),
+            &name,
+            &SpanKind::Server,
+            &[],
+            &[],
+        );
+        let state = decision.trace_state.header();
+        let ids = SpanIds {
+            trace_id,
+            span_id: span::random_span_id(),
+            sampled: decision.decision == SamplingDecision::RecordAndSample,
+        };
+        let cx = Context::start(
+            Start {
+                ids,
+                parent,
+                trace_state: (!state.is_empty()).then(|| state.into()),
+                kind: Kind::Server,
+                name: &[&name],
+                attributes: &[
+                    ("http.request.method", Attr::Str(method)),
+                    ("http.route", Attr::Str(route)),
+                    ("url.path", Attr::Str(path)),
+                ],
+            },
+            &self.exporter,
+        );
+        // A sampler's own attributes (the SDK's samplers give none).
+        for kv in &decision.attributes {
+            if let opentelemetry::Value::I64(i) = kv.value {
+                cx.attribute(kv.key.as_str(), Attr::Int(i));
+            } else {
+                cx.attribute(kv.key.as_str(), Attr::Str(&kv.value.as_str()));
+            }
+        }
+        cx
+    }
+
+    /// A span under `parent`, in its trace.
+    fn child(
+        &self,
+        parent: &Context,
+        kind: Kind,
+        name: &[&str],
+        attributes: &[(&'static str, Attr<'_>)],
+    ) -> Context {
+        let ids = parent.ids();
+        Context::start(
+            Start {
+                ids: ids.child(),
+                parent: Parentage {
+                    span_id: Some(ids.span_id),
+                    remote: false,
+                },
+                trace_state: parent.trace_state().cloned(),
+                kind,
+                name,
+                attributes,
+            },
+            &self.exporter,
+        )
     }
 
     /// The span of one step, under the run's SERVER span.
     pub(crate) fn step(&self, run: &Context, connector: &str, step: &str, index: usize) -> Context {
-        let span = self
-            .tracer
-            .span_builder(format!("step {step}"))
-            .with_kind(SpanKind::Internal)
-            .with_attributes([
-                KeyValue::new("connector.permalink", connector.to_string()),
-                KeyValue::new("connector.step.name", step.to_string()),
-                KeyValue::new("connector.step.index", index as i64),
-            ])
-            .start_with_context(&self.tracer, run);
-        run.with_span(span)
+        self.child(
+            run,
+            Kind::Internal,
+            &["step ", step],
+            &[
+                ("connector.permalink", Attr::Str(connector)),
+                ("connector.step.name", Attr::Str(step)),
+                ("connector.step.index", Attr::Int(index as i64)),
+            ],
+        )
     }
 
     /// A CLIENT span for one upstream call under `parent`, and the headers that carry its
@@ -236,20 +320,26 @@ impl Tracing {
             }
             _ => (host, None),
         };
-        let method = method_name(method);
-        let mut attributes = Vec::with_capacity(3);
-        attributes.push(KeyValue::new("http.request.method", method.clone()));
-        attributes.push(KeyValue::new("server.address", address.to_string()));
-        if let Some(port) = port {
-            attributes.push(KeyValue::new("server.port", port));
-        }
-        let span = self
-            .tracer
-            .span_builder(method)
-            .with_kind(SpanKind::Client)
-            .with_attributes(attributes)
-            .start_with_context(&self.tracer, parent);
-        let cx = parent.with_span(span);
+        let with_port;
+        let without_port;
+        let attributes: &[(&'static str, Attr<'_>)] = match port {
+            Some(port) => {
+                with_port = [
+                    ("http.request.method", Attr::Str(method)),
+                    ("server.address", Attr::Str(address)),
+                    ("server.port", Attr::Int(port)),
+                ];
+                &with_port
+            }
+            None => {
+                without_port = [
+                    ("http.request.method", Attr::Str(method)),
+                    ("server.address", Attr::Str(address)),
+                ];
+                &without_port
+            }
+        };
+        let cx = self.child(parent, Kind::Client, &[method], attributes);
         let mut headers = Vec::with_capacity(if self.propagate { 2 } else { 0 });
         if self.propagate {
             traceparent_headers(&cx, &mut headers);
@@ -259,18 +349,7 @@ impl Tracing {
 
     /// Sends what is still buffered and stops the exporter (at shutdown).
     pub fn shutdown(&self) {
-        let _ = self.provider.shutdown();
-    }
-}
-
-/// `method` as a span name or attribute value: the standard methods without an allocation.
-fn method_name(method: &str) -> Cow<'static, str> {
-    const STANDARD: [&str; 9] = [
-        "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE", "CONNECT",
-    ];
-    match STANDARD.iter().find(|m| **m == method) {
-        Some(m) => Cow::Borrowed(m),
-        None => Cow::Owned(method.to_string()),
+        self.exporter.shutdown();
     }
 }
 
@@ -281,18 +360,7 @@ pub(crate) type Parent<'a> = Option<(&'a Tracing, &'a Context)>;
 /// Ends the span of `cx`: `status` is the HTTP status when one came back, `error` the
 /// failure's type (a code, never a message with data).
 pub(crate) fn end(cx: &Context, status: Option<u16>, error: Option<&str>) {
-    let span = cx.span();
-    if let Some(status) = status {
-        span.set_attribute(KeyValue::new(
-            "http.response.status_code",
-            i64::from(status),
-        ));
-    }
-    if let Some(error) = error {
-        span.set_attribute(KeyValue::new("error.type", error.to_string()));
-        span.set_status(Status::error(error.to_string()));
-    }
-    span.end();
+    cx.end(status, error);
 }
 
 /// Ends the span it holds if it is dropped before [`EndOnDrop::disarm`] (its future was
@@ -302,7 +370,7 @@ pub(crate) struct EndOnDrop(pub Option<Context>);
 impl EndOnDrop {
     /// The context back, the span still open.
     pub(crate) fn disarm(mut self) -> Context {
-        self.0.take().unwrap_or_default()
+        self.0.take().expect("an EndOnDrop is disarmed once")
     }
 }
 
@@ -315,46 +383,24 @@ impl Drop for EndOnDrop {
 }
 
 /// Adds an attribute to the span of `cx`.
-pub(crate) fn attribute(cx: &Context, key: &'static str, value: impl Into<opentelemetry::Value>) {
-    cx.span().set_attribute(KeyValue::new(key, value));
+pub(crate) fn attribute<'v>(cx: &Context, key: &'static str, value: impl Into<Attr<'v>>) {
+    cx.attribute(key, value.into());
 }
 
 /// The trace id of `cx`, as 32 hex digits.
 pub(crate) fn trace_id(cx: &Context) -> String {
-    let mut out = [0u8; 32];
-    hex(&cx.span().span_context().trace_id().to_bytes(), &mut out);
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// `bytes` as lower-case hex into `out` (twice as long): what `{:032x}` gives, without
-/// the formatting machinery (this runs for every traced call).
-fn hex(bytes: &[u8], out: &mut [u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in bytes.iter().enumerate() {
-        out[2 * i] = DIGITS[usize::from(b >> 4)];
-        out[2 * i + 1] = DIGITS[usize::from(b & 15)];
-    }
+    cx.trace_id_hex()
 }
 
 /// W3C `traceparent` (and `tracestate`, when there is one) of the span of `cx`
 /// (`00-<trace id>-<span id>-<flags>`), as `TraceContextPropagator` writes them, formatted
 /// by hand: the propagator goes through `format!` and a header map for each call.
 fn traceparent_headers(cx: &Context, headers: &mut Vec<(HeaderName, HeaderValue)>) {
-    let span = cx.span();
-    let context = span.span_context();
-    if !context.is_valid() {
-        return;
-    }
-    let mut value = *b"00-00000000000000000000000000000000-0000000000000000-00";
-    hex(&context.trace_id().to_bytes(), &mut value[3..35]);
-    hex(&context.span_id().to_bytes(), &mut value[36..52]);
-    hex(&[context.trace_flags().to_u8() & 1], &mut value[53..55]);
-    if let Ok(value) = HeaderValue::from_bytes(&value) {
+    if let Ok(value) = HeaderValue::from_bytes(&cx.traceparent()) {
         headers.push((HeaderName::from_static("traceparent"), value));
     }
-    let state = context.trace_state().header();
-    if !state.is_empty() {
-        if let Ok(value) = HeaderValue::from_str(&state) {
+    if let Some(state) = cx.trace_state() {
+        if let Ok(value) = HeaderValue::from_str(state) {
             headers.push((HeaderName::from_static("tracestate"), value));
         }
     }

@@ -263,7 +263,7 @@ async fn exchange_in_span(
     request: &OutboundRequest,
     max_bytes: usize,
     tracing: &crate::trace::Tracing,
-    parent: &opentelemetry::Context,
+    parent: &crate::trace::Context,
 ) -> Result<UpstreamResponse, FailedAttempt> {
     let (cx, context_headers) = tracing.client(parent, request.method.as_str(), &request.url);
     let attempt = exchange(client, request, max_bytes, &context_headers);

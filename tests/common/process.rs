@@ -35,6 +35,8 @@ pub struct Launch {
     /// Environment changes for the child: `(name, Some(value))` sets a variable,
     /// `(name, None)` removes an inherited one.
     pub env: Vec<(String, Option<String>)>,
+    /// `--log-format text` instead of the JSON lines the helpers read.
+    pub text_logs: bool,
 }
 
 impl Default for Launch {
@@ -44,6 +46,7 @@ impl Default for Launch {
             resolv_conf: None,
             source: None,
             env: Vec::new(),
+            text_logs: false,
         }
     }
 }
@@ -97,7 +100,7 @@ impl ServerProcess {
             "--registry-poll-secs",
             "0",
             "--log-format",
-            "json",
+            if launch.text_logs { "text" } else { "json" },
         ]);
         if launch.allow_private_upstreams {
             command.arg("--allow-private-upstreams");
@@ -155,6 +158,16 @@ impl ServerProcess {
                         if let Some(port) = event["port"].as_u64() {
                             return port as u16;
                         }
+                    }
+                } else if let Some((_, rest)) = line
+                    .contains("connector-runtime serving")
+                    .then(|| line.split_once(" port="))
+                    .flatten()
+                {
+                    // The text format: `... connector-runtime serving ... port=NNNN ...`.
+                    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                    if let Ok(port) = digits.parse() {
+                        return port;
                     }
                 }
             }

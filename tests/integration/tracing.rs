@@ -1163,48 +1163,114 @@ async fn a_caller_that_did_not_sample_its_trace_gets_no_spans_exported() {
 }
 
 #[actix_web::test]
-async fn every_log_line_of_a_traced_request_carries_its_trace_id() {
+async fn the_standard_sampler_variables_decide_for_the_whole_trace() {
     let up = upstream(|cfg| {
-        cfg.route(
-            "/down",
-            web::get().to(json_route(503, json!({"error": "maintenance"}))),
-        );
+        cfg.route("/ok", web::get().to(json_route(200, json!({"ok": true}))));
     })
     .await;
-    let registry = json!({"composite_connectors": [{
-        "name": "Failing", "permalink": "failing",
-        "steps": [{"name": "down", "url": format!("{}/down", up.base)}]
-    }]});
     let receiver = Receiver::start();
-    let server = traced(&registry, &receiver, &[]);
-    // A failing step is logged at info.
-    let reply = run(&server, "failing", &[("traceparent", CALLER_TRACEPARENT)]).await;
-    assert_eq!(reply.status, 502, "{}", reply.text());
-    let request_id = reply.header("x-request-id").unwrap();
-    receiver.trace(CALLER_TRACE_ID, 3).await;
-    let lines: Vec<Value> = server
-        .log()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e.to_string().contains(&request_id))
-        .collect();
-    assert!(
-        !lines.is_empty(),
-        "no log line of the request:\n{}",
-        server.log_tail(20)
+    // Not parent-based: the trace id alone decides, whatever the caller's flags say (the
+    // lower 64 bits, halved, below half of 2^63 are kept).
+    let server = server(
+        &one_step(&up.base),
+        &["--otlp-endpoint", receiver.base.as_str()],
+        &[
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.5"),
+        ],
     );
-    for line in &lines {
-        let trace_id = line
-            .get("trace_id")
-            .or_else(|| line.pointer("/fields/trace_id"))
-            .or_else(|| line.pointer("/span/trace_id"));
-        assert_eq!(
-            trace_id.and_then(Value::as_str),
-            Some(CALLER_TRACE_ID),
-            "a log line of the request without its trace_id: {line}"
-        );
+    let kept = "4bf92f3577b34da60000000000000001";
+    let dropped = "4bf92f3577b34da6fffffffffffffff1";
+    for trace_id in [dropped, kept] {
+        let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+        let reply = run(&server, "one", &[("traceparent", &traceparent)]).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
     }
+    let requests = up.log.to("/ok");
+    assert_eq!(requests.len(), 2);
+    let sent: Vec<(String, String)> = requests
+        .iter()
+        .map(|r| {
+            let (trace, _, flags) = traceparent_parts(r.header("traceparent").unwrap());
+            (trace, flags)
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (dropped.to_string(), "00".to_string()),
+            (kept.to_string(), "01".to_string())
+        ],
+        "upstreams see the sampler's decision"
+    );
+    // The kept trace's three spans (server, step, call) arrive; by then the dropped one's
+    // would have too.
+    let spans = receiver.trace(kept, 3).await;
+    assert_eq!(spans.len(), 3, "{}", describe(&spans));
+    assert!(
+        receiver.of_trace(dropped).is_empty(),
+        "{}",
+        describe(&receiver.of_trace(dropped))
+    );
     receiver.stop().await;
+}
+
+#[actix_web::test]
+async fn every_log_line_of_a_traced_request_carries_its_trace_id() {
+    for text_logs in [false, true] {
+        let up = upstream(|cfg| {
+            cfg.route(
+                "/down",
+                web::get().to(json_route(503, json!({"error": "maintenance"}))),
+            );
+        })
+        .await;
+        let registry = json!({"composite_connectors": [{
+            "name": "Failing", "permalink": "failing",
+            "steps": [{"name": "down", "url": format!("{}/down", up.base)}]
+        }]});
+        let receiver = Receiver::start();
+        let mut vars: Vec<(String, Option<String>)> =
+            INHERITED.iter().map(|n| (n.to_string(), None)).collect();
+        vars.push(("OTEL_BSP_SCHEDULE_DELAY".into(), Some("100".into())));
+        let server = ServerProcess::start_with(
+            &registry,
+            &["--otlp-endpoint", receiver.base.as_str()],
+            Launch {
+                env: vars,
+                text_logs,
+                ..Default::default()
+            },
+        );
+        // A failing step is logged at info.
+        let reply = run(&server, "failing", &[("traceparent", CALLER_TRACEPARENT)]).await;
+        assert_eq!(reply.status, 502, "{}", reply.text());
+        let request_id = reply.header("x-request-id").unwrap();
+        receiver.trace(CALLER_TRACE_ID, 3).await;
+        let log = server.log();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(&request_id)).collect();
+        assert!(
+            !lines.is_empty(),
+            "no log line of the request:\n{}",
+            server.log_tail(20)
+        );
+        for line in lines {
+            if text_logs {
+                assert!(
+                    line.ends_with(&format!(" trace_id={CALLER_TRACE_ID}")),
+                    "a text log line of the request without its trace_id: {line}"
+                );
+                continue;
+            }
+            let line: Value = serde_json::from_str(line).expect("a JSON log line");
+            assert_eq!(
+                line.get("trace_id").and_then(Value::as_str),
+                Some(CALLER_TRACE_ID),
+                "a log line of the request without its trace_id: {line}"
+            );
+        }
+        receiver.stop().await;
+    }
 }
 
 #[test]
