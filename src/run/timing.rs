@@ -178,8 +178,10 @@ impl Ids<'_> {
         out.push_str("{\"request_id\":");
         json_str(out, self.request_id);
         if let Some(trace_id) = self.trace_id {
-            out.push_str(",\"trace_id\":");
-            json_str(out, trace_id);
+            // 32 hex digits: nothing to escape.
+            out.push_str(",\"trace_id\":\"");
+            out.push_str(trace_id);
+            out.push('"');
         }
     }
 }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanKind, TraceContextExt, TraceId};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -191,7 +192,7 @@ impl Tracing {
     ) -> Context {
         // Only a request that carries a `traceparent` pays for the propagator's context.
         let caller = headers
-            .contains_key("traceparent")
+            .contains_key(&TRACEPARENT)
             .then(|| TraceContextPropagator::new().extract(&RequestHeaders(headers)))
             .filter(|cx| cx.span().span_context().is_valid());
         let (trace_id, parent) = match &caller {
@@ -214,14 +215,21 @@ impl Tracing {
                 },
             ),
         };
-        let mut name = String::with_capacity(method.len() + 1 + route.len());
-        name.push_str(method);
-        name.push(' ');
-        name.push_str(route);
+        // The span's name for the sampler, on the stack (the span writes it in parts).
+        let mut name_buf = [0u8; 96];
+        let name_len = method.len() + 1 + route.len();
+        let name = if name_len <= name_buf.len() {
+            name_buf[..method.len()].copy_from_slice(method.as_bytes());
+            name_buf[method.len()] = b' ';
+            name_buf[method.len() + 1..name_len].copy_from_slice(route.as_bytes());
+            std::str::from_utf8(&name_buf[..name_len]).unwrap_or(route)
+        } else {
+            route
+        };
         let decision = self.sampler.should_sample(
             caller.as_ref(),
             TraceId::from_bytes(trace_id),
-            &name,
+            name,
             &SpanKind::Server,
             &[],
             &[],
@@ -238,7 +246,7 @@ impl Tracing {
                 parent,
                 trace_state: (!state.is_empty()).then(|| state.into()),
                 kind: Kind::Server,
-                name: &[&name],
+                name: &[method, " ", route],
                 attributes: &[
                     ("http.request.method", Attr::Str(method)),
                     ("http.route", Attr::Str(route)),
@@ -353,6 +361,10 @@ impl Tracing {
     }
 }
 
+/// The W3C trace context headers.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
 /// Where an upstream call's CLIENT span goes: the tracer and the parent (a step's span),
 /// `None` when the call is not traced.
 pub(crate) type Parent<'a> = Option<(&'a Tracing, &'a Context)>;
@@ -396,12 +408,15 @@ pub(crate) fn trace_id(cx: &Context) -> String {
 /// (`00-<trace id>-<span id>-<flags>`), as `TraceContextPropagator` writes them, formatted
 /// by hand: the propagator goes through `format!` and a header map for each call.
 fn traceparent_headers(cx: &Context, headers: &mut Vec<(HeaderName, HeaderValue)>) {
-    if let Ok(value) = HeaderValue::from_bytes(&cx.traceparent()) {
-        headers.push((HeaderName::from_static("traceparent"), value));
-    }
+    let value = Bytes::copy_from_slice(&cx.traceparent());
+    // SAFETY: a traceparent is hex digits and dashes (see `Context::traceparent`): visible
+    // ASCII, which is all `HeaderValue` requires. (Debug builds check it all the same.)
+    headers.push((TRACEPARENT, unsafe {
+        HeaderValue::from_maybe_shared_unchecked(value)
+    }));
     if let Some(state) = cx.trace_state() {
         if let Ok(value) = HeaderValue::from_str(state) {
-            headers.push((HeaderName::from_static("tracestate"), value));
+            headers.push((TRACESTATE, value));
         }
     }
 }

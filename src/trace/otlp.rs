@@ -346,29 +346,43 @@ impl From<i64> for Attr<'_> {
 /// A `KeyValue` message with a non-empty `key` as field `field`, in one pass: its lengths
 /// are computed before it is written, nothing is patched or moved.
 pub(crate) fn key_value(out: &mut Vec<u8>, field: u32, key: &str, value: Attr<'_>) {
+    // What nearly every attribute is: a one-byte field and every length one byte, written
+    // as fixed-size stores and two copies, no length computed as a varint.
+    if field < 16 {
+        let tag = (field << 3 | 2) as u8;
+        match value {
+            Attr::Str(s) if key.len() + s.len() <= 121 => {
+                // key (2 + k) + value (2 + AnyValue (2 + v)) <= 127
+                let total = key.len() + s.len() + 6;
+                out.reserve(2 + total);
+                out.extend_from_slice(&[tag, total as u8, 0x0a, key.len() as u8]);
+                out.extend_from_slice(key.as_bytes());
+                out.extend_from_slice(&[0x12, (2 + s.len()) as u8, 0x0a, s.len() as u8]);
+                out.extend_from_slice(s.as_bytes());
+                return;
+            }
+            // Ports, indexes and status codes: a varint of at most two bytes (< 2^14).
+            Attr::Int(i) if (0..1 << 14).contains(&i) && key.len() <= 100 => {
+                let wide = usize::from(i >= 128);
+                let total = key.len() + 6 + wide;
+                out.reserve(2 + total);
+                out.extend_from_slice(&[tag, total as u8, 0x0a, key.len() as u8]);
+                out.extend_from_slice(key.as_bytes());
+                if wide == 1 {
+                    out.extend_from_slice(&[0x12, 3, 0x18, (i as u8) | 0x80, (i >> 7) as u8]);
+                } else {
+                    out.extend_from_slice(&[0x12, 2, 0x18, i as u8]);
+                }
+                return;
+            }
+            _ => {}
+        }
+    }
     let any = match value {
         Attr::Str(s) => 1 + varint_len(s.len() as u64) + s.len(),
         Attr::Int(i) => 1 + varint_len(i as u64),
     };
     let total = 1 + varint_len(key.len() as u64) + key.len() + 1 + varint_len(any as u64) + any;
-    if field < 16 && total < 128 {
-        // What nearly every attribute is: every tag and length one byte, written as a few
-        // fixed-size copies (a third of the instructions of the varint path below).
-        out.reserve(2 + total);
-        out.extend_from_slice(&[(field << 3 | 2) as u8, total as u8, 0x0a, key.len() as u8]);
-        out.extend_from_slice(key.as_bytes());
-        match value {
-            Attr::Str(s) => {
-                out.extend_from_slice(&[0x12, any as u8, 0x0a, s.len() as u8]);
-                out.extend_from_slice(s.as_bytes());
-            }
-            Attr::Int(i) => {
-                out.extend_from_slice(&[0x12, any as u8, 0x18]);
-                varint(out, i as u64);
-            }
-        }
-        return;
-    }
     out.reserve(total + 3);
     tag(out, field, 2);
     varint(out, total as u64);
@@ -560,14 +574,28 @@ mod tests {
             Attr::Int(0),
             Attr::Int(127),
             Attr::Int(128),
+            Attr::Int((1 << 14) - 1),
+            Attr::Int(1 << 14),
             Attr::Int(18_081),
             Attr::Int((1 << 28) - 1),
             Attr::Int(1 << 28),
             Attr::Int(-1),
             Attr::Int(i64::MIN),
         ];
-        for key in ["k", "http.request.method", &"k".repeat(130)] {
-            for value in values {
+        let edge_value = "e".repeat(121 - "http.request.method".len());
+        let over_edge = "e".repeat(122 - "http.request.method".len());
+        let values: Vec<Attr<'_>> = values
+            .into_iter()
+            .chain([Attr::Str(&edge_value), Attr::Str(&over_edge)])
+            .collect();
+        for key in [
+            "k",
+            "http.request.method",
+            &"k".repeat(100),
+            &"k".repeat(101),
+            &"k".repeat(130),
+        ] {
+            for &value in &values {
                 let mut fast = Vec::new();
                 key_value(&mut fast, 9, key, value);
                 let general = match value {
