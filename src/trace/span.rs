@@ -196,7 +196,8 @@ impl Drop for Open {
 /// The fields a span's message starts with: ids, parent, name, kind, start time and the
 /// attributes it starts with.
 fn begin(start: &Start<'_>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(384);
+    // A server span with a long path is ~400 bytes: room for it without growing.
+    let mut out = Vec::with_capacity(512);
     otlp::bytes(&mut out, 1, &start.ids.trace_id);
     otlp::bytes(&mut out, 2, &start.ids.span_id);
     if let Some(state) = &start.trace_state {
