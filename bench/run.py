@@ -357,6 +357,9 @@ def otlp_receiver():
     import threading
 
     class Handler(http.server.BaseHTTPRequestHandler):
+        # Keep-alive, as a collector is: the exporter keeps its one connection.
+        protocol_version = "HTTP/1.1"
+
         def do_POST(self):
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
             self.send_response(200)

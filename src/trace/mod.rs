@@ -312,7 +312,7 @@ impl Tracing {
         parent: &Context,
         method: &str,
         url: &str,
-    ) -> (Context, Vec<(HeaderName, HeaderValue)>) {
+    ) -> (Context, ContextHeaders) {
         // By hand: `split_once("://")` runs a substring searcher for every call.
         let rest = url
             .strip_prefix("http://")
@@ -348,7 +348,7 @@ impl Tracing {
             }
         };
         let cx = self.child(parent, Kind::Client, &[method], attributes);
-        let mut headers = Vec::with_capacity(if self.propagate { 2 } else { 0 });
+        let mut headers = ContextHeaders::none();
         if self.propagate {
             traceparent_headers(&cx, &mut headers);
         }
@@ -358,6 +358,35 @@ impl Tracing {
     /// Sends what is still buffered and stops the exporter (at shutdown).
     pub fn shutdown(&self) {
         self.exporter.shutdown();
+    }
+}
+
+/// The trace context headers of one upstream call (none, `traceparent`, or both), held
+/// without an allocation.
+pub(crate) struct ContextHeaders {
+    items: [(HeaderName, HeaderValue); 2],
+    len: usize,
+}
+
+impl ContextHeaders {
+    fn none() -> Self {
+        const EMPTY: (HeaderName, HeaderValue) = (TRACEPARENT, HeaderValue::from_static(""));
+        ContextHeaders {
+            items: [EMPTY, EMPTY],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, name: HeaderName, value: HeaderValue) {
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = (name, value);
+            self.len += 1;
+        }
+    }
+
+    /// The headers, in order.
+    pub(crate) fn as_slice(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.items[..self.len]
     }
 }
 
@@ -407,16 +436,16 @@ pub(crate) fn trace_id(cx: &Context) -> String {
 /// W3C `traceparent` (and `tracestate`, when there is one) of the span of `cx`
 /// (`00-<trace id>-<span id>-<flags>`), as `TraceContextPropagator` writes them, formatted
 /// by hand: the propagator goes through `format!` and a header map for each call.
-fn traceparent_headers(cx: &Context, headers: &mut Vec<(HeaderName, HeaderValue)>) {
+fn traceparent_headers(cx: &Context, headers: &mut ContextHeaders) {
     let value = Bytes::copy_from_slice(&cx.traceparent());
     // SAFETY: a traceparent is hex digits and dashes (see `Context::traceparent`): visible
     // ASCII, which is all `HeaderValue` requires. (Debug builds check it all the same.)
-    headers.push((TRACEPARENT, unsafe {
+    headers.push(TRACEPARENT, unsafe {
         HeaderValue::from_maybe_shared_unchecked(value)
-    }));
+    });
     if let Some(state) = cx.trace_state() {
         if let Ok(value) = HeaderValue::from_str(state) {
-            headers.push((TRACESTATE, value));
+            headers.push(TRACESTATE, value);
         }
     }
 }

@@ -537,15 +537,6 @@ pub(super) fn uint(out: &mut Vec<u8>, field: u32, v: u64) {
     }
 }
 
-pub(super) fn fixed64(out: &mut Vec<u8>, field: u32, v: u64) {
-    tag(out, field, 1);
-    out.extend_from_slice(&v.to_le_bytes());
-}
-
-pub(super) fn fixed32(out: &mut Vec<u8>, field: u32, v: u32) {
-    tag(out, field, 5);
-    out.extend_from_slice(&v.to_le_bytes());
-}
 
 /// `ExportTraceServiceRequest` of `spans` (encoded `Span` messages) of `resource`, as the
 /// export thread sends one: the tests' way to decode what spans write.

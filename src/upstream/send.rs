@@ -266,7 +266,7 @@ async fn exchange_in_span(
     parent: &crate::trace::Context,
 ) -> Result<UpstreamResponse, FailedAttempt> {
     let (cx, context_headers) = tracing.client(parent, request.method.as_str(), &request.url);
-    let attempt = exchange(client, request, max_bytes, &context_headers);
+    let attempt = exchange(client, request, max_bytes, context_headers.as_slice());
     // A span whose attempt is dropped (time limit, cancelled run) still ends.
     let guard = crate::trace::EndOnDrop(Some(cx));
     let result = attempt.await;
