@@ -999,7 +999,8 @@ impl Exchange<'_> {
         if !self.env.step.cache.enabled {
             return self.send(request, &[], timing, started).await;
         }
-        let (response, status) = self.cached(request, timing, started).await?;
+        // Boxed: a step whose answers are not cached does not carry (and copy) its state.
+        let (response, status) = Box::pin(self.cached(request, timing, started)).await?;
         timing.cache = status;
         CacheLookedUp {
             connector: &self.env.run.connector.permalink,
@@ -1069,8 +1070,10 @@ impl Exchange<'_> {
         started: Instant,
     ) -> Result<UpstreamResponse, StepFailure> {
         let auth_env = auth_env(self.client, self.shared, self.env);
+        // Boxed: a credential's fetch (a token call, the shared token cache) is most of a
+        // send's state, and a step without authentication should not carry (and copy) it.
         let applied = match self.prepared {
-            Some(prepared) => Some(prepared.apply(&auth_env).await?),
+            Some(prepared) => Some(Box::pin(prepared.apply(&auth_env)).await?),
             None => None,
         };
         let with = |credential: Option<&Credential>| {
@@ -1103,8 +1106,8 @@ impl Exchange<'_> {
                 // A rejected OAuth token is dropped and the step retried once with a fresh one.
                 let token = applied.as_ref().and_then(|a| a.token.clone());
                 if let (Some((key, token)), Some(prepared)) = (token, self.prepared) {
-                    self.shared.tokens.invalidate(&key, &token).await;
-                    let fresh = prepared.apply(&auth_env).await?;
+                    Box::pin(self.shared.tokens.invalidate(&key, &token)).await;
+                    let fresh = Box::pin(prepared.apply(&auth_env)).await?;
                     let retry = with(Some(&fresh.credential));
                     response = call_upstream(
                         self.client,

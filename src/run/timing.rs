@@ -84,7 +84,11 @@ pub(crate) struct Ms(pub u64);
 impl Ms {
     /// Rounds `d` to tenths of a millisecond.
     pub(crate) fn of(d: Duration) -> Self {
-        Ms(((d.as_nanos() + 50_000) / 100_000) as u64)
+        // A second is a whole number of tenths, so only the nanoseconds are rounded: the
+        // same figure as `(as_nanos() + 50_000) / 100_000` without its u128 division.
+        Ms(d.as_secs()
+            .saturating_mul(10_000)
+            .saturating_add(u64::from((d.subsec_nanos() + 50_000) / 100_000)))
     }
 }
 
@@ -189,6 +193,11 @@ impl Ids<'_> {
 /// Appends `n` in decimal: these headers are written for every answer, and `write!` through
 /// `core::fmt` costs several times this.
 fn push_u64(out: &mut String, mut n: u64) {
+    if n < 10 {
+        // Most figures here (indexes, tenths, whole milliseconds) are one digit.
+        out.push(char::from(b'0' + n as u8));
+        return;
+    }
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
@@ -199,8 +208,10 @@ fn push_u64(out: &mut String, mut n: u64) {
             break;
         }
     }
-    // ASCII digits: always UTF-8.
-    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+    // Pushed one by one: a few digits cost less so than a UTF-8 check and a copy.
+    for &digit in &digits[at..] {
+        out.push(char::from(digit));
+    }
 }
 
 /// Appends `d` as milliseconds with one decimal (as [`Ms`] displays it).
@@ -327,6 +338,35 @@ pub(crate) fn simple_connector_timing(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn milliseconds_round_to_the_tenth_as_the_u128_formula_did() {
+        for nanos in [
+            0u64,
+            49_999,
+            50_000,
+            99_999,
+            149_999,
+            150_000,
+            999_949_999,
+            999_950_000,
+            1_000_000_000,
+            12_345_678_901,
+            86_400_999_999_999,
+        ] {
+            let d = Duration::from_nanos(nanos);
+            assert_eq!(
+                Ms::of(d).0,
+                ((d.as_nanos() + 50_000) / 100_000) as u64,
+                "{nanos}"
+            );
+        }
+        for n in [0u64, 7, 9, 10, 99, 200, 1234, u64::MAX] {
+            let mut out = String::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string());
+        }
+    }
 
     #[test]
     fn json_strings_escape_every_byte_a_header_value_may_not_hold() {
