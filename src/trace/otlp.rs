@@ -537,7 +537,6 @@ pub(super) fn uint(out: &mut Vec<u8>, field: u32, v: u64) {
     }
 }
 
-
 /// `ExportTraceServiceRequest` of `spans` (encoded `Span` messages) of `resource`, as the
 /// export thread sends one: the tests' way to decode what spans write.
 #[cfg(test)]

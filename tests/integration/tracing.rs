@@ -50,6 +50,8 @@ const EXPORT_WAIT: Duration = Duration::from_secs(15);
 #[derive(Default)]
 struct Received {
     exports: Vec<ExportTraceServiceRequest>,
+    /// The headers of each export, as (lower-case name, value).
+    export_headers: Vec<Vec<(String, String)>>,
     /// Requests that were not a protobuf `ExportTraceServiceRequest` POSTed to `/v1/traces`.
     problems: Vec<String>,
 }
@@ -90,6 +92,17 @@ async fn export(
     match ExportTraceServiceRequest::decode(body) {
         Ok(request) => {
             received.exports.push(request);
+            let headers = req
+                .headers()
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_string(),
+                        v.to_str().unwrap_or("?").to_string(),
+                    )
+                })
+                .collect();
+            received.export_headers.push(headers);
             HttpResponse::Ok()
                 .content_type("application/x-protobuf")
                 .body(ExportTraceServiceResponse::default().encode_to_vec())
@@ -170,6 +183,11 @@ impl Receiver {
     }
 
     /// How many export requests (of any kind) arrived.
+    /// The headers of every export so far.
+    fn export_headers(&self) -> Vec<Vec<(String, String)>> {
+        self.received.lock().unwrap().export_headers.clone()
+    }
+
     fn requests(&self) -> usize {
         let received = self.received.lock().unwrap();
         received.exports.len() + received.problems.len()
@@ -1270,6 +1288,88 @@ async fn every_log_line_of_a_traced_request_carries_its_trace_id() {
             );
         }
         receiver.stop().await;
+    }
+}
+
+#[actix_web::test]
+async fn the_standard_header_variable_goes_with_every_export() {
+    let up = upstream(|cfg| {
+        cfg.route("/ok", web::get().to(json_route(200, json!({"ok": true}))));
+    })
+    .await;
+    let receiver = Receiver::start();
+    let server = server(
+        &one_step(&up.base),
+        &["--otlp-endpoint", receiver.base.as_str()],
+        &[
+            // Percent-encoded values, as the OpenTelemetry specification has them.
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "authorization=Bearer%20collector-key, x-scope-orgid=tenant-1",
+            ),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2000"),
+        ],
+    );
+    let reply = run(&server, "one", &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    receiver.trace(&timing_trace_id(&reply), 3).await;
+    let exports = receiver.export_headers();
+    assert!(!exports.is_empty());
+    for headers in &exports {
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(
+            get("authorization"),
+            Some("Bearer collector-key"),
+            "{headers:?}"
+        );
+        assert_eq!(get("x-scope-orgid"), Some("tenant-1"), "{headers:?}");
+    }
+    receiver.stop().await;
+}
+
+#[test]
+fn a_malformed_exporter_variable_stops_start_up_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("connectors_registry.json");
+    std::fs::write(&registry, r#"{"connectors": []}"#).unwrap();
+    for (name, value, expected) in [
+        (
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+            "soon",
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "bad name=1",
+            "is not a header name",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "x-key=a%0Ab",
+            "is not a header value",
+        ),
+    ] {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_connector-runtime"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--registry"])
+            .arg(&registry)
+            .args(["--otlp-endpoint", "http://127.0.0.1:4318"]);
+        for inherited in INHERITED {
+            command.env_remove(inherited);
+        }
+        let out = command.env(name, value).output().unwrap();
+        assert!(!out.status.success(), "{name}={value} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{name}={value}: {stderr}");
+        assert!(
+            !stderr.contains("a%0Ab"),
+            "the value is not echoed: {stderr}"
+        );
     }
 }
 
