@@ -267,6 +267,7 @@ impl Tracing {
     }
 
     /// A span under `parent`, in its trace.
+    #[inline(always)]
     fn child(
         &self,
         parent: &Context,
@@ -424,6 +425,7 @@ impl Drop for EndOnDrop {
 }
 
 /// Adds an attribute to the span of `cx`.
+#[inline(always)]
 pub(crate) fn attribute<'v>(cx: &Context, key: &'static str, value: impl Into<Attr<'v>>) {
     cx.attribute(key, value.into());
 }

@@ -345,6 +345,9 @@ impl From<i64> for Attr<'_> {
 
 /// A `KeyValue` message with a non-empty `key` as field `field`, in one pass: its lengths
 /// are computed before it is written, nothing is patched or moved.
+/// Inlined into its callers, whose keys are constants: the key's copy and the lengths are
+/// then worked out at compile time.
+#[inline(always)]
 pub(crate) fn key_value(out: &mut Vec<u8>, field: u32, key: &str, value: Attr<'_>) {
     // What nearly every attribute is: a one-byte field and every length one byte, written
     // as fixed-size stores and two copies, no length computed as a varint.
@@ -378,6 +381,12 @@ pub(crate) fn key_value(out: &mut Vec<u8>, field: u32, key: &str, value: Attr<'_
             _ => {}
         }
     }
+    key_value_varint(out, field, key, value);
+}
+
+/// [`key_value`] with lengths of more than one byte.
+#[inline(never)]
+fn key_value_varint(out: &mut Vec<u8>, field: u32, key: &str, value: Attr<'_>) {
     let any = match value {
         Attr::Str(s) => 1 + varint_len(s.len() as u64) + s.len(),
         Attr::Int(i) => 1 + varint_len(i as u64),

@@ -111,7 +111,9 @@ pub(crate) struct Start<'a> {
 }
 
 impl Context {
-    /// Starts a span; `exporter` is where it goes when the trace is sampled.
+    /// Starts a span; `exporter` is where it goes when the trace is sampled. Inlined (as is
+    /// what it calls), so that each caller's attribute keys are constants there.
+    #[inline(always)]
     pub(crate) fn start(start: Start<'_>, exporter: &Arc<Exporter>) -> Context {
         let record = start.ids.sampled.then(|| {
             Mutex::new(Record {
@@ -139,6 +141,7 @@ impl Context {
     }
 
     /// Adds an attribute (nothing once the span has ended, or when it is not sampled).
+    #[inline(always)]
     pub(crate) fn attribute(&self, key: &str, value: Attr<'_>) {
         if let Some(record) = &self.0.record {
             let mut record = record.lock().unwrap_or_else(|e| e.into_inner());
@@ -195,6 +198,7 @@ impl Drop for Open {
 
 /// The fields a span's message starts with: ids, parent, name, kind, start time and the
 /// attributes it starts with.
+#[inline(always)]
 fn begin(start: &Start<'_>) -> Vec<u8> {
     // A server span with a long path is ~400 bytes: room for it without growing.
     let mut out = Vec::with_capacity(512);
