@@ -14,6 +14,7 @@
 //! is written here in one pass; the tests decode it with opentelemetry-proto, the generated
 //! code of the same schema.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -60,26 +61,34 @@ impl Batching {
     }
 }
 
-/// Encoded spans sent as one request.
+/// Encoded spans, each as field 2 of `ScopeSpans`: what one thread encoded since it last
+/// handed its spans over.
 #[derive(Debug, Default)]
-struct Chunk {
-    /// `Span` messages, each as field 2 of `ScopeSpans`.
+struct Piece {
     spans: Vec<u8>,
     count: usize,
 }
 
+/// A thread's piece being filled. Only that thread and, at each batch delay, the export
+/// thread lock it, so its lock and its bytes stay in that thread's core's cache instead of
+/// moving between the workers' cores five times per run.
+#[derive(Debug, Default)]
+struct Local {
+    piece: Mutex<Piece>,
+}
+
+/// Spans a thread keeps before it hands them over (fewer when the batch is smaller).
+const PIECE_SPANS: usize = 64;
+
 /// What the workers hand the export thread.
 #[derive(Debug, Default)]
 struct Pending {
-    /// The chunk spans are being added to.
-    open: Option<Chunk>,
-    /// Full chunks (or the open one, once the delay passed), oldest first.
-    ready: VecDeque<Chunk>,
-    /// Spans in `open` and `ready`.
+    /// Pieces handed over, oldest first.
+    ready: VecDeque<Piece>,
+    /// Spans in `ready`.
     queued: usize,
-    /// Bytes of the last chunk sealed: the next is allocated that large, so it is not
-    /// grown (and copied) a few times on its way to a full batch.
-    last_chunk: usize,
+    /// Every thread's piece, emptied at each batch delay (an idle worker's spans still go).
+    locals: Vec<Arc<Local>>,
     /// Spans dropped because the queue was full (the collector is slow or down).
     dropped: u64,
     /// Flushes asked for and done (a flush waits until `flushed` reaches its number).
@@ -100,12 +109,49 @@ struct Shared {
     resource: (Vec<u8>, String),
     batching: Batching,
     timeout: Duration,
+    /// Which exporter this is, for the threads' pieces (never reused).
+    id: u64,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Queues `piece` (dropped when the queue is full or the exporter stopped); wakes the
+    /// export thread once a batch is ready.
+    fn hand_over(&self, pending: &mut Pending, piece: Piece) {
+        if piece.count == 0 {
+            return;
+        }
+        if pending.stopped || pending.queued + piece.count > self.batching.queue {
+            pending.dropped += piece.count as u64;
+            return;
+        }
+        let was_short = pending.queued < self.batching.batch;
+        pending.queued += piece.count;
+        pending.ready.push_back(piece);
+        if was_short && pending.queued >= self.batching.batch {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Hands over what every thread holds (at a batch delay, a flush, the stop).
+    fn collect_locals(&self) {
+        let locals = self.lock().locals.clone();
+        for local in locals {
+            let piece = std::mem::take(&mut *local.piece.lock().unwrap_or_else(|e| e.into_inner()));
+            self.hand_over(&mut self.lock(), piece);
+        }
+    }
+}
+
+/// Ids of exporters (a thread's pieces are per exporter).
+static NEXT_EXPORTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+thread_local! {
+    /// This thread's piece of each exporter it has submitted to.
+    static LOCALS: RefCell<Vec<(u64, Arc<Local>)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Exports encoded spans in batches to one OTLP/HTTP endpoint.
@@ -120,6 +166,10 @@ impl Exporter {
     /// (`OTEL_EXPORTER_OTLP_[TRACES_]HEADERS`, `..._TIMEOUT` in ms) and the batching of
     /// `OTEL_BSP_*`; its export thread starts here.
     pub(crate) fn new(url: String, resource: &Resource) -> Result<Self, String> {
+        Self::with_batching(url, resource, Batching::from_env())
+    }
+
+    fn with_batching(url: String, resource: &Resource, batching: Batching) -> Result<Self, String> {
         let var = |name: &str| {
             std::env::var(format!("OTEL_EXPORTER_OTLP_TRACES_{name}"))
                 .or_else(|_| std::env::var(format!("OTEL_EXPORTER_OTLP_{name}")))
@@ -164,8 +214,9 @@ impl Exporter {
             wake: Condvar::new(),
             done: Condvar::new(),
             resource: (encoded, schema),
-            batching: Batching::from_env(),
+            batching,
             timeout,
+            id: NEXT_EXPORTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         });
         let thread = shared.clone();
         std::thread::Builder::new()
@@ -175,33 +226,32 @@ impl Exporter {
         Ok(Exporter { shared })
     }
 
-    /// Queues one encoded `Span` message (its fields): it is copied into the open batch
-    /// under the lock, and the export thread is woken only when that batch is full. A full
-    /// queue (the collector is slow or down) drops it.
+    /// Queues one encoded `Span` message (its fields): it is copied into this thread's
+    /// piece; a full piece is handed over under the shared lock, and the export thread is
+    /// woken only when a batch is ready. A full queue (the collector is slow or down) drops
+    /// the piece.
     pub(crate) fn submit(&self, span: &[u8]) {
-        let batching = self.shared.batching;
-        let mut pending = self.shared.lock();
-        if pending.stopped || pending.queued >= batching.queue {
-            pending.dropped += 1;
-            return;
-        }
-        if pending.open.is_none() {
-            let capacity = (pending.last_chunk + pending.last_chunk / 8).max(4096);
-            pending.open = Some(Chunk {
-                spans: Vec::with_capacity(capacity),
-                count: 0,
-            });
-        }
-        pending.queued += 1;
-        let open = pending.open.as_mut().expect("opened above");
-        bytes(&mut open.spans, 2, span);
-        open.count += 1;
-        if open.count >= batching.batch {
-            let full = pending.open.take().expect("opened above");
-            pending.last_chunk = full.spans.len();
-            pending.ready.push_back(full);
-            // The thread is woken for a full batch only, never per span.
-            self.shared.wake.notify_one();
+        let local = LOCALS.with_borrow_mut(|locals| {
+            if let Some((_, local)) = locals.iter().find(|(id, _)| *id == self.shared.id) {
+                return local.clone();
+            }
+            let local = Arc::new(Local::default());
+            self.shared.lock().locals.push(local.clone());
+            locals.push((self.shared.id, local.clone()));
+            local
+        });
+        let cap = PIECE_SPANS.min(self.shared.batching.batch);
+        let full = {
+            let mut piece = local.piece.lock().unwrap_or_else(|e| e.into_inner());
+            if piece.spans.capacity() == 0 {
+                piece.spans.reserve(cap * (span.len() + 3));
+            }
+            bytes(&mut piece.spans, 2, span);
+            piece.count += 1;
+            (piece.count >= cap).then(|| std::mem::take(&mut *piece))
+        };
+        if let Some(full) = full {
+            self.shared.hand_over(&mut self.shared.lock(), full);
         }
     }
 
@@ -248,12 +298,13 @@ impl Exporter {
 /// loses its batch, never a run.
 fn export_loop(shared: &Shared, poster: &mut super::http::Poster) {
     let delay = shared.batching.delay;
+    let batch = shared.batching.batch;
     let mut due = Instant::now() + delay;
     let mut pending = shared.lock();
     loop {
         let now = Instant::now();
         let flush = pending.flush_asked > pending.flushed || pending.stop;
-        if now < due && pending.ready.is_empty() && !flush {
+        if now < due && pending.queued < batch && !flush {
             pending = shared
                 .wake
                 .wait_timeout(pending, due - now)
@@ -261,26 +312,47 @@ fn export_loop(shared: &Shared, poster: &mut super::http::Poster) {
                 .0;
             continue;
         }
-        if now >= due || flush {
-            if let Some(open) = pending.open.take() {
-                pending.last_chunk = open.spans.len();
-                pending.ready.push_back(open);
-            }
-            due = now + delay;
-        }
-        let chunks = std::mem::take(&mut pending.ready);
         let asked = pending.flush_asked;
         let stop = pending.stop;
+        let everything = now >= due || flush;
         drop(pending);
-        for chunk in chunks {
-            let (prefix, suffix) =
-                envelope(&shared.resource.0, &shared.resource.1, chunk.spans.len());
-            let sent = chunk.count;
-            shared.lock().queued -= sent;
-            match poster.post(&[&prefix, &chunk.spans, &suffix]) {
+        if everything {
+            shared.collect_locals();
+            due = now + delay;
+        }
+        // Requests of at most `batch` spans, each made of whole pieces (a piece holds at
+        // most `batch` spans), sent as they are: the pieces are not copied again.
+        loop {
+            let mut pending = shared.lock();
+            let mut pieces = Vec::new();
+            let mut count = 0;
+            while let Some(next) = pending.ready.front() {
+                if !pieces.is_empty() && count + next.count > batch {
+                    break;
+                }
+                count += next.count;
+                pieces.extend(pending.ready.pop_front());
+            }
+            // Between batch delays only full batches go: `batch` spans, or as many as whole
+            // pieces make before the next would pass it.
+            if pieces.is_empty() || (!everything && count < batch && pending.ready.is_empty()) {
+                for piece in pieces.into_iter().rev() {
+                    pending.ready.push_front(piece);
+                }
+                break;
+            }
+            pending.queued -= count;
+            drop(pending);
+            let spans_len = pieces.iter().map(|p| p.spans.len()).sum();
+            let (prefix, suffix) = envelope(&shared.resource.0, &shared.resource.1, spans_len);
+            let mut parts: Vec<&[u8]> = Vec::with_capacity(pieces.len() + 2);
+            parts.push(&prefix);
+            parts.extend(pieces.iter().map(|p| p.spans.as_slice()));
+            parts.push(&suffix);
+            match poster.post(&parts) {
                 Ok(status) if (200..300).contains(&status) => {}
-                Ok(status) => tracing::debug!(status, spans = sent, "OTLP export refused"),
-                Err(error) => tracing::debug!(%error, spans = sent, "OTLP export failed"),
+                Ok(status) => tracing::debug!(status, spans = count, "OTLP export refused"),
+                Err(error) => tracing::debug!(%error, spans = count, "OTLP export failed"),
             }
         }
         pending = shared.lock();
@@ -639,6 +711,92 @@ mod tests {
                 assert_eq!([prefix, spans, suffix].concat(), reference, "{spans_len}");
             }
         }
+    }
+
+    #[test]
+    fn every_span_of_every_thread_arrives_in_batches_of_at_most_the_batch_size() {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use prost::Message;
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+        // A collector: every request's spans, by request.
+        let collector = std::thread::spawn(move || {
+            let mut batches: Vec<Vec<Vec<u8>>> = Vec::new();
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut writer = stream;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return batches;
+                }
+                let mut length = 0;
+                loop {
+                    let mut header = String::new();
+                    reader.read_line(&mut header).unwrap();
+                    if header == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let request = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+                let spans = request.resource_spans[0].scope_spans[0]
+                    .spans
+                    .iter()
+                    .map(|s| s.span_id.clone())
+                    .collect();
+                batches.push(spans);
+                writer
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                    .unwrap();
+            }
+        });
+        let batching = Batching {
+            delay: Duration::from_millis(50),
+            queue: 10_000,
+            batch: 7,
+        };
+        let exporter = Arc::new(
+            Exporter::with_batching(url, &Resource::builder_empty().build(), batching).unwrap(),
+        );
+        // Three threads, 40 spans each; one more span after a pause (sent by the delay).
+        let threads: Vec<_> = (0..3u8)
+            .map(|t| {
+                let exporter = exporter.clone();
+                std::thread::spawn(move || {
+                    for i in 0..40u8 {
+                        let mut span = Vec::new();
+                        bytes(&mut span, 2, &[t, i, 0, 0, 0, 0, 0, 1]);
+                        exporter.submit(&span);
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        std::thread::sleep(Duration::from_millis(200));
+        let mut last = Vec::new();
+        bytes(&mut last, 2, &[9, 9, 0, 0, 0, 0, 0, 1]);
+        exporter.submit(&last);
+        exporter.shutdown();
+        drop(exporter);
+        let batches = collector.join().unwrap();
+        assert!(
+            batches.iter().all(|b| !b.is_empty() && b.len() <= 7),
+            "{batches:?}"
+        );
+        let mut all: Vec<Vec<u8>> = batches.concat();
+        all.sort();
+        let mut expected: Vec<Vec<u8>> = (0..3u8)
+            .flat_map(|t| (0..40u8).map(move |i| vec![t, i, 0, 0, 0, 0, 0, 1]))
+            .chain([vec![9, 9, 0, 0, 0, 0, 0, 1]])
+            .collect();
+        expected.sort();
+        assert_eq!(all, expected, "every span once");
     }
 
     #[test]
