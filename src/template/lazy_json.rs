@@ -176,18 +176,24 @@ impl LazyObject {
         };
         let large = members.len() > INDEX_FROM;
         let mut index = HashMap::new();
-        for (key, span) in members {
+        for (text, span) in members {
             let member = Member::new(span);
-            let key = Value::from(key.as_ref());
-            // A repeated key keeps its first position and takes the last value.
-            let existing = if large {
-                index.get(&key).copied()
+            // A repeated key keeps its first position and takes the last value. A small
+            // object compares the texts, and makes a key value only for a new key.
+            let (existing, key) = if large {
+                let key = Value::from(text.as_ref());
+                (index.get(&key).copied(), Some(key))
             } else {
-                object.keys.iter().position(|k| k == &key)
+                let existing = object
+                    .keys
+                    .iter()
+                    .position(|k| k.as_str() == Some(text.as_ref()));
+                (existing, None)
             };
             match existing {
                 Some(at) => object.members[at] = member,
                 None => {
+                    let key = key.unwrap_or_else(|| Value::from(text.as_ref()));
                     if large {
                         index.insert(key.clone(), object.keys.len());
                     }
@@ -456,12 +462,12 @@ impl<'a> Scan<'a> {
         let start = scan.at;
         let scanned = match scan.peek()? {
             b'{' => {
-                let mut members = Vec::new();
+                let mut members = Vec::with_capacity(8);
                 scan.object(1, Some(&mut members))?;
                 Scanned::Object(members)
             }
             b'[' => {
-                let mut items = Vec::new();
+                let mut items = Vec::with_capacity(8);
                 scan.array(1, Some(&mut items))?;
                 Scanned::Array(items)
             }
@@ -477,7 +483,7 @@ impl<'a> Scan<'a> {
     /// The members of the (checked) object that `bytes` is.
     fn object_members(bytes: &'a [u8]) -> Option<Vec<(Range<usize>, Range<usize>)>> {
         let mut scan = Scan { bytes, at: 0 };
-        let mut members = Vec::new();
+        let mut members = Vec::with_capacity(8);
         (scan.peek()? == b'{').then_some(())?;
         scan.object(1, Some(&mut members))?;
         Some(members)
@@ -486,7 +492,7 @@ impl<'a> Scan<'a> {
     /// The items of the (checked) array that `bytes` is.
     fn array_items(bytes: &'a [u8]) -> Option<Vec<Range<usize>>> {
         let mut scan = Scan { bytes, at: 0 };
-        let mut items = Vec::new();
+        let mut items = Vec::with_capacity(8);
         (scan.peek()? == b'[').then_some(())?;
         scan.array(1, Some(&mut items))?;
         Some(items)
