@@ -443,6 +443,18 @@ enum Scanned {
     Scalar(Range<usize>),
 }
 
+/// The bytes that end the plain part of a string: its closing quote, an escape, or a
+/// control character (which JSON refuses). One look-up a byte instead of three comparisons.
+const STRING_STOP: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = b < 0x20 || b == b'"' as usize || b == b'\\' as usize;
+        b += 1;
+    }
+    table
+};
+
 /// The one-pass check of plain JSON. It accepts a subset of what serde_json accepts, every
 /// accepted text means what serde_json reads in it, and it gives up (`None`) on anything
 /// else: strings with an escape or a control character, numbers with an exponent or more
@@ -538,9 +550,7 @@ impl<'a> Scan<'a> {
     fn string(&mut self) -> Option<Range<usize>> {
         let start = self.at + 1;
         let rest = self.bytes.get(start..)?;
-        let len = rest
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        let len = rest.iter().position(|&b| STRING_STOP[usize::from(b)])?;
         (rest[len] == b'"').then_some(())?;
         self.at = start + len + 1;
         Some(start..start + len)
