@@ -139,16 +139,25 @@ pub fn composite_server_timing(steps: &[StepTiming], total: Duration) -> String 
     out
 }
 
+/// The bytes [`json_str`] escapes: `"`, `\`, control characters and DEL. One look-up a byte
+/// instead of four comparisons, for every id and step name of every answer.
+const ESCAPED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = b < 0x20 || b == 0x7f || b == b'"' as usize || b == b'\\' as usize;
+        b += 1;
+    }
+    table
+};
+
 /// Writes `s` as a JSON string (the values here are ids, slugs and host names; quotes,
 /// backslashes and control characters are escaped all the same).
 fn json_str(out: &mut String, s: &str) {
     out.push('"');
     // Nearly always nothing to escape: copied in one go (pushing char by char cost ~10
     // instructions a character, for every answer).
-    if !s
-        .bytes()
-        .any(|b| b == b'"' || b == b'\\' || b < 0x20 || b == 0x7f)
-    {
+    if !s.bytes().any(|b| ESCAPED[usize::from(b)]) {
         out.push_str(s);
         out.push('"');
         return;

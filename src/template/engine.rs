@@ -263,20 +263,27 @@ fn python_formatter(out: &mut Output, state: &mut State, value: &Value) -> Resul
         }
         return out.write_str(text).map_err(Error::from);
     }
-    let mut text = String::new();
-    py_str(value, &mut text)?;
+    // A string prints as it is: written from the value, not copied into a buffer first.
+    let mut printed = String::new();
+    let text = match value.as_str() {
+        Some(text) if value.kind() == ValueKind::String => text,
+        _ => {
+            py_str(value, &mut printed)?;
+            printed.as_str()
+        }
+    };
     if url {
         if text == "." || text == ".." {
             return Err(filters::own_error(
                 "url: a value rendered into the URL is '.' or '..', which would change the path",
             ));
         }
-        for part in percent_encoding::utf8_percent_encode(&text, URL_VALUE) {
+        for part in percent_encoding::utf8_percent_encode(text, URL_VALUE) {
             out.write_str(part)?;
         }
         Ok(())
     } else {
-        out.write_str(&text).map_err(Error::from)
+        out.write_str(text).map_err(Error::from)
     }
 }
 

@@ -176,18 +176,24 @@ impl LazyObject {
         };
         let large = members.len() > INDEX_FROM;
         let mut index = HashMap::new();
-        for (key, span) in members {
+        for (text, span) in members {
             let member = Member::new(span);
-            let key = Value::from(key.as_ref());
-            // A repeated key keeps its first position and takes the last value.
-            let existing = if large {
-                index.get(&key).copied()
+            // A repeated key keeps its first position and takes the last value. A small
+            // object compares the texts, and makes a key value only for a new key.
+            let (existing, key) = if large {
+                let key = Value::from(text.as_ref());
+                (index.get(&key).copied(), Some(key))
             } else {
-                object.keys.iter().position(|k| k == &key)
+                let existing = object
+                    .keys
+                    .iter()
+                    .position(|k| k.as_str() == Some(text.as_ref()));
+                (existing, None)
             };
             match existing {
                 Some(at) => object.members[at] = member,
                 None => {
+                    let key = key.unwrap_or_else(|| Value::from(text.as_ref()));
                     if large {
                         index.insert(key.clone(), object.keys.len());
                     }
@@ -437,6 +443,18 @@ enum Scanned {
     Scalar(Range<usize>),
 }
 
+/// The bytes that end the plain part of a string: its closing quote, an escape, or a
+/// control character (which JSON refuses). One look-up a byte instead of three comparisons.
+const STRING_STOP: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = b < 0x20 || b == b'"' as usize || b == b'\\' as usize;
+        b += 1;
+    }
+    table
+};
+
 /// The one-pass check of plain JSON. It accepts a subset of what serde_json accepts, every
 /// accepted text means what serde_json reads in it, and it gives up (`None`) on anything
 /// else: strings with an escape or a control character, numbers with an exponent or more
@@ -456,12 +474,12 @@ impl<'a> Scan<'a> {
         let start = scan.at;
         let scanned = match scan.peek()? {
             b'{' => {
-                let mut members = Vec::new();
+                let mut members = Vec::with_capacity(8);
                 scan.object(1, Some(&mut members))?;
                 Scanned::Object(members)
             }
             b'[' => {
-                let mut items = Vec::new();
+                let mut items = Vec::with_capacity(8);
                 scan.array(1, Some(&mut items))?;
                 Scanned::Array(items)
             }
@@ -477,7 +495,7 @@ impl<'a> Scan<'a> {
     /// The members of the (checked) object that `bytes` is.
     fn object_members(bytes: &'a [u8]) -> Option<Vec<(Range<usize>, Range<usize>)>> {
         let mut scan = Scan { bytes, at: 0 };
-        let mut members = Vec::new();
+        let mut members = Vec::with_capacity(8);
         (scan.peek()? == b'{').then_some(())?;
         scan.object(1, Some(&mut members))?;
         Some(members)
@@ -486,7 +504,7 @@ impl<'a> Scan<'a> {
     /// The items of the (checked) array that `bytes` is.
     fn array_items(bytes: &'a [u8]) -> Option<Vec<Range<usize>>> {
         let mut scan = Scan { bytes, at: 0 };
-        let mut items = Vec::new();
+        let mut items = Vec::with_capacity(8);
         (scan.peek()? == b'[').then_some(())?;
         scan.array(1, Some(&mut items))?;
         Some(items)
@@ -532,9 +550,7 @@ impl<'a> Scan<'a> {
     fn string(&mut self) -> Option<Range<usize>> {
         let start = self.at + 1;
         let rest = self.bytes.get(start..)?;
-        let len = rest
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        let len = rest.iter().position(|&b| STRING_STOP[usize::from(b)])?;
         (rest[len] == b'"').then_some(())?;
         self.at = start + len + 1;
         Some(start..start + len)
