@@ -77,8 +77,14 @@ struct Local {
     piece: Mutex<Piece>,
 }
 
-/// Spans a thread keeps before it hands them over (fewer when the batch is smaller).
-const PIECE_SPANS: usize = 64;
+/// Spans a thread keeps before it hands them over (fewer when the batch is smaller): a few
+/// KiB, which stay in the worker's cache while it fills them.
+const PIECE_SPANS: usize = 16;
+
+/// Sent pieces' buffers kept for the workers' next pieces: a worker then writes into memory
+/// it has written before, not into fresh pages (which cost page faults and cache misses:
+/// tracing's CPU under load was 1.6x its share of instructions before).
+const SPARE_BUFFERS: usize = 128;
 
 /// What the workers hand the export thread.
 #[derive(Debug, Default)]
@@ -89,6 +95,8 @@ struct Pending {
     queued: usize,
     /// Every thread's piece, emptied at each batch delay (an idle worker's spans still go).
     locals: Vec<Arc<Local>>,
+    /// Empty buffers of sent pieces, for the next pieces.
+    spare: Vec<Vec<u8>>,
     /// Spans dropped because the queue was full (the collector is slow or down).
     dropped: u64,
     /// Flushes asked for and done (a flush waits until `flushed` reaches its number).
@@ -251,7 +259,17 @@ impl Exporter {
             (piece.count >= cap).then(|| std::mem::take(&mut *piece))
         };
         if let Some(full) = full {
-            self.shared.hand_over(&mut self.shared.lock(), full);
+            let spare = {
+                let mut pending = self.shared.lock();
+                self.shared.hand_over(&mut pending, full);
+                pending.spare.pop()
+            };
+            if let Some(spare) = spare {
+                let mut piece = local.piece.lock().unwrap_or_else(|e| e.into_inner());
+                if piece.spans.capacity() == 0 {
+                    piece.spans = spare;
+                }
+            }
         }
     }
 
@@ -322,8 +340,16 @@ fn export_loop(shared: &Shared, poster: &mut super::http::Poster) {
         }
         // Requests of at most `batch` spans, each made of whole pieces (a piece holds at
         // most `batch` spans), sent as they are: the pieces are not copied again.
+        let mut sent: Vec<Piece> = Vec::new();
         loop {
             let mut pending = shared.lock();
+            for piece in sent.drain(..) {
+                if pending.spare.len() < SPARE_BUFFERS {
+                    let mut buffer = piece.spans;
+                    buffer.clear();
+                    pending.spare.push(buffer);
+                }
+            }
             let mut pieces = Vec::new();
             let mut count = 0;
             while let Some(next) = pending.ready.front() {
@@ -354,6 +380,7 @@ fn export_loop(shared: &Shared, poster: &mut super::http::Poster) {
                 Ok(status) => tracing::debug!(status, spans = count, "OTLP export refused"),
                 Err(error) => tracing::debug!(%error, spans = count, "OTLP export failed"),
             }
+            sent = pieces;
         }
         pending = shared.lock();
         if flush {
