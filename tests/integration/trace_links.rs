@@ -11,12 +11,11 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use actix_web::web;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::common::process::ServerProcess;
-use crate::common::{json_route, upstream, Reply};
-use crate::tracing::{one_step, server, Receiver};
+use crate::common::Reply;
+use crate::tracing::{ok_upstream, one_step, server, Receiver};
 
 const TEMPLATE: &str = "http://localhost:16686/trace/{trace_id}";
 
@@ -63,10 +62,7 @@ fn link(template: &str, trace_id: &str) -> String {
 
 #[actix_web::test]
 async fn the_console_gets_the_template_and_a_traced_runs_link_names_the_exported_trace() {
-    let up = upstream(|cfg| {
-        cfg.route("/ok", web::get().to(json_route(200, json!({"ok": true}))));
-    })
-    .await;
+    let up = ok_upstream().await;
     let receiver = Receiver::start();
     let server = server(
         &one_step(&up.base),
@@ -104,10 +100,7 @@ async fn the_console_gets_the_template_and_a_traced_runs_link_names_the_exported
 
 #[actix_web::test]
 async fn the_environment_variable_sets_the_template_too() {
-    let up = upstream(|cfg| {
-        cfg.route("/ok", web::get().to(json_route(200, json!({"ok": true}))));
-    })
-    .await;
+    let up = ok_upstream().await;
     let receiver = Receiver::start();
     let template = "https://traces.example.test/explore?trace={trace_id}&from=console";
     let server = server(
@@ -124,10 +117,7 @@ async fn the_environment_variable_sets_the_template_too() {
 
 #[actix_web::test]
 async fn without_tracing_or_without_a_template_the_console_gets_none() {
-    let up = upstream(|cfg| {
-        cfg.route("/ok", web::get().to(json_route(200, json!({"ok": true}))));
-    })
-    .await;
+    let up = ok_upstream().await;
     // A template but no endpoint: no run has a trace id, so there is nothing to link to.
     let untraced = server(
         &one_step(&up.base),

@@ -31,6 +31,14 @@ use crate::common::{
     assert_envelope, closed_port, json_route, spawn_app, standard_upstream, upstream, Log, Reply,
 };
 
+/// An upstream whose `GET /ok` answers `{"ok": true}`.
+pub(crate) async fn ok_upstream() -> crate::common::upstreams::Upstream {
+    upstream(|cfg| {
+        cfg.route("/ok", web::get().to(json_route(200, json!({"ok": true}))));
+    })
+    .await
+}
+
 /// The caller's trace context of the W3C Trace Context specification's example.
 const CALLER_TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
 const CALLER_SPAN_ID: &str = "b7ad6b7169203331";
@@ -183,6 +191,12 @@ impl Receiver {
     }
 
     /// How many export requests (of any kind) arrived.
+    /// Fails when a span of trace `trace_id` has arrived.
+    fn assert_no_spans_of(&self, trace_id: &str) {
+        let spans = self.of_trace(trace_id);
+        assert!(spans.is_empty(), "{}", describe(&spans));
+    }
+
     /// The headers of every export so far.
     fn export_headers(&self) -> Vec<Vec<(String, String)>> {
         self.received.lock().unwrap().export_headers.clone()
@@ -603,10 +617,7 @@ async fn a_composite_run_is_one_trace_continuing_the_callers_server_step_and_cli
 
 #[actix_web::test]
 async fn the_callers_tracestate_goes_upstream_with_the_trace() {
-    let up = upstream(|cfg| {
-        cfg.route("/ok", web::get().to(json_route(200, json!({"ok": true}))));
-    })
-    .await;
+    let up = ok_upstream().await;
     let receiver = Receiver::start();
     let server = traced(&one_step(&up.base), &receiver, &[]);
     let reply = run(
@@ -701,10 +712,7 @@ async fn a_failing_step_and_its_call_have_status_error_and_the_answer_is_unchang
 
 #[actix_web::test]
 async fn a_request_without_trace_context_starts_a_new_trace_named_in_the_timing_header() {
-    let up = upstream(|cfg| {
-        cfg.route("/ok", web::get().to(json_route(200, json!({"ok": true}))));
-    })
-    .await;
+    let up = ok_upstream().await;
     let receiver = Receiver::start();
     let server = traced(&one_step(&up.base), &receiver, &[]);
     let mut seen = Vec::new();
@@ -738,10 +746,7 @@ async fn a_request_without_trace_context_starts_a_new_trace_named_in_the_timing_
 
 #[actix_web::test]
 async fn a_malformed_traceparent_starts_a_new_trace() {
-    let up = upstream(|cfg| {
-        cfg.route("/ok", web::get().to(json_route(200, json!({"ok": true}))));
-    })
-    .await;
+    let up = ok_upstream().await;
     let receiver = Receiver::start();
     let server = traced(&one_step(&up.base), &receiver, &[]);
     // An all-zero trace id is invalid (W3C Trace Context §3.2.2.3).
@@ -769,10 +774,7 @@ async fn a_malformed_traceparent_starts_a_new_trace() {
 
 #[actix_web::test]
 async fn with_propagation_off_upstreams_see_no_trace_context_and_spans_are_still_exported() {
-    let up = upstream(|cfg| {
-        cfg.route("/ok", web::get().to(json_route(200, json!({"ok": true}))));
-    })
-    .await;
+    let up = ok_upstream().await;
     let receiver = Receiver::start();
     let server = traced(
         &one_step(&up.base),
@@ -807,10 +809,7 @@ async fn with_propagation_off_upstreams_see_no_trace_context_and_spans_are_still
 
 #[actix_web::test]
 async fn with_no_endpoint_configured_nothing_is_exported_and_no_trace_id_is_reported() {
-    let up = upstream(|cfg| {
-        cfg.route("/ok", web::get().to(json_route(200, json!({"ok": true}))));
-    })
-    .await;
+    let up = ok_upstream().await;
     // The exporter's default endpoint (localhost:4318) when it can be had, so that an export
     // made in spite of no configuration would land here; a port of its own otherwise.
     let receiver = Receiver::on(&["127.0.0.1:4318", "[::1]:4318"]).unwrap_or_else(Receiver::start);
@@ -848,10 +847,7 @@ async fn with_no_endpoint_configured_nothing_is_exported_and_no_trace_id_is_repo
 
 #[actix_web::test]
 async fn a_collector_that_refuses_connections_never_fails_a_run() {
-    let up = upstream(|cfg| {
-        cfg.route("/ok", web::get().to(json_route(200, json!({"ok": true}))));
-    })
-    .await;
+    let up = ok_upstream().await;
     let refused = closed_port();
     let mut server = server(
         &one_step(&up.base),
@@ -887,10 +883,7 @@ async fn a_collector_that_refuses_connections_never_fails_a_run() {
 
 #[actix_web::test]
 async fn a_collector_that_never_answers_does_not_slow_runs_down() {
-    let up = upstream(|cfg| {
-        cfg.route("/ok", web::get().to(json_route(200, json!({"ok": true}))));
-    })
-    .await;
+    let up = ok_upstream().await;
     // Connections are accepted by the kernel and never read: each export waits for its 5 s
     // timeout.
     let silent = closed_port();
@@ -922,10 +915,7 @@ async fn a_collector_that_never_answers_does_not_slow_runs_down() {
 
 #[actix_web::test]
 async fn the_standard_variables_configure_the_endpoint_service_name_and_resource() {
-    let up = upstream(|cfg| {
-        cfg.route("/ok", web::get().to(json_route(200, json!({"ok": true}))));
-    })
-    .await;
+    let up = ok_upstream().await;
     let receiver = Receiver::start();
     let server = server(
         &one_step(&up.base),
@@ -1021,10 +1011,7 @@ async fn each_try_of_a_retried_step_is_a_client_span_of_its_own() {
 
 #[actix_web::test]
 async fn each_connect_retry_is_a_client_span_with_its_error_type() {
-    let up = upstream(|cfg| {
-        cfg.route("/ok", web::get().to(json_route(200, json!({"ok": true}))));
-    })
-    .await;
+    let up = ok_upstream().await;
     let refused = closed_port();
     let registry = json!({"composite_connectors": [{
         "name": "Gone", "permalink": "gone",
@@ -1065,10 +1052,7 @@ async fn each_connect_retry_is_a_client_span_with_its_error_type() {
 
 #[actix_web::test]
 async fn a_skipped_step_has_a_span_saying_so_and_no_client_span() {
-    let up = upstream(|cfg| {
-        cfg.route("/ok", web::get().to(json_route(200, json!({"ok": true}))));
-    })
-    .await;
+    let up = ok_upstream().await;
     let registry = json!({"composite_connectors": [{
         "name": "Skips", "permalink": "skips",
         "steps": [
@@ -1096,10 +1080,7 @@ async fn a_skipped_step_has_a_span_saying_so_and_no_client_span() {
 
 #[actix_web::test]
 async fn a_simple_connector_run_is_a_server_span_on_its_route_with_a_client_span() {
-    let up = upstream(|cfg| {
-        cfg.route("/ok", web::get().to(json_route(200, json!({"ok": true}))));
-    })
-    .await;
+    let up = ok_upstream().await;
     let registry = json!({"connectors": [{
         "name": "Plain", "permalink": "plain", "url": format!("{}/ok", up.base)
     }]});
@@ -1153,10 +1134,7 @@ async fn a_simple_connector_run_is_a_server_span_on_its_route_with_a_client_span
 
 #[actix_web::test]
 async fn a_caller_that_did_not_sample_its_trace_gets_no_spans_exported() {
-    let up = upstream(|cfg| {
-        cfg.route("/ok", web::get().to(json_route(200, json!({"ok": true}))));
-    })
-    .await;
+    let up = ok_upstream().await;
     let receiver = Receiver::start();
     let server = traced(&one_step(&up.base), &receiver, &[]);
     // Flags 00: the caller did not sample (the default sampler is parent-based).
@@ -1172,20 +1150,13 @@ async fn a_caller_that_did_not_sample_its_trace_gets_no_spans_exported() {
     let reply = run(&server, "one", &[("traceparent", sampled)]).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     receiver.trace("4bf92f3577b34da6a3ce929d0e0e4736", 3).await;
-    assert!(
-        receiver.of_trace(CALLER_TRACE_ID).is_empty(),
-        "{}",
-        describe(&receiver.of_trace(CALLER_TRACE_ID))
-    );
+    receiver.assert_no_spans_of(CALLER_TRACE_ID);
     receiver.stop().await;
 }
 
 #[actix_web::test]
 async fn the_standard_sampler_variables_decide_for_the_whole_trace() {
-    let up = upstream(|cfg| {
-        cfg.route("/ok", web::get().to(json_route(200, json!({"ok": true}))));
-    })
-    .await;
+    let up = ok_upstream().await;
     let receiver = Receiver::start();
     // Not parent-based: the trace id alone decides, whatever the caller's flags say (the
     // lower 64 bits, halved, below half of 2^63 are kept).
@@ -1225,11 +1196,7 @@ async fn the_standard_sampler_variables_decide_for_the_whole_trace() {
     // would have too.
     let spans = receiver.trace(kept, 3).await;
     assert_eq!(spans.len(), 3, "{}", describe(&spans));
-    assert!(
-        receiver.of_trace(dropped).is_empty(),
-        "{}",
-        describe(&receiver.of_trace(dropped))
-    );
+    receiver.assert_no_spans_of(dropped);
     receiver.stop().await;
 }
 
@@ -1293,10 +1260,7 @@ async fn every_log_line_of_a_traced_request_carries_its_trace_id() {
 
 #[actix_web::test]
 async fn the_standard_header_variable_goes_with_every_export() {
-    let up = upstream(|cfg| {
-        cfg.route("/ok", web::get().to(json_route(200, json!({"ok": true}))));
-    })
-    .await;
+    let up = ok_upstream().await;
     let receiver = Receiver::start();
     let server = server(
         &one_step(&up.base),
