@@ -239,7 +239,8 @@ impl Exporter {
     /// woken only when a batch is ready. A full queue (the collector is slow or down) drops
     /// the piece.
     pub(crate) fn submit(&self, span: &[u8]) {
-        let local = LOCALS.with_borrow_mut(|locals| {
+        let local = LOCALS.try_with(|locals| {
+            let mut locals = locals.borrow_mut();
             if let Some((_, local)) = locals.iter().find(|(id, _)| *id == self.shared.id) {
                 return local.clone();
             }
@@ -248,6 +249,15 @@ impl Exporter {
             locals.push((self.shared.id, local.clone()));
             local
         });
+        let Ok(local) = local else {
+            // A span ended while its thread is being torn down (its thread-locals are gone):
+            // it goes alone.
+            let mut piece = Piece::default();
+            bytes(&mut piece.spans, 2, span);
+            piece.count = 1;
+            self.shared.hand_over(&mut self.shared.lock(), piece);
+            return;
+        };
         let cap = PIECE_SPANS.min(self.shared.batching.batch);
         let full = {
             let mut piece = local.piece.lock().unwrap_or_else(|e| e.into_inner());
