@@ -20,11 +20,7 @@ thread_local! {
 
 /// The trace id of the request being polled on this thread, as 32 hex digits.
 pub(crate) fn trace_id() -> Option<String> {
-    CURRENT.get().map(|id| {
-        let mut out = [0u8; 32];
-        super::span::hex(&id, &mut out);
-        String::from_utf8_lossy(&out).into_owned()
-    })
+    CURRENT.get().map(|id| super::span::trace_id_hex(&id))
 }
 
 /// Sets the current trace id until dropped, then puts back the one before.

@@ -166,11 +166,7 @@ impl Context {
 
     /// The trace id as 32 lower-case hex digits.
     pub(crate) fn trace_id_hex(&self) -> String {
-        let mut out = [0u8; 32];
-        hex(&self.0.ids.trace_id, &mut out);
-        std::str::from_utf8(&out)
-            .expect("hex digits are ASCII")
-            .to_string()
+        trace_id_hex(&self.0.ids.trace_id)
     }
 
     /// The W3C `traceparent` of this span: `00-<trace id>-<span id>-<flags>`.
@@ -294,9 +290,18 @@ fn unix_nanos() -> u64 {
         .saturating_add(now.tv_nsec as u64)
 }
 
+/// A trace id as 32 lower-case hex digits (its form in headers, timing and log lines).
+pub(crate) fn trace_id_hex(id: &[u8; 16]) -> String {
+    let mut out = [0u8; 32];
+    hex(id, &mut out);
+    std::str::from_utf8(&out)
+        .expect("hex digits are ASCII")
+        .to_string()
+}
+
 /// `bytes` as lower-case hex into `out` (twice as long): what `{:032x}` gives, without
 /// the formatting machinery (this runs for every traced call).
-pub(crate) fn hex(bytes: &[u8], out: &mut [u8]) {
+fn hex(bytes: &[u8], out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for (i, b) in bytes.iter().enumerate() {
         out[2 * i] = DIGITS[usize::from(b >> 4)];

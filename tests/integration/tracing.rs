@@ -1241,6 +1241,8 @@ async fn every_log_line_of_a_traced_request_carries_its_trace_id() {
         );
         for line in lines {
             if text_logs {
+                // Plain text in a log file: no colour escapes.
+                assert!(!line.contains('\x1b'), "{line:?}");
                 assert!(
                     line.ends_with(&format!(" trace_id={CALLER_TRACE_ID}")),
                     "a text log line of the request without its trace_id: {line}"
