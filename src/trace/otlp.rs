@@ -239,25 +239,34 @@ impl Exporter {
     /// woken only when a batch is ready. A full queue (the collector is slow or down) drops
     /// the piece.
     pub(crate) fn submit(&self, span: &[u8]) {
-        let local = LOCALS.try_with(|locals| {
+        // This thread's piece is used where it lies, not through a clone of its `Arc`: a
+        // clone and a drop are two locked instructions per span, each of which waits for
+        // the span's bytes just copied to leave the store buffer.
+        let added = LOCALS.try_with(|locals| {
             let mut locals = locals.borrow_mut();
-            if let Some((_, local)) = locals.iter().find(|(id, _)| *id == self.shared.id) {
-                return local.clone();
-            }
-            let local = Arc::new(Local::default());
-            self.shared.lock().locals.push(local.clone());
-            locals.push((self.shared.id, local.clone()));
-            local
+            let at = match locals.iter().position(|(id, _)| *id == self.shared.id) {
+                Some(at) => at,
+                None => {
+                    let local = Arc::new(Local::default());
+                    self.shared.lock().locals.push(local.clone());
+                    locals.push((self.shared.id, local));
+                    locals.len() - 1
+                }
+            };
+            self.add(&locals[at].1, span);
         });
-        let Ok(local) = local else {
+        if added.is_err() {
             // A span ended while its thread is being torn down (its thread-locals are gone):
             // it goes alone.
             let mut piece = Piece::default();
             bytes(&mut piece.spans, 2, span);
             piece.count = 1;
             self.shared.hand_over(&mut self.shared.lock(), piece);
-            return;
-        };
+        }
+    }
+
+    /// Copies `span` into `local`'s piece; hands the piece over when it is full.
+    fn add(&self, local: &Local, span: &[u8]) {
         let cap = PIECE_SPANS.min(self.shared.batching.batch);
         let full = {
             let mut piece = local.piece.lock().unwrap_or_else(|e| e.into_inner());

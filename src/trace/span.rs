@@ -92,7 +92,7 @@ struct Open {
 struct Record {
     /// The `Span` message's fields so far.
     out: Vec<u8>,
-    exporter: Arc<Exporter>,
+    exporter: &'static Exporter,
     /// Bits 8 and 9 of OTLP's `flags`: whether the parent is known to be remote, and is.
     remote_flags: u32,
     ended: bool,
@@ -114,11 +114,11 @@ impl Context {
     /// Starts a span; `exporter` is where it goes when the trace is sampled. Inlined (as is
     /// what it calls), so that each caller's attribute keys are constants there.
     #[inline(always)]
-    pub(crate) fn start(start: Start<'_>, exporter: &Arc<Exporter>) -> Context {
+    pub(crate) fn start(start: Start<'_>, exporter: &'static Exporter) -> Context {
         let record = start.ids.sampled.then(|| {
             Mutex::new(Record {
                 out: begin(&start),
-                exporter: exporter.clone(),
+                exporter,
                 remote_flags: 0x100 | if start.parent.remote { 0x200 } else { 0 },
                 ended: false,
             })
