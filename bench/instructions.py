@@ -14,6 +14,9 @@ bench/run.py --instructions calls `count()` for the floors and ours; standalone,
       --registry bench/scenarios/a_auth_and_fetch.json --listen 127.0.0.1:18094 \\
       --allow-private-upstreams --workers 1
 Needs: valgrind (Debian package), which provides callgrind_control.
+CALLGRIND_ARGS (environment) adds callgrind options, e.g. the whole call chain of one function
+in the dump (`bench/run.py --instructions --callgrind-dir D` keeps it):
+  CALLGRIND_ARGS="--separate-callers16=mi_arenas_page_alloc_fresh"
 """
 import glob
 import http.client
@@ -43,7 +46,7 @@ def count(name, port, cmd, request=None, warmup=WARMUP, runs=RUNS, env=None, kee
     work = tempfile.mkdtemp(prefix="connector-bench-callgrind-")
     out = os.path.join(work, name)
     server = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p",
-                               "--trace-children=yes"] + list(cmd),
+                               "--trace-children=yes"] + os.environ.get("CALLGRIND_ARGS", "").split() + list(cmd),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                               start_new_session=True)
     try:
