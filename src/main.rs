@@ -121,3 +121,41 @@ fn main() {
         .expect("the command thread starts");
     std::process::exit(command.join().unwrap_or(101));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::alloc::{GlobalAlloc, Layout};
+
+    /// Every size a 16-aligned layout comes in, up to past a medium page's blocks, gets a
+    /// 16-aligned block it can fill (zeroed when asked), from the plain path or the fallback;
+    /// and a grown block keeps its alignment and contents.
+    #[test]
+    fn sixteen_byte_alignment_holds_for_every_size() {
+        let sizes = (1..=1100).chain([4095, 4096, 7000, 16 << 10, 70_000, 1 << 20]);
+        for size in sizes {
+            let layout = Layout::from_size_align(size, MI_SIZE_ALIGN).unwrap();
+            // SAFETY: `layout` has a non-zero size; each block is freed with its layout.
+            unsafe {
+                let zeroed = Mimalloc.alloc_zeroed(layout);
+                assert_eq!(zeroed as usize % MI_SIZE_ALIGN, 0, "zeroed, size {size}");
+                assert!(std::slice::from_raw_parts(zeroed, size)
+                    .iter()
+                    .all(|&b| b == 0));
+                Mimalloc.dealloc(zeroed, layout);
+                let block = Mimalloc.alloc(layout);
+                assert_eq!(block as usize % MI_SIZE_ALIGN, 0, "size {size}");
+                block.write_bytes(0xa5, size);
+                let grown = Mimalloc.realloc(block, layout, size * 3);
+                assert_eq!(grown as usize % MI_SIZE_ALIGN, 0, "grown from {size}");
+                assert!(std::slice::from_raw_parts(grown, size)
+                    .iter()
+                    .all(|&b| b == 0xa5));
+                Mimalloc.dealloc(
+                    grown,
+                    Layout::from_size_align(size * 3, MI_SIZE_ALIGN).unwrap(),
+                );
+            }
+        }
+    }
+}
