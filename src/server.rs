@@ -282,12 +282,13 @@ impl Application {
                 tracing: app_tracing.clone(),
                 debug_requests,
             };
-            let mut app = App::new().app_data(web::Data::new(state));
+            let mut app = App::new()
+                .app_data(web::Data::new(state))
+                .configure(http::configure);
             if !metrics_separately {
                 app = app.route("/metrics", web::get().to(http::metrics::metrics));
             }
-            app.configure(http::configure)
-                .default_service(web::to(http::not_found))
+            app.default_service(web::to(http::not_found))
                 .wrap(actix_web::middleware::Condition::new(
                     !origins.is_empty(),
                     http::cors(&origins, cookie_credentials).unwrap_or_default(),

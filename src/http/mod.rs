@@ -65,9 +65,13 @@ pub struct OperatorAccess {
     pub branch: Option<Arc<str>>,
 }
 
-/// Mounts every route.
+/// Mounts every route. actix-web tries routes in the order they are mounted, so the execute
+/// routes come first: every other one would be matched and rejected on each run before them
+/// (scenario A, callgrind: about 1,700 instructions per run for 14 routes).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health::healthz))
+    // SIMPLE_ROUTE and COMPOSITE_ROUTE (see execute::dispatch).
+    cfg.service(web::scope("/connectors").default_service(web::to(execute::dispatch)))
+        .route("/healthz", web::get().to(health::healthz))
         .route("/livez", web::get().to(health::healthz))
         .route("/openapi.json", web::get().to(openapi::document))
         .route("/readyz", web::get().to(health::readyz))
@@ -81,9 +85,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .route("/admin/registry", web::get().to(admin::status))
         .route("/admin/registry/sync", web::post().to(admin::sync))
-        .route("/hooks/git", web::post().to(hooks::git_push))
-        // SIMPLE_ROUTE and COMPOSITE_ROUTE (see execute::dispatch).
-        .service(web::scope("/connectors").default_service(web::to(execute::dispatch)));
+        .route("/hooks/git", web::post().to(hooks::git_push));
 }
 
 /// Headers scripts on allowed origins may read (the SDK reads the first three;
