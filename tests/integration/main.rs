@@ -40,7 +40,7 @@ mod template_fidelity;
 mod test_command;
 mod trace_links;
 mod tracing;
-mod upstream_date;
+mod upstream_client;
 mod upstream_limits;
 mod upstream_tls;
 mod url_rendering;

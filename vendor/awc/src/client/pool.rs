@@ -31,9 +31,32 @@ use super::{
     Connect,
 };
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Key {
     authority: Authority,
+}
+
+// connector-runtime patch (vendor/README.md): the authority is hashed in one `write` of its
+// lower-cased bytes, not one `write_u8` per byte as `Authority`'s own `Hash` does. Equal keys
+// (compared without regard to ASCII case, as `Authority` compares) hash alike.
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let bytes = self.authority.as_str().as_bytes();
+        let mut lower = [0u8; 64];
+        match lower.get_mut(..bytes.len()) {
+            Some(lower) => {
+                for (to, from) in lower.iter_mut().zip(bytes) {
+                    *to = from.to_ascii_lowercase();
+                }
+                state.write(lower);
+            }
+            None => {
+                for byte in bytes {
+                    state.write_u8(byte.to_ascii_lowercase());
+                }
+            }
+        }
+    }
 }
 
 impl From<Authority> for Key {

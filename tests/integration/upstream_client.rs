@@ -1,10 +1,12 @@
-//! The `Date` header of upstream requests under the vendored awc patch (vendor/README.md):
-//! request codecs share one configuration per thread, and that configuration's date keeps
-//! refreshing, within a runtime and across runtimes started one after another on one thread.
+//! The upstream client where the vendored awc is patched (vendor/README.md): request codecs
+//! share one configuration per thread, whose `Date` keeps refreshing within a runtime and
+//! across runtimes started one after another on one thread; and the connection pool finds an
+//! idle connection by its authority, whatever the case of the host name.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, SystemTime};
 
 /// What one request's `Date` said, and when the upstream read it.
@@ -22,15 +24,18 @@ impl Stamp {
     }
 }
 
-/// A keep-alive HTTP/1.1 upstream on 127.0.0.1 that answers `200 ok` and reports each
-/// request's `Date` header.
-fn date_upstream() -> (u16, mpsc::Receiver<Stamp>) {
+/// A keep-alive HTTP/1.1 upstream on 127.0.0.1 that answers `200 ok`, reports each
+/// request's `Date` header and counts the connections it accepted.
+fn date_upstream() -> (u16, mpsc::Receiver<Stamp>, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = mpsc::channel();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { return };
+            counter.fetch_add(1, Ordering::SeqCst);
             let tx = tx.clone();
             std::thread::spawn(move || {
                 let mut writer = stream.try_clone().unwrap();
@@ -64,12 +69,16 @@ fn date_upstream() -> (u16, mpsc::Receiver<Stamp>) {
             });
         }
     });
-    (port, rx)
+    (port, rx, accepted)
 }
 
 async fn get(client: &awc::Client, port: u16) {
+    get_from(client, &format!("http://127.0.0.1:{port}/")).await
+}
+
+async fn get_from(client: &awc::Client, url: &str) {
     let mut reply = client
-        .get(format!("http://127.0.0.1:{port}/"))
+        .get(url)
         .send()
         .await
         .unwrap();
@@ -79,7 +88,7 @@ async fn get(client: &awc::Client, port: u16) {
 
 #[test]
 fn upstream_requests_carry_a_current_date_within_and_across_runtimes() {
-    let (port, stamps) = date_upstream();
+    let (port, stamps, _) = date_upstream();
     // Dates have whole seconds and refresh every 500 ms: at most 1.5 s behind.
     let limit = Duration::from_millis(1500);
 
@@ -103,4 +112,15 @@ fn upstream_requests_carry_a_current_date_within_and_across_runtimes() {
     });
     let next = stamps.recv().unwrap();
     assert!(next.lag() <= limit, "a later runtime sent a stale Date: {:?} behind", next.lag());
+}
+
+#[actix_rt::test]
+async fn one_idle_connection_serves_an_authority_written_in_any_case() {
+    let (port, _stamps, accepted) = date_upstream();
+    let client = awc::Client::new();
+    for host in ["localhost", "LOCALHOST", "LocalHost", "localhost"] {
+        get_from(&client, &format!("http://{host}:{port}/")).await;
+    }
+    // Sequential calls: each finds the connection the previous one gave back.
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
