@@ -288,11 +288,12 @@ impl Application {
             if !metrics_separately {
                 app = app.route("/metrics", web::get().to(http::metrics::metrics));
             }
-            app.default_service(web::to(http::not_found))
-                .wrap(actix_web::middleware::Condition::new(
+            app.default_service(web::to(http::not_found)).wrap(
+                actix_web::middleware::Condition::new(
                     !origins.is_empty(),
                     http::cors(&origins, cookie_credentials).unwrap_or_default(),
-                ))
+                ),
+            )
         })
         .shutdown_timeout(args.shutdown_timeout_secs)
         // A caller that closes its connection cancels its run: actix-web then drops the

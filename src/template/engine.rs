@@ -17,6 +17,7 @@ use super::mutable;
 use super::python::{self, py_str};
 use super::rewrite::{self, Rewrite};
 use super::secrets::{SecretStore, Variables};
+use super::shortcut::Shortcut;
 use crate::upstream::origin::origin_expression;
 
 /// Bounds on the work one template render may do, and how it treats a missing value.
@@ -109,6 +110,8 @@ pub struct TemplateId {
     names: Arc<TemplateNames>,
     /// The output of a template without any Jinja2 syntax, known when it compiles.
     literal: Option<Arc<str>>,
+    /// How a template of text and simple expressions renders without the engine.
+    shortcut: Option<Arc<Shortcut>>,
 }
 
 /// Where a template is and what the environment calls it.
@@ -126,6 +129,7 @@ impl TemplateId {
         TemplateId {
             names: Arc::new(TemplateNames { location, name }),
             literal,
+            shortcut: None,
         }
     }
 
@@ -382,7 +386,20 @@ impl TemplateSet {
             _ => source.to_string(),
         };
         let name = self.compile(&location, field, compiled)?;
-        Ok(TemplateId::new(location, name, literal))
+        let mut id = TemplateId::new(location, name, literal);
+        // A URL's values are percent-encoded by the formatter: the engine renders URLs.
+        if !matches!(field, Field::Url) {
+            // The environment's copy of the text, unless it was rewritten (`%`, lists).
+            let text = self
+                .sources
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(id.name())
+                .filter(|text| ***text == *source)
+                .cloned();
+            id.shortcut = text.and_then(Shortcut::parse).map(Arc::new);
+        }
+        Ok(id)
     }
 
     /// Checks `text` for `field` under `name`, rewritten first when it needs to be, and
@@ -528,6 +545,13 @@ impl TemplateSet {
         if let Some(literal) = &id.literal {
             return Ok(literal.to_string());
         }
+        if let Some(output) = id
+            .shortcut
+            .as_ref()
+            .and_then(|shortcut| shortcut.render(ctx, self.limits.max_output_bytes))
+        {
+            return Ok(output);
+        }
         let template = self.env.get_template(id.name()).map_err(|e| RenderError {
             message: format!("template is missing from the registry ({})", e.kind()),
             jwt_signing: false,
@@ -599,6 +623,74 @@ fn describe_error_in<'s>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shortcut_renders_what_the_engine_renders_or_leaves_it_to_the_engine() {
+        let mut set = TemplateSet::for_tests();
+        let templates = [
+            "{\"client_id\": \"{{ request.body_text | from_json | attr('clientId') }}\"}",
+            "Bearer {{ steps.auth.body | from_json | attr('access_token') }}",
+            "{{ steps.auth.body | from_json | attr('nested') | attr('deep') }}!",
+            "{{ request.method }} {{ user.name }}",
+            "{{ steps.auth.body | from_json }}",
+            "{{ missing.name }}-{{ user.name }}",
+        ];
+        let contexts = [
+            serde_json::json!({
+                "request": {"method": "POST", "body_text": "{\"clientId\": \"widget-42\"}"},
+                "steps": {"auth": {"body": "{\"access_token\": \"t-é\\\"x\", \"nested\": {\"deep\": \"d\"}}"}},
+                "user": {"name": "Ada {{ not a template }}"},
+            }),
+            // Numbers, null, a missing key, JSON that is not an object, invalid JSON.
+            serde_json::json!({
+                "request": {"method": 7, "body_text": "{\"clientId\": 42}"},
+                "steps": {"auth": {"body": "[1, 2]"}},
+                "user": {"name": null},
+            }),
+            serde_json::json!({
+                "request": {"body_text": "{\"other\": \"x\"}"},
+                "steps": {"auth": {"body": "not json"}},
+                "user": {},
+            }),
+        ];
+        let (mut shortcuts, mut engine) = (0, 0);
+        for (index, source) in templates.iter().enumerate() {
+            let id = set
+                .add(&format!("t/{index}"), Field::RequestBody, source)
+                .unwrap();
+            let shortcut = id
+                .shortcut
+                .as_ref()
+                .expect("each template has the simple shape");
+            for json in &contexts {
+                let ctx = Value::from(minijinja::value::Serde(json.clone()));
+                let template = set.env.get_template(id.name()).unwrap();
+                let by_engine = template.render(&ctx).map_err(|e| e.kind());
+                match shortcut.render(&ctx, usize::MAX) {
+                    Some(output) => {
+                        shortcuts += 1;
+                        assert_eq!(Ok(output), by_engine, "{source} with {json}");
+                    }
+                    None => engine += 1,
+                }
+                // Either way, the set renders what the engine renders.
+                assert_eq!(
+                    set.render(&id, &ctx).ok(),
+                    by_engine.ok(),
+                    "{source} with {json}"
+                );
+            }
+        }
+        assert!(
+            shortcuts == 4 && engine == 14,
+            "{shortcuts} by shortcut, {engine} by the engine"
+        );
+        // A URL is always the engine's: its values are percent-encoded.
+        let url = set
+            .add("t/url", Field::Url, "https://a.example.com/{{ user.name }}")
+            .unwrap();
+        assert!(url.shortcut.is_none());
+    }
 
     #[test]
     fn a_url_prints_its_origin_expression_as_it_is_and_encodes_the_rest() {

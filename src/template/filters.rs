@@ -647,7 +647,8 @@ pub(crate) fn from_json(state: &minijinja::State, value: &Value) -> Result<Value
     }
 }
 
-fn parse_json(value: &Value) -> Result<Value, Error> {
+/// `from_json` without the run's cache.
+pub(crate) fn parse_json(value: &Value) -> Result<Value, Error> {
     let text: &[u8] = match value.kind() {
         ValueKind::String => value.as_str().unwrap_or_default().as_bytes(),
         ValueKind::Bytes => value.as_bytes().unwrap_or_default(),

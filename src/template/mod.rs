@@ -15,6 +15,7 @@ pub(crate) mod pyformat;
 pub(crate) mod python;
 pub(crate) mod rewrite;
 pub(crate) mod secrets;
+pub(crate) mod shortcut;
 
 pub(crate) use analysis::{analyze, Analysis, ContextKind, Scope};
 pub use engine::{
