@@ -77,11 +77,7 @@ async fn get(client: &awc::Client, port: u16) {
 }
 
 async fn get_from(client: &awc::Client, url: &str) {
-    let mut reply = client
-        .get(url)
-        .send()
-        .await
-        .unwrap();
+    let mut reply = client.get(url).send().await.unwrap();
     assert_eq!(reply.status().as_u16(), 200);
     assert_eq!(reply.body().await.unwrap().as_ref(), b"ok");
 }
@@ -100,8 +96,16 @@ fn upstream_requests_carry_a_current_date_within_and_across_runtimes() {
     });
     let first = stamps.recv().unwrap();
     let later = stamps.recv().unwrap();
-    assert!(first.lag() <= limit, "first request's Date {:?} behind", first.lag());
-    assert!(later.lag() <= limit, "the Date stopped refreshing: {:?} behind", later.lag());
+    assert!(
+        first.lag() <= limit,
+        "first request's Date {:?} behind",
+        first.lag()
+    );
+    assert!(
+        later.lag() <= limit,
+        "the Date stopped refreshing: {:?} behind",
+        later.lag()
+    );
     assert!(later.date > first.date, "the Date did not move in 1.6 s");
 
     // The first runtime is gone, and with it the task that refreshed the shared date: a new
@@ -111,7 +115,11 @@ fn upstream_requests_carry_a_current_date_within_and_across_runtimes() {
         get(&awc::Client::new(), port).await;
     });
     let next = stamps.recv().unwrap();
-    assert!(next.lag() <= limit, "a later runtime sent a stale Date: {:?} behind", next.lag());
+    assert!(
+        next.lag() <= limit,
+        "a later runtime sent a stale Date: {:?} behind",
+        next.lag()
+    );
 }
 
 #[actix_rt::test]
