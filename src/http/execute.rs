@@ -402,7 +402,7 @@ fn timing_headers(input: &RunInput, outcome: &RunOutcome) -> (String, String) {
     let trace_id = input.trace.as_ref().map(crate::trace::trace_id);
     let ids = timing::Ids {
         request_id: &input.request_id,
-        trace_id: trace_id.as_deref(),
+        trace_id: trace_id.as_ref().map(crate::trace::TraceIdHex::as_str),
     };
     if input.is_composite() {
         (

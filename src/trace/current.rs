@@ -19,8 +19,8 @@ thread_local! {
 }
 
 /// The trace id of the request being polled on this thread, as 32 hex digits.
-pub(crate) fn trace_id() -> Option<String> {
-    CURRENT.get().map(|id| super::span::trace_id_hex(&id))
+pub(crate) fn trace_id() -> Option<super::span::TraceIdHex> {
+    CURRENT.get().map(|id| super::span::TraceIdHex::new(&id))
 }
 
 /// Sets the current trace id until dropped, then puts back the one before.
@@ -78,13 +78,14 @@ impl<F> Drop for InTrace<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trace::TraceIdHex;
 
     #[test]
     fn the_trace_id_is_current_while_polled_and_dropped_and_restored_after() {
         struct LogsOnDrop(std::rc::Rc<Cell<Option<Option<String>>>>);
         impl Drop for LogsOnDrop {
             fn drop(&mut self) {
-                self.0.set(Some(trace_id()));
+                self.0.set(Some(trace_id().map(|id| id.to_string())));
             }
         }
         let outer = [0xab; 16];
@@ -98,8 +99,8 @@ mod tests {
         });
         assert_eq!(trace_id(), None);
         let (nested, after) = futures_util::FutureExt::now_or_never(future).unwrap();
-        assert_eq!(nested.as_deref(), Some("01".repeat(16).as_str()));
-        assert_eq!(after.as_deref(), Some("ab".repeat(16).as_str()));
+        assert_eq!(nested.as_ref().map(TraceIdHex::as_str), Some("01".repeat(16).as_str()));
+        assert_eq!(after.as_ref().map(TraceIdHex::as_str), Some("ab".repeat(16).as_str()));
         assert_eq!(trace_id(), None, "restored after the poll");
         assert_eq!(
             seen_on_drop.take(),

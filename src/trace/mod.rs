@@ -21,6 +21,7 @@ mod span;
 pub(crate) use current::{trace_id as current_trace_id, InTrace};
 pub(crate) use otlp::Attr;
 pub use span::Context;
+pub(crate) use span::TraceIdHex;
 use span::{Kind, Parentage, SpanIds, Start};
 
 /// Whether upstream calls carry the trace context.
@@ -226,7 +227,9 @@ impl Tracing {
             name_buf[..method.len()].copy_from_slice(method.as_bytes());
             name_buf[method.len()] = b' ';
             name_buf[method.len() + 1..name_len].copy_from_slice(route.as_bytes());
-            std::str::from_utf8(&name_buf[..name_len]).unwrap_or(route)
+            // SAFETY: two `str`s joined by an ASCII space are UTF-8 (checking it again cost
+            // ~120 instructions per run).
+            unsafe { std::str::from_utf8_unchecked(&name_buf[..name_len]) }
         } else {
             route
         };
@@ -435,7 +438,7 @@ pub(crate) fn attribute<'v>(cx: &Context, key: &'static str, value: impl Into<At
 }
 
 /// The trace id of `cx`, as 32 hex digits.
-pub(crate) fn trace_id(cx: &Context) -> String {
+pub(crate) fn trace_id(cx: &Context) -> TraceIdHex {
     cx.trace_id_hex()
 }
 

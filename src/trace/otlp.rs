@@ -490,18 +490,25 @@ pub(crate) fn key_value(out: &mut Vec<u8>, field: u32, key: &str, value: Attr<'_
                 out.extend_from_slice(s.as_bytes());
                 return;
             }
-            // Ports, indexes and status codes: a varint of at most two bytes (< 2^14).
-            Attr::Int(i) if (0..1 << 14).contains(&i) && key.len() <= 100 => {
-                let wide = usize::from(i >= 128);
-                let total = key.len() + 6 + wide;
+            // Ports, indexes and status codes: a varint of at most three bytes (< 2^21; a
+            // port such as 18081 needs three).
+            Attr::Int(i) if (0..1 << 21).contains(&i) && key.len() <= 100 => {
+                let v = i as u32;
+                let n = 1 + usize::from(v >= 1 << 7) + usize::from(v >= 1 << 14);
+                let total = key.len() + 5 + n;
                 out.reserve(2 + total);
                 out.extend_from_slice(&[tag, total as u8, 0x0a, key.len() as u8]);
                 out.extend_from_slice(key.as_bytes());
-                if wide == 1 {
-                    out.extend_from_slice(&[0x12, 3, 0x18, (i as u8) | 0x80, (i >> 7) as u8]);
-                } else {
-                    out.extend_from_slice(&[0x12, 2, 0x18, i as u8]);
-                }
+                let more = |bytes_after: usize| if n > bytes_after { 0x80 } else { 0 };
+                let value = [
+                    0x12,
+                    (1 + n) as u8,
+                    0x18,
+                    (v & 0x7f) as u8 | more(1),
+                    ((v >> 7) & 0x7f) as u8 | more(2),
+                    (v >> 14) as u8,
+                ];
+                out.extend_from_slice(&value[..3 + n]);
                 return;
             }
             _ => {}
@@ -702,6 +709,8 @@ mod tests {
             Attr::Int((1 << 14) - 1),
             Attr::Int(1 << 14),
             Attr::Int(18_081),
+            Attr::Int((1 << 21) - 1),
+            Attr::Int(1 << 21),
             Attr::Int((1 << 28) - 1),
             Attr::Int(1 << 28),
             Attr::Int(-1),

@@ -165,8 +165,8 @@ impl Context {
     }
 
     /// The trace id as 32 lower-case hex digits.
-    pub(crate) fn trace_id_hex(&self) -> String {
-        trace_id_hex(&self.0.ids.trace_id)
+    pub(crate) fn trace_id_hex(&self) -> TraceIdHex {
+        TraceIdHex::new(&self.0.ids.trace_id)
     }
 
     /// The W3C `traceparent` of this span: `00-<trace id>-<span id>-<flags>`.
@@ -290,22 +290,49 @@ fn unix_nanos() -> u64 {
         .saturating_add(now.tv_nsec as u64)
 }
 
-/// A trace id as 32 lower-case hex digits (its form in headers, timing and log lines).
-pub(crate) fn trace_id_hex(id: &[u8; 16]) -> String {
-    let mut out = [0u8; 32];
-    hex(id, &mut out);
-    std::str::from_utf8(&out)
-        .expect("hex digits are ASCII")
-        .to_string()
+/// A trace id as 32 lower-case hex digits (its form in headers, timing and log lines), on
+/// the stack: it is written for every traced run's timing header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TraceIdHex([u8; 32]);
+
+impl TraceIdHex {
+    /// The digits of `id`.
+    pub(crate) fn new(id: &[u8; 16]) -> TraceIdHex {
+        let mut out = [0u8; 32];
+        hex(id, &mut out);
+        TraceIdHex(out)
+    }
+
+    /// The digits as text.
+    pub(crate) fn as_str(&self) -> &str {
+        // SAFETY: `new` fills every byte with a hex digit from `HEX_PAIRS`: ASCII, so UTF-8.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
+    }
 }
 
-/// `bytes` as lower-case hex into `out` (twice as long): what `{:032x}` gives, without
-/// the formatting machinery (this runs for every traced call).
-fn hex(bytes: &[u8], out: &mut [u8]) {
+impl std::fmt::Display for TraceIdHex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The two lower-case hex digits of every byte value.
+const HEX_PAIRS: [[u8; 2]; 256] = {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in bytes.iter().enumerate() {
-        out[2 * i] = DIGITS[usize::from(b >> 4)];
-        out[2 * i + 1] = DIGITS[usize::from(b & 15)];
+    let mut pairs = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        pairs[i] = [DIGITS[i >> 4], DIGITS[i & 15]];
+        i += 1;
+    }
+    pairs
+};
+
+/// `bytes` as lower-case hex into `out` (twice as long): what `{:032x}` gives, without
+/// the formatting machinery (this runs for every traced call), a pair of digits per byte.
+fn hex(bytes: &[u8], out: &mut [u8]) {
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(*b)]);
     }
 }
 
