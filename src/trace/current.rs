@@ -99,8 +99,14 @@ mod tests {
         });
         assert_eq!(trace_id(), None);
         let (nested, after) = futures_util::FutureExt::now_or_never(future).unwrap();
-        assert_eq!(nested.as_ref().map(TraceIdHex::as_str), Some("01".repeat(16).as_str()));
-        assert_eq!(after.as_ref().map(TraceIdHex::as_str), Some("ab".repeat(16).as_str()));
+        assert_eq!(
+            nested.as_ref().map(TraceIdHex::as_str),
+            Some("01".repeat(16).as_str())
+        );
+        assert_eq!(
+            after.as_ref().map(TraceIdHex::as_str),
+            Some("ab".repeat(16).as_str())
+        );
         assert_eq!(trace_id(), None, "restored after the poll");
         assert_eq!(
             seen_on_drop.take(),
