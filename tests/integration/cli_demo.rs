@@ -29,7 +29,13 @@ struct Demo {
 
 /// Starts `demo` on free ports and reads the addresses and the member token it prints.
 fn start_demo() -> Demo {
+    start_demo_with_env(&[])
+}
+
+/// [`start_demo`] with these environment variables set for the process.
+fn start_demo_with_env(env: &[(&str, &str)]) -> Demo {
     let mut child = Command::new(BIN)
+        .envs(env.iter().copied())
         .args([
             "demo",
             "--listen",
@@ -338,5 +344,31 @@ fn run_identifies_the_member_from_its_header_flag() {
         String::from_utf8_lossy(&out.stderr).contains("IDENTITY_REQUIRED"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The `THP_enabled` line of a process's `/proc/PID/status`: 0 once the process turned
+/// transparent huge pages off with `prctl(PR_SET_THP_DISABLE)`.
+#[cfg(target_os = "linux")]
+fn thp_enabled(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status readable");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("THP_enabled:"))
+        .map(|value| value.trim().to_string())
+        .expect("the kernel reports THP_enabled (Linux 5.0 and later)")
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn the_server_turns_transparent_huge_pages_off_unless_mimalloc_allow_thp_is_set() {
+    let demo = start_demo();
+    assert_eq!(thp_enabled(demo._process.0.id()), "0", "THP off by default");
+    drop(demo);
+    let demo = start_demo_with_env(&[("MIMALLOC_ALLOW_THP", "1")]);
+    assert_eq!(
+        thp_enabled(demo._process.0.id()),
+        "1",
+        "MIMALLOC_ALLOW_THP keeps the system's setting"
     );
 }
