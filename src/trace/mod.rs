@@ -15,6 +15,7 @@ use opentelemetry_sdk::Resource;
 
 mod current;
 mod http;
+mod lock;
 mod otlp;
 mod span;
 

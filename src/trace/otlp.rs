@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use opentelemetry::{Array, Value};
 use opentelemetry_sdk::Resource;
 
+use super::lock::Lock;
+
 /// Default time limit of one export (the OpenTelemetry default).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -74,7 +76,7 @@ struct Piece {
 /// moving between the workers' cores five times per run.
 #[derive(Debug, Default)]
 struct Local {
-    piece: Mutex<Piece>,
+    piece: Lock<Piece>,
 }
 
 /// Spans a thread keeps before it hands them over (fewer when the batch is smaller): ~4 KiB
@@ -156,7 +158,7 @@ impl Shared {
     fn collect_locals(&self) {
         let locals = self.lock().locals.clone();
         for local in locals {
-            let piece = std::mem::take(&mut *local.piece.lock().unwrap_or_else(|e| e.into_inner()));
+            let piece = std::mem::take(&mut *local.piece.lock());
             self.hand_over(&mut self.lock(), piece);
         }
     }
@@ -277,7 +279,7 @@ impl Exporter {
     fn add(&self, local: &Local, span: &[u8]) {
         let cap = PIECE_SPANS.min(self.shared.batching.batch);
         let full = {
-            let mut piece = local.piece.lock().unwrap_or_else(|e| e.into_inner());
+            let mut piece = local.piece.lock();
             if piece.spans.capacity() == 0 {
                 piece.spans.reserve(PIECE_BYTES.max(cap * (span.len() + 3)));
             }
@@ -292,7 +294,7 @@ impl Exporter {
                 pending.spare.pop()
             };
             if let Some(spare) = spare {
-                let mut piece = local.piece.lock().unwrap_or_else(|e| e.into_inner());
+                let mut piece = local.piece.lock();
                 if piece.spans.capacity() == 0 {
                     piece.spans = spare;
                 }

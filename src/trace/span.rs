@@ -12,9 +12,10 @@
 //! The SDK still decides sampling (`OTEL_TRACES_SAMPLER`) and gives the resource
 //! (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`): see [`super::Tracing::start`].
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::lock::Lock;
 use super::otlp::{self, Attr, Exporter};
 
 /// What children and upstreams see of a span: its trace, its own id, whether the trace is
@@ -85,7 +86,7 @@ struct Open {
     /// The caller's W3C `tracestate`, carried by every span of its trace and sent upstream.
     trace_state: Option<Arc<str>>,
     /// The message being written; `None` when the trace is not sampled.
-    record: Option<Mutex<Record>>,
+    record: Option<Lock<Record>>,
 }
 
 #[derive(Debug)]
@@ -116,7 +117,7 @@ impl Context {
     #[inline(always)]
     pub(crate) fn start(start: Start<'_>, exporter: &'static Exporter) -> Context {
         let record = start.ids.sampled.then(|| {
-            Mutex::new(Record {
+            Lock::new(Record {
                 out: begin(&start),
                 exporter,
                 remote_flags: 0x100 | if start.parent.remote { 0x200 } else { 0 },
@@ -144,7 +145,7 @@ impl Context {
     #[inline(always)]
     pub(crate) fn attribute(&self, key: &str, value: Attr<'_>) {
         if let Some(record) = &self.0.record {
-            let mut record = record.lock().unwrap_or_else(|e| e.into_inner());
+            let mut record = record.lock();
             if !record.ended {
                 otlp::key_value(&mut record.out, 9, key, value);
             }
@@ -156,11 +157,7 @@ impl Context {
     /// span's status ERROR.
     pub(crate) fn end(&self, status: Option<u16>, error: Option<&str>) {
         if let Some(record) = &self.0.record {
-            finish(
-                &mut record.lock().unwrap_or_else(|e| e.into_inner()),
-                status,
-                error,
-            );
+            finish(&mut record.lock(), status, error);
         }
     }
 
@@ -183,11 +180,7 @@ impl Context {
 impl Drop for Open {
     fn drop(&mut self) {
         if let Some(record) = &mut self.record {
-            finish(
-                record.get_mut().unwrap_or_else(|e| e.into_inner()),
-                None,
-                None,
-            );
+            finish(record.get_mut(), None, None);
         }
     }
 }
