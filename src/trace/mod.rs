@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanKind, TraceContextExt, TraceId};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -447,7 +447,7 @@ pub(crate) fn trace_id(cx: &Context) -> TraceIdHex {
 /// (`00-<trace id>-<span id>-<flags>`), as `TraceContextPropagator` writes them, formatted
 /// by hand: the propagator goes through `format!` and a header map for each call.
 fn traceparent_headers(cx: &Context, headers: &mut ContextHeaders) {
-    let value = Bytes::copy_from_slice(&cx.traceparent());
+    let value = header_bytes(&cx.traceparent());
     // SAFETY: a traceparent is hex digits and dashes (see `Context::traceparent`): visible
     // ASCII, which is all `HeaderValue` requires. (Debug builds check it all the same.)
     headers.push(TRACEPARENT, unsafe {
@@ -460,6 +460,31 @@ fn traceparent_headers(cx: &Context, headers: &mut ContextHeaders) {
     }
 }
 
+/// Room for ~70 `traceparent` values in each of a thread's header buffers.
+const HEADER_ARENA_BYTES: usize = 4096;
+
+thread_local! {
+    /// The rest of this thread's current header buffer, which `header_bytes` cuts values from.
+    static HEADER_ARENA: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
+/// `value` as `Bytes` cut from this thread's header buffer: a clone (awc's request takes
+/// one) and a drop count a shared reference instead of a malloc and a free each (a `Bytes`
+/// copied from a slice allocates, and allocates again on its first clone); the buffer is
+/// freed once the last value cut from it is dropped.
+fn header_bytes(value: &[u8]) -> Bytes {
+    HEADER_ARENA
+        .try_with(|arena| {
+            let mut arena = arena.borrow_mut();
+            if arena.capacity() < value.len() {
+                *arena = BytesMut::with_capacity(HEADER_ARENA_BYTES.max(value.len()));
+            }
+            arena.extend_from_slice(value);
+            arena.split().freeze()
+        })
+        .unwrap_or_else(|_| Bytes::copy_from_slice(value))
+}
+
 struct RequestHeaders<'a>(&'a HeaderMap);
 
 impl Extractor for RequestHeaders<'_> {
@@ -469,5 +494,30 @@ impl Extractor for RequestHeaders<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(HeaderName::as_str).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_cut_from_the_arena_keep_their_bytes_across_refills() {
+        // Enough values to fill several buffers; every one is kept and checked at the end,
+        // so a value overwritten by a later cut or a refill would show.
+        let values: Vec<(Vec<u8>, Bytes)> = (0..500u32)
+            .map(|i| {
+                let text = format!("00-{:032x}-{:016x}-01", u128::from(i) * 7919, i);
+                let bytes = header_bytes(text.as_bytes());
+                (text.into_bytes(), bytes)
+            })
+            .collect();
+        for (text, bytes) in &values {
+            assert_eq!(&bytes[..], &text[..]);
+            assert_eq!(&bytes.clone()[..], &text[..]);
+        }
+        // A value longer than a whole buffer still comes back whole.
+        let long = vec![b'a'; HEADER_ARENA_BYTES + 10];
+        assert_eq!(&header_bytes(&long)[..], &long[..]);
     }
 }
