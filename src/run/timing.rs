@@ -186,6 +186,12 @@ pub struct Ids<'a> {
 }
 
 impl Ids<'_> {
+    /// Room for what `open` writes beyond the request id's usual share of a header's
+    /// capacity: the trace id's field (a traced header outgrew its buffer and was copied).
+    fn len(&self) -> usize {
+        self.trace_id.map_or(0, |id| id.len() + 16)
+    }
+
     /// `{"request_id":"…"` and `,"trace_id":"…"` when traced.
     fn open(&self, out: &mut String) {
         out.push_str("{\"request_id\":");
@@ -244,7 +250,7 @@ fn push_status(out: &mut String, status: Option<u16>) {
 /// state, attempts?, items?}]}`, with `cache` (hit, revalidated, miss) for the calls the cache
 /// served or stored, `attempts` after retries and `items` for `for_each` steps.
 pub fn composite_connector_timing(ids: Ids<'_>, steps: &[StepTiming], total: Duration) -> String {
-    let mut out = String::with_capacity(64 + 110 * steps.len());
+    let mut out = String::with_capacity(64 + 110 * steps.len() + ids.len());
     ids.open(&mut out);
     out.push_str(",\"total_ms\":");
     push_ms(&mut out, total);
