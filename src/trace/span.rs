@@ -109,6 +109,9 @@ pub(crate) struct Start<'a> {
     /// Its name, as parts written one after the other (no string is built for it).
     pub name: &'a [&'a str],
     pub attributes: &'a [(&'static str, Attr<'a>)],
+    /// More attributes, already encoded as the `Span` message's field 9 (written after
+    /// `attributes`).
+    pub encoded_attributes: &'a [u8],
 }
 
 impl Context {
@@ -222,6 +225,7 @@ fn begin(start: &Start<'_>) -> Vec<u8> {
     for (key, value) in start.attributes {
         otlp::key_value(&mut out, 9, key, *value);
     }
+    out.extend_from_slice(start.encoded_attributes);
     out
 }
 
@@ -395,6 +399,7 @@ mod tests {
                 ("neg", Attr::Int(-(i as i64) - 1)),
                 ("empty", Attr::Str("")),
             ],
+            encoded_attributes: &[],
         };
         let mut out = begin(&start);
         let error = (i % 2 == 1).then_some("timeout");
