@@ -15,6 +15,7 @@ use opentelemetry_sdk::Resource;
 
 mod current;
 mod http;
+mod kept;
 mod lock;
 mod otlp;
 mod span;
@@ -305,17 +306,9 @@ impl Tracing {
 
     /// The span of one step, under the run's SERVER span.
     pub(crate) fn step(&self, run: &Context, connector: &str, step: &str, index: usize) -> Context {
-        self.child(
-            run,
-            Kind::Internal,
-            &["step ", step],
-            &[
-                ("connector.permalink", Attr::Str(connector)),
-                ("connector.step.name", Attr::Str(step)),
-                ("connector.step.index", Attr::Int(index as i64)),
-            ],
-            &[],
-        )
+        kept::step(connector, step, index, |encoded| {
+            self.child(run, Kind::Internal, &["step ", step], &[], encoded)
+        })
     }
 
     /// A CLIENT span for one upstream call under `parent`, and the headers that carry its
@@ -326,16 +319,9 @@ impl Tracing {
         method: &str,
         url: &str,
     ) -> (Context, ContextHeaders) {
-        let cx = CLIENT_ATTRIBUTES
-            .try_with(|cache| {
-                let mut cache = cache.borrow_mut();
-                let encoded = cache.get(method, url);
-                self.child(parent, Kind::Client, &[method], &[], encoded)
-            })
-            .unwrap_or_else(|_| {
-                let (encoded, _) = client_attributes(method, url);
-                self.child(parent, Kind::Client, &[method], &[], &encoded)
-            });
+        let cx = kept::client(method, url, |encoded| {
+            self.child(parent, Kind::Client, &[method], &[], encoded)
+        });
         let mut headers = ContextHeaders::none();
         if self.propagate {
             traceparent_headers(&cx, &mut headers);
@@ -346,107 +332,6 @@ impl Tracing {
     /// Sends what is still buffered and stops the exporter (at shutdown).
     pub fn shutdown(&self) {
         self.exporter.shutdown();
-    }
-}
-
-/// A CLIENT span's attributes for `method` and `url` (`http.request.method`,
-/// `server.address`, `server.port` when the URL names one), encoded, and the length of the
-/// URL's `scheme://host[:port]` when it has an http(s) scheme (the part they depend on).
-fn client_attributes(method: &str, url: &str) -> (Vec<u8>, Option<usize>) {
-    // By hand: `split_once("://")` runs a substring searcher for every call.
-    let scheme = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .map(|rest| url.len() - rest.len());
-    let rest = &url[scheme.unwrap_or(0)..];
-    let host = &rest[..rest
-        .bytes()
-        .position(|b| b == b'/' || b == b'?')
-        .unwrap_or(rest.len())];
-    let (address, port) = match host.bytes().rposition(|b| b == b':') {
-        Some(i) if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => {
-            (&host[..i], host[i + 1..].parse::<i64>().ok())
-        }
-        _ => (host, None),
-    };
-    let mut encoded = Vec::with_capacity(64 + address.len());
-    otlp::key_value(&mut encoded, 9, "http.request.method", Attr::Str(method));
-    otlp::key_value(&mut encoded, 9, "server.address", Attr::Str(address));
-    if let Some(port) = port {
-        otlp::key_value(&mut encoded, 9, "server.port", Attr::Int(port));
-    }
-    (encoded, scheme.map(|scheme| scheme + host.len()))
-}
-
-/// How many (method, origin) pairs each thread keeps the CLIENT attributes of: a registry's
-/// steps call a handful of origins.
-const CLIENT_ATTRIBUTE_ENTRIES: usize = 8;
-
-thread_local! {
-    static CLIENT_ATTRIBUTES: std::cell::RefCell<ClientAttributes> =
-        const {
-            std::cell::RefCell::new(ClientAttributes {
-                entries: Vec::new(),
-                next: 0,
-                unkept: Vec::new(),
-            })
-        };
-}
-
-/// The encoded CLIENT attributes of the last few (method, origin) pairs this thread called:
-/// parsing the URL and encoding the attributes again cost ~400 instructions per call.
-struct ClientAttributes {
-    entries: Vec<ClientEntry>,
-    /// The entry a miss replaces once all are taken.
-    next: usize,
-    /// The attributes of the last call to a URL without an http(s) scheme.
-    unkept: Vec<u8>,
-}
-
-struct ClientEntry {
-    method: Box<str>,
-    /// `scheme://host[:port]`: no `/` or `?` after the scheme.
-    origin: Box<str>,
-    encoded: Vec<u8>,
-}
-
-impl ClientAttributes {
-    /// The attributes of a call of `method` to `url`: what [`client_attributes`] gives, kept
-    /// for the URL's origin. A kept origin is a prefix of `url` followed by its end, `/` or
-    /// `?`, so the host `client_attributes` would find in `url` is the origin's own.
-    fn get(&mut self, method: &str, url: &str) -> &[u8] {
-        let hit = self.entries.iter().position(|entry| {
-            *entry.method == *method
-                && url.starts_with(&*entry.origin)
-                && matches!(
-                    url.as_bytes().get(entry.origin.len()),
-                    None | Some(b'/' | b'?')
-                )
-        });
-        if let Some(i) = hit {
-            return &self.entries[i].encoded;
-        }
-        let (encoded, origin) = client_attributes(method, url);
-        let Some(origin) = origin else {
-            // No http(s) scheme: not kept (the prefix rule above needs one).
-            self.unkept = encoded;
-            return &self.unkept;
-        };
-        let entry = ClientEntry {
-            method: method.into(),
-            origin: url[..origin].into(),
-            encoded,
-        };
-        let i = if self.entries.len() < CLIENT_ATTRIBUTE_ENTRIES {
-            self.entries.push(entry);
-            self.entries.len() - 1
-        } else {
-            let i = self.next;
-            self.entries[i] = entry;
-            self.next = (i + 1) % CLIENT_ATTRIBUTE_ENTRIES;
-            i
-        };
-        &self.entries[i].encoded
     }
 }
 
@@ -580,54 +465,6 @@ impl Extractor for RequestHeaders<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kept_client_attributes_are_what_parsing_the_url_gives() {
-        let mut urls: Vec<String> = [
-            "http://a:80/x",
-            "http://a:80?q=1",
-            "http://a:8080/x",
-            "http://a:80",
-            "https://a:80/x",
-            "http://a/x",
-            "http://a:/x",
-            "http://a:80x/y",
-            "http:/x",
-            "a.com/x",
-            "http://[::1]:9000/p",
-            "http://h#frag/x",
-            "",
-        ]
-        .iter()
-        .map(|u| u.to_string())
-        .collect();
-        // More origins than are kept, so entries are replaced while the others are asked.
-        urls.extend((0..20).map(|i| format!("https://host{i}.example:{}/path", 8000 + i)));
-        let mut cache = ClientAttributes {
-            entries: Vec::new(),
-            next: 0,
-            unkept: Vec::new(),
-        };
-        // Calls to one origin share its entry.
-        for url in ["http://a:80/x", "http://a:80/y?z=1", "http://a:80"] {
-            assert_eq!(
-                cache.get("GET", url),
-                client_attributes("GET", url).0.as_slice()
-            );
-        }
-        assert_eq!(cache.entries.len(), 1);
-        for round in 0..3 {
-            for (i, url) in urls.iter().enumerate() {
-                let method = if (i + round) % 2 == 0 { "GET" } else { "POST" };
-                assert_eq!(
-                    cache.get(method, url),
-                    client_attributes(method, url).0.as_slice(),
-                    "{method} {url}"
-                );
-            }
-        }
-        assert_eq!(cache.entries.len(), CLIENT_ATTRIBUTE_ENTRIES);
-    }
 
     #[test]
     fn header_values_cut_from_the_arena_keep_their_bytes_across_refills() {
