@@ -1,5 +1,6 @@
 //! Encoded attributes kept per thread (docs/spec.md §13): a CLIENT span's for the last few
-//! (method, origin) pairs a thread called, a step span's for the last few steps it ran, so
+//! (method, origin) pairs a thread called, a step span's for the last few steps it ran, a
+//! SERVER span's for the last few (method, path) pairs it answered, so
 //! a span of a kept kind copies its attributes instead of parsing and encoding them again.
 
 use std::cell::RefCell;
@@ -29,7 +30,9 @@ pub(super) fn step<R>(connector: &str, step: &str, index: usize, f: impl FnOnce(
     let mut f = Some(f);
     let kept = STEP_ATTRIBUTES.try_with(|cache| {
         let f = f.take().expect("called once");
-        f(cache.borrow_mut().get(connector, step, index))
+        f(cache.borrow_mut().get([connector, step, ""], index, || {
+            step_attributes(connector, step, index)
+        }))
     });
     match kept {
         Ok(r) => r,
@@ -153,50 +156,79 @@ fn step_attributes(connector: &str, step: &str, index: usize) -> Vec<u8> {
     encoded
 }
 
-/// How many steps each thread keeps the span attributes of.
-const STEP_ATTRIBUTE_ENTRIES: usize = 16;
-
-thread_local! {
-    static STEP_ATTRIBUTES: RefCell<StepAttributes> =
-        const { RefCell::new(StepAttributes { entries: Vec::new(), next: 0 }) };
+/// A SERVER span's attributes: `http.request.method`, `http.route`, `url.path`, encoded.
+fn server_attributes(method: &str, route: &str, path: &str) -> Vec<u8> {
+    let mut encoded = Vec::with_capacity(64 + route.len() + path.len());
+    key_value(&mut encoded, 9, "http.request.method", Attr::Str(method));
+    key_value(&mut encoded, 9, "http.route", Attr::Str(route));
+    key_value(&mut encoded, 9, "url.path", Attr::Str(path));
+    encoded
 }
 
-/// The encoded attributes of the last few steps this thread ran, by their text (never by
-/// address: a reloaded registry may reuse one).
-struct StepAttributes {
-    entries: Vec<StepEntry>,
+/// Runs `f` with the encoded attributes of the SERVER span of a `method` request to `path`
+/// (of `route`).
+pub(super) fn server<R>(method: &str, route: &str, path: &str, f: impl FnOnce(&[u8]) -> R) -> R {
+    let mut f = Some(f);
+    let kept = SERVER_ATTRIBUTES.try_with(|cache| {
+        let f = f.take().expect("called once");
+        f(cache.borrow_mut().get([method, route, path], 0, || {
+            server_attributes(method, route, path)
+        }))
+    });
+    match kept {
+        Ok(r) => r,
+        Err(_) => {
+            let f = f.take().expect("not called when the thread-local was gone");
+            f(&server_attributes(method, route, path))
+        }
+    }
+}
+
+/// How many steps, and how many (method, path) pairs of execute requests, each thread keeps
+/// the span attributes of.
+const BY_TEXT_ENTRIES: usize = 16;
+
+thread_local! {
+    static STEP_ATTRIBUTES: RefCell<ByText> =
+        const { RefCell::new(ByText { entries: Vec::new(), next: 0 }) };
+    static SERVER_ATTRIBUTES: RefCell<ByText> =
+        const { RefCell::new(ByText { entries: Vec::new(), next: 0 }) };
+}
+
+/// Encoded attributes kept by the texts and the number they are made of (never by address:
+/// a reloaded registry may reuse one).
+struct ByText {
+    entries: Vec<TextEntry>,
     /// The entry a miss replaces once all are taken.
     next: usize,
 }
 
-struct StepEntry {
-    connector: Box<str>,
-    step: Box<str>,
-    index: usize,
+struct TextEntry {
+    texts: [Box<str>; 3],
+    number: usize,
     encoded: Vec<u8>,
 }
 
-impl StepAttributes {
-    /// What [`step_attributes`] gives, kept.
-    fn get(&mut self, connector: &str, step: &str, index: usize) -> &[u8] {
+impl ByText {
+    /// The attributes kept for `texts` and `number`, or those `encode` gives, then kept.
+    fn get(&mut self, texts: [&str; 3], number: usize, encode: impl FnOnce() -> Vec<u8>) -> &[u8] {
         let hit = self.entries.iter().position(|entry| {
-            entry.index == index && *entry.step == *step && *entry.connector == *connector
+            entry.number == number
+                && entry
+                    .texts
+                    .iter()
+                    .zip(texts)
+                    .all(|(kept, text)| **kept == *text)
         });
         if let Some(i) = hit {
             return &self.entries[i].encoded;
         }
-        let entry = StepEntry {
-            connector: connector.into(),
-            step: step.into(),
-            index,
-            encoded: step_attributes(connector, step, index),
+        let entry = TextEntry {
+            texts: texts.map(Box::from),
+            number,
+            encoded: encode(),
         };
-        let i = keep(
-            &mut self.entries,
-            &mut self.next,
-            STEP_ATTRIBUTE_ENTRIES,
-            entry,
-        );
+        let i = keep(&mut self.entries, &mut self.next, BY_TEXT_ENTRIES, entry);
         &self.entries[i].encoded
     }
 }
@@ -268,9 +300,16 @@ mod tests {
 
     #[test]
     fn kept_step_attributes_are_what_encoding_them_gives() {
-        let mut cache = StepAttributes {
+        let mut cache = ByText {
             entries: Vec::new(),
             next: 0,
+        };
+        let get = |cache: &mut ByText, connector: &str, step: &str, index: usize| {
+            cache
+                .get([connector, step, ""], index, || {
+                    step_attributes(connector, step, index)
+                })
+                .to_vec()
         };
         // More steps than are kept; pairs whose texts joined would be equal stay apart.
         let mut steps: Vec<(String, String, usize)> = (0..40)
@@ -282,16 +321,16 @@ mod tests {
         for _ in 0..3 {
             for (connector, step, index) in &steps {
                 assert_eq!(
-                    cache.get(connector, step, *index),
-                    step_attributes(connector, step, *index).as_slice()
+                    get(&mut cache, connector, step, *index),
+                    step_attributes(connector, step, *index)
                 );
             }
         }
-        assert_eq!(cache.entries.len(), STEP_ATTRIBUTE_ENTRIES);
+        assert_eq!(cache.entries.len(), BY_TEXT_ENTRIES);
         // A kept step is found, not put again.
-        cache.get("x", "y", 0);
+        get(&mut cache, "x", "y", 0);
         let before = (cache.entries.len(), cache.next);
-        cache.get("x", "y", 0);
+        get(&mut cache, "x", "y", 0);
         assert_eq!((cache.entries.len(), cache.next), before);
     }
 }

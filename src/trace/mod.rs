@@ -249,22 +249,21 @@ impl Tracing {
             span_id: span::random_span_id(),
             sampled: decision.decision == SamplingDecision::RecordAndSample,
         };
-        let cx = Context::start(
-            Start {
-                ids,
-                parent,
-                trace_state: (!state.is_empty()).then(|| state.into()),
-                kind: Kind::Server,
-                name: &[method, " ", route],
-                attributes: &[
-                    ("http.request.method", Attr::Str(method)),
-                    ("http.route", Attr::Str(route)),
-                    ("url.path", Attr::Str(path)),
-                ],
-                encoded_attributes: &[],
-            },
-            self.exporter,
-        );
+        let trace_state = (!state.is_empty()).then(|| state.into());
+        let cx = kept::server(method, route, path, |encoded| {
+            Context::start(
+                Start {
+                    ids,
+                    parent,
+                    trace_state,
+                    kind: Kind::Server,
+                    name: &[method, " ", route],
+                    attributes: &[],
+                    encoded_attributes: encoded,
+                },
+                self.exporter,
+            )
+        });
         // A sampler's own attributes (the SDK's samplers give none).
         for kv in &decision.attributes {
             if let opentelemetry::Value::I64(i) = kv.value {
