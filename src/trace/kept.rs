@@ -1,7 +1,7 @@
 //! Encoded attributes kept per thread (docs/spec.md §13): a CLIENT span's for the last few
 //! (method, origin) pairs a thread called, a step span's for the last few steps it ran, a
-//! SERVER span's for the last few (method, path) pairs it answered, so
-//! a span of a kept kind copies its attributes instead of parsing and encoding them again.
+//! SERVER span's for the last few (method, path) pairs it answered, so a span of a kept kind
+//! copies its attributes instead of parsing and encoding them again.
 
 use std::cell::RefCell;
 
@@ -9,38 +9,35 @@ use super::otlp::{key_value, Attr};
 
 /// Runs `f` with the encoded CLIENT attributes of a call of `method` to `url`.
 pub(super) fn client<R>(method: &str, url: &str, f: impl FnOnce(&[u8]) -> R) -> R {
+    with_cache(&CLIENT_ATTRIBUTES, |cache| match cache {
+        Some(cache) => f(cache.get(method, url)),
+        None => f(&client_attributes(method, url).0),
+    })
+}
+
+/// Runs `f` with this thread's `cache`, or with `None` once the thread is ending and its
+/// thread-locals are gone (then nothing is kept).
+fn with_cache<C: 'static, R>(
+    cache: &'static std::thread::LocalKey<RefCell<C>>,
+    f: impl FnOnce(Option<&mut C>) -> R,
+) -> R {
     let mut f = Some(f);
-    let kept = CLIENT_ATTRIBUTES.try_with(|cache| {
-        let f = f.take().expect("called once");
-        f(cache.borrow_mut().get(method, url))
-    });
+    let kept =
+        cache.try_with(|cache| (f.take().expect("called once"))(Some(&mut cache.borrow_mut())));
     match kept {
         Ok(r) => r,
-        // The thread is ending: nothing is kept.
-        Err(_) => {
-            let f = f.take().expect("not called when the thread-local was gone");
-            f(&client_attributes(method, url).0)
-        }
+        Err(_) => (f.take().expect("not called when the thread-local was gone"))(None),
     }
 }
 
 /// Runs `f` with the encoded attributes of the span of step `step` (at `index`) of
 /// `connector`.
 pub(super) fn step<R>(connector: &str, step: &str, index: usize, f: impl FnOnce(&[u8]) -> R) -> R {
-    let mut f = Some(f);
-    let kept = STEP_ATTRIBUTES.try_with(|cache| {
-        let f = f.take().expect("called once");
-        f(cache.borrow_mut().get([connector, step, ""], index, || {
-            step_attributes(connector, step, index)
-        }))
-    });
-    match kept {
-        Ok(r) => r,
-        Err(_) => {
-            let f = f.take().expect("not called when the thread-local was gone");
-            f(&step_attributes(connector, step, index))
-        }
-    }
+    let encode = || step_attributes(connector, step, index);
+    with_cache(&STEP_ATTRIBUTES, |cache| match cache {
+        Some(cache) => f(cache.get([connector, step, ""], index, encode)),
+        None => f(&encode()),
+    })
 }
 
 /// A CLIENT span's attributes for `method` and `url` (`http.request.method`,
@@ -168,20 +165,11 @@ fn server_attributes(method: &str, route: &str, path: &str) -> Vec<u8> {
 /// Runs `f` with the encoded attributes of the SERVER span of a `method` request to `path`
 /// (of `route`).
 pub(super) fn server<R>(method: &str, route: &str, path: &str, f: impl FnOnce(&[u8]) -> R) -> R {
-    let mut f = Some(f);
-    let kept = SERVER_ATTRIBUTES.try_with(|cache| {
-        let f = f.take().expect("called once");
-        f(cache.borrow_mut().get([method, route, path], 0, || {
-            server_attributes(method, route, path)
-        }))
-    });
-    match kept {
-        Ok(r) => r,
-        Err(_) => {
-            let f = f.take().expect("not called when the thread-local was gone");
-            f(&server_attributes(method, route, path))
-        }
-    }
+    let encode = || server_attributes(method, route, path);
+    with_cache(&SERVER_ATTRIBUTES, |cache| match cache {
+        Some(cache) => f(cache.get([method, route, path], 0, encode)),
+        None => f(&encode()),
+    })
 }
 
 /// How many steps, and how many (method, path) pairs of execute requests, each thread keeps
