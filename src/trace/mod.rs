@@ -258,8 +258,7 @@ impl Tracing {
                     trace_state,
                     kind: Kind::Server,
                     name: &[method, " ", route],
-                    attributes: &[],
-                    encoded_attributes: encoded,
+                    attributes: encoded,
                 },
                 self.exporter,
             )
@@ -275,16 +274,9 @@ impl Tracing {
         cx
     }
 
-    /// A span under `parent`, in its trace, with `attributes` and the `encoded` ones.
+    /// A span under `parent`, in its trace, with its `attributes` encoded (`kept`).
     #[inline(always)]
-    fn child(
-        &self,
-        parent: &Context,
-        kind: Kind,
-        name: &[&str],
-        attributes: &[(&'static str, Attr<'_>)],
-        encoded: &[u8],
-    ) -> Context {
+    fn child(&self, parent: &Context, kind: Kind, name: &[&str], attributes: &[u8]) -> Context {
         let ids = parent.ids();
         Context::start(
             Start {
@@ -297,7 +289,6 @@ impl Tracing {
                 kind,
                 name,
                 attributes,
-                encoded_attributes: encoded,
             },
             self.exporter,
         )
@@ -306,7 +297,7 @@ impl Tracing {
     /// The span of one step, under the run's SERVER span.
     pub(crate) fn step(&self, run: &Context, connector: &str, step: &str, index: usize) -> Context {
         kept::step(connector, step, index, |encoded| {
-            self.child(run, Kind::Internal, &["step ", step], &[], encoded)
+            self.child(run, Kind::Internal, &["step ", step], encoded)
         })
     }
 
@@ -319,7 +310,7 @@ impl Tracing {
         url: &str,
     ) -> (Context, ContextHeaders) {
         let cx = kept::client(method, url, |encoded| {
-            self.child(parent, Kind::Client, &[method], &[], encoded)
+            self.child(parent, Kind::Client, &[method], encoded)
         });
         let mut headers = ContextHeaders::none();
         if self.propagate {

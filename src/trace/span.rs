@@ -108,10 +108,9 @@ pub(crate) struct Start<'a> {
     pub kind: Kind,
     /// Its name, as parts written one after the other (no string is built for it).
     pub name: &'a [&'a str],
-    pub attributes: &'a [(&'static str, Attr<'a>)],
-    /// More attributes, already encoded as the `Span` message's field 9 (written after
-    /// `attributes`).
-    pub encoded_attributes: &'a [u8],
+    /// The attributes it starts with, encoded as the `Span` message's field 9 (see
+    /// `super::kept`).
+    pub attributes: &'a [u8],
 }
 
 impl Context {
@@ -222,10 +221,7 @@ fn begin(start: &Start<'_>) -> Vec<u8> {
     kind_and_start[..3].copy_from_slice(&[0x30, start.kind as u8, 0x39]);
     kind_and_start[3..].copy_from_slice(&unix_nanos().to_le_bytes());
     out.extend_from_slice(&kind_and_start);
-    for (key, value) in start.attributes {
-        otlp::key_value(&mut out, 9, key, *value);
-    }
-    out.extend_from_slice(start.encoded_attributes);
+    out.extend_from_slice(start.attributes);
     out
 }
 
@@ -380,6 +376,15 @@ mod tests {
     /// with a long attribute and an error on odd ones.
     fn message(i: u64, long: &str) -> Vec<u8> {
         let n = i.to_string();
+        let mut attributes = Vec::new();
+        for (key, value) in [
+            ("long", Attr::Str(long)),
+            ("n", Attr::Int(i as i64)),
+            ("neg", Attr::Int(-(i as i64) - 1)),
+            ("empty", Attr::Str("")),
+        ] {
+            otlp::key_value(&mut attributes, 9, key, value);
+        }
         let start = Start {
             ids: SpanIds {
                 trace_id: (u128::from(i) + 1).to_be_bytes(),
@@ -393,13 +398,7 @@ mod tests {
             trace_state: (i == 3).then(|| Arc::from("rojo=00f067aa0ba902b7")),
             kind: Kind::Client,
             name: &["span ", &n],
-            attributes: &[
-                ("long", Attr::Str(long)),
-                ("n", Attr::Int(i as i64)),
-                ("neg", Attr::Int(-(i as i64) - 1)),
-                ("empty", Attr::Str("")),
-            ],
-            encoded_attributes: &[],
+            attributes: &attributes,
         };
         let mut out = begin(&start);
         let error = (i % 2 == 1).then_some("timeout");
